@@ -1,0 +1,296 @@
+"""The MQTT wire contract, schema version 1: topics, payloads, encoding and decoding.
+
+Edge, cloud and simulators import this module and nothing else to speak MQTT, so a change here is
+a change of the contract (docs/wire.md). Payloads are JSON, decoded and validated by msgspec in one
+pass, because the ingester decodes tens of thousands of them a second.
+
+Topics (the version is in the topic so v2 can run beside v1):
+
+    sw/v1/<site>/<gateway>/status               retained birth / last will
+    sw/v1/<site>/<gateway>/health               gateway health (buses, outbox)
+    sw/v1/<site>/<gateway>/<device>/telemetry   readings (report by exception + snapshots)
+    sw/v1/<site>/<gateway>/<device>/event       state changes, interlock actions
+    sw/v1/<site>/<gateway>/<device>/health      device communication health
+    sw/v1/<site>/<gateway>/<device>/cmd         downlink command
+    sw/v1/<site>/<gateway>/<device>/cmd-result  the answer to one command
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+SCHEMA_VERSION = 1
+PREFIX = "sw/v1"
+MAX_PAYLOAD_BYTES = 64 * 1024
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class WireError(ValueError):
+    """A topic or payload that does not follow the contract. `reason` is a short stable label
+    (used as a metrics label and dead-letter reason)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class Kind(StrEnum):
+    STATUS = "status"
+    GATEWAY_HEALTH = "gateway-health"
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    HEALTH = "health"
+    CMD = "cmd"
+    CMD_RESULT = "cmd-result"
+
+
+DEVICE_KINDS = (Kind.TELEMETRY, Kind.EVENT, Kind.HEALTH, Kind.CMD, Kind.CMD_RESULT)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    site: str
+    gateway: str
+    kind: Kind
+    device: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{PREFIX}/{self.site}/{self.gateway}"
+        if self.kind is Kind.STATUS:
+            return f"{base}/status"
+        if self.kind is Kind.GATEWAY_HEALTH:
+            return f"{base}/health"
+        return f"{base}/{self.device}/{self.kind.value}"
+
+
+def check_id(what: str, value: str) -> str:
+    """Site, gateway and device ids become topic levels: no wildcards, slashes or capitals."""
+    if not ID_RE.match(value):
+        raise WireError("bad_id", f"{what} id {value!r} must match {ID_RE.pattern}")
+    return value
+
+
+def topic(site: str, gateway: str, kind: Kind, device: str | None = None) -> str:
+    check_id("site", site)
+    check_id("gateway", gateway)
+    if kind in DEVICE_KINDS:
+        if device is None:
+            raise WireError("bad_topic", f"{kind.value} needs a device")
+        check_id("device", device)
+    elif device is not None:
+        raise WireError("bad_topic", f"{kind.value} is a gateway topic; no device expected")
+    return str(Topic(site, gateway, kind, device))
+
+
+_DEVICE_KIND = {k.value: k for k in DEVICE_KINDS}
+
+
+def parse_topic(name: str) -> Topic:
+    """Topic string → its parts, or WireError('bad_topic')."""
+    parts = name.split("/")
+    if len(parts) < 5 or parts[0] != "sw" or parts[1] != "v1":
+        raise WireError("bad_topic", f"{name!r} is not under {PREFIX}/")
+    site, gateway = parts[2], parts[3]
+    if not (ID_RE.match(site) and ID_RE.match(gateway)):
+        raise WireError("bad_topic", f"{name!r}: bad site or gateway id")
+    if len(parts) == 5:
+        if parts[4] == "status":
+            return Topic(site, gateway, Kind.STATUS)
+        if parts[4] == "health":
+            return Topic(site, gateway, Kind.GATEWAY_HEALTH)
+    elif len(parts) == 6 and parts[5] in _DEVICE_KIND and ID_RE.match(parts[4]):
+        return Topic(site, gateway, _DEVICE_KIND[parts[5]], parts[4])
+    raise WireError("bad_topic", f"{name!r} is not a v1 topic")
+
+
+def subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """Topic filters for everything a gateway sends upward (not the downlink `cmd`)."""
+    b = f"{PREFIX}/{site}/{gateway}"
+    return [f"{b}/status", f"{b}/health", f"{b}/+/telemetry", f"{b}/+/event", f"{b}/+/health", f"{b}/+/cmd-result"]
+
+
+def shared(topic_filter: str, group: str = "ingest") -> str:
+    """MQTT 5 shared subscription: replicas in one group split the messages between them."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def cmd_topic(site: str, gateway: str, device: str = "+") -> str:
+    """What a gateway subscribes to (device `+`) or where the cloud sends one command."""
+    return f"{PREFIX}/{site}/{gateway}/{device}/cmd"
+
+
+# ---------------------------------------------------------------------------------------- payloads
+
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Scalar = bool | int | float | str
+Severity = Literal["critical", "major", "minor", "warning", "info"]
+PointId = Annotated[str, msgspec.Meta(min_length=1, max_length=96)]
+
+
+class _Msg(msgspec.Struct, kw_only=True):
+    v: Literal[1] = 1
+    ts: UtcTime
+
+
+class DeviceInfo(msgspec.Struct, omit_defaults=True):
+    id: str
+    profile: str
+    labels: dict[str, str] = {}
+
+
+class Status(_Msg, kw_only=True):
+    """Retained on `…/status`. Birth says online; the last will (set at connect) says offline."""
+
+    state: Literal["online", "offline"]
+    reason: str = ""
+    agent: str = ""
+    devices: list[DeviceInfo] = []
+
+
+class Telemetry(_Msg, kw_only=True):
+    """Readings of one device. `snapshot` true means every point is present (periodic full report);
+    otherwise only points that moved beyond their deadband. Points that could not be read are absent."""
+
+    seq: Seq
+    values: dict[PointId, Scalar]
+    snapshot: bool = False
+
+
+class Event(_Msg, kw_only=True):
+    """Something happened once: a state change, an interlock action, a command outcome.
+
+    `id` is unique (UUID) so replays are recognised; `kind` says what produced it."""
+
+    seq: Seq
+    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
+    kind: Literal["state", "interlock", "command", "fault", "agent"]
+    severity: Severity = "info"
+    point: str | None = None
+    value: Scalar | None = None
+    previous: Scalar | None = None
+    text: str = ""
+    data: dict[str, Scalar] = {}
+
+
+class DeviceHealth(_Msg, kw_only=True):
+    """Communication health of one device as the gateway sees it; counters are since agent start."""
+
+    seq: Seq
+    online: bool
+    breaker: Literal["closed", "open", "half_open"] = "closed"
+    polls: int = 0
+    ok: int = 0
+    timeouts: int = 0
+    crc_errors: int = 0
+    exceptions: int = 0
+    retries: int = 0
+    last_ok: UtcTime | None = None
+    latency_ms: float | None = None
+    poll_rate_hz: float | None = None
+    detail: str = ""
+
+
+class BusHealth(msgspec.Struct, omit_defaults=True):
+    name: str
+    utilisation: float
+    transactions: int = 0
+    budget_ok: bool = True
+
+
+class GatewayHealth(_Msg, kw_only=True):
+    uptime_s: float
+    buses: list[BusHealth] = []
+    outbox_pending: int = 0
+    outbox_bytes: int = 0
+    outbox_dropped: int = 0
+    backlog_oldest: UtcTime | None = None
+
+
+class Command(_Msg, kw_only=True):
+    """Downlink: do `command` (declared by the device's profile) on one instance, with a value.
+    The gateway answers every command with one CommandResult carrying the same id."""
+
+    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
+    command: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    index: int | None = None
+    value: bool | int | None = None
+    by: str = ""
+    expires: UtcTime | None = None
+
+
+class CommandResult(_Msg, kw_only=True):
+    id: str
+    status: Literal["done", "refused", "failed", "expired"]
+    detail: str = ""
+
+
+PAYLOAD_TYPES: dict[Kind, type[_Msg]] = {
+    Kind.STATUS: Status,
+    Kind.GATEWAY_HEALTH: GatewayHealth,
+    Kind.TELEMETRY: Telemetry,
+    Kind.EVENT: Event,
+    Kind.HEALTH: DeviceHealth,
+    Kind.CMD: Command,
+    Kind.CMD_RESULT: CommandResult,
+}
+
+Payload = Status | GatewayHealth | Telemetry | Event | DeviceHealth | Command | CommandResult
+T = TypeVar("T", bound=_Msg)
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Kind, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
+
+
+def encode(msg: _Msg) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(kind: Kind, data: bytes) -> Any:
+    """Validate and decode one payload of `kind`; WireError with reason oversized / not_utf8 /
+    bad_json / bad_schema otherwise."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _decoders[kind].decode(data)
+    except msgspec.ValidationError as e:
+        raise WireError("bad_schema", str(e)) from None
+    except msgspec.DecodeError as e:
+        try:
+            bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError("not_utf8", "payload is not UTF-8") from None
+        raise WireError("bad_json", str(e)) from None
+
+
+def decode_as(cls: type[T], data: bytes) -> T:
+    kind = next(k for k, t in PAYLOAD_TYPES.items() if t is cls)
+    result: T = decode(kind, data)
+    return result
+
+
+def json_schema(kind: Kind) -> dict[str, Any]:
+    return msgspec.json.schema(PAYLOAD_TYPES[kind])
+
+
+def now() -> datetime:
+    """UTC now, to the millisecond (what goes in `ts`)."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def last_will(ts: datetime | None = None) -> Status:
+    """The offline status a gateway registers as its MQTT last will when it connects."""
+    return Status(ts=ts or now(), state="offline", reason="connection lost")

@@ -1,0 +1,28 @@
+"""The hand-over from ingest to the alarm engine: the safety path.
+
+Ingest puts every accepted message (validated, identity-checked, de-duplicated) here *before* and
+independently of storage, so alarms stay fast while the time-series store lags or is down.
+`put` must never block the ingester: implementations enqueue and return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from device_profiles import wire
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyMessage:
+    site: str
+    gateway: str
+    device: str | None  # None for gateway-level kinds (status, gateway health)
+    kind: wire.Kind
+    payload: wire.Payload
+    received: float  # time.time() when the ingester got it (for latency figures)
+
+
+class SafetySink(Protocol):
+    def put(self, msg: SafetyMessage) -> None:
+        """Accept one message without blocking."""

@@ -127,3 +127,19 @@ def make_engine(url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     WebBase.metadata.create_all(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class EnergyBaseline(WebBase):
+    """The first energy-meter reading of a port seen on a given (UTC+8 local) day: "energy today"
+    is the current reading minus this. Meters only count up; a lower reading (meter reset or
+    replaced device) restarts the baseline."""
+
+    __tablename__ = "web_energy_baseline"
+    __table_args__ = (UniqueConstraint("site", "device", "port", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int] = mapped_column(Integer)
+    day: Mapped[str] = mapped_column(String(10))
+    kwh: Mapped[float] = mapped_column()

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
 from device_profiles.loader import get_profile, load_profile
+from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
 from device_profiles.model import KEY_RE, Profile
 from simulators.devices import Device, LineReceiverDevice, ModbusDevice, device_class, make_device
 from simulators.transport.line import LinePort
@@ -133,15 +133,23 @@ def check_site(spec: SiteSpec, base: Path | None = None) -> list[tuple[tuple[str
             continue
         if bus is not None:
             if prof.is_modbus and bus.kind == "line":
-                probs.append((("devices", i, "bus"), f"{prof.id} speaks Modbus; bus {bus.id!r} is a serial line"))
+                probs.append(
+                    (("devices", i, "bus"), f"{prof.id} speaks Modbus; bus {bus.id!r} is a serial line")
+                )
             if not prof.is_modbus and bus.kind != "line":
-                probs.append((("devices", i, "bus"), f"{prof.id} is a line-protocol device; needs a `line` bus"))
+                probs.append(
+                    (("devices", i, "bus"), f"{prof.id} is a line-protocol device; needs a `line` bus")
+                )
             if bus.kind == "line":
                 if bus.id in line_users:
-                    probs.append((("devices", i, "bus"), f"line bus {bus.id!r} already carries {line_users[bus.id]}"))
+                    probs.append(
+                        (("devices", i, "bus"), f"line bus {bus.id!r} already carries {line_users[bus.id]}")
+                    )
                 line_users[bus.id] = d.id
             elif (bus.id, d.unit) in units:
-                probs.append((("devices", i, "unit"), f"unit {d.unit} already used by {units[(bus.id, d.unit)]}"))
+                probs.append(
+                    (("devices", i, "unit"), f"unit {d.unit} already used by {units[(bus.id, d.unit)]}")
+                )
             else:
                 units[(bus.id, d.unit)] = d.id
         try:
@@ -158,7 +166,12 @@ def check_site(spec: SiteSpec, base: Path | None = None) -> list[tuple[tuple[str
             valid = prof.instance_range(blocks[0]) if blocks else range(0)
             bad = [n for n in nums if n not in valid]
             if bad:
-                probs.append((("devices", i, "tags", tag), f"no instance(s) {bad} (valid {valid.start}..{valid.stop - 1})"))
+                probs.append(
+                    (
+                        ("devices", i, "tags", tag),
+                        f"no instance(s) {bad} (valid {valid.start}..{valid.stop - 1})",
+                    )
+                )
     return probs
 
 
@@ -245,7 +258,9 @@ class SimSite:
         try:
             return self._devices[device_id]
         except KeyError:
-            raise KeyError(f"no device {device_id!r} in site {self.name} ({', '.join(self._devices)})") from None
+            raise KeyError(
+                f"no device {device_id!r} in site {self.name} ({', '.join(self._devices)})"
+            ) from None
 
     @property
     def devices(self) -> dict[str, Device]:
@@ -261,8 +276,12 @@ class SimSite:
             if bus is None:
                 continue
             ep = bus.endpoint() if isinstance(bus, LinePort) else bus.endpoint(d.unit)
-            ep.update(profile=self._profiles[d.id].id, bus=d.bus, labels=dict(d.labels),
-                      tags={k: list(v) for k, v in d.tags.items()})
+            ep.update(
+                profile=self._profiles[d.id].id,
+                bus=d.bus,
+                labels=dict(d.labels),
+                tags={k: list(v) for k, v in d.tags.items()},
+            )
             out[d.id] = ep
         return out
 

@@ -15,7 +15,9 @@ from simulators.devices.sprinkler import SprinklerDevice
 Device = ModbusDevice | LineReceiverDevice
 
 
-def device_class(profile: Profile) -> type[ChargerDevice] | type[SprinklerDevice] | type[ParkingDevice] | type[LineReceiverDevice]:
+def device_class(
+    profile: Profile,
+) -> type[ChargerDevice] | type[SprinklerDevice] | type[ParkingDevice] | type[LineReceiverDevice]:
     if not profile.is_modbus:
         if profile.family is Family.PARKING:
             return LineReceiverDevice
@@ -25,7 +27,9 @@ def device_class(profile: Profile) -> type[ChargerDevice] | type[SprinklerDevice
     ]
 
 
-def make_device(device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0) -> Device:
+def make_device(
+    device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0
+) -> Device:
     return device_class(profile)(device_id, profile, params, seed)
 
 

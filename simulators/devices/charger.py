@@ -18,7 +18,9 @@ class ChargerDevice(ModbusDevice):
     family = "charger"
     Params = ChargerParams
 
-    def __init__(self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0
+    ) -> None:
         first, n = _instances(profile, "port")
         model = ChargerModel(n_ports=n, params=ChargerParams(**(params or {})), seed=seed, first=first)
         super().__init__(device_id, profile, model, seed)

@@ -32,14 +32,18 @@ class LineReceiverDevice:
     family = "parking"
     Params = LineReceiverParams
 
-    def __init__(self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0
+    ) -> None:
         self.id = device_id
         self.profile = profile
         self.tr = transport_of(profile)
         prm = LineReceiverParams(**(params or {}))
         self.heartbeat_s = prm.heartbeat_s
         self.model = ParkingModel(
-            n_bays=self.tr.instance_count, params=ParkingParams(**prm.model_dump(exclude={"heartbeat_s"})), seed=seed
+            n_bays=self.tr.instance_count,
+            params=ParkingParams(**prm.model_dump(exclude={"heartbeat_s"})),
+            seed=seed,
         )
         self.faults = Faults()
         self.faults.rng.seed(seed + 104729)
@@ -79,7 +83,9 @@ class LineReceiverDevice:
         term = self.tr.terminator.encode()
         if kind == "random_bytes":
             n = self.rng.randint(4, 40)
-            return bytes(self.rng.choice([c for c in range(256) if c not in (10, 13)]) for _ in range(n)) + term
+            return (
+                bytes(self.rng.choice([c for c in range(256) if c not in (10, 13)]) for _ in range(n)) + term
+            )
         bay = self.rng.choice(sorted(self.model.bays))
         if kind == "bad_checksum":
             good = self.line_for(bay).rstrip(term)
@@ -89,8 +95,12 @@ class LineReceiverDevice:
         # unknown_bay: a well-formed line for a bay number past the receiver's last one
         bogus = self.tr.instance_count + 1 + self.rng.randint(0, 50)
         b = self.model.bays[bay]
-        groups = {f.group: self._raw(f, {"occupied": b.occupied, "battery": b.battery, "rssi": b.rssi}.get(f.key, 0))
-                  for f in self.tr.fields}
+        groups = {
+            f.group: self._raw(
+                f, {"occupied": b.occupied, "battery": b.battery, "rssi": b.rssi}.get(f.key, 0)
+            )
+            for f in self.tr.fields
+        }
         return format_line(self.profile, bogus, groups)  # format_line does not range-check
 
     # ---- time ----
@@ -120,4 +130,3 @@ class LineReceiverDevice:
         with self.lock:
             self.sent["heartbeat"] += 1
             self._pending.append(self.line_for(bay))
-

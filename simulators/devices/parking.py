@@ -13,9 +13,13 @@ class ParkingDevice(ModbusDevice):
     family = "parking"
     Params = ParkingParams
 
-    def __init__(self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0
+    ) -> None:
         rng = profile.instance_range("bay")
-        model = ParkingModel(n_bays=len(rng), params=ParkingParams(**(params or {})), seed=seed, first=rng.start)
+        model = ParkingModel(
+            n_bays=len(rng), params=ParkingParams(**(params or {})), seed=seed, first=rng.start
+        )
         super().__init__(device_id, profile, model, seed)
         m = model
         self.getters = {"occupied_count": lambda p: m.occupied_count}

@@ -1,4 +1,4 @@
-"""Sprinkler monitor emulator: `SprinklerModel` behind nanfang-fsm8 / aquaguard-rm4 (any sprinkler profile)."""
+"""Sprinkler monitor emulator: `SprinklerModel` behind nanfang-fsm8, aquaguard-rm4."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class SprinklerDevice(ModbusDevice):
     family = "sprinkler"
     Params = SprinklerParams
 
-    def __init__(self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, device_id: str, profile: Profile, params: dict[str, Any] | None = None, seed: int = 0
+    ) -> None:
         model = SprinklerModel(params=SprinklerParams(**(params or {})), seed=seed)
         super().__init__(device_id, profile, model, seed)
         m = model

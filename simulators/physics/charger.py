@@ -149,14 +149,24 @@ class ChargerModel:
         self.elapsed_s += dt
         prm, rng = self.params, self.rng
         # Ambient wanders slowly around its set point (cabinet ventilation, sun).
-        self.ambient_temp += (prm.ambient_c - self.ambient_temp) * min(1.0, dt / 600) + rng.gauss(0, 0.01) * math.sqrt(dt)
+        self.ambient_temp += (prm.ambient_c - self.ambient_temp) * min(1.0, dt / 600) + rng.gauss(
+            0, 0.01
+        ) * math.sqrt(dt)
         for p in self.ports.values():
             if not p.bike:
-                if p.enabled and not p.fault and rng.random() < 1 - math.exp(-prm.arrivals_per_hour * dt / 3600):
+                if (
+                    p.enabled
+                    and not p.fault
+                    and rng.random() < 1 - math.exp(-prm.arrivals_per_hour * dt / 3600)
+                ):
                     p.bike, p.soc, p.full_since_s = True, rng.uniform(0.05, 0.7), 0.0
             elif p.soc >= 1.0:
                 p.full_since_s += dt
-                if prm.stay_full_s > 0 and not p.runaway and rng.random() < 1 - math.exp(-dt / prm.stay_full_s):
+                if (
+                    prm.stay_full_s > 0
+                    and not p.runaway
+                    and rng.random() < 1 - math.exp(-dt / prm.stay_full_s)
+                ):
                     p.bike, p.soc = False, 0.0
         self._update_meters()
         for p in self.ports.values():

@@ -18,8 +18,17 @@ from simulators.transport.pty import Pty
 class LinePort:
     kind = "serial_line"
 
-    def __init__(self, bus_id: str, device: LineReceiverDevice, baud: int = 9600, parity: str = "N",
-                 stop_bits: int = 1, data_bits: int = 8, link: str | None = None, poll_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        bus_id: str,
+        device: LineReceiverDevice,
+        baud: int = 9600,
+        parity: str = "N",
+        stop_bits: int = 1,
+        data_bits: int = 8,
+        link: str | None = None,
+        poll_s: float = 0.02,
+    ) -> None:
         self.id = bus_id
         self.device = device
         self.baud, self.parity, self.stop_bits, self.data_bits = baud, parity, stop_bits, data_bits
@@ -62,5 +71,11 @@ class LinePort:
                 await asyncio.sleep(self.poll_s)
 
     def endpoint(self) -> dict[str, object]:
-        return {"transport": "serial_line", "port": self.path, "baud": self.baud, "parity": self.parity,
-                "stop_bits": self.stop_bits, "data_bits": self.data_bits}
+        return {
+            "transport": "serial_line",
+            "port": self.path,
+            "baud": self.baud,
+            "parity": self.parity,
+            "stop_bits": self.stop_bits,
+            "data_bits": self.data_bits,
+        }

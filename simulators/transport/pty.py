@@ -12,8 +12,11 @@ import os
 import termios
 import tty
 
-_BAUD = {b: getattr(termios, f"B{b}") for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-         if hasattr(termios, f"B{b}")}
+_BAUD = {
+    b: getattr(termios, f"B{b}")
+    for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+    if hasattr(termios, f"B{b}")
+}
 
 
 class Pty:

@@ -24,8 +24,16 @@ from simulators.transport.timing import char_time, t35
 class RtuBus:
     kind = "modbus_rtu"
 
-    def __init__(self, bus_id: str, devices: dict[int, ModbusDevice], baud: int = 9600, parity: str = "N",
-                 stop_bits: int = 1, data_bits: int = 8, link: str | None = None) -> None:
+    def __init__(
+        self,
+        bus_id: str,
+        devices: dict[int, ModbusDevice],
+        baud: int = 9600,
+        parity: str = "N",
+        stop_bits: int = 1,
+        data_bits: int = 8,
+        link: str | None = None,
+    ) -> None:
         self.id = bus_id
         self.devices = devices
         self.baud, self.parity, self.stop_bits, self.data_bits = baud, parity, stop_bits, data_bits
@@ -145,5 +153,12 @@ class RtuBus:
             self.stats["write_errors"] += 1
 
     def endpoint(self, unit: int) -> dict[str, object]:
-        return {"transport": "modbus_rtu", "port": self.path, "unit": unit, "baud": self.baud,
-                "parity": self.parity, "stop_bits": self.stop_bits, "data_bits": self.data_bits}
+        return {
+            "transport": "modbus_rtu",
+            "port": self.path,
+            "unit": unit,
+            "baud": self.baud,
+            "parity": self.parity,
+            "stop_bits": self.stop_bits,
+            "data_bits": self.data_bits,
+        }

@@ -22,7 +22,9 @@ GATEWAY_TARGET_FAILED = 0x0B
 class TcpServer:
     kind = "modbus_tcp"
 
-    def __init__(self, bus_id: str, devices: dict[int, ModbusDevice], port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, bus_id: str, devices: dict[int, ModbusDevice], port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.id = bus_id
         self.devices = devices
         self.host, self.port = host, port

@@ -87,23 +87,25 @@ def overview() -> dashboard.Dashboard:
     d = d.with_panel(stat_panel(
         "Active alarms by severity", "Alarms active now, per severity (critical, major, minor, warning).", "none",
         [Q(_count_last("alarm", "active", SITE, '"device", "rule", "severity", "instance"', "= true", '"severity"'),
-           "$tag_severity")], w=6, th=sev_th))
+           "$tag_severity")], w=6, th=sev_th, no_value="0"))
     d = d.with_panel(stat_panel(
         "Chargers in use", "Charging ports whose latest state is 'charging'.", "none",
-        [Q(_count_last("charger_port", "state", CH, '"device", "port"', "= 'charging'"), "charging")]))
+        [Q(_count_last("charger_port", "state", CH, '"device", "port"', "= 'charging'"), "charging")], no_value="0"))
     d = d.with_panel(stat_panel(
-        "Ports / cabinets cut off", "Ports switched off (enabled = false, e.g. by the over-temperature interlock) "
-        "and cabinets whose main relay is open.", "none",
+        "Ports cut off", "Ports switched off (enabled = false), e.g. by the over-temperature interlock; "
+        "and cabinets whose main power is on (a cabinet cut by its smoke interlock drops out of it).", "none",
         [Q(_count_last("charger_port", "enabled", CH, '"device", "port"', "= false"), "ports off"),
-         Q(_count_last("charger_cabinet", "main_relay", CH, '"device"', "= false"), "cabinets cut")],
-        th=thresholds("green", (1, "orange"))))
+         Q(_count_last("charger_cabinet", "main_relay", CH, '"device"', "= true"), "cabinets powered")],
+        th=thresholds("green", (1, "orange")), no_value="0"))
     d = d.with_panel(stat_panel(
         "Energy today", "Energy delivered by all ports since midnight (sum of session energy increases).",
         "kwatth", [Q(ENERGY, "energy")], time_from="now/d"))
     d = d.with_panel(stat_panel(
-        "Gateways online", "Gateways whose latest status is online / offline.", "none",
+        "Gateways online", "Gateways whose latest status is online, and all gateways known in the range.",
+        "none",
         [Q(_count_last("gateway_status", "online", SITE, '"gateway"', "= true"), "online"),
-         Q(_count_last("gateway_status", "online", SITE, '"gateway"', "= false"), "offline")], w=6))
+         Q(f'SELECT count("last") FROM (SELECT last("online") FROM "gateway_status" WHERE {TF} AND {SITE} '
+           'GROUP BY "gateway")', "known")], w=6, no_value="0"))
     d = d.with_panel(bar_panel(
         "Free bays per zone", "Bays whose latest reading is free, per zone.", "none",
         [Q(_count_last("parking_bay", "occupied", PK.replace(f" AND {ZONE}", ""), '"device", "bay", "zone"',
@@ -169,7 +171,7 @@ def parking() -> dashboard.Dashboard:
     d = d.with_panel(stat_panel(
         "Fire-lane bays occupied now", "Fire-lane bays with something parked in them now. Must be 0.", "none",
         [Q(_count_last("parking_bay", "occupied", f"{PK} AND \"fire_lane\" = 'true'", '"device", "bay"',
-                       "= true"), "occupied")], w=8, th=thresholds("green", (1, "red"))))
+                       "= true"), "occupied")], w=8, th=thresholds("green", (1, "red")), no_value="0"))
     d = d.with_panel(ts_panel(
         "Fire-lane occupancy", "Fire-lane bays occupied over time.", "none",
         [Q(_count_over_time("parking_bay", "occupied", f"{PK} AND \"fire_lane\" = 'true'", '"device", "bay"',
@@ -224,13 +226,13 @@ def health() -> dashboard.Dashboard:
     d = d.with_panel(stat_panel(
         "Devices offline", "Devices whose latest health report says offline.", "none",
         [Q(_count_last("device_health", "online", SITE, '"gateway", "device"', "= false"), "offline")], w=6,
-        th=thresholds("green", (1, "red"))))
+        th=thresholds("green", (1, "red")), no_value="0"))
     d = d.with_panel(table_panel(
         "Offline devices", "Devices offline now and the gateway they hang on.", "none",
         [Q(f'SELECT "last" AS "online" FROM (SELECT last("online") FROM "device_health" WHERE {TF} AND {SITE} '
            f'GROUP BY "gateway", "device") WHERE "last" = false GROUP BY "gateway", "device"')], w=9))
     d = d.with_panel(state_panel(
-        "Gateways online", "Gateway status over time.", "bool_on_off",
+        "Gateway status", "Gateway online state over time.", "bool_on_off",
         [Q(f'SELECT last("online") FROM "gateway_status" WHERE {TF} AND {SITE} GROUP BY time({IV}), "gateway" '
            'fill(none)', "$tag_gateway")], w=9, min_interval=SNAP))
     d = d.with_panel(ts_panel(

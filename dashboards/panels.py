@@ -81,12 +81,16 @@ def _tooltip() -> VizTooltipOptions:
 
 
 def stat_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 4, h: int = 5,
-               th: dashboard.ThresholdsConfig | None = None, time_from: str | None = None) -> stat.Panel:
+               th: dashboard.ThresholdsConfig | None = None, time_from: str | None = None,
+               no_value: str | None = None) -> stat.Panel:
+    """`no_value="0"` for counts: a count of series matching a condition returns no rows when none do."""
     p = _common(stat.Panel(), title, desc, unit, queries, w, h, th)
     p = p.reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)) \
         .color_mode(common.BigValueColorMode.BACKGROUND).graph_mode(common.BigValueGraphMode.NONE)
     if time_from:
         p = p.time_from(time_from)
+    if no_value is not None:
+        p = p.no_value(no_value)
     return p
 
 

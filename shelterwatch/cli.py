@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
 
 app = typer.Typer(
@@ -12,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 if __name__ == "__main__":

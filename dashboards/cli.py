@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,8 +12,12 @@ app = typer.Typer(help="Grafana dashboards: build the JSON, push to a Grafana.",
 
 @app.command()
 def build(
-    out: Path = typer.Option(None, help="Directory to write to (default: dashboards/generated)."),
-    check: bool = typer.Option(False, "--check", help="Only report files that differ; exit 1 if any."),
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write to (default: dashboards/generated).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report files that differ; exit 1 if any.")
+    ] = False,
 ) -> None:
     """Regenerate dashboards/generated/*.json from dashboards/build.py."""
     from dashboards import build as b

@@ -19,9 +19,16 @@ ResultFormat = Literal["time_series", "table"]
 
 
 class InfluxQLQuery(cogvariants.Dataquery):
-    def __init__(self, ref_id: str = "A", query: str = "", raw_query: bool = True,
-                 result_format: ResultFormat = "time_series", alias: str | None = None,
-                 datasource: DataSourceRef | None = None, hide: bool | None = None) -> None:
+    def __init__(
+        self,
+        ref_id: str = "A",
+        query: str = "",
+        raw_query: bool = True,
+        result_format: ResultFormat = "time_series",
+        alias: str | None = None,
+        datasource: DataSourceRef | None = None,
+        hide: bool | None = None,
+    ) -> None:
         self.ref_id = ref_id
         self.query = query
         self.raw_query = raw_query
@@ -31,8 +38,12 @@ class InfluxQLQuery(cogvariants.Dataquery):
         self.hide = hide
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"refId": self.ref_id, "query": self.query, "rawQuery": self.raw_query,
-                                  "resultFormat": self.result_format}
+        out: dict[str, object] = {
+            "refId": self.ref_id,
+            "query": self.query,
+            "rawQuery": self.raw_query,
+            "resultFormat": self.result_format,
+        }
         if self.alias is not None:
             out["alias"] = self.alias
         if self.datasource is not None:
@@ -45,9 +56,13 @@ class InfluxQLQuery(cogvariants.Dataquery):
     def from_json(cls, data: dict[str, Any]) -> Self:
         ds = data.get("datasource")
         return cls(
-            ref_id=data.get("refId", "A"), query=data.get("query", ""), raw_query=data.get("rawQuery", True),
-            result_format=data.get("resultFormat", "time_series"), alias=data.get("alias"),
-            datasource=DataSourceRef.from_json(ds) if isinstance(ds, dict) else None, hide=data.get("hide"),
+            ref_id=data.get("refId", "A"),
+            query=data.get("query", ""),
+            raw_query=data.get("rawQuery", True),
+            result_format=data.get("resultFormat", "time_series"),
+            alias=data.get("alias"),
+            datasource=DataSourceRef.from_json(ds) if isinstance(ds, dict) else None,
+            hide=data.get("hide"),
         )
 
 
@@ -80,7 +95,8 @@ class InfluxQL(cogbuilder.Builder[InfluxQLQuery]):
 def register() -> None:
     """Make `Dashboard.from_json` turn `influxdb` targets into `InfluxQLQuery` (idempotent)."""
     cogruntime.register_dataquery_variant(
-        cogruntime.DataqueryConfig(identifier="influxdb", from_json_hook=InfluxQLQuery.from_json))
+        cogruntime.DataqueryConfig(identifier="influxdb", from_json_hook=InfluxQLQuery.from_json)
+    )
 
 
 register()

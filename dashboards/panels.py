@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, dashboard, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.builders.common import ReduceDataOptions, VizLegendOptions, VizTooltipOptions
@@ -23,6 +24,8 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from dashboards import schema
 from dashboards.influxql import InfluxQL
+
+P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel, bargauge.Panel, statetimeline.Panel)
 
 DS = DataSourceRef(type_val=schema.DATASOURCE_TYPE, uid=schema.DATASOURCE_UID)
 
@@ -55,15 +58,26 @@ def _targets(queries: Sequence[Q]) -> list[InfluxQL]:
 
 def thresholds(base: str, *steps: tuple[float, str]) -> dashboard.ThresholdsConfig:
     """Colour steps: `base` below the first value, then each (value, colour) upward."""
-    return dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(
-        [Threshold(value=None, color=base), *(Threshold(value=v, color=c) for v, c in steps)])
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(value=None, color=base), *(Threshold(value=v, color=c) for v, c in steps)])
+    )
 
 
 GREEN = thresholds("green")
 
 
-def _common(p, title: str, desc: str, unit: str, queries: Sequence[Q], w: int, h: int,
-            th: dashboard.ThresholdsConfig | None):  # type: ignore[no-untyped-def]
+def _common(
+    p: P,
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    w: int,
+    h: int,
+    th: dashboard.ThresholdsConfig | None,
+) -> P:
     p = p.title(title).description(desc).datasource(DS).unit(unit).span(w).height(h)
     p = p.thresholds(th or GREEN)
     for t in _targets(queries):
@@ -72,21 +86,37 @@ def _common(p, title: str, desc: str, unit: str, queries: Sequence[Q], w: int, h
 
 
 def _legend() -> VizLegendOptions:
-    return VizLegendOptions().display_mode(common.LegendDisplayMode.LIST).placement(
-        common.LegendPlacement.BOTTOM).show_legend(True)
+    return (
+        VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
 
 
 def _tooltip() -> VizTooltipOptions:
     return VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING)
 
 
-def stat_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 4, h: int = 5,
-               th: dashboard.ThresholdsConfig | None = None, time_from: str | None = None,
-               no_value: str | None = None) -> stat.Panel:
+def stat_panel(
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 4,
+    h: int = 5,
+    th: dashboard.ThresholdsConfig | None = None,
+    time_from: str | None = None,
+    no_value: str | None = None,
+) -> stat.Panel:
     """`no_value="0"` for counts: a count of series matching a condition returns no rows when none do."""
     p = _common(stat.Panel(), title, desc, unit, queries, w, h, th)
-    p = p.reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)) \
-        .color_mode(common.BigValueColorMode.BACKGROUND).graph_mode(common.BigValueGraphMode.NONE)
+    p = (
+        p.reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
     if time_from:
         p = p.time_from(time_from)
     if no_value is not None:
@@ -94,10 +124,24 @@ def stat_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int
     return p
 
 
-def ts_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 12, h: int = 8,
-             th: dashboard.ThresholdsConfig | None = None, min_interval: str | None = None,
-             bars: bool = False, line_thresholds: bool = True) -> timeseries.Panel:
-    p = _common(timeseries.Panel(), title, desc, unit, queries, w, h, th).legend(_legend()).tooltip(_tooltip())
+def ts_panel(
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 12,
+    h: int = 8,
+    th: dashboard.ThresholdsConfig | None = None,
+    min_interval: str | None = None,
+    bars: bool = False,
+    line_thresholds: bool = True,
+) -> timeseries.Panel:
+    p = (
+        _common(timeseries.Panel(), title, desc, unit, queries, w, h, th)
+        .legend(_legend())
+        .tooltip(_tooltip())
+    )
     if bars:
         p = p.draw_style(common.GraphDrawStyle.BARS).fill_opacity(60)
     if th is not None and line_thresholds:
@@ -109,28 +153,62 @@ def ts_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int =
     return p
 
 
-def table_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 12, h: int = 8,
-                th: dashboard.ThresholdsConfig | None = None) -> table.Panel:
-    return _common(table.Panel(), title, desc, unit, [Q(q.query, q.alias, True) for q in queries], w, h,
-                   th).show_header(True)
+def table_panel(
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 12,
+    h: int = 8,
+    th: dashboard.ThresholdsConfig | None = None,
+) -> table.Panel:
+    return _common(
+        table.Panel(), title, desc, unit, [Q(q.query, q.alias, True) for q in queries], w, h, th
+    ).show_header(True)
 
 
-def bar_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 8, h: int = 8,
-              th: dashboard.ThresholdsConfig | None = None) -> bargauge.Panel:
+def bar_panel(
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 8,
+    h: int = 8,
+    th: dashboard.ThresholdsConfig | None = None,
+) -> bargauge.Panel:
     p = _common(bargauge.Panel(), title, desc, unit, queries, w, h, th)
-    return p.reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False)) \
-        .display_mode(common.BarGaugeDisplayMode.BASIC).orientation(common.VizOrientation.HORIZONTAL)
+    return (
+        p.reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+    )
 
 
-def state_panel(title: str, desc: str, unit: str, queries: Sequence[Q], *, w: int = 12, h: int = 8,
-                min_interval: str | None = None) -> statetimeline.Panel:
-    p = _common(statetimeline.Panel(), title, desc, unit, queries, w, h, None).legend(_legend()).tooltip(_tooltip())
+def state_panel(
+    title: str,
+    desc: str,
+    unit: str,
+    queries: Sequence[Q],
+    *,
+    w: int = 12,
+    h: int = 8,
+    min_interval: str | None = None,
+) -> statetimeline.Panel:
+    p = (
+        _common(statetimeline.Panel(), title, desc, unit, queries, w, h, None)
+        .legend(_legend())
+        .tooltip(_tooltip())
+    )
     if min_interval:
         p = p.interval(min_interval)
     return p
 
 
-def tag_variable(name: str, label: str, measurement: str | None, where: str | None = None) -> dashboard.QueryVariable:
+def tag_variable(
+    name: str, label: str, measurement: str | None, where: str | None = None
+) -> dashboard.QueryVariable:
     """A multi-select InfluxQL tag-values variable with 'All', refreshed when the time range changes."""
     q = "SHOW TAG VALUES"
     if measurement:
@@ -138,6 +216,14 @@ def tag_variable(name: str, label: str, measurement: str | None, where: str | No
     q += f' WITH KEY = "{name}"'
     if where:
         q += f" WHERE {where}"
-    return (dashboard.QueryVariable(name).label(label).query(q).datasource(DS).multi(True).include_all(True)
-            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
-            .hide(VariableHide.DONT_HIDE))
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .query(q)
+        .datasource(DS)
+        .multi(True)
+        .include_all(True)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .hide(VariableHide.DONT_HIDE)
+    )

@@ -20,10 +20,10 @@ class _Strict(BaseModel):
 
 
 class InfluxJsonData(_Strict):
-    dbName: str  # noqa: N815 - Grafana's key
-    httpMode: Literal["GET", "POST"] = "GET"  # noqa: N815
-    timeInterval: str | None = None  # noqa: N815
-    httpHeaderName1: str | None = None  # noqa: N815
+    dbName: str
+    httpMode: Literal["GET", "POST"] = "GET"
+    timeInterval: str | None = None
+    httpHeaderName1: str | None = None
 
 
 class Datasource(_Strict):
@@ -33,36 +33,36 @@ class Datasource(_Strict):
     access: Literal["proxy", "direct"]
     url: str
     user: str | None = None
-    isDefault: bool = False  # noqa: N815
+    isDefault: bool = False
     editable: bool = False
-    jsonData: InfluxJsonData  # noqa: N815
-    secureJsonData: dict[str, str] = {}  # noqa: N815
+    jsonData: InfluxJsonData
+    secureJsonData: dict[str, str] = {}
 
 
 class DatasourceFile(_Strict):
-    apiVersion: Literal[1]  # noqa: N815
+    apiVersion: Literal[1]
     datasources: list[Datasource] = Field(min_length=1)
 
 
 class ProviderOptions(_Strict):
     path: str
-    foldersFromFilesStructure: bool = False  # noqa: N815
+    foldersFromFilesStructure: bool = False
 
 
 class Provider(_Strict):
     name: str
-    orgId: int = 1  # noqa: N815
+    orgId: int = 1
     folder: str
-    folderUid: str = Field(pattern=r"^[a-zA-Z0-9\-_]{1,40}$")  # noqa: N815
+    folderUid: str = Field(pattern=r"^[a-zA-Z0-9\-_]{1,40}$")
     type: Literal["file"]
-    disableDeletion: bool = False  # noqa: N815
-    allowUiUpdates: bool = False  # noqa: N815
-    updateIntervalSeconds: int = 10  # noqa: N815
+    disableDeletion: bool = False
+    allowUiUpdates: bool = False
+    updateIntervalSeconds: int = 10
     options: ProviderOptions
 
 
 class ProviderFile(_Strict):
-    apiVersion: Literal[1]  # noqa: N815
+    apiVersion: Literal[1]
     providers: list[Provider] = Field(min_length=1)
 
 

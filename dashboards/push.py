@@ -33,8 +33,14 @@ def dashboard_payloads() -> list[dict[str, Any]]:
     return [json.loads(to_json(d)) for d in build_all().values()]
 
 
-def push(url: str, token: str, folder_uid: str = FOLDER_UID, folder_title: str = FOLDER_TITLE,
-         message: str = "shelterwatch dashboards push", timeout: float = 30.0) -> list[Pushed]:
+def push(
+    url: str,
+    token: str,
+    folder_uid: str = FOLDER_UID,
+    folder_title: str = FOLDER_TITLE,
+    message: str = "shelterwatch dashboards push",
+    timeout: float = 30.0,
+) -> list[Pushed]:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
@@ -50,7 +56,8 @@ def push(url: str, token: str, folder_uid: str = FOLDER_UID, folder_title: str =
         for dash in dashboard_payloads():
             dash = {**dash, "id": None}  # Grafana matches on uid; a numeric id is per instance
             r = api.dashboard.update_dashboard(
-                {"dashboard": dash, "folderUid": folder_uid, "overwrite": True, "message": message})
+                {"dashboard": dash, "folderUid": folder_uid, "overwrite": True, "message": message}
+            )
             out.append(Pushed(dash["uid"], dash["title"], r.get("version"), r.get("url")))
         return out
     except GrafanaException as e:

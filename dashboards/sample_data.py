@@ -60,6 +60,7 @@ def bay_tags() -> dict[int, dict[str, str]]:
 
 # ---- line protocol ---------------------------------------------------------------------------
 
+
 def _esc_key(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
@@ -84,8 +85,9 @@ def write_lines(url: str, db: str, lines: Iterable[str], batch: int = 5000) -> i
     n = 0
 
     def flush() -> None:
-        req = urllib.request.Request(f"{url}/write?db={db}&precision=ms", data="\n".join(buf).encode(),
-                                     method="POST")
+        req = urllib.request.Request(
+            f"{url}/write?db={db}&precision=ms", data="\n".join(buf).encode(), method="POST"
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             r.read()
         buf.clear()
@@ -101,6 +103,7 @@ def write_lines(url: str, db: str, lines: Iterable[str], batch: int = 5000) -> i
 
 
 # ---- the day ---------------------------------------------------------------------------------
+
 
 @dataclass
 class _Port:
@@ -130,7 +133,9 @@ class Day:
         for r in rows:
             self.lines.append(line(r.measurement, r.tags, r.fields, self.ts(minute)))
 
-    def raw(self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float) -> None:
+    def raw(
+        self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float
+    ) -> None:
         self.lines.append(line(measurement, tags, fields, self.ts(minute)))
 
 
@@ -142,10 +147,12 @@ def _ambient(minute: float) -> float:
     return 15.0 + 7.0 * math.sin((minute / DAY_MIN - 0.375) * 2 * math.pi)  # warmest mid-afternoon
 
 
-def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: str, full: str, off: str) -> None:
+def _chargers(
+    day: Day, rnd: random.Random, dev: Device, ports: int, charging: str, full: str, off: str
+) -> None:
     m = Mapping(get_profile(dev.profile))
     st = {p: _Port() for p in range(1, ports + 1)}
-    for p, s in st.items():  # sessions: one to three a day, 1-5 h each
+    for s in st.values():  # sessions: one to three a day, 1-5 h each
         t = rnd.randint(0, 300)
         while t < DAY_MIN - 60:
             dur = rnd.randint(60, 300)
@@ -184,10 +191,17 @@ def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: s
             volts = 220.0 + rnd.uniform(-3, 3)
             key = (s.state, s.enabled)
             if snap or active or prev.get(p) != key or abs(s.temp - target) > 2:
-                values.update({f"port.{p}.state": s.state, f"port.{p}.voltage": round(volts, 1),
-                               f"port.{p}.current": round(s.power / volts, 3), f"port.{p}.power": round(s.power, 1),
-                               f"port.{p}.energy": round(s.energy, 3), f"port.{p}.connector_temp": round(s.temp, 1),
-                               f"port.{p}.enabled": s.enabled})
+                values.update(
+                    {
+                        f"port.{p}.state": s.state,
+                        f"port.{p}.voltage": round(volts, 1),
+                        f"port.{p}.current": round(s.power / volts, 3),
+                        f"port.{p}.power": round(s.power, 1),
+                        f"port.{p}.energy": round(s.energy, 3),
+                        f"port.{p}.connector_temp": round(s.temp, 1),
+                        f"port.{p}.enabled": s.enabled,
+                    }
+                )
             prev[p] = key
         if snap:
             values.update({"smoke": False, "ambient_temp": round(amb + 3.0, 1), "main_relay": True})
@@ -210,8 +224,13 @@ def _sprinkler(day: Day, rnd: random.Random, dev: Device, bar: bool) -> None:
         if minute % SNAPSHOT_MIN and not (flow or tamper or minute in (603, 910)):
             continue
         p = (3.2 if flow else 6.0 + rnd.uniform(-0.15, 0.15)) * scale
-        values: dict[str, FieldValue] = {"waterflow": flow, "valve_tamper": tamper, "pump_running": flow,
-                                         "power_fault": False, "pipe_pressure": round(p, 2)}
+        values: dict[str, FieldValue] = {
+            "waterflow": flow,
+            "valve_tamper": tamper,
+            "pump_running": flow,
+            "power_fault": False,
+            "pipe_pressure": round(p, 2),
+        }
         if bar:
             values["supply_voltage"] = round(24.0 + rnd.uniform(-0.3, 0.3), 1)
         day.emit(m.rows(values, _base(dev)), minute)
@@ -249,8 +268,12 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
                     new = occ
             changed = new != state[b]
             if changed and not new and minute > 0:
-                day.raw("parking_stay", {**_base(dev), "bay": str(b), **tags[b]},
-                        {"dwell_s": float((minute - since[b]) * 60)}, minute)
+                day.raw(
+                    "parking_stay",
+                    {**_base(dev), "bay": str(b), **tags[b]},
+                    {"dwell_s": float((minute - since[b]) * 60)},
+                    minute,
+                )
                 day.stays += 1
             if changed:
                 since[b] = minute
@@ -258,8 +281,14 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
             if b == 12:
                 battery[b] = max(2.6, battery[b] - 0.0002)
             if snap or changed or minute == 0:
-                values.update({f"bay.{b}.occupied": new, f"bay.{b}.sensor_fault": False,
-                               f"bay.{b}.battery": round(battery[b], 3), f"bay.{b}.rssi": -60 - b % 20})
+                values.update(
+                    {
+                        f"bay.{b}.occupied": new,
+                        f"bay.{b}.sensor_fault": False,
+                        f"bay.{b}.battery": round(battery[b], 3),
+                        f"bay.{b}.rssi": -60 - b % 20,
+                    }
+                )
                 inst[b] = tags[b]
         if snap:
             values["occupied_count"] = sum(state.values())
@@ -270,14 +299,27 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
     _alarm(day, dev, "low_battery", "minor", 360, None, "12")
 
 
-def _alarm_point(day: Day, dev: Device, rule: str, sev: str, minute: float, active: bool, ack: bool,
-                 instance: str = "") -> None:
-    day.raw("alarm", {"site": SITE, "device": dev.id, "rule": rule, "severity": sev, "instance": instance},
-            {"active": active, "acknowledged": ack}, minute)
+def _alarm_point(
+    day: Day, dev: Device, rule: str, sev: str, minute: float, active: bool, ack: bool, instance: str = ""
+) -> None:
+    day.raw(
+        "alarm",
+        {"site": SITE, "device": dev.id, "rule": rule, "severity": sev, "instance": instance},
+        {"active": active, "acknowledged": ack},
+        minute,
+    )
 
 
-def _alarm(day: Day, dev: Device, rule: str, sev: str, start: int, end: int | None, instance: str = "",
-           ack_after: int | None = None) -> None:
+def _alarm(
+    day: Day,
+    dev: Device,
+    rule: str,
+    sev: str,
+    start: int,
+    end: int | None,
+    instance: str = "",
+    ack_after: int | None = None,
+) -> None:
     """Raise at `start`, refresh every snapshot period while active, clear at `end` (None: still active)."""
     stop = end if end is not None else DAY_MIN
     for t in range(start, stop, 10):
@@ -297,9 +339,18 @@ def _health(day: Day, rnd: random.Random) -> None:
             c[1] += 300 if offline else (rnd.random() < 0.2) * rnd.randint(1, 3)
             c[2] += (d.profile.endswith(("cp10", "fsm8", "ph48")) and rnd.random() < 0.3) * rnd.randint(1, 4)
             c[3] += (rnd.random() < 0.05) * 1
-            day.raw("device_health", {"site": SITE, "gateway": d.gateway, "device": d.id},
-                    {"online": not offline, "polls": c[0], "timeouts": c[1], "crc_errors": c[2],
-                     "exceptions": c[3]}, minute)
+            day.raw(
+                "device_health",
+                {"site": SITE, "gateway": d.gateway, "device": d.id},
+                {
+                    "online": not offline,
+                    "polls": c[0],
+                    "timeouts": c[1],
+                    "crc_errors": c[2],
+                    "exceptions": c[3],
+                },
+                minute,
+            )
         if minute % 10 == 0:
             for gw in sorted({d.gateway for d in DEVICES}):
                 day.raw("gateway_status", {"site": SITE, "gateway": gw}, {"online": True}, minute)

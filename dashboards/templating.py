@@ -38,7 +38,9 @@ def time_filter(start_ms: int | None = None, end_ms: int | None = None, relative
     return cond
 
 
-def interpolate(query: str, variables: Mapping[str, str | Sequence[str]], timefilter: str, interval: str) -> str:
+def interpolate(
+    query: str, variables: Mapping[str, str | Sequence[str]], timefilter: str, interval: str
+) -> str:
     """Replace `$timeFilter`, `$__interval` and every `$name` in `variables`; unknown names are an error,
     so a query that references a variable the dashboard does not define cannot slip through."""
     builtins = {"timeFilter": timefilter, "__interval": interval}

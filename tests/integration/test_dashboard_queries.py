@@ -3,6 +3,7 @@ real InfluxDB 1.6 holding a simulated day and returns plausible, non-empty resul
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -48,7 +49,9 @@ def _variables(estate_day, dash: dict[str, Any]) -> dict[str, list[str]]:
 def _series(estate_day, dash, panel, target, variables=None) -> list[dict[str, Any]]:
     variables = variables or _variables(estate_day, dash)
     iv = effective_interval(AUTO_INTERVAL, panel.get("interval"))
-    q = interpolate(target["query"], variables, time_filter(estate_day.start_ms, estate_day.end_ms + 60_000), iv)
+    q = interpolate(
+        target["query"], variables, time_filter(estate_day.start_ms, estate_day.end_ms + 60_000), iv
+    )
     res = estate_day.db.query(q)["results"][0]
     return res.get("series", [])
 
@@ -57,8 +60,11 @@ def _values(series: list[dict[str, Any]], col: int = 1) -> list[Any]:
     return [row[col] for s in series for row in s["values"] if row[col] is not None]
 
 
-@pytest.mark.parametrize(("name", "dash", "panel", "target"), TARGETS,
-                         ids=[f"{n}:{p['title']}:{t['refId']}" for n, _, p, t in TARGETS])
+@pytest.mark.parametrize(
+    ("name", "dash", "panel", "target"),
+    TARGETS,
+    ids=[f"{n}:{p['title']}:{t['refId']}" for n, _, p, t in TARGETS],
+)
 def test_panel_query_runs_and_returns_data(estate_day, name, dash, panel, target) -> None:
     series = _series(estate_day, dash, panel, target)
     vals = _values(series)
@@ -84,7 +90,7 @@ def _plausible(title: str, ref: str, series: list[dict[str, Any]]) -> None:
     elif title == "Session energy per port":
         for s in series:
             seq = [r[1] for r in s["values"] if r[1] is not None]
-            for a, b in zip(seq, seq[1:], strict=False):
+            for a, b in itertools.pairwise(seq):
                 # non-decreasing within a session; a drop only to a fresh session's first readings
                 assert b >= a - 1e-9 or b < 0.1, (s["tags"], a, b)
     elif title == "Energy today":
@@ -117,7 +123,7 @@ def _plausible(title: str, ref: str, series: list[dict[str, Any]]) -> None:
     elif title in ("Fire-lane bays occupied now",):
         assert vals == [1]
     elif title == "Turnover per zone":
-        assert all(v >= 0 for v in vals) and 0 < sum(vals)
+        assert all(v >= 0 for v in vals) and sum(vals) > 0
     elif title in ("Dwell time per zone", "Median dwell time"):
         assert all(0 < v <= 86400 for v in vals)
     elif title == "Monitor supply voltage":
@@ -126,7 +132,7 @@ def _plausible(title: str, ref: str, series: list[dict[str, Any]]) -> None:
 
 def test_turnover_counts_every_departure(estate_day) -> None:
     """The turnover panel's buckets add up to the number of stays the simulator ended."""
-    name, dash, panel, target = next(t for t in TARGETS if t[2]["title"] == "Turnover per zone")
+    _name, dash, panel, target = next(t for t in TARGETS if t[2]["title"] == "Turnover per zone")
     assert sum(_values(_series(estate_day, dash, panel, target))) == estate_day.stays
 
 
@@ -135,17 +141,20 @@ def test_free_bays_match_bays_known_per_zone(estate_day) -> None:
     tf = time_filter(estate_day.start_ms, estate_day.end_ms)
     total = estate_day.db.query(
         f'SELECT count("last") FROM (SELECT last("occupied") FROM "parking_bay" WHERE {tf} '
-        'GROUP BY "device", "bay", "zone") GROUP BY "zone"')["results"][0]["series"]
+        'GROUP BY "device", "bay", "zone") GROUP BY "zone"'
+    )["results"][0]["series"]
     totals = {s["tags"]["zone"]: s["values"][0][1] for s in total}
     assert totals == {z: len(r) for z, r in sd.ZONES.items()}
-    name, dash, panel, target = next(t for t in TARGETS if t[0] == "parking" and t[2]["title"] == "Free bays per zone")
+    _name, dash, panel, target = next(
+        t for t in TARGETS if t[0] == "parking" and t[2]["title"] == "Free bays per zone"
+    )
     free = {s["tags"]["zone"]: s["values"][0][1] for s in _series(estate_day, dash, panel, target)}
     assert free and all(free[z] <= totals[z] for z in free)
 
 
 def test_single_selection_filters(estate_day) -> None:
     """Choosing one shelter narrows the charger queries to its devices only."""
-    name, dash, panel, target = next(t for t in TARGETS if t[2]["title"] == "Connector temperature per port")
+    _name, dash, panel, target = next(t for t in TARGETS if t[2]["title"] == "Connector temperature per port")
     variables = _variables(estate_day, dash)
     variables["shelter"] = ["shelter-2"]
     series = _series(estate_day, dash, panel, target, variables)

@@ -16,7 +16,13 @@ pytestmark = pytest.mark.integration
 
 def test_push_creates_folder_then_updates_in_place(grafana_standin) -> None:
     first = push(grafana_standin.url, grafana_standin.token)
-    assert {p.uid for p in first} == {"sw-overview", "sw-chargers", "sw-parking", "sw-sprinklers", "sw-health"}
+    assert {p.uid for p in first} == {
+        "sw-overview",
+        "sw-chargers",
+        "sw-parking",
+        "sw-sprinklers",
+        "sw-health",
+    }
     assert all(p.version == 1 for p in first)
     second = push(grafana_standin.url, grafana_standin.token)
     assert all(p.version == 2 for p in second), "second push updates, not duplicates"
@@ -43,8 +49,9 @@ def test_wrong_token_is_a_clear_error(grafana_standin) -> None:
 
 
 def test_cli_push_and_build_check(grafana_standin, tmp_path) -> None:
-    r = CliRunner().invoke(app, ["dashboards", "push", "--url", grafana_standin.url, "--token",
-                                 grafana_standin.token])
+    r = CliRunner().invoke(
+        app, ["dashboards", "push", "--url", grafana_standin.url, "--token", grafana_standin.token]
+    )
     assert r.exit_code == 0, r.output
     assert "sw-overview" in r.output and "version 1" in r.output
     r = CliRunner().invoke(app, ["dashboards", "push", "--url", grafana_standin.url, "--token", "nope"])

@@ -45,15 +45,22 @@ def test_every_panel_has_title_unit_datasource(name: str) -> None:
         assert p["datasource"] == ds, p["title"]
         assert p["targets"], p["title"]
         for t in p["targets"]:
-            assert t["datasource"] == ds and t["rawQuery"] is True and t["query"].startswith(("SELECT", "SHOW"))
+            assert (
+                t["datasource"] == ds and t["rawQuery"] is True and t["query"].startswith(("SELECT", "SHOW"))
+            )
         steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert steps[0]["value"] is None
 
 
 def test_uids_stable_and_unique() -> None:
     uids = {name: j["uid"] for name, j in JSONS.items()}
-    assert uids == {"overview": "sw-overview", "chargers": "sw-chargers", "parking": "sw-parking",
-                    "sprinklers": "sw-sprinklers", "health": "sw-health"}
+    assert uids == {
+        "overview": "sw-overview",
+        "chargers": "sw-chargers",
+        "parking": "sw-parking",
+        "sprinklers": "sw-sprinklers",
+        "health": "sw-health",
+    }
     again = {name: build.to_json(d) for name, d in build.build_all().items()}
     assert again == {name: build.to_json(d) for name, d in DASHBOARDS.items()}
 
@@ -74,11 +81,15 @@ def test_queries_only_use_defined_variables(name: str) -> None:
 def test_thresholds_follow_catalog_levels() -> None:
     from device_profiles.loader import get_profile
 
-    rules = [a for pid in ("hengtong-ebc12", "voltpile-cp10") for a in get_profile(pid).alarms
-             if a.key == "connector_overtemp"]
-    assert schema.CONNECTOR_TEMP_WARN == min(a.clear_at for a in rules)
-    assert schema.CONNECTOR_TEMP_ALARM == min(a.raise_at for a in rules)
-    low = [a for a in get_profile("aquaguard-rm4").alarms if a.key == "low_pressure"][0]
+    rules = [
+        a
+        for pid in ("hengtong-ebc12", "voltpile-cp10")
+        for a in get_profile(pid).alarms
+        if a.key == "connector_overtemp"
+    ]
+    assert min(a.clear_at for a in rules) == schema.CONNECTOR_TEMP_WARN
+    assert min(a.raise_at for a in rules) == schema.CONNECTOR_TEMP_ALARM
+    low = next(a for a in get_profile("aquaguard-rm4").alarms if a.key == "low_pressure")
     assert (low.raise_at, low.clear_at) == (schema.PIPE_PRESSURE_LOW_KPA, schema.PIPE_PRESSURE_OK_KPA)
 
 

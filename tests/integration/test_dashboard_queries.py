@@ -164,3 +164,24 @@ def test_single_selection_filters(estate_day) -> None:
     for s in _series(estate_day, dash, panel, target):
         by_dev[s["tags"]["device"]] += 1
     assert dict(by_dev) == {"cabinet-2": 12, "pile-1": 10}
+
+
+def test_render_pictures_from_fetched_data(estate_day, tmp_path) -> None:
+    """Render every dashboard from its queries' results; SW_DOCS_IMG=1 writes them to docs/img/."""
+    import os
+    from pathlib import Path
+
+    from dashboards.render import render
+
+    out_dir = (
+        Path(__file__).resolve().parents[2] / "docs" / "img" if os.environ.get("SW_DOCS_IMG") else tmp_path
+    )
+    for name, d in build_all().items():
+        dash = json.loads(to_json(d))
+        variables = _variables(estate_day, dash)
+        data = {
+            p["id"]: [(t, _series(estate_day, dash, p, t, variables)) for t in p["targets"]]
+            for p in dash["panels"]
+        }
+        png = render(dash, data, out_dir / f"dashboard-{name}.png")
+        assert png.stat().st_size > 10_000

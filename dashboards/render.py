@@ -111,8 +111,8 @@ def _draw(ax: Any, panel: dict[str, Any], data: PanelData) -> None:
                 tags = " ".join(f"{k}={v}" for k, v in (s.get("tags") or {}).items())
                 for r in s["values"][:3]:
                     when = datetime.fromtimestamp(r[0] / 1000, UTC).strftime("%H:%M")
-                    vals = ", ".join(f"{c}={x}" for c, x in zip(s["columns"][1:], r[1:], strict=True))
-                    lines.append(f"{tags}  {when}  {vals}" if r[0] else f"{tags}  {vals}")
+                    cells = ", ".join(f"{c}={x}" for c, x in zip(s["columns"][1:], r[1:], strict=True))
+                    lines.append(f"{tags}  {when}  {cells}" if r[0] else f"{tags}  {cells}")
         ax.text(
             0.01,
             0.98,

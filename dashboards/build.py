@@ -273,6 +273,7 @@ def chargers() -> dashboard.Dashboard:
                 )
             ],
             th=thresholds("green", (S.CONNECTOR_TEMP_WARN, "orange"), (S.CONNECTOR_TEMP_ALARM, "red")),
+            column_units={"max_temp": "celsius", "max_current": "amp"},
         )
     )
     d = d.with_panel(

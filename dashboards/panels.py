@@ -15,6 +15,7 @@ from grafana_foundation_sdk.builders.common import ReduceDataOptions, VizLegendO
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
+    DynamicConfigValue,
     Threshold,
     ThresholdsMode,
     VariableHide,
@@ -162,10 +163,15 @@ def table_panel(
     w: int = 12,
     h: int = 8,
     th: dashboard.ThresholdsConfig | None = None,
+    column_units: dict[str, str] | None = None,
 ) -> table.Panel:
-    return _common(
+    """`column_units` gives a column its own unit where a table mixes quantities."""
+    p = _common(
         table.Panel(), title, desc, unit, [Q(q.query, q.alias, True) for q in queries], w, h, th
     ).show_header(True)
+    for col, u in (column_units or {}).items():
+        p = p.override_by_name(col, [DynamicConfigValue(id_val="unit", value=u)])
+    return p
 
 
 def bar_panel(

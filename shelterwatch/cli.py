@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
 from simulators.cli import app as sim_app
 
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(sim_app, name="sim")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 if __name__ == "__main__":

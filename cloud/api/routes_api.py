@@ -227,7 +227,7 @@ def alarms_for(request: Request, p: Principal, site: str | None, active: bool | 
     if site:
         site_of(p, site, known_sites(request))
     eng = engine_of(request)
-    out = [a for s in sites for a in eng.store.list(site=s, active=active, limit=limit)]
+    out = [a for s in sites for a in eng.store.list_alarms(site=s, active=active, limit=limit)]
     out.sort(key=lambda a: (not a.active, a.acked, -a.raised_at))
     return [alarm_out(a) for a in out[:limit]]
 

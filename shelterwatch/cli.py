@@ -7,6 +7,7 @@ import typer
 from cloud.auth.cli import app as user_app
 from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
+from shelterwatch.demo import demo
 from simulators.cli import app as sim_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(sim_app, name="sim")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(user_app, name="user")
+app.command("demo")(demo)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ def _alarm_ctx(request: Request, p: Principal, site: str) -> dict[str, Any]:
 @router.post("/alarms/{alarm_id}/ack")
 async def alarms_ack(alarm_id: int, request: Request) -> Response:
     p = await page_user(request, Perm.ACK_ALARMS)
+    if not 1 <= alarm_id <= 2**62:
+        raise HTTPException(404, "no such alarm")
     from cloud.api.routes_api import engine_of, visible_alarm
 
     a = visible_alarm(request, p, alarm_id)

@@ -7,9 +7,9 @@ sites; a site the user does not belong to answers 404 exactly like a site that d
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from cloud.api import estate
@@ -20,6 +20,8 @@ from cloud.auth.roles import Perm, Principal
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
 IdStr = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Database ids are 64-bit: a larger number is a 422, never an overflow deep in the driver.
+AlarmId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 class Me(BaseModel):
@@ -290,7 +292,7 @@ def alarms(request: Request, site: str | None = Query(default=None, max_length=6
 
 
 @router.get("/alarms/{alarm_id}", response_model=dict[str, Any])
-def alarm(alarm_id: int, request: Request, p: Principal = Depends(require(Perm.VIEW_ALARMS))) -> dict[str, Any]:
+def alarm(alarm_id: AlarmId, request: Request, p: Principal = Depends(require(Perm.VIEW_ALARMS))) -> dict[str, Any]:
     a = visible_alarm(request, p, alarm_id)
     out: dict[str, Any] = alarm_out(a).model_dump()
     out["audit"] = engine_of(request).store.audit_of(alarm_id)
@@ -298,7 +300,7 @@ def alarm(alarm_id: int, request: Request, p: Principal = Depends(require(Perm.V
 
 
 @router.post("/alarms/{alarm_id}/ack", response_model=AckOut)
-def ack(alarm_id: int, request: Request, p: Principal = Depends(require(Perm.ACK_ALARMS))) -> AckOut:
+def ack(alarm_id: AlarmId, request: Request, p: Principal = Depends(require(Perm.ACK_ALARMS))) -> AckOut:
     visible_alarm(request, p, alarm_id)
     done = engine_of(request).acknowledge(alarm_id, p.username, "api" if p.via_token else "web")
     return AckOut(alarm=alarm_id, acknowledged=bool(done), by=p.username)

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_every_page_renders_for_its_role(tmp_path: Path, phone) -> None:  # type: ignore[no-untyped-def]
-    env = make_web_env(tmp_path)
+    env = make_web_env(tmp_path, alarms=False)
     with serve(env.app) as base:
         phone.goto(f"{base}/parking/estate-a")
         assert phone.locator("#free-total").is_visible()

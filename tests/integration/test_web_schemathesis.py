@@ -67,6 +67,7 @@ def test_no_server_errors(tmp_path: Path, mosquitto) -> None:  # type: ignore[no
             seen = run_schemathesis(env.app, base, env.token_headers("mgr-a"))
     finally:
         commander.stop()
+        env.close()
     assert len(seen) >= 16
     ok = {op for op, codes in seen.items() if any(200 <= c < 300 for c in codes)}
     # The real ids reach the real code: at least the read operations answered 2xx somewhere.

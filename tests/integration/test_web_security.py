@@ -53,7 +53,10 @@ def fill(path: str, site: str) -> str:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return make_web_env(tmp_path_factory.mktemp("websec"))
+    e = make_web_env(tmp_path_factory.mktemp("websec"))
+    assert e.alarm_ids["estate-a"] == 1, "TABLE's {alarm_id} is estate-a's alarm"
+    yield e
+    e.close()
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +121,29 @@ def test_cross_estate_command_and_enrol_refused(env, client: TestClient) -> None
     assert r.status_code == 404
 
 
+def test_alarms_of_another_estate_cannot_be_seen_or_acknowledged(env, client: TestClient) -> None:  # type: ignore[no-untyped-def]
+    a, b = env.alarm_ids["estate-a"], env.alarm_ids["estate-b"]
+    listed = client.get("/api/v1/alarms", headers=env.token_headers("vol-a")).json()
+    assert {x["site"] for x in listed} == {"estate-a"} and a in {x["id"] for x in listed}
+    assert client.get("/api/v1/alarms?site=estate-b", headers=env.token_headers("vol-a")).status_code == 404
+    assert client.get(f"/api/v1/alarms/{b}", headers=env.token_headers("vol-a")).status_code == 404
+    assert client.post(f"/api/v1/alarms/{b}/ack", headers=env.token_headers("vol-a")).status_code == 404
+    assert not env.engine.store.get(b).acked
+    r = client.post(f"/api/v1/alarms/{b}/ack", headers=env.token_headers("vol-b"))
+    assert r.status_code == 200 and r.json() == {"alarm": b, "acknowledged": True, "by": "vol-b"}
+    got = env.engine.store.get(b)
+    assert got.acked and got.acked_by == "vol-b" and got.acked_via == "api", "who acked comes from the login"
+    # The page form too: vol-a's session cannot ack estate-b's alarm.
+    c = TestClient(env.app)
+    assert _login(c, "vol-a") == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/alarms").text)
+    assert csrf
+    assert c.post(f"/alarms/{b}/ack", data={"csrf": csrf.group(1)}).status_code == 404
+    assert f'id="alarm-{a}"' in c.get("/frag/alarms").text and f'id="alarm-{b}"' not in c.get("/frag/alarms").text
+
+
 def test_private_parking_needs_login(tmp_path: Path) -> None:
-    env = make_web_env(tmp_path, public_parking=False)
+    env = make_web_env(tmp_path, public_parking=False, alarms=False)
     c = TestClient(env.app)
     assert c.get("/api/v1/sites/estate-a/parking").status_code == 401
     assert c.get("/api/v1/sites/estate-a/parking", headers=env.token_headers("res-a")).status_code == 200
@@ -192,7 +216,7 @@ def test_logout_ends_the_session(env) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_login_is_rate_limited(tmp_path: Path) -> None:
-    env = make_web_env(tmp_path, login_max_failures=3)
+    env = make_web_env(tmp_path, login_max_failures=3, alarms=False)
     c = TestClient(env.app)
     for _ in range(3):
         assert _login(c, "vol-a", "wrong-password!") == 401

@@ -85,3 +85,53 @@ def test_wrong_password_and_unknown_user_refused(broker) -> None:  # type: ignor
         _client(m.port, a.mqtt_user, b.password, "x1")
     with pytest.raises(ConnectionRefusedError):
         _client(m.port, "gw.estate-a.gw-c", a.password, "x2")
+
+
+def test_broker_configured_from_the_web_enrolment_output(tmp_path: Path) -> None:
+    """Installer enrols two gateways through the API; the broker's files come from the API; the
+    credentials used are the ones in each downloaded edge config."""
+    import yaml
+    from fastapi.testclient import TestClient
+
+    from tests.fixtures.web import make_web_env
+
+    (tmp_path / "web").mkdir()
+    env = make_web_env(tmp_path / "web", alarms=False)
+    c = TestClient(env.app, headers=env.token_headers("inst-a"))
+    configs = {}
+    for gw, dev in (("gw-x", "chgx"), ("gw-y", "chgy")):
+        r = c.post("/api/v1/sites/estate-a/gateways", json={"gateway": gw, "devices": [
+            {"id": dev, "profile": "voltpile-cp10"}]})
+        assert r.status_code == 201, r.text
+        configs[gw] = yaml.safe_load(r.json()["edge_config"])["uplink"]
+    assert c.post("/api/v1/sites/estate-a/gateways", json={"gateway": "gw-x", "devices": [
+        {"id": "other", "profile": "voltpile-cp10"}]}).status_code == 409
+    passwd = c.get("/api/v1/sites/estate-a/mosquitto/passwd").text
+    acl = c.get("/api/v1/sites/estate-a/mosquitto/acl").text
+    assert configs["gw-x"]["password"] not in passwd
+    (tmp_path / "passwd").write_text(passwd + enrol.passwd_line("cloud", "cloud-service-password") + "\n")
+    (tmp_path / "acl").write_text(acl + "\n" + enrol.cloud_acl("cloud"))
+    run_as = "user root\n" if os.geteuid() == 0 else ""
+    m = make_mosquitto(tmp_path, allow_anonymous=False,
+                       extra_conf=f"{run_as}password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
+    try:
+        seen: queue.Queue[str] = queue.Queue()
+        watcher = _client(m.port, "cloud", "cloud-service-password", "watcher")
+        watcher.on_message = lambda cl, u, msg: seen.put(msg.topic)
+        watcher.subscribe("sw/v1/#", qos=1)
+        time.sleep(0.3)
+        x = configs["gw-x"]
+        gw_x = _client(m.port, x["username"], x["password"], x["client_id"])
+        gw_x.publish("sw/v1/estate-a/gw-y/chgy/telemetry", b"{}", qos=1).wait_for_publish(5)
+        gw_x.publish("sw/v1/estate-a/gw-x/chgx/telemetry", b"{}", qos=1).wait_for_publish(5)
+        assert seen.get(timeout=5) == "sw/v1/estate-a/gw-x/chgx/telemetry"
+        time.sleep(0.5)
+        assert seen.empty()
+        with pytest.raises(ConnectionRefusedError):
+            _client(m.port, configs["gw-y"]["username"], x["password"], "mixed")
+        for cl in (gw_x, watcher):
+            cl.disconnect()
+            cl.loop_stop()
+    finally:
+        m.stop()
+        env.close()

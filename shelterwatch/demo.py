@@ -315,19 +315,20 @@ class DemoStack:
 
     def stop(self) -> None:
         """Stop everything we started, newest first; each step runs even if an earlier one failed."""
-        steps = [
-            lambda: self.server and setattr(self.server, "should_exit", True),
-            lambda: self.commander and self.commander.stop(),
-            *[lambda p=p: _stop_proc(p) for p in self.agents.values()],
-            lambda: self.ingest and self.ingest.stop(),
-            lambda: self.engine and self.engine.stop(),
-            lambda: self.dispatcher and self.dispatcher.close(),
-            lambda: self.store and self.store.close(),
-            lambda: self.inbox and self.inbox.stop(),
-            *[lambda s=s: s.stop() for s in self.sims.values()],
-            lambda: self.registry and self.registry.close(),
-            lambda: self.broker and self.broker.stop(),
-        ]
+        steps: list[Any] = []
+        if self.server is not None:
+            steps.append(lambda: setattr(self.server, "should_exit", True))
+        if self.commander is not None:
+            steps.append(self.commander.stop)
+        steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
+        for part, method in ((self.ingest, "stop"), (self.engine, "stop"), (self.dispatcher, "close"),
+                             (self.store, "close"), (self.inbox, "stop")):
+            if part is not None:
+                steps.append(getattr(part, method))
+        steps += [s.stop for s in self.sims.values()]
+        for part in (self.registry, self.broker):
+            if part is not None:
+                steps.append(part.close if part is self.registry else part.stop)
         for step in steps:
             try:
                 step()

@@ -106,7 +106,7 @@ class Commander:
 
         c.on_connect = on_connect
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.5, 10)
+        c.reconnect_delay_set(1, 10)
         c.connect_async(self.url.hostname or "127.0.0.1", self.url.port or 1883, keepalive=30)
         c.loop_start()
         self._client = c

@@ -47,10 +47,10 @@ def lang_of(request: Request) -> str:
                      request.headers.get("accept-language"))
 
 
-def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     lang = lang_of(request)
     p = current(request)
-    resp = templates.TemplateResponse(request, name, {
+    resp = templates.TemplateResponse(request, template, {
         "t": i18n.translator(lang), "lang": lang, "other_lang": "en" if lang == "zh" else "zh",
         "me": p, "csrf": getattr(request.state, "csrf", None), "Perm": Perm,
         "poll_ms": request.app.state.settings.poll_ms, **ctx}, status_code=status)
@@ -83,9 +83,9 @@ def pick_site(request: Request, p: Principal | None, site: str | None) -> tuple[
 
 # ---------------------------------------------------------------------------------- login / out
 @router.get("/login")
-def login_page(request: Request, next: str = "/") -> HTMLResponse:
+def login_page(request: Request, next: str = "/") -> Response:
     token = secrets.token_urlsafe(16)
-    resp = render(request, "login.html", next=_safe_next(next), login_csrf=token)
+    resp: Response = render(request, "login.html", next=_safe_next(next), login_csrf=token)
     resp.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", max_age=3600)
     return resp
 
@@ -110,10 +110,10 @@ async def login(request: Request) -> Response:
     t = i18n.translator(lang_of(request))
     wait = max(limiter.user.retry_after(keys[0]), limiter.ip.retry_after(keys[1]))
     if wait > 0:
-        resp = render(request, "login.html", status=429, next=nxt, login_csrf=sent,
-                      error=t("too_many", s=int(wait) + 1), username=username)
-        resp.headers["Retry-After"] = str(int(wait) + 1)
-        return resp
+        limited = render(request, "login.html", status=429, next=nxt, login_csrf=sent,
+                         error=t("too_many", s=int(wait) + 1), username=username)
+        limited.headers["Retry-After"] = str(int(wait) + 1)
+        return limited
     p = request.app.state.auth.authenticate(username, password)
     if p is None:
         limiter.user.failed(keys[0])

@@ -8,6 +8,7 @@ as they are: the signature is their authorisation), `commander` sends commands o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,7 @@ from cloud.auth.ratelimit import LoginLimiter
 from cloud.auth.service import AuthService
 
 STATIC = Path(__file__).parent / "static"
+ACK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,200}$")
 
 
 def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = None, ack_signer: Any = None,
@@ -76,6 +78,11 @@ def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = N
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if path.startswith("/ack/") and not ACK_TOKEN.match(path[5:]):
+            # A signed link is url-safe base64; anything else is refused before the signer sees it
+            # (its compare_digest raises on non-ASCII text).
+            return JSONResponse({"detail": "Invalid link. 链接无效。"}, status_code=403)
         resp: Response = await call_next(request)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("X-Frame-Options", "DENY")

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from cloud.auth.service import AuthService
 
 app = typer.Typer(help="Users of the web pages and API: add, list, set passwords, create API tokens.",
                   no_args_is_help=True)
@@ -17,7 +21,7 @@ app = typer.Typer(help="Users of the web pages and API: add, list, set passwords
 DB_HELP = "state database URL (env SHELTERWATCH_DB)"
 
 
-def _service(db: str):  # type: ignore[no-untyped-def]
+def _service(db: str) -> AuthService:
     from cloud.auth.models import make_engine, make_sessionmaker
     from cloud.auth.service import AuthService
 

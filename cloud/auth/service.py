@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,14 +61,14 @@ class AuthService:
         if not re.match(USERNAME_RE, username):
             raise AuthError(f"user name {username!r} must match {USERNAME_RE}")
         try:
-            role = Role(role)
+            role_ = Role(role)
         except ValueError:
             raise AuthError(f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}") from None
         if not sites:
             raise AuthError("a user needs at least one site (or '*' for every site)")
-        for s in sites:
-            if s != ALL_SITES and not ID_RE.match(s):
-                raise AuthError(f"site id {s!r} must match {ID_RE.pattern}")
+        for site in sites:
+            if site != ALL_SITES and not ID_RE.match(site):
+                raise AuthError(f"site id {site!r} must match {ID_RE.pattern}")
         if check_strength:
             try:
                 passwords.check_policy(password, username)
@@ -78,7 +78,7 @@ class AuthService:
             if s.scalar(select(User).where(User.username == username)) is not None:
                 raise AuthError(f"user {username!r} already exists")
             user = User(username=username, display_name=display_name or username,
-                        password_hash=passwords.hash_password(password), role=role.value,
+                        password_hash=passwords.hash_password(password), role=role_.value,
                         sites=[UserSite(site=x) for x in sorted(set(sites))])
             s.add(user)
             s.flush()
@@ -167,8 +167,7 @@ class AuthService:
             s.execute(delete(WebSession).where(WebSession.digest == _digest(sid)))
 
 
-def _aware(t):  # type: ignore[no-untyped-def]
+def _aware(t: datetime) -> datetime:
     """SQLite gives naive datetimes back; they were stored as UTC."""
-    from datetime import UTC
 
     return t if t.tzinfo else t.replace(tzinfo=UTC)

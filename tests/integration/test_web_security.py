@@ -198,6 +198,8 @@ def test_forms_need_csrf(env) -> None:  # type: ignore[no-untyped-def]
     assert csrf
     r = c.post("/enrol", data={**form, "csrf": csrf.group(1)})
     assert r.status_code == 200 and "gw.estate-a.gw-csrf" in r.text
+    bad = c.post("/enrol", data={**form, "gateway": "gw-bad", "devices": "d9 no-such-profile", "csrf": csrf.group(1)})
+    assert bad.status_code == 422 and "unknown profile" in bad.text and 'value="gw-bad"' in bad.text
     # Login itself is protected against login CSRF: no token from our login page, no session.
     other = TestClient(env.app)
     r = other.post("/login", data={"username": "inst-a", "password": password_of("inst-a")}, follow_redirects=False)
@@ -227,3 +229,17 @@ def test_login_is_rate_limited(tmp_path: Path) -> None:
 def test_unknown_or_bad_token_refused(client: TestClient) -> None:
     for h in ({"Authorization": "Bearer swt_nope"}, {"Authorization": "Bearer "}, {"Authorization": "Basic eA=="}):
         assert client.get("/api/v1/me", headers=h).status_code == 401
+
+
+def test_signed_ack_links_are_their_own_authorisation(env) -> None:  # type: ignore[no-untyped-def]
+    """The push's one-tap link works without a login (that is its point); forged or odd ones do not."""
+    import time
+
+    anon = TestClient(env.app)
+    a = env.alarm_ids["estate-a"]
+    token = env.app.state.ack_signer.sign(a, "vol-a", time.time() + 60)
+    assert anon.get(f"/ack/{token}").status_code == 200
+    for bad in (token[:-2] + "xx", "0.%C2%80", "abc", "a.b.c"):
+        assert anon.post(f"/ack/{bad}").status_code in (403, 404), bad
+    r = anon.post(f"/ack/{token}")
+    assert r.status_code == 200 and r.json()["by"] == "vol-a"

@@ -64,8 +64,13 @@ class AppriseSender:
 def redact(url: str) -> str:
     """Channel URLs hold tokens and passwords: logs keep the scheme and host only."""
     scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if scheme.lower() not in _HOST_SCHEMES:  # wecombot://KEY, tgram://TOKEN...: the host is the secret
+        return f"{scheme}://***"
+    host = rest.split("?", 1)[0].split("/", 1)[0].rsplit("@", 1)[-1]
     return f"{scheme}://{host}/…"
+
+
+_HOST_SCHEMES = {"json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos", "ntfy", "ntfys"}
 
 
 class RateGate:

@@ -63,7 +63,7 @@ class GatewayRule(_Strict):
     """The gateway-level offline rule (not in any device profile): raised at once by the
     gateway's last will, or after `silence` seconds without any message from it."""
 
-    silence_s: float = Field(default=45, gt=0, le=3600, alias="silence")
+    silence_s: float = Field(default=45, gt=0, le=86400 * 7, alias="silence")
     severity: Literal["critical", "major", "minor", "warning"] = "minor"
 
 

@@ -374,9 +374,11 @@ class AlarmEngine:
             if self.signer and purpose != "resolution":
                 url = f"{base}/ack/{self.signer.sign(a.id, p.id, now + ttl)}"
             t = alarm_text(a, site_name, site_zh, url, purpose)
-            self.dispatcher.submit(Job(a.id, p.id, list(p.channels), t.title, t.body, purpose, origin,
-                                       retries=pol.retries if pol else 2,
-                                       retry_delay_s=pol.retry_delay_s if pol else 1.0))
+            chains = [[c] for c in p.channels] if p.delivery == "all" else [list(p.channels)]
+            for chain in chains:
+                self.dispatcher.submit(Job(a.id, p.id, chain, t.title, t.body, purpose, origin,
+                                           retries=pol.retries if pol else 2,
+                                           retry_delay_s=pol.retry_delay_s if pol else 1.0))
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float | None = None) -> None:

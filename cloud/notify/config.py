@@ -51,6 +51,8 @@ class Person(_Strict):
     tier: int = Field(default=1, ge=1, le=9)
     lang: Literal["zh", "en", "both"] = "both"
     channels: list[Channel] = Field(min_length=1, description="tried in order: on failure, the next one")
+    delivery: Literal["fallback", "all"] = Field(
+        default="fallback", description="fallback: first channel that works; all: every channel at once")
 
 
 class Tier(_Strict):

@@ -37,8 +37,11 @@ class RuleOverride(_Strict):
     rate: float | None = None
 
     def changes(self) -> dict[str, Any]:
-        return {k: v for k in ("severity", "raise_at", "clear_at", "for_s", "rate")
-                if (v := getattr(self, k)) is not None}
+        return {
+            k: v
+            for k in ("severity", "raise_at", "clear_at", "for_s", "rate")
+            if (v := getattr(self, k)) is not None
+        }
 
 
 class InspectionWindow(_Strict):

@@ -35,8 +35,9 @@ class StaticDirectory:
         self._refs: dict[tuple[str, str, str], DeviceRef] = {}
         for s in sites:
             for d in s.devices:
-                self._refs[(s.site, d.gateway, d.id)] = DeviceRef(d.profile, dict(d.labels),
-                                                                  {k: dict(v) for k, v in d.instance_labels.items()})
+                self._refs[(s.site, d.gateway, d.id)] = DeviceRef(
+                    d.profile, dict(d.labels), {k: dict(v) for k, v in d.instance_labels.items()}
+                )
 
     def lookup(self, site: str, gateway: str, device: str) -> DeviceRef | None:
         return self._refs.get((site, gateway, device))

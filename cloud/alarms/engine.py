@@ -54,10 +54,17 @@ class _Ctx:
 
 
 class AlarmEngine:
-    def __init__(self, store: AlarmStore, directory: Directory, sites: list[AlarmSiteConfig],
-                 dispatcher: Dispatcher | None = None, signer: AckSigner | None = None,
-                 profiles: dict[str, Profile] | None = None, clock: Callable[[], float] = time.time,
-                 tick_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        store: AlarmStore,
+        directory: Directory,
+        sites: list[AlarmSiteConfig],
+        dispatcher: Dispatcher | None = None,
+        signer: AckSigner | None = None,
+        profiles: dict[str, Profile] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 0.1,
+    ) -> None:
         self.store = store
         self.directory = directory
         self.sites = {s.site: s for s in sites}
@@ -71,11 +78,17 @@ class AlarmEngine:
         self._thread: threading.Thread | None = None
         self._busy = 0
         self._idle = threading.Condition()
-        self.counters: dict[str, int] = {"messages": 0, "unknown_device": 0, "stale": 0, "replayed_events": 0,
-                                         "errors": 0, "seq_gaps": 0}
+        self.counters: dict[str, int] = {
+            "messages": 0,
+            "unknown_device": 0,
+            "stale": 0,
+            "replayed_events": 0,
+            "errors": 0,
+            "seq_gaps": 0,
+        }
         self._rules: dict[tuple[str, str], tuple[dict[str, list[AlarmRule]], list[AlarmRule]]] = {}
         self.tracks: dict[str, tuple[AlarmRule, R.Track, _Ctx]] = {}
-        self.active: dict[str, Alarm] = {a.key: a for a in store.list(active=True, limit=100_000)}
+        self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
         self._last_ts: dict[tuple[str, str, str], float] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._seen_events: OrderedDict[str, None] = OrderedDict()
@@ -119,7 +132,7 @@ class AlarmEngine:
             if msg is not False:
                 try:
                     self.process(msg)
-                except Exception:  # noqa: BLE001 - bad input must never kill the safety path
+                except Exception:  # bad input must never kill the safety path
                     self.counters["errors"] += 1
                     log.exception("alarm engine failed on a message from %s/%s", msg.site, msg.gateway)
                 finally:
@@ -130,13 +143,15 @@ class AlarmEngine:
             if time.monotonic() >= next_tick:
                 try:
                     self.tick()
-                except Exception:  # noqa: BLE001
+                except Exception:  # bad input must never kill the safety path
                     self.counters["errors"] += 1
                     log.exception("alarm engine tick failed")
                 next_tick = time.monotonic() + self.tick_s
 
     # ------------------------------------------------------------------ rules per device
-    def rules_for(self, site: str, device: str, profile_id: str) -> tuple[dict[str, list[AlarmRule]], list[AlarmRule]]:
+    def rules_for(
+        self, site: str, device: str, profile_id: str
+    ) -> tuple[dict[str, list[AlarmRule]], list[AlarmRule]]:
         """(value rules by point key, all rules) with the site's and the device's overrides applied."""
         key = (site, device)
         hit = self._rules.get(key)
@@ -148,7 +163,11 @@ class AlarmEngine:
         for r in profile.alarms:
             enabled, changes = True, {}
             for o in cfg.alarm_overrides if cfg else []:
-                if o.rule != r.key or (o.profile and o.profile != profile_id) or (o.device and o.device != device):
+                if (
+                    o.rule != r.key
+                    or (o.profile and o.profile != profile_id)
+                    or (o.device and o.device != device)
+                ):
                     continue
                 if o.device is None or o.device == device:
                     enabled = enabled and o.enabled
@@ -172,7 +191,9 @@ class AlarmEngine:
             self.seen_gw[gw] = now
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
                 if p.state == "offline":
-                    self._raise_gateway(msg.site, msg.gateway, now, f"last will: {p.reason or 'offline'}", msg.received)
+                    self._raise_gateway(
+                        msg.site, msg.gateway, now, f"last will: {p.reason or 'offline'}", msg.received
+                    )
                 else:
                     self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
                 return
@@ -190,8 +211,14 @@ class AlarmEngine:
             if isinstance(p, wire.DeviceHealth) and not p.online:
                 if offline_rule:
                     ctx = self._ctx(msg.site, msg.gateway, msg.device, ref, None, None)
-                    self._raise(offline_rule, ctx, now, None, {"reason": p.detail or "gateway reports no answer",
-                                                                "breaker": p.breaker}, msg.received)
+                    self._raise(
+                        offline_rule,
+                        ctx,
+                        now,
+                        None,
+                        {"reason": p.detail or "gateway reports no answer", "breaker": p.breaker},
+                        msg.received,
+                    )
                 return
             if offline_rule:
                 self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
@@ -218,15 +245,23 @@ class AlarmEngine:
                 self._seen_events[p.id] = None
                 if len(self._seen_events) > 200_000:
                     self._seen_events.popitem(last=False)
-                if p.kind == "state" and p.point is not None and p.value is not None \
-                        and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0):
+                if (
+                    p.kind == "state"
+                    and p.point is not None
+                    and p.value is not None
+                    and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0)
+                ):
                     self._value(msg, ref, by_point, p.point, p.value, now, touched)
                 for r in all_rules:
                     if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:
                         block, idx, _ = split_point_id(p.point or "")
                         ctx = self._ctx(msg.site, msg.gateway, msg.device, ref, block, idx)
-                        detail: dict[str, Any] = {"edge_action": p.text or p.kind, "event_id": p.id,
-                                                  "point": p.point, "data": dict(p.data)}
+                        detail: dict[str, Any] = {
+                            "edge_action": p.text or p.kind,
+                            "event_id": p.id,
+                            "point": p.point,
+                            "data": dict(p.data),
+                        }
                         if block:
                             detail["block"] = block
                         self._raise(r, ctx, now, p.value, detail, msg.received)
@@ -234,21 +269,32 @@ class AlarmEngine:
             if touched:
                 self._composites(msg, ref, all_rules, touched, now)
 
-    def _ctx(self, site: str, gateway: str, device: str, ref: DeviceRef, block: str | None,
-             idx: int | None) -> _Ctx:
+    def _ctx(
+        self, site: str, gateway: str, device: str, ref: DeviceRef, block: str | None, idx: int | None
+    ) -> _Ctx:
         labels = dict(ref.labels)
         if idx is not None:
             labels.update(ref.instance_labels.get(idx, {}))
         return _Ctx(site, gateway, device, "" if idx is None else str(idx), block, labels)
 
-    def _value(self, msg: SafetyMessage, ref: DeviceRef, by_point: dict[str, list[AlarmRule]], pid: str,
-               v: wire.Scalar, now: float, touched: set[str]) -> None:
+    def _value(
+        self,
+        msg: SafetyMessage,
+        ref: DeviceRef,
+        by_point: dict[str, list[AlarmRule]],
+        pid: str,
+        v: wire.Scalar,
+        now: float,
+        touched: set[str],
+    ) -> None:
         block, idx, key = split_point_id(pid)
         for rule in by_point.get(key, ()):
             if rule.block != block:
                 continue
-            if rule.only_tagged and (idx is None or
-                                     ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS):
+            if rule.only_tagged and (
+                idx is None
+                or ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS
+            ):
                 continue
             k = active_key(msg.site, msg.gateway, msg.device or "", rule.key, "" if idx is None else str(idx))
             entry = self.tracks.get(k)
@@ -270,8 +316,9 @@ class AlarmEngine:
                 self._clear(k, now)
                 touched.add(ctx.instance)
 
-    def _composites(self, msg: SafetyMessage, ref: DeviceRef, all_rules: list[AlarmRule], instances: set[str],
-                    now: float) -> None:
+    def _composites(
+        self, msg: SafetyMessage, ref: DeviceRef, all_rules: list[AlarmRule], instances: set[str], now: float
+    ) -> None:
         for r in all_rules:
             if r.kind is not AlarmKind.COMPOSITE:
                 continue
@@ -282,7 +329,9 @@ class AlarmEngine:
                 on = all(k in self.active or kd in self.active for k, kd in zip(keys, keys_dev, strict=True))
                 k = active_key(msg.site, msg.gateway, msg.device or "", r.key, inst)
                 if on and k not in self.active:
-                    ctx = self._ctx(msg.site, msg.gateway, msg.device or "", ref, None, int(inst) if inst else None)
+                    ctx = self._ctx(
+                        msg.site, msg.gateway, msg.device or "", ref, None, int(inst) if inst else None
+                    )
                     self._raise(r, ctx, now, None, {"all_of": list(r.all_of)}, msg.received)
                 elif not on and k in self.active:
                     self._clear(k, now)
@@ -293,24 +342,40 @@ class AlarmEngine:
         for w in cfg.inspection_windows if cfg else []:
             if w.start.timestamp() <= now < w.end.timestamp():
                 return f"inspection window: {w.reason}"
-        for w in self._windows_cache(site):
-            if w["start"] <= now < w["end"]:
-                return f"inspection window: {w['reason']}"
+        for row in self._windows_cache(site):
+            if row["start"] <= now < row["end"]:
+                return f"inspection window: {row['reason']}"
         return None
 
     def _windows_cache(self, site: str) -> list[dict[str, Any]]:
         return self.store.list_windows(site)
 
-    def _raise(self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any],
-               origin: float) -> Alarm | None:
+    def _raise(
+        self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any], origin: float
+    ) -> Alarm | None:
         k = active_key(ctx.site, ctx.gateway, ctx.device, rule.key, ctx.instance)
         existing = self.active.get(k)
         if existing is not None:
             return existing
-        a = Alarm(id=0, site=ctx.site, gateway=ctx.gateway, device=ctx.device, rule=rule.key, instance=ctx.instance,
-                  kind=rule.kind.value, severity=rule.severity, name=rule.name, name_zh=rule.name_zh,
-                  sprinkler=rule.sprinkler, active=True, acked=False, raised_at=now, value=value,
-                  detail=detail, labels=ctx.labels)
+        a = Alarm(
+            id=0,
+            site=ctx.site,
+            gateway=ctx.gateway,
+            device=ctx.device,
+            rule=rule.key,
+            instance=ctx.instance,
+            kind=rule.kind.value,
+            severity=rule.severity,
+            name=rule.name,
+            name_zh=rule.name_zh,
+            sprinkler=rule.sprinkler,
+            active=True,
+            acked=False,
+            raised_at=now,
+            value=value,
+            detail=detail,
+            labels=ctx.labels,
+        )
         if rule.sprinkler:
             a.suppressed = self._inspection(ctx.site, now)
         a, created = self.store.raise_alarm(a, now)
@@ -322,12 +387,34 @@ class AlarmEngine:
     def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float) -> None:
         cfg = self.sites.get(site)
         sev = cfg.gateway_offline.severity if cfg else "minor"
-        rule = AlarmRule.model_validate({"key": GATEWAY_RULE, "name": "Gateway offline", "name_zh": "网关离线",
-                                         "kind": "offline", "severity": sev, "for": 1})
-        self._raise(rule, _Ctx(site, gateway, "", "", None, {"gateway": gateway}), now, None, {"reason": reason}, origin)
+        rule = AlarmRule.model_validate(
+            {
+                "key": GATEWAY_RULE,
+                "name": "Gateway offline",
+                "name_zh": "网关离线",
+                "kind": "offline",
+                "severity": sev,
+                "for": 1,
+            }
+        )
+        self._raise(
+            rule,
+            _Ctx(site, gateway, "", "", None, {"gateway": gateway}),
+            now,
+            None,
+            {"reason": reason},
+            origin,
+        )
 
-    def _clear(self, k: str, now: float, who: str = "system", via: str = "engine", action: str = "cleared",
-               detail: str = "") -> bool:
+    def _clear(
+        self,
+        k: str,
+        now: float,
+        who: str = "system",
+        via: str = "engine",
+        action: str = "cleared",
+        detail: str = "",
+    ) -> bool:
         a = self.active.pop(k, None)
         if a is None:
             return False
@@ -376,9 +463,19 @@ class AlarmEngine:
             t = alarm_text(a, site_name, site_zh, url, purpose)
             chains = [[c] for c in p.channels] if p.delivery == "all" else [list(p.channels)]
             for chain in chains:
-                self.dispatcher.submit(Job(a.id, p.id, chain, t.title, t.body, purpose, origin,
-                                           retries=pol.retries if pol else 2,
-                                           retry_delay_s=pol.retry_delay_s if pol else 1.0))
+                self.dispatcher.submit(
+                    Job(
+                        a.id,
+                        p.id,
+                        chain,
+                        t.title,
+                        t.body,
+                        purpose,
+                        origin,
+                        retries=pol.retries if pol else 2,
+                        retry_delay_s=pol.retry_delay_s if pol else 1.0,
+                    )
+                )
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float | None = None) -> None:
@@ -401,10 +498,19 @@ class AlarmEngine:
                     continue
                 _, all_rules = self.rules_for(site, dev, ref.profile_id)
                 for r in all_rules:
-                    if r.kind is AlarmKind.OFFLINE and now - seen > r.for_s:
-                        if active_key(site, gw, dev, r.key, "") not in self.active:
-                            self._raise(r, self._ctx(site, gw, dev, ref, None, None), now, None,
-                                        {"reason": f"no message for {now - seen:.0f} s"}, now)
+                    if (
+                        r.kind is AlarmKind.OFFLINE
+                        and now - seen > r.for_s
+                        and active_key(site, gw, dev, r.key, "") not in self.active
+                    ):
+                        self._raise(
+                            r,
+                            self._ctx(site, gw, dev, ref, None, None),
+                            now,
+                            None,
+                            {"reason": f"no message for {now - seen:.0f} s"},
+                            now,
+                        )
             for a in list(self.active.values()):
                 if a.acked or a.suppressed or a.next_notify_at is None or now < a.next_notify_at:
                     continue

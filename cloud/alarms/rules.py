@@ -41,7 +41,9 @@ def matches(expected: Any, value: Scalar) -> bool:
     """State rule equality across the YAML/JSON type gap: `true` vs True, `fault` vs "fault"."""
     if isinstance(expected, bool):
         if isinstance(value, str):
-            return value.lower() in ("true", "1", "on") if expected else value.lower() in ("false", "0", "off")
+            return (
+                value.lower() in ("true", "1", "on") if expected else value.lower() in ("false", "0", "off")
+            )
         return bool(value) is expected
     if isinstance(expected, str):
         return str(value) == expected

@@ -42,7 +42,8 @@ from sqlalchemy.exc import IntegrityError
 metadata = MetaData()
 
 alarms = Table(
-    "alarms", metadata,
+    "alarms",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("site", String(64), nullable=False, index=True),
     Column("gateway", String(64), nullable=False),
@@ -76,7 +77,8 @@ alarms = Table(
 )
 
 audit = Table(
-    "alarm_audit", metadata,
+    "alarm_audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("alarm_id", Integer, nullable=False, index=True),
     Column("ts", Float, nullable=False),
@@ -87,13 +89,15 @@ audit = Table(
 )
 
 tracks = Table(
-    "alarm_tracks", metadata,
+    "alarm_tracks",
+    metadata,
     Column("key", String(300), primary_key=True),
     Column("pending_since", Float, nullable=False),
 )
 
 notify_log = Table(
-    "notify_log", metadata,
+    "notify_log",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("alarm_id", Integer, nullable=False, index=True),
     Column("ts", Float, nullable=False),
@@ -106,7 +110,8 @@ notify_log = Table(
 )
 
 windows = Table(
-    "inspection_windows", metadata,
+    "inspection_windows",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("site", String(64), nullable=False),
     Column("start", Float, nullable=False),
@@ -179,12 +184,14 @@ class AlarmStore:
             kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kw)
         if url.startswith("sqlite"):
+
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
+
         metadata.create_all(self.engine)
         self._lock = threading.RLock()
 
@@ -208,15 +215,24 @@ class AlarmStore:
         try:
             with self.tx() as c:
                 new_id = c.execute(insert(alarms).values(**row)).inserted_primary_key[0]  # type: ignore[index]
-                c.execute(insert(audit).values(alarm_id=new_id, ts=now, action="raised",
-                                               detail=json.dumps({"value": a.value}, default=str)))
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=new_id,
+                        ts=now,
+                        action="raised",
+                        detail=json.dumps({"value": a.value}, default=str),
+                    )
+                )
                 a.id = int(new_id)
                 return a, True
         except IntegrityError:
             with self.tx() as c:
                 r = c.execute(select(alarms).where(alarms.c.active_key == a.key)).first()
-                c.execute(update(alarms).where(alarms.c.active_key == a.key)
-                          .values(occurrences=alarms.c.occurrences + 1))
+                c.execute(
+                    update(alarms)
+                    .where(alarms.c.active_key == a.key)
+                    .values(occurrences=alarms.c.occurrences + 1)
+                )
             if r is None:  # cleared between the two statements: try once more
                 return self.raise_alarm(a, now)
             return Alarm.from_row(r), False
@@ -226,7 +242,7 @@ class AlarmStore:
             r = c.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         return Alarm.from_row(r) if r else None
 
-    def list(self, site: str | None = None, active: bool | None = None, limit: int = 500) -> list[Alarm]:
+    def list_alarms(self, site: str | None = None, active: bool | None = None, limit: int = 500) -> list[Alarm]:
         q = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
         if site:
             q = q.where(alarms.c.site == site)
@@ -235,54 +251,105 @@ class AlarmStore:
         with self.tx() as c:
             return [Alarm.from_row(r) for r in c.execute(q)]
 
-    def clear(self, alarm_id: int, now: float, who: str = "system", channel: str = "engine",
-              action: str = "cleared", detail: str = "") -> bool:
+    def clear(
+        self,
+        alarm_id: int,
+        now: float,
+        who: str = "system",
+        channel: str = "engine",
+        action: str = "cleared",
+        detail: str = "",
+    ) -> bool:
         """Cleared by the condition, or resolved by a person: no longer active either way."""
-        vals: dict[str, Any] = {"active": False, "active_key": None, "cleared_at": now, "next_notify_at": None}
+        vals: dict[str, Any] = {
+            "active": False,
+            "active_key": None,
+            "cleared_at": now,
+            "next_notify_at": None,
+        }
         if action == "resolved":
             vals["resolved_by"] = who
         with self.tx() as c:
-            n = c.execute(update(alarms).where(alarms.c.id == alarm_id, alarms.c.active.is_(True))
-                          .values(**vals)).rowcount
+            n = c.execute(
+                update(alarms).where(alarms.c.id == alarm_id, alarms.c.active.is_(True)).values(**vals)
+            ).rowcount
             if n:
-                c.execute(insert(audit).values(alarm_id=alarm_id, ts=now, action=action, who=who,
-                                               channel=channel, detail=detail))
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=alarm_id, ts=now, action=action, who=who, channel=channel, detail=detail
+                    )
+                )
         return bool(n)
 
     def ack(self, alarm_id: int, who: str, via: str, now: float) -> bool:
         """First acknowledgement wins; later ones are audited but change nothing."""
         with self.tx() as c:
-            n = c.execute(update(alarms).where(alarms.c.id == alarm_id, alarms.c.acked.is_(False))
-                          .values(acked=True, acked_by=who, acked_at=now, acked_via=via,
-                                  next_notify_at=None)).rowcount
-            c.execute(insert(audit).values(alarm_id=alarm_id, ts=now, action="acknowledged" if n else "ack-repeat",
-                                           who=who, channel=via))
+            n = c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id, alarms.c.acked.is_(False))
+                .values(acked=True, acked_by=who, acked_at=now, acked_via=via, next_notify_at=None)
+            ).rowcount
+            c.execute(
+                insert(audit).values(
+                    alarm_id=alarm_id,
+                    ts=now,
+                    action="acknowledged" if n else "ack-repeat",
+                    who=who,
+                    channel=via,
+                )
+            )
         return bool(n)
 
     def silence(self, alarm_id: int, until: float, reason: str, who: str, via: str, now: float) -> bool:
         with self.tx() as c:
-            n = c.execute(update(alarms).where(alarms.c.id == alarm_id)
-                          .values(silenced_until=until, silence_reason=reason)).rowcount
+            n = c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id)
+                .values(silenced_until=until, silence_reason=reason)
+            ).rowcount
             if n:
-                c.execute(insert(audit).values(alarm_id=alarm_id, ts=now, action="silenced", who=who, channel=via,
-                                               detail=json.dumps({"until": until, "reason": reason})))
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=alarm_id,
+                        ts=now,
+                        action="silenced",
+                        who=who,
+                        channel=via,
+                        detail=json.dumps({"until": until, "reason": reason}),
+                    )
+                )
         return bool(n)
 
     def set_notify(self, alarm_id: int, tier: int, next_at: float | None, notified: list[str]) -> None:
         with self.tx() as c:
-            c.execute(update(alarms).where(alarms.c.id == alarm_id)
-                      .values(tier=tier, next_notify_at=next_at, notified=json.dumps(notified)))
+            c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id)
+                .values(tier=tier, next_notify_at=next_at, notified=json.dumps(notified))
+            )
 
-    def add_audit(self, alarm_id: int, now: float, action: str, who: str = "system", channel: str = "engine",
-                  detail: str = "") -> None:
+    def add_audit(
+        self,
+        alarm_id: int,
+        now: float,
+        action: str,
+        who: str = "system",
+        channel: str = "engine",
+        detail: str = "",
+    ) -> None:
         with self.tx() as c:
-            c.execute(insert(audit).values(alarm_id=alarm_id, ts=now, action=action, who=who, channel=channel,
-                                           detail=detail))
+            c.execute(
+                insert(audit).values(
+                    alarm_id=alarm_id, ts=now, action=action, who=who, channel=channel, detail=detail
+                )
+            )
 
     def audit_of(self, alarm_id: int) -> list[dict[str, Any]]:
         with self.tx() as c:
-            return [dict(r._mapping) for r in
-                    c.execute(select(audit).where(audit.c.alarm_id == alarm_id).order_by(audit.c.id))]
+            return [
+                dict(r._mapping)
+                for r in c.execute(select(audit).where(audit.c.alarm_id == alarm_id).order_by(audit.c.id))
+            ]
 
     # ------------------------------------------------------------------ tracks (persisted timers)
     def save_track(self, key: str, pending_since: float | None) -> None:
@@ -296,11 +363,30 @@ class AlarmStore:
             return {r.key: r.pending_since for r in c.execute(select(tracks))}
 
     # ------------------------------------------------------------------ notifications
-    def log_attempt(self, alarm_id: int, ts: float, person: str, channel: str, purpose: str, attempt: int,
-                    ok: bool, error: str = "") -> None:
+    def log_attempt(
+        self,
+        alarm_id: int,
+        ts: float,
+        person: str,
+        channel: str,
+        purpose: str,
+        attempt: int,
+        ok: bool,
+        error: str = "",
+    ) -> None:
         with self.tx() as c:
-            c.execute(insert(notify_log).values(alarm_id=alarm_id, ts=ts, person=person, channel=channel,
-                                                purpose=purpose, attempt=attempt, ok=ok, error=error[:500]))
+            c.execute(
+                insert(notify_log).values(
+                    alarm_id=alarm_id,
+                    ts=ts,
+                    person=person,
+                    channel=channel,
+                    purpose=purpose,
+                    attempt=attempt,
+                    ok=ok,
+                    error=error[:500],
+                )
+            )
 
     def attempts(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
         q = select(notify_log).order_by(notify_log.c.id)
@@ -312,8 +398,8 @@ class AlarmStore:
     # ------------------------------------------------------------------ inspection windows
     def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
         with self.tx() as c:
-            return int(c.execute(insert(windows).values(site=site, start=start, end=end, reason=reason, by=by))
-                       .inserted_primary_key[0])  # type: ignore[index]
+            res = c.execute(insert(windows).values(site=site, start=start, end=end, reason=reason, by=by))
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def list_windows(self, site: str | None = None) -> list[dict[str, Any]]:
         q = select(windows).order_by(windows.c.start)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import time
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -29,6 +29,10 @@ def get_engine(request: Request) -> AlarmEngine:
 def get_signer(request: Request) -> AckSigner:
     signer: AckSigner = request.app.state.ack_signer
     return signer
+
+
+Engine = Annotated[AlarmEngine, Depends(get_engine)]
+Signer = Annotated[AckSigner, Depends(get_signer)]
 
 
 class Actor(BaseModel):
@@ -61,13 +65,14 @@ def _alarm_or_404(engine: AlarmEngine, alarm_id: int) -> dict[str, Any]:
 
 
 @router.get("/alarms")
-def list_alarms(site: str | None = None, active: bool | None = None, limit: int = 200,
-                engine: AlarmEngine = Depends(get_engine)) -> list[dict[str, Any]]:
-    return [a.to_json() for a in engine.store.list(site=site, active=active, limit=min(limit, 1000))]
+def list_alarms(
+    engine: Engine, site: str | None = None, active: bool | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    return [a.to_json() for a in engine.store.list_alarms(site=site, active=active, limit=min(limit, 1000))]
 
 
 @router.get("/alarms/{alarm_id}")
-def get_alarm(alarm_id: int, engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def get_alarm(engine: Engine, alarm_id: int) -> dict[str, Any]:
     out = _alarm_or_404(engine, alarm_id)
     out["audit"] = engine.store.audit_of(alarm_id)
     out["notifications"] = engine.store.attempts(alarm_id)
@@ -75,19 +80,19 @@ def get_alarm(alarm_id: int, engine: AlarmEngine = Depends(get_engine)) -> dict[
 
 
 @router.post("/alarms/{alarm_id}/ack")
-def ack(alarm_id: int, body: Actor, engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def ack(engine: Engine, alarm_id: int, body: Actor) -> dict[str, Any]:
     _alarm_or_404(engine, alarm_id)
     return {"acknowledged": engine.acknowledge(alarm_id, body.who, body.via)}
 
 
 @router.post("/alarms/{alarm_id}/resolve")
-def resolve(alarm_id: int, body: ResolveBody, engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def resolve(engine: Engine, alarm_id: int, body: ResolveBody) -> dict[str, Any]:
     _alarm_or_404(engine, alarm_id)
     return {"resolved": engine.resolve(alarm_id, body.who, body.via, body.note)}
 
 
 @router.post("/alarms/{alarm_id}/silence")
-def silence(alarm_id: int, body: SilenceBody, engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def silence(engine: Engine, alarm_id: int, body: SilenceBody) -> dict[str, Any]:
     _alarm_or_404(engine, alarm_id)
     until = body.until.timestamp()
     if until <= time.time():
@@ -96,18 +101,27 @@ def silence(alarm_id: int, body: SilenceBody, engine: AlarmEngine = Depends(get_
 
 
 @router.get("/inspection-windows")
-def windows(site: str | None = None, engine: AlarmEngine = Depends(get_engine)) -> list[dict[str, Any]]:
+def windows(engine: Engine, site: str | None = None) -> list[dict[str, Any]]:
     out = engine.store.list_windows(site)
     for s in engine.sites.values():
         if site and s.site != site:
             continue
-        out += [{"site": s.site, "start": w.start.timestamp(), "end": w.end.timestamp(), "reason": w.reason,
-                 "by": w.by, "source": "site file"} for w in s.inspection_windows]
+        out += [
+            {
+                "site": s.site,
+                "start": w.start.timestamp(),
+                "end": w.end.timestamp(),
+                "reason": w.reason,
+                "by": w.by,
+                "source": "site file",
+            }
+            for w in s.inspection_windows
+        ]
     return out
 
 
 @router.post("/inspection-windows")
-def add_window(body: WindowBody, engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def add_window(engine: Engine, body: WindowBody) -> dict[str, Any]:
     if body.site not in engine.sites:
         raise HTTPException(404, f"unknown site {body.site!r}")
     if body.start.tzinfo is None or body.end.tzinfo is None or body.end <= body.start:
@@ -117,7 +131,7 @@ def add_window(body: WindowBody, engine: AlarmEngine = Depends(get_engine)) -> d
 
 
 @router.get("/people")
-def people(site: str | None = None, engine: AlarmEngine = Depends(get_engine)) -> list[dict[str, Any]]:
+def people(engine: Engine, site: str | None = None) -> list[dict[str, Any]]:
     from cloud.notify.dispatch import redact
 
     out = []
@@ -127,14 +141,15 @@ def people(site: str | None = None, engine: AlarmEngine = Depends(get_engine)) -
         for p in s.people:
             d = p.model_dump(mode="json")
             d["site"] = s.site
-            d["channels"] = [{"url": redact(c.url), "name": c.name, "limit_per_min": c.effective_limit}
-                             for c in p.channels]
+            d["channels"] = [
+                {"url": redact(c.url), "name": c.name, "limit_per_min": c.effective_limit} for c in p.channels
+            ]
             out.append(d)
     return out
 
 
 @router.get("/escalation")
-def escalation(engine: AlarmEngine = Depends(get_engine)) -> dict[str, Any]:
+def escalation(engine: Engine) -> dict[str, Any]:
     return {s.site: s.escalation.model_dump(mode="json", by_alias=True) for s in engine.sites.values()}
 
 
@@ -142,14 +157,16 @@ def _claim(token: str, signer: AckSigner) -> Any:
     try:
         return signer.verify(token, time.time())
     except LinkError as e:
-        msg = {"expired": "This link has expired. 链接已过期。", "bad_signature": "Invalid link. 链接无效。",
-               "malformed": "Invalid link. 链接无效。"}[e.reason]
+        msg = {
+            "expired": "This link has expired. 链接已过期。",
+            "bad_signature": "Invalid link. 链接无效。",
+            "malformed": "Invalid link. 链接无效。",
+        }[e.reason]
         raise HTTPException(403, msg) from None
 
 
 @router.get("/ack/{token}", response_class=HTMLResponse)
-def ack_page(token: str, engine: AlarmEngine = Depends(get_engine),
-             signer: AckSigner = Depends(get_signer)) -> HTMLResponse:
+def ack_page(engine: Engine, signer: Signer, token: str) -> HTMLResponse:
     claim = _claim(token, signer)
     a = engine.store.get(claim.alarm_id)
     if a is None:
@@ -159,17 +176,22 @@ def ack_page(token: str, engine: AlarmEngine = Depends(get_engine),
     state = "已确认 acknowledged" if a.acked else "未确认 not acknowledged"
     return HTMLResponse(
         "<!doctype html><html><head><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width,initial-scale=1'><title>确认报警 Acknowledge</title></head>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        "<title>确认报警 Acknowledge</title></head>"
         f"<body><h1>{title}</h1><p>{where}</p><p>{state}</p>"
         f"<form method=post action='/ack/{html.escape(token)}'>"
-        "<button type=submit style='font-size:2em;padding:.5em 1em'>我来处理 I'm on it</button></form></body></html>")
+        "<button type=submit style='font-size:2em;padding:.5em 1em'>我来处理 I'm on it</button>"
+        "</form></body></html>"
+    )
 
 
 @router.post("/ack/{token}")
-def ack_link(token: str, engine: AlarmEngine = Depends(get_engine),
-             signer: AckSigner = Depends(get_signer)) -> dict[str, Any]:
+def ack_link(engine: Engine, signer: Signer, token: str) -> dict[str, Any]:
     claim = _claim(token, signer)
     if engine.store.get(claim.alarm_id) is None:
         raise HTTPException(404, "alarm not found")
-    return {"alarm": claim.alarm_id, "acknowledged": engine.acknowledge(claim.alarm_id, claim.person, "link"),
-            "by": claim.person}
+    return {
+        "alarm": claim.alarm_id,
+        "acknowledged": engine.acknowledge(claim.alarm_id, claim.person, "link"),
+        "by": claim.person,
+    }

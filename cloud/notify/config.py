@@ -52,7 +52,8 @@ class Person(_Strict):
     lang: Literal["zh", "en", "both"] = "both"
     channels: list[Channel] = Field(min_length=1, description="tried in order: on failure, the next one")
     delivery: Literal["fallback", "all"] = Field(
-        default="fallback", description="fallback: first channel that works; all: every channel at once")
+        default="fallback", description="fallback: first channel that works; all: every channel at once"
+    )
 
 
 class Tier(_Strict):
@@ -66,7 +67,7 @@ class EscalationPolicy(_Strict):
     """Tier 1 at once, each next tier `after` seconds unacknowledged; the last reached tiers are
     reminded every `repeat_s` until the alarm is acknowledged or cleared."""
 
-    tiers: list[Tier] = Field(default_factory=lambda: [Tier(tier=1, after_s=0)], min_length=1)
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.model_validate({"tier": 1, "after": 0})], min_length=1)
     repeat_s: float = Field(default=300, ge=5, alias="repeat")
     min_severity: Literal["critical", "major", "minor", "warning"] = "warning"
     notify_resolution: bool = True

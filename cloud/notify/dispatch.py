@@ -50,7 +50,7 @@ class AppriseSender:
                 p = apprise.Apprise.instantiate(url)
                 if p is None:
                     raise SendError(f"apprise cannot use URL {redact(url)}")
-                p.request_rate_per_sec = 0  # type: ignore[attr-defined]
+                p.request_rate_per_sec = 0  # apprise throttle off (see module doc)
                 self._plugins[url] = p
             return p
 
@@ -194,12 +194,11 @@ class Dispatcher:
         for attempt in range(1, job.retries + 2):
             t = time.time()
             if first:
-                for j in alarm_ids:
-                    self.dispatch_latency.append(t - job.origin)
+                self.dispatch_latency.append(t - job.origin)
                 first = False
             try:
                 self.sender.send(url, title, body)
-            except Exception as e:  # noqa: BLE001 - any channel failure means retry / fall back
+            except Exception as e:
                 for aid in alarm_ids:
                     self.log_attempt(aid, t, job.person, redact(url), job.purpose, attempt, False, str(e))
                 if attempt <= job.retries:

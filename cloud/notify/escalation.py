@@ -14,7 +14,9 @@ def wants(policy: EscalationPolicy, severity: str) -> bool:
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[policy.min_severity]
 
 
-def plan(policy: EscalationPolicy, raised_at: float, notified_tier: int, now: float) -> tuple[list[int], int, float]:
+def plan(
+    policy: EscalationPolicy, raised_at: float, notified_tier: int, now: float
+) -> tuple[list[int], int, float]:
     """→ (tiers to notify now, new highest tier, time of the next step).
 
     New tiers whose `after` has passed are notified; when none is new and the last step was

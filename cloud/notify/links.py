@@ -48,7 +48,9 @@ class AckSigner:
         return _b64(hmac.new(self._key, b"ack1." + body.encode(), hashlib.sha256).digest())
 
     def sign(self, alarm_id: int, person: str, expires: float) -> str:
-        body = _b64(json.dumps({"a": alarm_id, "p": person, "e": round(expires)}, separators=(",", ":")).encode())
+        body = _b64(
+            json.dumps({"a": alarm_id, "p": person, "e": round(expires)}, separators=(",", ":")).encode()
+        )
         return f"{body}.{self._mac(body)}"
 
     def verify(self, token: str, now: float) -> AckClaim:

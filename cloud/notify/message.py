@@ -40,7 +40,9 @@ def _where(a: Alarm, site_name: str, site_name_zh: str) -> tuple[str, str]:
 
 def _when(ts: float) -> tuple[str, str]:
     d = datetime.fromtimestamp(ts, CST)
-    return d.strftime("%Y-%m-%d %H:%M:%S (北京时间)"), datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return d.strftime("%Y-%m-%d %H:%M:%S (北京时间)"), datetime.fromtimestamp(ts, UTC).strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
 
 
 def alarm_text(a: Alarm, site_name: str, site_name_zh: str, ack_url: str | None, purpose: str) -> Text:
@@ -50,13 +52,17 @@ def alarm_text(a: Alarm, site_name: str, site_name_zh: str, ack_url: str | None,
     name_zh = a.name_zh or name_en
     if purpose == "resolution":
         title = f"[已恢复 RESOLVED] {name_zh} {name_en}"
-        lines = [f"已恢复：{name_zh}，{where_zh}", f"Resolved: {name_en} at {where_en}",
-                 f"报警开始 Since: {since_zh} / {since_en}"]
+        lines = [
+            f"已恢复：{name_zh}，{where_zh}",
+            f"Resolved: {name_en} at {where_en}",
+            f"报警开始 Since: {since_zh} / {since_en}",
+        ]
         if a.cleared_at:
             lines.append(f"恢复时间 Cleared: {_when(a.cleared_at)[0]}")
         return Text(title, "\n".join(lines))
     prefix = "[提醒 REMINDER] " if purpose == "reminder" else ""
-    title = f"{prefix}[{SEV_ZH.get(a.severity, a.severity)} {SEV_EN.get(a.severity, a.severity)}] {name_zh} {name_en}"
+    sev = f"{SEV_ZH.get(a.severity, a.severity)} {SEV_EN.get(a.severity, a.severity)}"
+    title = f"{prefix}[{sev}] {name_zh} {name_en}"
     lines = [f"{name_zh}：{where_zh}", f"{name_en}: {where_en}", f"开始时间 Since: {since_zh} / {since_en}"]
     if a.value is not None:
         lines.append(f"数值 Value: {a.value}")

@@ -34,26 +34,50 @@ LINK = re.compile(r"(http://127\.0\.0\.1:\d+/ack/[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]
 class Live:
     def __init__(self, tmp: Path, rec: HttpReceiver, smtp: SmtpReceiver) -> None:
         self.port = free_port()
-        self.cfg = AlarmSiteConfig.model_validate({
-            "site": "demo", "name": "Maple Court", "name_zh": "枫林苑", "public_url": f"http://127.0.0.1:{self.port}",
-            "people": [
-                {"id": "v1", "name": "V1", "tier": 1, "delivery": "all",
-                 "channels": [{"url": rec.url("/v1")}, {"url": smtp.url("v1@demo.test")}]},
-                {"id": "v2", "name": "V2", "tier": 1,
-                 "channels": [{"url": rec.url("/v2")}, {"url": smtp.url("v2@demo.test")}]},
-                {"id": "boss", "name": "Boss", "role": "manager", "tier": 2, "channels": [{"url": rec.url("/boss")}]},
-            ],
-            "escalation": {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 2}], "repeat": 60},
-            "alarm_overrides": [{"rule": "waterflow", "for": 1}],
-            "devices": [{"id": "riser-1", "profile": "nanfang-fsm8", "gateway": "gw-1"}],
-        })
+        self.cfg = AlarmSiteConfig.model_validate(
+            {
+                "site": "demo",
+                "name": "Maple Court",
+                "name_zh": "枫林苑",
+                "public_url": f"http://127.0.0.1:{self.port}",
+                "people": [
+                    {
+                        "id": "v1",
+                        "name": "V1",
+                        "tier": 1,
+                        "delivery": "all",
+                        "channels": [{"url": rec.url("/v1")}, {"url": smtp.url("v1@demo.test")}],
+                    },
+                    {
+                        "id": "v2",
+                        "name": "V2",
+                        "tier": 1,
+                        "channels": [{"url": rec.url("/v2")}, {"url": smtp.url("v2@demo.test")}],
+                    },
+                    {
+                        "id": "boss",
+                        "name": "Boss",
+                        "role": "manager",
+                        "tier": 2,
+                        "channels": [{"url": rec.url("/boss")}],
+                    },
+                ],
+                "escalation": {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 2}], "repeat": 60},
+                "alarm_overrides": [{"rule": "waterflow", "for": 1}],
+                "devices": [{"id": "riser-1", "profile": "nanfang-fsm8", "gateway": "gw-1"}],
+            }
+        )
         self.store = AlarmStore(f"sqlite:///{tmp / 'alarms.db'}")
         self.disp = Dispatcher(AppriseSender(), self.store.log_attempt)
         self.signer = AckSigner(SECRET)
-        self.engine = AlarmEngine(self.store, StaticDirectory([self.cfg]), [self.cfg], self.disp, self.signer,
-                                  tick_s=0.05).start()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.engine, self.signer), host="127.0.0.1",
-                                                    port=self.port, log_level="warning"))
+        self.engine = AlarmEngine(
+            self.store, StaticDirectory([self.cfg]), [self.cfg], self.disp, self.signer, tick_s=0.05
+        ).start()
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(self.engine, self.signer), host="127.0.0.1", port=self.port, log_level="warning"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         wait_port(self.port)
@@ -80,8 +104,9 @@ def live(tmp_path: Path, http_receiver: HttpReceiver, smtp_receiver: SmtpReceive
 
 
 @pytest.mark.slow
-def test_waterflow_push_both_channels_ack_link_stops_escalation(live: Live, http_receiver: HttpReceiver,
-                                                                  smtp_receiver: SmtpReceiver) -> None:
+def test_waterflow_push_both_channels_ack_link_stops_escalation(
+    live: Live, http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver
+) -> None:
     t0 = time.time()
     live.put({"waterflow": True})
     got = http_receiver.wait_for(lambda g: {r.path for r in g} >= {"/v1", "/v2"})
@@ -95,7 +120,7 @@ def test_waterflow_push_both_channels_ack_link_stops_escalation(live: Live, http
     with httpx.Client() as c:
         page = c.get(url)
         assert page.status_code == 200 and "I'm on it" in page.text
-        [a] = live.store.list()
+        [a] = live.store.list_alarms()
         assert not a.acked  # GET (a link preview) changes nothing
         r = c.post(url)
         assert r.status_code == 200 and r.json()["acknowledged"] and r.json()["by"] == "v1"
@@ -105,7 +130,7 @@ def test_waterflow_push_both_channels_ack_link_stops_escalation(live: Live, http
         expired = live.signer.sign(a.id, "v2", time.time() - 1)
         assert c.post(f"http://127.0.0.1:{live.port}/ack/{expired}").status_code == 403
         assert c.get(f"http://127.0.0.1:{live.port}/ack/{expired}").status_code == 403
-    [a] = live.store.list()
+    [a] = live.store.list_alarms()
     assert a.acked and a.acked_by == "v1" and a.acked_via == "link"
     time.sleep(2.5)
     assert not any(r.path == "/boss" for r in http_receiver.got)  # acknowledged: no tier 2
@@ -127,9 +152,16 @@ def test_api_lists_silences_and_inspection_windows(live: Live) -> None:
     base = f"http://127.0.0.1:{live.port}"
     with httpx.Client(base_url=base) as c:
         now = datetime.now(UTC)
-        r = c.post("/inspection-windows", json={"site": "demo", "start": now.isoformat(),
-                                                "end": now.replace(year=now.year + 1).isoformat(),
-                                                "reason": "flow test", "by": "installer"})
+        r = c.post(
+            "/inspection-windows",
+            json={
+                "site": "demo",
+                "start": now.isoformat(),
+                "end": now.replace(year=now.year + 1).isoformat(),
+                "reason": "flow test",
+                "by": "installer",
+            },
+        )
         assert r.status_code == 200
         live.put({"waterflow": True})
         deadline = time.time() + 5
@@ -137,9 +169,16 @@ def test_api_lists_silences_and_inspection_windows(live: Live) -> None:
             time.sleep(0.05)
         [a] = c.get("/alarms", params={"active": True}).json()
         assert a["suppressed"] == "inspection window: flow test"
-        assert c.post(f"/alarms/{a['id']}/silence", json={"who": "boss", "reason": "known",
-                                                          "until": now.isoformat()}).status_code == 422
-        assert c.post(f"/alarms/{a['id']}/resolve", json={"who": "boss", "note": "test over"}).json()["resolved"]
+        assert (
+            c.post(
+                f"/alarms/{a['id']}/silence",
+                json={"who": "boss", "reason": "known", "until": now.isoformat()},
+            ).status_code
+            == 422
+        )
+        assert c.post(f"/alarms/{a['id']}/resolve", json={"who": "boss", "note": "test over"}).json()[
+            "resolved"
+        ]
         detail = c.get(f"/alarms/{a['id']}").json()
         assert [e["action"] for e in detail["audit"]] == ["raised", "not-notified", "resolved"]
         assert [p["id"] for p in c.get("/people").json()] == ["v1", "v2", "boss"]

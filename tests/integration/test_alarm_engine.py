@@ -35,20 +35,30 @@ class Clock:
 def site_cfg(rec: HttpReceiver | None, **extra: Any) -> AlarmSiteConfig:
     url = rec.url if rec else (lambda p: f"json://127.0.0.1:9/{p}")
     data: dict[str, Any] = {
-        "site": "demo", "name": "Maple Court", "name_zh": "枫林苑",
+        "site": "demo",
+        "name": "Maple Court",
+        "name_zh": "枫林苑",
         "people": [
             {"id": "v1", "name": "V1", "tier": 1, "channels": [{"url": url("/v1")}]},
             {"id": "v2", "name": "V2", "tier": 1, "channels": [{"url": url("/v2")}]},
             {"id": "boss", "name": "B", "role": "manager", "tier": 2, "channels": [{"url": url("/boss")}]},
         ],
-        "escalation": {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 120}], "repeat": 300,
-                       "min_severity": "minor", "retry_delay": 0.05},
+        "escalation": {
+            "tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 120}],
+            "repeat": 300,
+            "min_severity": "minor",
+            "retry_delay": 0.05,
+        },
         "gateway_offline": {"silence": 100_000},  # tests jump the clock; the silence test sets 45 s
         "devices": [
             {"id": "riser-1", "profile": "nanfang-fsm8", "gateway": "gw-1", "labels": {"shelter": "North"}},
             {"id": "charger-a", "profile": "voltpile-cp10", "gateway": "gw-1"},
-            {"id": "bays", "profile": "parkhub-ph48", "gateway": "gw-2",
-             "instance_labels": {7: {"fire_lane": "true"}}},
+            {
+                "id": "bays",
+                "profile": "parkhub-ph48",
+                "gateway": "gw-2",
+                "instance_labels": {7: {"fire_lane": "true"}},
+            },
         ],
     }
     data.update(extra)
@@ -65,8 +75,14 @@ class Rig:
         self.store = AlarmStore(f"sqlite:///{self.tmp / 'alarms.db'}")
         self.cfg = site_cfg(self.rec, **self.extra)
         self.disp = Dispatcher(AppriseSender(), self.store.log_attempt) if self.rec else None
-        self.engine = AlarmEngine(self.store, StaticDirectory([self.cfg]), [self.cfg], self.disp,
-                                  AckSigner(SECRET), clock=self.clock)
+        self.engine = AlarmEngine(
+            self.store,
+            StaticDirectory([self.cfg]),
+            [self.cfg],
+            self.disp,
+            AckSigner(SECRET),
+            clock=self.clock,
+        )
 
     def restart(self) -> None:
         if self.disp:
@@ -80,18 +96,31 @@ class Rig:
         self.store.close()
 
     def msg(self, device: str | None, payload: Any, gateway: str = "gw-1") -> SafetyMessage:
-        kind = {wire.Telemetry: wire.Kind.TELEMETRY, wire.Event: wire.Kind.EVENT, wire.Status: wire.Kind.STATUS,
-                wire.DeviceHealth: wire.Kind.HEALTH}[type(payload)]
+        kind = {
+            wire.Telemetry: wire.Kind.TELEMETRY,
+            wire.Event: wire.Kind.EVENT,
+            wire.Status: wire.Kind.STATUS,
+            wire.DeviceHealth: wire.Kind.HEALTH,
+        }[type(payload)]
         return SafetyMessage("demo", gateway, device, kind, payload, self.clock.t)
 
     def ts(self) -> datetime:
         return datetime.fromtimestamp(self.clock.t, UTC)
 
-    def tel(self, device: str, values: dict[str, Any], gateway: str = "gw-1", seq: int | None = None,
-            ts: datetime | None = None) -> SafetyMessage:
+    def tel(
+        self,
+        device: str,
+        values: dict[str, Any],
+        gateway: str = "gw-1",
+        seq: int | None = None,
+        ts: datetime | None = None,
+    ) -> SafetyMessage:
         self.seq += 1
-        return self.msg(device, wire.Telemetry(ts=ts or self.ts(), seq=self.seq if seq is None else seq,
-                                               values=values), gateway)
+        return self.msg(
+            device,
+            wire.Telemetry(ts=ts or self.ts(), seq=self.seq if seq is None else seq, values=values),
+            gateway,
+        )
 
     def feed(self, m: SafetyMessage) -> None:
         self.engine.process(m)
@@ -102,7 +131,7 @@ class Rig:
         self.engine.tick()
 
     def alarms(self, rule: str | None = None) -> list[Any]:
-        return [a for a in self.store.list() if rule is None or a.rule == rule]
+        return [a for a in self.store.list_alarms() if rule is None or a.rule == rule]
 
 
 @pytest.fixture
@@ -151,9 +180,20 @@ def test_escalates_to_tier2_then_ack_stops_it(rig: Rig) -> None:
 
 
 def test_unacknowledged_alarm_is_repeated(rig: Rig) -> None:
-    rig.feed(rig.msg("charger-a", wire.Event(ts=rig.ts(), seq=1, id="e" * 16, kind="interlock",
-                                              point="port.3.connector_temp", text="port 3 switched off at 76 °C",
-                                              data={"command": "port_enable", "value": False})))
+    rig.feed(
+        rig.msg(
+            "charger-a",
+            wire.Event(
+                ts=rig.ts(),
+                seq=1,
+                id="e" * 16,
+                kind="interlock",
+                point="port.3.connector_temp",
+                text="port 3 switched off at 76 °C",
+                data={"command": "port_enable", "value": False},
+            ),
+        )
+    )
     rig.rec.wait_for(lambda g: len(g) == 2)  # type: ignore[union-attr]
     for t in (120, 420, 720):
         rig.at(t)
@@ -162,15 +202,25 @@ def test_unacknowledged_alarm_is_repeated(rig: Rig) -> None:
 
 
 def test_interlock_event_is_one_critical_alarm_with_what_the_edge_did(rig: Rig) -> None:
-    ev = wire.Event(ts=rig.ts(), seq=5, id="a1b2c3d4e5f6", kind="interlock", point="port.3.connector_temp",
-                    value=76.5, text="port 3 switched off: connector 76.5 °C", data={"command": "port_enable"})
+    ev = wire.Event(
+        ts=rig.ts(),
+        seq=5,
+        id="a1b2c3d4e5f6",
+        kind="interlock",
+        point="port.3.connector_temp",
+        value=76.5,
+        text="port 3 switched off: connector 76.5 °C",
+        data={"command": "port_enable"},
+    )
     rig.feed(rig.msg("charger-a", ev))
     rig.feed(rig.msg("charger-a", ev))  # replay of the same event
     [a] = rig.alarms("interlock")
     assert a.severity == "critical" and a.instance == "3"
     assert a.detail["edge_action"] == "port 3 switched off: connector 76.5 °C"
     got = rig.rec.wait_for(lambda g: len(g) >= 2)  # type: ignore[union-attr]
-    assert "Edge action: port 3 switched off" in got[0].body["message"] and "充电口 3" in got[0].body["message"]
+    assert (
+        "Edge action: port 3 switched off" in got[0].body["message"] and "充电口 3" in got[0].body["message"]
+    )
     assert rig.engine.counters["replayed_events"] == 1
 
 
@@ -266,8 +316,18 @@ def test_device_offline_from_health_and_silence(rig: Rig) -> None:
 
 def test_inspection_window_records_but_wakes_nobody(tmp_path: Path, http_receiver: HttpReceiver) -> None:
     start = datetime.fromtimestamp(T0 - 60, UTC)
-    r = Rig(tmp_path, http_receiver, Clock(), inspection_windows=[
-        {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(), "reason": "NFPA 25 test"}])
+    r = Rig(
+        tmp_path,
+        http_receiver,
+        Clock(),
+        inspection_windows=[
+            {
+                "start": start.isoformat(),
+                "end": (start + timedelta(hours=1)).isoformat(),
+                "reason": "NFPA 25 test",
+            }
+        ],
+    )
     try:
         r.feed(r.tel("riser-1", {"waterflow": True}))
         r.at(25)
@@ -308,8 +368,12 @@ def test_restart_keeps_active_alarm_and_escalation(rig: Rig) -> None:
 
 
 def test_long_charge_8h_and_site_override(tmp_path: Path) -> None:
-    r = Rig(tmp_path, None, Clock(), alarm_overrides=[{"rule": "overcurrent", "device": "charger-a", "raise": 6.0,
-                                                       "clear": 5.0}])
+    r = Rig(
+        tmp_path,
+        None,
+        Clock(),
+        alarm_overrides=[{"rule": "overcurrent", "device": "charger-a", "raise": 6.0, "clear": 5.0}],
+    )
     try:
         r.feed(r.tel("charger-a", {"port.4.state": "charging"}))
         r.at(8 * 3600 - 1)
@@ -336,9 +400,21 @@ def test_fire_lane_only_for_tagged_bays(tmp_path: Path) -> None:
 
 def test_failed_channel_retries_then_falls_back(tmp_path: Path, http_receiver: HttpReceiver) -> None:
     http_receiver.fail_paths.add("/v1-primary")
-    r = Rig(tmp_path, http_receiver, Clock(), people=[
-        {"id": "v1", "name": "V1", "channels": [{"url": http_receiver.url("/v1-primary")},
-                                                 {"url": http_receiver.url("/v1-backup")}]}])
+    r = Rig(
+        tmp_path,
+        http_receiver,
+        Clock(),
+        people=[
+            {
+                "id": "v1",
+                "name": "V1",
+                "channels": [
+                    {"url": http_receiver.url("/v1-primary")},
+                    {"url": http_receiver.url("/v1-backup")},
+                ],
+            }
+        ],
+    )
     try:
         r.feed(r.tel("charger-a", {"smoke": True}))
         http_receiver.wait_for(lambda g: any(x.path == "/v1-backup" for x in g))

@@ -61,7 +61,11 @@ def test_oscillation_around_threshold_gives_at_most_one_alarm(values: list[float
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(min_value=0, max_value=5), st.floats(min_value=0, max_value=100)), max_size=200))
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5), st.floats(min_value=0, max_value=100)), max_size=200
+    )
+)
 def test_raises_and_clears_alternate(steps: list[tuple[float, float]]) -> None:
     t, seq = 0.0, []
     for dt, v in steps:
@@ -113,8 +117,14 @@ def test_ack_links() -> None:
     assert e.value.reason == "expired"
     body, mac = tok.split(".")
     forged = AckSigner("y" * 32).sign(43, "li_wei", 10**10)
-    for bad in (body + "." + mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB"), forged.split(".")[0] + "." + mac,
-                forged, "nodot", "", "a.b"):
+    for bad in (
+        body + "." + mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB"),
+        forged.split(".")[0] + "." + mac,
+        forged,
+        "nodot",
+        "",
+        "a.b",
+    ):
         with pytest.raises(LinkError):
             s.verify(bad, 0)
     with pytest.raises(ValueError):
@@ -122,8 +132,9 @@ def test_ack_links() -> None:
 
 
 def test_escalation_plan() -> None:
-    pol = EscalationPolicy.model_validate({"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 120}],
-                                           "repeat": 300})
+    pol = EscalationPolicy.model_validate(
+        {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": 120}], "repeat": 300}
+    )
     assert plan(pol, 0, 0, 0) == ([1], 1, 120)
     assert plan(pol, 0, 1, 120) == ([2], 2, 420)
     assert plan(pol, 0, 2, 420) == ([1, 2], 2, 720)
@@ -156,8 +167,10 @@ def test_redact_hides_secrets() -> None:
 
 def test_site_config_errors_are_located(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
-    f.write_text("site: a\npeople:\n  - id: v1\n    name: V\n    channels:\n      - {url: nope}\n"
-                 "escalation:\n  tiers: [{tier: 1, after: 0}]\n  repet: 5\n")
+    f.write_text(
+        "site: a\npeople:\n  - id: v1\n    name: V\n    channels:\n      - {url: nope}\n"
+        "escalation:\n  tiers: [{tier: 1, after: 0}]\n  repet: 5\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_site_alarms(f)
     text = str(e.value)

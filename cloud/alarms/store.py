@@ -242,7 +242,9 @@ class AlarmStore:
             r = c.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         return Alarm.from_row(r) if r else None
 
-    def list_alarms(self, site: str | None = None, active: bool | None = None, limit: int = 500) -> list[Alarm]:
+    def list_alarms(
+        self, site: str | None = None, active: bool | None = None, limit: int = 500
+    ) -> list[Alarm]:
         q = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
         if site:
             q = q.where(alarms.c.site == site)

@@ -67,7 +67,9 @@ class EscalationPolicy(_Strict):
     """Tier 1 at once, each next tier `after` seconds unacknowledged; the last reached tiers are
     reminded every `repeat_s` until the alarm is acknowledged or cleared."""
 
-    tiers: list[Tier] = Field(default_factory=lambda: [Tier.model_validate({"tier": 1, "after": 0})], min_length=1)
+    tiers: list[Tier] = Field(
+        default_factory=lambda: [Tier.model_validate({"tier": 1, "after": 0})], min_length=1
+    )
     repeat_s: float = Field(default=300, ge=5, alias="repeat")
     min_severity: Literal["critical", "major", "minor", "warning"] = "warning"
     notify_resolution: bool = True

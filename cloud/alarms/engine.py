@@ -99,6 +99,8 @@ class AlarmEngine:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> AlarmEngine:
+        if self.dispatcher:
+            self.dispatcher.warm([c.url for s in self.sites.values() for p in s.people for c in p.channels])
         self._thread = threading.Thread(target=self._loop, name="alarm-engine", daemon=True)
         self._thread.start()
         return self

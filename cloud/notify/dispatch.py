@@ -41,6 +41,15 @@ class AppriseSender:
         self._plugins: dict[str, object] = {}
         self._lock = threading.Lock()
 
+    def warm(self, urls: list[str]) -> None:
+        """Import apprise and build the plugins now: the first fire alarm must not pay for it
+        (importing apprise and its plugins takes a few hundred ms)."""
+        for u in urls:
+            try:
+                self._plugin(u)
+            except SendError as e:
+                log.error("%s", e)
+
     def _plugin(self, url: str) -> object:
         with self._lock:
             p = self._plugins.get(url)
@@ -138,11 +147,16 @@ class Dispatcher:
         self._gates: dict[str, RateGate] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self.dispatch_latency: deque[float] = deque(maxlen=100_000)  # origin → first send starts
+        self.dispatch_latency: deque[float] = deque(maxlen=100_000)  # origin → first send of an alarm starts
         self.delivered_latency: deque[float] = deque(maxlen=100_000)  # origin → send returned ok
 
     def submit(self, job: Job) -> None:
         self._route(job)
+
+    def warm(self, urls: list[str]) -> None:
+        warm = getattr(self.sender, "warm", None)
+        if warm is not None:
+            warm(urls)
 
     def close(self) -> None:
         with self._lock:
@@ -193,7 +207,7 @@ class Dispatcher:
         first = True
         for attempt in range(1, job.retries + 2):
             t = time.time()
-            if first:
+            if first and job.purpose == "alarm":
                 self.dispatch_latency.append(t - job.origin)
                 first = False
             try:
@@ -207,7 +221,8 @@ class Dispatcher:
             done = time.time()
             for aid in alarm_ids:
                 self.log_attempt(aid, t, job.person, redact(url), job.purpose, attempt, True, "")
-                self.delivered_latency.append(done - job.origin)
+                if job.purpose == "alarm":
+                    self.delivered_latency.append(done - job.origin)
             return True
         return False
 

@@ -432,3 +432,37 @@ def test_bad_input_never_kills_the_engine(rig: Rig) -> None:
     rig.feed(rig.tel("nope", {"x": 1}))
     rig.feed(rig.tel("charger-a", {"port.99.connector_temp": "hot", "smoke": "maybe", "unknown.point": 1}))
     assert rig.engine.counters["unknown_device"] == 1 and rig.alarms() == []
+
+
+def test_rate_limited_channel_groups_a_burst(tmp_path: Path, http_receiver: HttpReceiver) -> None:
+    """WeCom/DingTalk bots allow 20 messages a minute: a burst of alarms becomes few grouped
+    messages instead of being dropped or delayed one by one (limit 3/min here, same mechanism)."""
+    r = Rig(
+        tmp_path,
+        http_receiver,
+        Clock(),
+        people=[
+            {"id": "v1", "name": "V1", "channels": [{"url": http_receiver.url("/bot"), "limit_per_min": 3}]}
+        ],
+    )
+    try:
+        for port in range(1, 11):
+            r.feed(
+                r.msg(
+                    "charger-a",
+                    wire.Event(
+                        ts=r.ts(),
+                        seq=port,
+                        id=f"ev-{port:08d}",
+                        kind="interlock",
+                        point=f"port.{port}.connector_temp",
+                        text=f"port {port} off",
+                    ),
+                )
+            )
+        got = http_receiver.wait_for(lambda g: sum(x.body["message"].count("Edge action") for x in g) == 10)
+        assert len(got) <= 3
+        assert any("条报警 alarms" in x.body["title"] for x in got)
+        assert len(r.alarms("interlock")) == 10
+    finally:
+        r.close()

@@ -12,7 +12,6 @@ when something changes (a duration starts or stops, an alarm is raised, cleared 
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -95,6 +94,11 @@ class AlarmEngine:
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {d: now for d in directory.devices()}
         self.seen_gw: dict[tuple[str, str], float] = {(s, g): now for s, g, _ in directory.devices()}
+        self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
+        self._next_offline_check = 0.0
+        self._windows: dict[str, list[tuple[float, float, str]]] = {}
+        for w in store.list_windows():
+            self._windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
         self._restore_tracks(store.load_tracks())
 
     # ------------------------------------------------------------------ lifecycle
@@ -307,6 +311,10 @@ class AlarmEngine:
             _, tr, ctx = entry
             before = tr.pending_since
             action = R.step(rule, tr, v, now)
+            if tr.pending_since is not None and not tr.active:
+                self._pending.add(k)
+            else:
+                self._pending.discard(k)
             if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
                 self.store.save_track(k, tr.pending_since)
             if action is R.Action.RAISE:
@@ -344,13 +352,10 @@ class AlarmEngine:
         for w in cfg.inspection_windows if cfg else []:
             if w.start.timestamp() <= now < w.end.timestamp():
                 return f"inspection window: {w.reason}"
-        for row in self._windows_cache(site):
-            if row["start"] <= now < row["end"]:
-                return f"inspection window: {row['reason']}"
+        for start, end, reason in self._windows.get(site, ()):
+            if start <= now < end:
+                return f"inspection window: {reason}"
         return None
-
-    def _windows_cache(self, site: str) -> list[dict[str, Any]]:
-        return self.store.list_windows(site)
 
     def _raise(
         self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any], origin: float
@@ -424,6 +429,7 @@ class AlarmEngine:
         if entry is not None:
             entry[1].active = False
             entry[1].pending_since = None
+        self._pending.discard(k)
         self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
         a.active, a.cleared_at = False, now
         if a.notified and self.dispatcher:
@@ -483,10 +489,18 @@ class AlarmEngine:
     def tick(self, now: float | None = None) -> None:
         with self.lock:
             now = self.clock() if now is None else now
-            for k, (rule, tr, ctx) in list(self.tracks.items()):
-                if tr.pending_since is not None and not tr.active and R.due(rule, tr, now) is R.Action.RAISE:
+            for k in list(self._pending):
+                rule, tr, ctx = self.tracks[k]
+                if tr.pending_since is None or tr.active:
+                    self._pending.discard(k)
+                elif R.due(rule, tr, now) is R.Action.RAISE:
+                    self._pending.discard(k)
                     self.store.save_track(k, None)
                     self._raise(rule, ctx, now, rule.value, {"block": ctx.block} if ctx.block else {}, now)
+            self._escalate(now)
+            if now < self._next_offline_check:
+                return
+            self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
             for (site, gw), seen in self.seen_gw.items():
                 cfg = self.sites.get(site)
                 silence = cfg.gateway_offline.silence_s if cfg else 45.0
@@ -513,10 +527,19 @@ class AlarmEngine:
                             {"reason": f"no message for {now - seen:.0f} s"},
                             now,
                         )
-            for a in list(self.active.values()):
-                if a.acked or a.suppressed or a.next_notify_at is None or now < a.next_notify_at:
-                    continue
+
+    def _escalate(self, now: float) -> None:
+        for a in list(self.active.values()):
+            if a.suppressed and self._inspection(a.site, now) is None:
+                # the inspection window closed and the condition is still there: wake people now
+                a.suppressed = None
+                self.store.update(a.id, suppressed=None)
+                self.store.add_audit(a.id, now, "window-ended")
                 self._notify(a, now, now)
+                continue
+            if a.acked or a.suppressed or a.next_notify_at is None or now < a.next_notify_at:
+                continue
+            self._notify(a, now, now)
 
     def _restore_tracks(self, saved: dict[str, float]) -> None:
         """Rebuild timers persisted before a restart (a retard half elapsed stays half elapsed)."""
@@ -531,6 +554,8 @@ class AlarmEngine:
                 continue
             ctx = self._ctx(site, gw, dev, ref, rule.block, int(inst) if inst else None)
             self.tracks[k] = (rule, R.Track(pending_since=since, active=k in self.active), ctx)
+            if k not in self.active:
+                self._pending.add(k)
 
     # ------------------------------------------------------------------ people's actions (API)
     def acknowledge(self, alarm_id: int, who: str, via: str) -> bool:
@@ -562,11 +587,10 @@ class AlarmEngine:
             return ok
 
     def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
-        return self.store.add_window(site, start, end, reason, by)
+        with self.lock:
+            self._windows.setdefault(site, []).append((start, end, reason))
+            return self.store.add_window(site, start, end, reason, by)
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}
 
-
-def detail_json(a: Alarm) -> str:
-    return json.dumps(a.detail, default=str)

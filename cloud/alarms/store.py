@@ -330,6 +330,10 @@ class AlarmStore:
                 .values(tier=tier, next_notify_at=next_at, notified=json.dumps(notified))
             )
 
+    def update(self, alarm_id: int, **vals: Any) -> None:
+        with self.tx() as c:
+            c.execute(update(alarms).where(alarms.c.id == alarm_id).values(**vals))
+
     def add_audit(
         self,
         alarm_id: int,

@@ -342,6 +342,9 @@ def test_inspection_window_records_but_wakes_nobody(tmp_path: Path, http_receive
         time.sleep(0.3)
         assert not any("水流" in g.body["title"] for g in http_receiver.got)
         assert "not-notified" in [e["action"] for e in r.store.audit_of(a.id)]
+        r.at(3600)  # the window closed while water still flows: now people are woken
+        http_receiver.wait_for(lambda g: any("水流" in x.body["title"] for x in g))
+        assert "window-ended" in [e["action"] for e in r.store.audit_of(a.id)]
     finally:
         r.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cloud.alarms.cli import app as alarms_app
 from device_profiles.cli import app as profiles_app
 
 app = typer.Typer(
@@ -12,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(alarms_app, name="alarms")
 
 
 if __name__ == "__main__":

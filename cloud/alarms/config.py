@@ -11,11 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud.notify.config import EscalationPolicy, Person
-from device_profiles.located_yaml import load_model
-from device_profiles.model import KEY_RE
+from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.model import KEY_RE, AlarmRule, Profile
 
 
 class _Strict(BaseModel):
@@ -104,6 +104,45 @@ class AlarmSiteConfig(BaseModel):
         return self
 
 
-def load_site_alarms(path: Path | str) -> AlarmSiteConfig:
-    """Load and validate; raises device_profiles.located_yaml.ConfigError with file:line issues."""
-    return load_model(AlarmSiteConfig, path)
+def reference_problems(
+    cfg: AlarmSiteConfig, profiles: dict[str, Profile]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Checks against the profile catalog, each with the key path it concerns: unknown profiles
+    and rules, and overrides that would break a rule (e.g. `clear` on the wrong side of `raise`)."""
+    probs: list[tuple[tuple[str | int, ...], str]] = []
+    for i, d in enumerate(cfg.devices):
+        if d.profile not in profiles:
+            probs.append((("devices", i, "profile"), f"unknown profile {d.profile!r}"))
+    for i, o in enumerate(cfg.alarm_overrides):
+        targets = [
+            (p, r)
+            for p in profiles.values()
+            if o.profile in (None, p.id)
+            for r in p.alarms
+            if r.key == o.rule
+        ]
+        if not targets:
+            probs.append((("alarm_overrides", i, "rule"), f"no profile has an alarm rule {o.rule!r}"))
+        for p, r in targets:
+            data = r.model_dump(by_alias=False)
+            data.update(o.changes())
+            try:
+                AlarmRule.model_validate(data)
+            except ValidationError as e:
+                msg = "; ".join(str(x["msg"]).removeprefix("Value error, ") for x in e.errors())
+                probs.append((("alarm_overrides", i), f"on {p.id}: {msg}"))
+    return probs
+
+
+def load_site_alarms(path: Path | str, profiles: dict[str, Profile] | None = None) -> AlarmSiteConfig:
+    """Load and validate (also against the profile catalog); raises
+    device_profiles.located_yaml.ConfigError with file:line:key issues."""
+    from device_profiles.loader import catalog
+
+    path = Path(path)
+    data, node = read_yaml(path)
+    cfg = validate(AlarmSiteConfig, data, node, str(path))
+    probs = reference_problems(cfg, catalog() if profiles is None else profiles)
+    if probs:
+        raise ConfigError([Issue(str(path), line_of(node, k), format_key(k), m) for k, m in probs])
+    return cfg

@@ -593,4 +593,3 @@ class AlarmEngine:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}
-

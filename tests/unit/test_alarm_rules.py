@@ -181,3 +181,34 @@ def test_site_config_errors_are_located(tmp_path: Path) -> None:
 def test_demo_site_file_loads() -> None:
     cfg = load_site_alarms(Path(__file__).parents[2] / "cloud/sites/demo-alarms.yaml")
     assert {p.tier for p in cfg.people} == {1, 2} and cfg.inspection_windows
+
+
+def test_overrides_checked_against_catalog_with_lines(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "site: a\nalarm_overrides:\n  - {rule: waterflo, for: 3}\n"
+        "  - {rule: connector_overtemp, profile: voltpile-cp10, clear: 90}\n"
+        "devices:\n  - {id: d, profile: nope, gateway: g}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_site_alarms(f)
+    assert [str(i) for i in e.value.issues] == [
+        f"{f}:6 devices[0].profile: unknown profile 'nope'",
+        f"{f}:3 alarm_overrides[0].rule: no profile has an alarm rule 'waterflo'",
+        f"{f}:4 alarm_overrides[1]: on voltpile-cp10: "
+        "`clear:` must be on the safe side of `raise:` (hysteresis)",
+    ]
+
+
+def test_cli_check(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shelterwatch.cli import app
+
+    demo = Path(__file__).parents[2] / "cloud/sites/demo-alarms.yaml"
+    r = CliRunner().invoke(app, ["alarms", "check", str(demo)])
+    assert r.exit_code == 0 and "3 people" in r.output
+    bad = tmp_path / "b.yaml"
+    bad.write_text("site: a\nescalation: {tiers: [{tier: 2, after: 60}, {tier: 1, after: 0}]}\n")
+    r = CliRunner().invoke(app, ["alarms", "check", str(bad)])
+    assert r.exit_code == 1 and "b.yaml:2 escalation" in r.output and "in order" in r.output

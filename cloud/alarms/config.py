@@ -70,6 +70,22 @@ class GatewayRule(_Strict):
     severity: Literal["critical", "major", "minor", "warning"] = "minor"
 
 
+class CommRule(_Strict):
+    """Built-in trouble alarm from device health: the share of failed polls (timeouts, CRC
+    errors, exceptions) between health reports, once at least `min_polls` polls were made."""
+
+    raise_ratio: float = Field(default=0.2, gt=0, le=1, alias="raise")
+    clear_ratio: float = Field(default=0.05, ge=0, le=1, alias="clear")
+    min_polls: int = Field(default=20, ge=1)
+    severity: Literal["critical", "major", "minor", "warning"] = "minor"
+
+    @model_validator(mode="after")
+    def _hyst(self) -> CommRule:
+        if self.clear_ratio >= self.raise_ratio:
+            raise ValueError("`clear` must be below `raise`")
+        return self
+
+
 class DeviceEntry(_Strict):
     id: str
     profile: str
@@ -91,6 +107,7 @@ class AlarmSiteConfig(BaseModel):
     alarm_overrides: list[RuleOverride] = Field(default_factory=list)
     inspection_windows: list[InspectionWindow] = Field(default_factory=list)
     gateway_offline: GatewayRule = Field(default_factory=GatewayRule)
+    comm_errors: CommRule = Field(default_factory=CommRule)
     devices: list[DeviceEntry] = Field(default_factory=list)
     ack_link_ttl_s: float = Field(default=86400, gt=0, alias="ack_link_ttl")
     public_url: str = "http://127.0.0.1:8000"

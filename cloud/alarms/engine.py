@@ -37,6 +37,7 @@ from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
 log = logging.getLogger(__name__)
 
 GATEWAY_RULE = "gateway_offline"
+COMM_RULE = "comm_errors"
 TRUE_TAGS = ("true", "yes", "1", "on")
 
 
@@ -90,6 +91,8 @@ class AlarmEngine:
         self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
         self._last_ts: dict[tuple[str, str, str], float] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
+        self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
+        self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {d: now for d in directory.devices()}
@@ -229,12 +232,10 @@ class AlarmEngine:
             if offline_rule:
                 self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
             seq = getattr(p, "seq", None)
-            if seq is not None and not isinstance(p, wire.DeviceHealth):
-                last = self._last_seq.get(dkey)
-                if last is not None and seq > last + 1:
-                    self.counters["seq_gaps"] += 1
-                if last is None or seq > last:
-                    self._last_seq[dkey] = seq
+            if seq is not None:
+                self._track_seq(dkey, seq)
+            if isinstance(p, wire.DeviceHealth):
+                self._health(msg, ref, p, now)
             touched: set[str] = set()
             if isinstance(p, wire.Telemetry):
                 ts = p.ts.timestamp()
@@ -274,6 +275,70 @@ class AlarmEngine:
                         touched.add(ctx.instance)
             if touched:
                 self._composites(msg, ref, all_rules, touched, now)
+
+    def _track_seq(self, dkey: tuple[str, str, str], seq: int) -> None:
+        """One counter per device across telemetry, events and health (docs/wire.md). A jump is a
+        gap; a backfilled number later fills it. `seq_missing` counts numbers still missing."""
+        last = self._last_seq.get(dkey)
+        if last is None or seq > last:
+            if last is not None and seq > last + 1:
+                miss = self._missing.setdefault(dkey, set())
+                if len(miss) < 10_000:
+                    miss.update(range(last + 1, min(seq, last + 1 + 10_000 - len(miss))))
+                self.counters["seq_gaps"] += 1
+            self._last_seq[dkey] = seq
+        else:
+            self._missing.get(dkey, set()).discard(seq)
+
+    def seq_missing(self, site: str, gateway: str, device: str) -> int:
+        return len(self._missing.get((site, gateway, device), ()))
+
+    def _health(self, msg: SafetyMessage, ref: DeviceRef, p: wire.DeviceHealth, now: float) -> None:
+        cfg = self.sites.get(msg.site)
+        if cfg is None or msg.device is None:
+            return
+        rule_cfg = cfg.comm_errors
+        dkey = (msg.site, msg.gateway, msg.device)
+        k = active_key(msg.site, msg.gateway, msg.device, COMM_RULE, "")
+        errors = p.timeouts + p.crc_errors + p.exceptions
+        win, action, ratio = R.comm_step(
+            self._comm.get(dkey),
+            p.polls,
+            errors,
+            k in self.active,
+            rule_cfg.raise_ratio,
+            rule_cfg.clear_ratio,
+            rule_cfg.min_polls,
+        )
+        self._comm[dkey] = win
+        if action is R.Action.RAISE:
+            rule = AlarmRule.model_validate(
+                {
+                    "key": COMM_RULE,
+                    "name": "Communication errors",
+                    "name_zh": "通信故障",
+                    "kind": "offline",
+                    "severity": rule_cfg.severity,
+                    "for": 1,
+                }
+            )
+            detail = {
+                "reason": f"{ratio:.0%} of polls failed",
+                "timeouts": p.timeouts,
+                "crc_errors": p.crc_errors,
+                "exceptions": p.exceptions,
+                "polls": p.polls,
+            }
+            self._raise(
+                rule,
+                self._ctx(msg.site, msg.gateway, msg.device, ref, None, None),
+                now,
+                ratio,
+                detail,
+                msg.received,
+            )
+        elif action is R.Action.CLEAR:
+            self._clear(k, now)
 
     def _ctx(
         self, site: str, gateway: str, device: str, ref: DeviceRef, block: str | None, idx: int | None

@@ -156,6 +156,40 @@ def due(rule: AlarmRule, tr: Track, now: float) -> Action:
     return Action.NONE
 
 
+@dataclass(slots=True)
+class CommWindow:
+    """Poll counters at the start of the current measuring window (device health, since agent start)."""
+
+    polls: int
+    errors: int
+
+
+def comm_step(
+    win: CommWindow | None,
+    polls: int,
+    errors: int,
+    active: bool,
+    raise_ratio: float,
+    clear_ratio: float,
+    min_polls: int,
+) -> tuple[CommWindow | None, Action, float | None]:
+    """Failed-poll ratio over at least `min_polls` polls → (new window, action, ratio).
+
+    Counters going backwards mean the agent restarted: start a new window, judge nothing."""
+    if win is None or polls < win.polls or errors < win.errors:
+        return CommWindow(polls, errors), Action.NONE, None
+    dp = polls - win.polls
+    if dp < min_polls:
+        return win, Action.NONE, None
+    ratio = (errors - win.errors) / dp
+    new = CommWindow(polls, errors)
+    if not active and ratio >= raise_ratio:
+        return new, Action.RAISE, ratio
+    if active and ratio <= clear_ratio:
+        return new, Action.CLEAR, ratio
+    return new, Action.NONE, ratio
+
+
 def apply_overrides(rule: AlarmRule, changes: dict[str, Any]) -> AlarmRule:
     """A site/device override: a validated copy of the rule (hysteresis is re-checked)."""
     if not changes:

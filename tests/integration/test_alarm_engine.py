@@ -469,3 +469,41 @@ def test_rate_limited_channel_groups_a_burst(tmp_path: Path, http_receiver: Http
         assert len(r.alarms("interlock")) == 10
     finally:
         r.close()
+
+
+def test_comm_errors_from_device_health(rig: Rig) -> None:
+    def health(polls: int, timeouts: int, crc: int) -> None:
+        rig.seq += 1
+        rig.feed(
+            rig.msg(
+                "riser-1",
+                wire.DeviceHealth(
+                    ts=rig.ts(),
+                    seq=rig.seq,
+                    online=True,
+                    polls=polls,
+                    ok=polls - timeouts - crc,
+                    timeouts=timeouts,
+                    crc_errors=crc,
+                ),
+            )
+        )
+
+    health(100, 0, 0)
+    health(200, 10, 5)  # 15 % failed: below 20 %
+    assert rig.alarms("comm_errors") == []
+    health(300, 30, 10)  # 25 % of the last 100 polls failed
+    [a] = rig.alarms("comm_errors")
+    assert a.severity == "minor" and a.detail["crc_errors"] == 10
+    health(400, 31, 11)
+    assert not rig.alarms("comm_errors")[0].active
+
+
+def test_sequence_gap_filled_by_backfill_is_not_a_loss(rig: Rig) -> None:
+    for s in (1, 2, 3, 10, 11):
+        rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=s))
+    assert rig.engine.seq_missing("demo", "gw-1", "riser-1") == 6
+    old = rig.ts() - timedelta(minutes=5)
+    for s in range(4, 9):  # the backlog arrives behind live data
+        rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=s, ts=old))
+    assert rig.engine.seq_missing("demo", "gw-1", "riser-1") == 1  # seq 9 never came

@@ -212,3 +212,18 @@ def test_cli_check(tmp_path: Path) -> None:
     bad.write_text("site: a\nescalation: {tiers: [{tier: 2, after: 60}, {tier: 1, after: 0}]}\n")
     r = CliRunner().invoke(app, ["alarms", "check", str(bad)])
     assert r.exit_code == 1 and "b.yaml:2 escalation" in r.output and "in order" in r.output
+
+
+def test_comm_step_ratio_window_and_restart() -> None:
+    w, a, r = R.comm_step(None, 100, 0, False, 0.2, 0.05, 20)
+    assert a is R.Action.NONE and r is None
+    w, a, r = R.comm_step(w, 110, 5, False, 0.2, 0.05, 20)  # only 10 polls: keep the window open
+    assert a is R.Action.NONE and w is not None and w.polls == 100
+    w, a, r = R.comm_step(w, 130, 8, False, 0.2, 0.05, 20)
+    assert a is R.Action.RAISE and r == pytest.approx(8 / 30)
+    w, a, r = R.comm_step(w, 160, 10, True, 0.2, 0.05, 20)  # 2/30 = 6.7 %: between clear and raise
+    assert a is R.Action.NONE
+    w, a, r = R.comm_step(w, 200, 11, True, 0.2, 0.05, 20)
+    assert a is R.Action.CLEAR
+    w, a, r = R.comm_step(w, 5, 5, False, 0.2, 0.05, 20)  # agent restarted: counters went back
+    assert a is R.Action.NONE and w is not None and w.polls == 5

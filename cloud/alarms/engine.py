@@ -182,7 +182,12 @@ class AlarmEngine:
                     enabled = enabled and o.enabled
                     changes.update(o.changes())
             if enabled:
-                out.append(R.apply_overrides(r, changes))
+                try:
+                    out.append(R.apply_overrides(r, changes))
+                except ValueError as e:  # load_site_alarms reports this at load; never drop the rule
+                    log.error("site %s device %s: override of %s ignored: %s", site, device, r.key, e)
+                    self.counters["errors"] += 1
+                    out.append(r)
         by_point: dict[str, list[AlarmRule]] = {}
         for r in out:
             if r.kind in (AlarmKind.THRESHOLD, AlarmKind.STATE, AlarmKind.RATE_OF_RISE) and r.point:

@@ -159,10 +159,14 @@ class Dispatcher:
             warm(urls)
 
     def close(self) -> None:
+        """Send what is still grouped (nothing is dropped at shutdown), then wait for the pool."""
         with self._lock:
+            urls = [u for u, p in self._pending.items() if p.jobs]
             for p in self._pending.values():
                 if p.timer:
                     p.timer.cancel()
+        for u in urls:
+            self._flush(u)
         self.pool.shutdown(wait=True, cancel_futures=False)
 
     def _route(self, job: Job) -> None:

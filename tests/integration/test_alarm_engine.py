@@ -507,3 +507,14 @@ def test_sequence_gap_filled_by_backfill_is_not_a_loss(rig: Rig) -> None:
     for s in range(4, 9):  # the backlog arrives behind live data
         rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=s, ts=old))
     assert rig.engine.seq_missing("demo", "gw-1", "riser-1") == 1  # seq 9 never came
+
+
+def test_bad_override_keeps_the_profile_rule(tmp_path: Path) -> None:
+    """A site file built without checks (load_site_alarms refuses it) still never loses the rule."""
+    r = Rig(tmp_path, None, Clock(), alarm_overrides=[{"rule": "connector_overtemp", "clear": 90}])
+    try:
+        r.feed(r.tel("charger-a", {"port.1.connector_temp": 75.0}))
+        r.at(5)
+        assert len(r.alarms("connector_overtemp")) == 1 and r.engine.counters["errors"] == 1
+    finally:
+        r.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cloud.alarms.cli import app as alarms_app
 from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
 from simulators.cli import app as sim_app
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(sim_app, name="sim")
+app.add_typer(alarms_app, name="alarms")
 app.add_typer(dashboards_app, name="dashboards")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cloud.alarms.cli import app as alarms_app
 from cloud.auth.cli import app as user_app
 from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(sim_app, name="sim")
+app.add_typer(alarms_app, name="alarms")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(user_app, name="user")
 app.command("demo")(demo)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import Counter
+from collections import Counter, deque
 
 from simulators.devices.line_receiver import LineReceiverDevice
 from simulators.transport.pty import Pty
@@ -35,6 +35,7 @@ class LinePort:
         self.link = link
         self.t_char = (1 + data_bits + (0 if parity == "N" else 1) + stop_bits) / baud
         self.poll_s = poll_s
+        self.max_backlog = 256
         self.stats: Counter[str] = Counter()
         self.pty: Pty | None = None
         self._task: asyncio.Task[None] | None = None
@@ -57,18 +58,25 @@ class LinePort:
             self.pty.close()
 
     async def _run(self) -> None:
+        """Write queued lines one by one, each taking its time on the wire. A receiver that
+        produces more than the baud rate carries keeps a bounded backlog (oldest lines lost)."""
         assert self.pty is not None
+        backlog: deque[bytes] = deque(maxlen=self.max_backlog)
         while True:
-            lines = self.device.take_lines()
-            for line in lines:
-                try:
-                    os.write(self.pty.master, line)
-                    self.stats["lines"] += 1
-                except (BlockingIOError, OSError):
-                    self.stats["dropped"] += 1
-                await asyncio.sleep(len(line) * self.t_char)
-            if not lines:
+            for line in self.device.take_lines():
+                if len(backlog) == backlog.maxlen:
+                    self.stats["overflow"] += 1
+                backlog.append(line)
+            if not backlog:
                 await asyncio.sleep(self.poll_s)
+                continue
+            line = backlog.popleft()
+            try:
+                os.write(self.pty.master, line)
+                self.stats["lines"] += 1
+            except OSError:  # nobody reading and the pty buffer is full
+                self.stats["dropped"] += 1
+            await asyncio.sleep(len(line) * self.t_char)
 
     def endpoint(self) -> dict[str, object]:
         return {

@@ -71,6 +71,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "forbidden": ("You may not open this page.", "您无权访问此页面。"),
     "language": ("中文", "English"),
     "updated": ("live", "实时"),
+    "sev_critical": ("critical", "火警/紧急"),
+    "sev_major": ("major", "监管"),
+    "sev_minor": ("minor", "故障"),
+    "sev_warning": ("warning", "提示"),
+    "sev_info": ("info", "信息"),
 }
 
 

@@ -154,3 +154,20 @@ def test_command_for_device_not_on_that_gateway_is_refused(stack: DemoStack) -> 
         r = c.post(f"/api/v1/sites/{SITE}/gateways/gw-shelter-a/devices/chg1/commands",
                    json={"command": "port_enable", "index": 2, "value": True})
         assert r.status_code == 200 and r.json()["status"] == "done"
+
+
+def test_installer_sees_a_silent_device_and_comm_errors(stack: DemoStack, phone) -> None:  # type: ignore[no-untyped-def]
+    login(phone, stack, "installer")
+    assert phone.url.startswith(f"{stack.url}/health")
+    row = phone.locator("#dev-chg2")
+    wait(lambda: "bad" not in (row.get_attribute("class") or "bad"), 20, "chg2 answering")
+    sim = stack.sim_device("chg2")
+    sim.faults.set(silent=True)  # the cable is cut: the device stops answering its gateway
+    try:
+        wait(lambda: "bad" in (row.get_attribute("class") or ""), 30, "chg2 shown as not answering")
+        errors = row.locator("td.num").inner_text().strip()
+        assert errors.isdigit() and int(errors) > 0, f"comm errors counted, got {errors!r}"
+        screenshot(phone, "health-silent-device")
+    finally:
+        sim.faults.clear()
+    wait(lambda: "good" in (row.get_attribute("class") or ""), 30, "chg2 answering again")

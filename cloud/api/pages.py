@@ -35,7 +35,15 @@ def _ts(value: float | None) -> str:
     return datetime.fromtimestamp(value, UTC).astimezone(LOCAL_TZ).strftime("%m-%d %H:%M:%S")
 
 
+def _num(value: Any) -> Any:
+    """Readings as people read them: 505.014893 → 505.01; booleans and text unchanged."""
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return value
+
+
 templates.env.filters["ts"] = _ts
+templates.env.filters["num"] = _num
 
 
 class LoginRequired(Exception):

@@ -125,7 +125,7 @@ def test_manager_switches_port_off_and_current_falls(stack: DemoStack, phone) ->
     login(phone, stack, "manager")
     assert phone.url.startswith(f"{stack.url}/estate")
     row = phone.locator(f"#port-chg1-{port}")
-    wait(lambda: "W" in row.locator("td.power").inner_text() and not row.locator("td.power").inner_text()
+    wait(lambda: "W" in row.locator(".power").inner_text() and not row.locator(".power").inner_text()
          .startswith("0 "), 20, "the port's power on the page")
     screenshot(phone, "estate-before")
     phone.click(f"#off-chg1-{port}")
@@ -133,7 +133,7 @@ def test_manager_switches_port_off_and_current_falls(stack: DemoStack, phone) ->
     banner = phone.locator("#last-command")
     assert "done" in banner.inner_text() and "manager" in banner.inner_text(), banner.inner_text()
     wait(lambda: chg.model.port(port).current == 0, 10, "the simulator's current to fall to 0")
-    wait(lambda: row.locator("td.power").inner_text().strip() in ("", "0 W"), 20, "power 0 on the page")
+    wait(lambda: row.locator(".power").inner_text().strip() in ("", "0 W"), 20, "power 0 on the page")
     wait(lambda: phone.locator(f"#on-chg1-{port}").count() == 1, 20, "the page to offer switching it back on")
     screenshot(phone, "estate-port-off")
     rec = stack.commander.recent([SITE], 5)[0]

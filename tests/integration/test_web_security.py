@@ -243,3 +243,14 @@ def test_signed_ack_links_are_their_own_authorisation(env) -> None:  # type: ign
         assert anon.post(f"/ack/{bad}").status_code in (403, 404), bad
     r = anon.post(f"/ack/{token}")
     assert r.status_code == 200 and r.json()["by"] == "vol-a"
+
+
+def test_pages_escape_what_users_typed(env) -> None:  # type: ignore[no-untyped-def]
+    c = TestClient(env.app)
+    r = c.post("/api/v1/sites/estate-a/gateways", headers=env.token_headers("inst-a"),
+               json={"gateway": "gw-xss", "name": "<script>alert(1)</script>",
+                     "devices": [{"id": "xss1", "profile": "voltpile-cp10"}]})
+    assert r.status_code == 201
+    assert _login(c, "mgr-a") == 303
+    page = c.get("/estate").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

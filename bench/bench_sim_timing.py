@@ -82,7 +82,7 @@ def main() -> None:
     try:
         eps = s.endpoints()
         print(
-            f"{'baud':>7} {'regs':>5} {'theory ms':>10} {'raw ms':>8} {'raw/theory':>10} "
+            f"{'baud':>7} {'regs':>5} {'theory ms':>10} {'wire ms':>8} {'raw ms':>8} {'raw/wire':>9} "
             f"{'pymodbus ms':>12} {'pm/theory':>9}"
         )
         for baud in BAUDS:

@@ -44,7 +44,8 @@ class ChargerDevice(ModbusDevice):
 
     @property
     def charger(self) -> ChargerModel:
-        return self.model  # type: ignore[no-any-return]
+        m: ChargerModel = self.model
+        return m
 
     def apply_command(self, key: str, index: int | None, value: bool | int) -> None:
         if key == "port_enable" and index is not None:

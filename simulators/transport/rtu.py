@@ -123,8 +123,8 @@ class RtuBus:
         if unit == 0:  # broadcast: every slave acts on writes, none answers
             self.stats["broadcasts"] += 1
             if pdu and pdu[0] in (5, 6, 15, 16):
-                for dev in self.devices.values():
-                    handle_pdu(dev, pdu)
+                for each in self.devices.values():
+                    handle_pdu(each, pdu)
             return
         dev = self.devices.get(unit)
         if dev is None:

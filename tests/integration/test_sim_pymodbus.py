@@ -62,7 +62,7 @@ def test_serial_and_tcp_reads(shelter_a: SimSite) -> None:
     t = tcp_client(shelter_a)
     r = t.read_holding_registers(40, count=4, device_id=1)
     fw = next(p for p in shelter_a.device("chg2").points if p.id == "firmware")
-    assert decode(fw, r.registers) == "3.12"
+    assert decode(fw, list(r.registers)) == "3.12"
     t.close()
 
 

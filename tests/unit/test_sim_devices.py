@@ -24,7 +24,7 @@ def tolerance(p: ResolvedPoint) -> float:
 
 
 def decoded(dev: ModbusDevice) -> dict[str, object]:
-    out = {}
+    out: dict[str, object] = {}
     for p in dev.points:
         regs = dev.read_registers(p.table, p.address, p.count)
         out[p.id] = decode(p, regs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ def run(model: object, seconds: float, dt: float = 0.1) -> None:
         model.step(dt)  # type: ignore[attr-defined]
 
 
-def quiet_charger(**kw: object) -> ChargerModel:
+def quiet_charger(**kw: Any) -> ChargerModel:
     return ChargerModel(n_ports=10, params=ChargerParams(arrivals_per_hour=0, stay_full_s=0, **kw), seed=1)
 
 

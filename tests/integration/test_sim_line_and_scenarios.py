@@ -159,3 +159,15 @@ def test_cli_reports_a_broken_file(tmp_path: object) -> None:
         timeout=30,
     )
     assert r.returncode == 2 and "bad.yaml:2 buses" in r.stderr.replace("\n", "")
+
+
+def test_a_reader_at_the_wrong_baud_sees_noise(sim_site: Callable[..., SimSite]) -> None:
+    site = sim_site(rx_site(heartbeat_s=1.0))
+    port = serial.Serial(site.endpoints()["bays1"]["port"], 9600, timeout=0.1)  # the line runs at 38400
+    port.reset_input_buffer()
+    data = b""
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        data += port.read(512)
+    port.close()
+    assert len(data) > 500 and b"$PBAY" not in data

@@ -237,3 +237,16 @@ def test_9600_baud_is_as_slow_as_a_real_line(shelter_a: SimSite) -> None:
     theory = (13 + 80) * 11 / 9600 + 7 * 11 / 9600
     assert per >= theory * 0.9, (per, theory)
     c.close()
+
+
+def test_a_master_at_the_wrong_baud_gets_no_answer(shelter_a: SimSite) -> None:
+    ep = shelter_a.endpoints()["chg1"]
+    wrong = ModbusSerialClient(port=ep["port"], baudrate=19200, timeout=0.3, retries=0)
+    assert wrong.connect()
+    with pytest.raises(ModbusIOException):
+        wrong.read_input_registers(100, count=1, device_id=3)
+    wrong.close()
+    assert shelter_a.buses["rs485-1"].stats["baud_mismatch"] >= 1
+    right = serial_client(shelter_a)
+    assert not right.read_input_registers(100, count=1, device_id=3).isError()
+    right.close()

@@ -250,3 +250,26 @@ def test_a_master_at_the_wrong_baud_gets_no_answer(shelter_a: SimSite) -> None:
     right = serial_client(shelter_a)
     assert not right.read_input_registers(100, count=1, device_id=3).isError()
     right.close()
+
+
+def test_noise_on_the_bus_and_junk_on_tcp_do_not_break_anything(shelter_a: SimSite) -> None:
+    import random
+    import socket
+
+    rng = random.Random(1)
+    path = shelter_a.endpoints()["chg1"]["port"]
+    for _ in range(20):
+        raw_transaction(path, bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))), 0.02)
+    time.sleep(0.6)  # ~400 noise bytes keep a 9600-baud line busy for ~0.45 s, as on copper
+    assert shelter_a.buses["rs485-1"].stats["bad_frames"] >= 1
+    ep = shelter_a.endpoints()["chg2"]
+    for n in (1, 7, 12, 300):
+        with socket.create_connection((ep["host"], ep["port"]), timeout=1) as s:
+            s.sendall(bytes(rng.randrange(256) for _ in range(n)))
+            time.sleep(0.05)
+    c = serial_client(shelter_a)
+    assert not c.read_input_registers(100, count=8, device_id=3).isError()
+    c.close()
+    t = tcp_client(shelter_a)
+    assert not t.read_holding_registers(200, count=9, device_id=1).isError()
+    t.close()

@@ -33,7 +33,8 @@ class ChargerDevice(ModbusDevice):
             "firmware": lambda p: m.params.firmware,
         }
         self.block_getters = {
-            "state": lambda p, i: enum_value(p, m.ports[i].state),
+            # A profile without "plugged" (voltpile-cp10) shows such a port as idle.
+            "state": lambda p, i: enum_value(p, m.ports[i].state, "idle"),
             "voltage": lambda p, i: m.ports[i].voltage,
             "current": lambda p, i: m.ports[i].current,
             "power": lambda p, i: m.ports[i].power,

@@ -66,6 +66,7 @@ def test_main_cut_stops_every_port_at_once() -> None:
     assert sum(p.current for p in m.ports.values()) > 4
     m.set_main(False)
     assert all(p.current == 0 and p.power == 0 for p in m.ports.values())
+    assert m.ports[1].state == "plugged" and m.ports[4].state == "idle"
     m.set_main(True)
     assert m.ports[1].current > 0
 

@@ -30,6 +30,7 @@ from device_profiles.loader import catalog
 from device_profiles.points import CommandError, resolve_command
 
 log = logging.getLogger(__name__)
+MAX_HEALTH_ENTRIES = 100_000
 
 
 class CommandRefused(ValueError):
@@ -127,7 +128,9 @@ class Commander:
                 self._result(t, wire.decode(t.kind, msg.payload))
             elif t.kind is wire.Kind.HEALTH and t.device:
                 h: wire.DeviceHealth = wire.decode(t.kind, msg.payload)
-                self.health[(t.site, t.device)] = {f: getattr(h, f) for f in h.__struct_fields__}
+                key = (t.site, t.device)
+                if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
+                    self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
             log.warning("ignored %s: %s", msg.topic, e)
         except Exception:  # never let one bad message stop the MQTT thread

@@ -1,0 +1,220 @@
+"""One scheduler per bus: one transaction in flight, priorities, retries, per-slave breakers.
+
+Order of work on every free moment of the line: queued writes (interlocks and commands) first,
+then due safety reads, then routine, then slow. Writes are checked between every transaction, so an
+interlock waits at most one transaction. A slave whose breaker is open is skipped until its back-off
+ends, so a dead device costs the others one timeout per back-off period instead of one per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from device_profiles.codec import CodecError, decode
+from device_profiles.model import PollClass, Profile, Table
+from edge_agent.breaker import Breaker
+from edge_agent.drivers.base import ModbusDriver, TransactionError
+from edge_agent.health import BusStats, DeviceStats
+from edge_agent.planner import Read, plan, split_values
+
+log = logging.getLogger(__name__)
+
+Value = bool | int | float | str
+ORDER = (PollClass.SAFETY, PollClass.ROUTINE, PollClass.SLOW)
+OnValues = Callable[[str, dict[str, Value], PollClass], None]
+
+
+@dataclass
+class Slave:
+    id: str
+    unit: int
+    profile: Profile
+    periods: dict[PollClass, float]
+    plans: dict[PollClass, list[Read]] = field(default_factory=dict)
+    due: dict[PollClass, float] = field(default_factory=dict)
+    breaker: Breaker = field(default_factory=Breaker)
+    stats: DeviceStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = DeviceStats(self.id)
+        for cls in ORDER:
+            reads = plan(self.profile, cls)
+            if reads:
+                self.plans[cls] = reads
+                self.due[cls] = 0.0
+
+
+@dataclass
+class Write:
+    device: str
+    table: Table
+    address: int
+    value: bool | int
+    future: asyncio.Future[None]
+
+
+class BusScheduler:
+    def __init__(self, name: str, driver: ModbusDriver, slaves: list[Slave], on_values: OnValues,
+                 retries: int = 1, gap_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.driver, self.on_values = name, driver, on_values
+        self.slaves = {s.id: s for s in slaves}
+        self.retries, self.gap_s, self.clock = retries, gap_s, clock
+        self.writes: deque[Write] = deque()
+        self.stats = BusStats(name)
+        self._wake = asyncio.Event()
+        self._stop = False
+
+    # -------------------------------------------------------------------- API
+
+    def submit_write(self, device: str, table: Table, address: int, value: bool | int) -> asyncio.Future[None]:
+        """Queue a write ahead of every read; the future resolves when the slave confirmed it."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.writes.append(Write(device, table, address, value, fut))
+        self._wake.set()
+        return fut
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    # -------------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        try:
+            while not self._stop:
+                if self.writes:
+                    await self._do_write(self.writes.popleft())
+                    continue
+                now = self.clock()
+                pick = self._next(now)
+                if pick is None:
+                    await self._sleep_until(self._earliest())
+                    continue
+                slave, cls = pick
+                await self._cycle(slave, cls)
+        finally:
+            for w in self.writes:
+                if not w.future.done():
+                    w.future.set_exception(TransactionError("io", "bus stopped"))
+            await self.driver.close()
+
+    def _next(self, now: float) -> tuple[Slave, PollClass] | None:
+        best: tuple[int, float, Slave, PollClass] | None = None
+        for s in self.slaves.values():
+            if s.breaker.state == "open" and now < s.breaker.open_until:
+                continue
+            for rank, cls in enumerate(ORDER):
+                due = s.due.get(cls)
+                if due is None or due > now:
+                    continue
+                if best is None or (rank, due) < (best[0], best[1]):
+                    best = (rank, due, s, cls)
+                break  # the highest due class of this slave is its candidate
+        if best is None:
+            return None
+        return best[2], best[3]
+
+    def _earliest(self) -> float:
+        t = float("inf")
+        for s in self.slaves.values():
+            base = s.breaker.next_try(0.0) if s.breaker.state == "open" else 0.0
+            for due in s.due.values():
+                t = min(t, max(due, base))
+        return t
+
+    async def _sleep_until(self, t: float) -> None:
+        delay = t - self.clock()
+        if delay <= 0:
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+        except TimeoutError:
+            pass
+
+    async def _cycle(self, s: Slave, cls: PollClass) -> None:
+        now = self.clock()
+        period = s.periods[cls]
+        due = s.due[cls]
+        s.due[cls] = due + period if now - due < period else now + period  # no burst after a stall
+        s.breaker.allow(now)  # open → half_open when the back-off is over: this cycle is the probe
+        values: dict[str, Value] = {}
+        complete = True
+        for read in s.plans[cls]:
+            while self.writes:  # interlocks and commands never wait for a whole cycle
+                await self._do_write(self.writes.popleft())
+            try:
+                regs = await self._transact(s, lambda r=read: self.driver.read(s.unit, r.table, r.address, r.count))
+            except TransactionError:
+                complete = False
+                if s.breaker.state != "closed":
+                    break  # the slave is not answering: leave the bus to the others
+                continue
+            for pid, part in split_values(read, regs).items():
+                p = next(p for p in read.points if p.id == pid)
+                try:
+                    values[pid] = decode(p, part)
+                except CodecError as e:
+                    s.stats.decode_errors += 1
+                    s.stats.last_error = str(e)
+        if complete:
+            s.stats.cycles += 1
+            s.stats.cycle_times.append(self.clock())
+        s.stats.breaker = s.breaker.state
+        if values:
+            try:
+                self.on_values(s.id, values, cls)
+            except Exception:  # the bus must keep running whatever a consumer does
+                log.exception("processing values of %s failed", s.id)
+
+    async def _transact(self, s: Slave, op: Callable[[], object]) -> list[int]:
+        """One request with retries; success or the last failure lands in the slave's breaker."""
+        last: TransactionError | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                s.stats.retries += 1
+            s.stats.polls += 1
+            t0 = time.monotonic()
+            try:
+                result = await op()  # type: ignore[misc]
+            except TransactionError as e:
+                last = e
+                s.stats.count_failure(e.kind, str(e))
+                continue
+            except Exception as e:  # a driver bug must not kill the bus
+                last = TransactionError("io", repr(e))
+                s.stats.count_failure("io", repr(e))
+                continue
+            finally:
+                dt = time.monotonic() - t0
+                self.stats.busy_s += dt
+                self.stats.transactions += 1
+                if self.gap_s:
+                    await asyncio.sleep(self.gap_s)
+            s.stats.count_ok(dt)
+            s.breaker.success()
+            s.stats.breaker = s.breaker.state
+            return result if isinstance(result, list) else []
+        s.breaker.failure(self.clock())
+        s.stats.breaker = s.breaker.state
+        assert last is not None
+        raise last
+
+    async def _do_write(self, w: Write) -> None:
+        s = self.slaves.get(w.device)
+        if s is None:
+            w.future.set_exception(TransactionError("io", f"no device {w.device} on bus {self.name}"))
+            return
+        try:
+            await self._transact(s, lambda: self.driver.write(s.unit, w.table, w.address, w.value))
+        except TransactionError as e:
+            if not w.future.done():
+                w.future.set_exception(e)
+            return
+        if not w.future.done():
+            w.future.set_result(None)

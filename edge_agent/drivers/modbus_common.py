@@ -4,6 +4,7 @@ scheduler retries and counts), every outcome classified into TransactionError ki
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pymodbus.client.base import ModbusBaseClient
@@ -11,6 +12,10 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from device_profiles.model import Table
 from edge_agent.drivers.base import TransactionError
+
+# pymodbus logs every timeout with a hex dump at ERROR; we count and report them in health instead
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
 
 
 class PymodbusDriver:

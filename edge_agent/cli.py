@@ -23,18 +23,15 @@ Cfg = Annotated[Path, typer.Argument(help="agent config YAML")]
 
 
 def _load(config: Path):  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
     from device_profiles.located_yaml import ConfigError
     from edge_agent.config import load_config
 
     try:
         return load_config(config)
     except ConfigError as e:
-        err = Console(stderr=True)
-        err.print(f"[red]{len(e.issues)} problem(s):[/red]")
+        typer.echo(f"{len(e.issues)} problem(s):", err=True)
         for i in e.issues:
-            err.print(f"  {i}", markup=False, highlight=False)
+            typer.echo(f"  {i}", err=True)
         raise typer.Exit(2) from None
 
 

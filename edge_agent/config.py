@@ -185,6 +185,26 @@ def cross_check(cfg: AgentConfig, profiles: dict[str, Profile]) -> list[tuple[tu
     return out
 
 
+def _name_missing_keys(issues: list[Issue], data: object, node: object, name: str) -> list[Issue]:
+    """A missing key cannot be found in the file, so the generic locator names its parent only;
+    say which key is missing (`uplink.url: required key is missing`), at the parent's line."""
+    from pydantic import ValidationError
+
+    try:
+        AgentConfig.model_validate(data)
+    except ValidationError as ve:
+        missing = [tuple(err["loc"]) for err in ve.errors() if err["type"] == "missing"]
+    else:
+        return issues
+    if not missing:
+        return issues
+    out = [i for i in issues if i.message != "required key is missing"]
+    for loc in missing:
+        out.append(Issue(name, line_of(node, loc[:-1]) if loc[:-1] else 1, format_key(loc),  # type: ignore[arg-type]
+                         "required key is missing"))
+    return out
+
+
 def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
     """Config plus the profiles its devices use, or ConfigError listing every located problem."""
     from device_profiles.loader import load_catalog
@@ -192,7 +212,10 @@ def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
     path = Path(path)
     name = str(path)
     data, node = read_yaml(path)
-    cfg = validate(AgentConfig, data, node, name)
+    try:
+        cfg = validate(AgentConfig, data, node, name)
+    except ConfigError as e:
+        raise ConfigError(_name_missing_keys(e.issues, data, node, name)) from None
     dirs = [str((path.parent / d) if not Path(d).is_absolute() else d) for d in cfg.profile_dirs]
     for i, d in enumerate(dirs):
         if not Path(d).is_dir():

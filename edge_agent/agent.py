@@ -123,6 +123,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.interlock_actions = 0
+        self._pending: list[New] = []
 
     # ------------------------------------------------------------------ wiring
 
@@ -161,10 +162,20 @@ class Agent:
 
     # ------------------------------------------------------------------ data path
 
-    def emit(self, items: list[New]) -> list[Row]:
+    def emit(self, items: list[New], urgent: bool = False) -> None:
+        """Queue for the outbox. Routine telemetry is committed in batches (every pump tick, 20 ms),
+        which turns hundreds of SQLite commits a second into fifty; events, command results and
+        anything else `urgent` are committed at once. Either way nothing is offered to the uplink
+        before its commit."""
+        self._pending.extend(items)
+        if urgent or any(i.priority == SAFETY for i in items) or len(self._pending) >= 500:
+            self.flush()
+
+    def flush(self) -> list[Row]:
         """Commit, then offer for sending: nothing leaves before it is on disk."""
-        if not items:
+        if not self._pending:
             return []
+        items, self._pending = self._pending, []
         rows = self.outbox.put_many(items)
         if self.outbox.bytes > self.outbox.max_bytes:
             self.outbox.enforce_budget(protect=set(self.uplink._inflight_rows))
@@ -341,6 +352,7 @@ class Agent:
 
     async def _pump_loop(self) -> None:
         while True:
+            self.flush()
             self.uplink.pump()
             self._kick.clear()
             try:
@@ -366,6 +378,7 @@ class Agent:
             for t in self._tasks:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.flush()
             self.uplink.wait_idle(2.0)
             self.write_status()
             self.uplink.stop()

@@ -50,8 +50,9 @@ def merge(points: Iterable[ResolvedPoint], max_count: dict[Table, int], max_gap:
     return reads
 
 
-def plan(profile: Profile, poll: PollClass, max_gap: int = 10) -> list[Read]:
-    """The reads that fetch every point of one poll class of a Modbus profile.
+def plan(profile: Profile, poll: PollClass | frozenset[PollClass], max_gap: int = 10) -> list[Read]:
+    """The reads that fetch every point of one poll class (or of several, read together when
+    they fall due at the same moment) of a Modbus profile.
 
     `max_gap` 10: a new RTU transaction costs 13 characters plus two t3.5 silences (about 20
     character times at 9600 baud) while reading through a hole costs 2 characters per register,
@@ -61,7 +62,8 @@ def plan(profile: Profile, poll: PollClass, max_gap: int = 10) -> list[Read]:
     tr = profile.transport
     if not isinstance(tr, ModbusTransport):
         return []
-    pts = [p for p in resolve_points(profile) if p.poll is poll]
+    classes = poll if isinstance(poll, frozenset) else frozenset((poll,))
+    pts = [p for p in resolve_points(profile) if p.poll in classes]
     if not pts:
         return []
     limits = {

@@ -75,17 +75,20 @@ class Reporter:
     current: dict[str, Value] = field(default_factory=dict)  # latest value of every point
     last_snapshot: float | None = None
 
+    def __post_init__(self) -> None:
+        self.event_points = frozenset(k for k, pi in self.info.items() if pi.event is not None and pi.event.on_change)
+        self.deadband = {k: pi.deadband for k, pi in self.info.items()}
+
     def update(self, values: dict[str, Value], now: float) -> Outcome:
         """Fold in one poll's values (points that could not be read are simply absent)."""
         events: list[StateChange] = []
-        for pid, v in values.items():
-            pi = self.info.get(pid)
-            if pi is None or pi.event is None or not pi.event.on_change:
-                continue
+        for pid in self.event_points.intersection(values):
+            v = values[pid]
             prev = self.state.get(pid)
             if prev is not None and prev != v:
-                text = describe(pi.event, pid, v, prev)
-                events.append(StateChange(pid, v, prev, pi.event.severity_hint, text))
+                spec = self.info[pid].event
+                assert spec is not None
+                events.append(StateChange(pid, v, prev, spec.severity_hint, describe(spec, pid, v, prev)))
             self.state[pid] = v
         self.current.update(values)
         snapshot = self.last_snapshot is None or now - self.last_snapshot >= self.snapshot_s
@@ -94,10 +97,10 @@ class Reporter:
             out = dict(self.current)  # poll classes are read at different times: send the latest of all
         else:
             out = {}
+            sent = self.sent
             for pid, v in values.items():
-                old = self.sent.get(pid)
-                pi = self.info.get(pid)
-                if old is None or _moved(old, v, pi.deadband if pi else 0.0):
+                old = sent.get(pid)
+                if old is None or (old != v and _moved(old, v, self.deadband.get(pid, 0.0))):
                     out[pid] = v
         self.sent.update(out)
         return Outcome(out, snapshot and bool(out), events)

@@ -3,7 +3,6 @@ scheduler retries and counts), every outcome classified into TransactionError ki
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -40,7 +39,7 @@ class PymodbusDriver:
     async def _call(self, coro: Any) -> Any:
         self._rx_bytes = 0
         try:
-            resp = await asyncio.wait_for(coro, self.timeout_s * 2 + 0.5)
+            resp = await coro  # pymodbus enforces `timeout`; no extra wait_for task per transaction
         except (TimeoutError, ModbusIOException) as e:
             kind = "crc" if self._rx_bytes else "timeout"
             raise TransactionError(kind, str(e) or "no answer") from None

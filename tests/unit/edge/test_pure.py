@@ -175,3 +175,11 @@ def test_smoke_cuts_main_and_site_overrides() -> None:
     assert len(lower.evaluate({"port.1.connector_temp": 61.0}, 0)) == 1
     off = Interlocks.for_profile(p, {"smoke_cut": (None, False)})
     assert off.evaluate({"smoke": True}, 0) == []
+
+
+def test_combined_plan_reads_every_point_of_both_classes() -> None:
+    p = get_profile("voltpile-cp10")
+    both = plan(p, frozenset((PollClass.SAFETY, PollClass.ROUTINE)))
+    want = {pt.id for pt in resolve_points(p) if pt.poll in (PollClass.SAFETY, PollClass.ROUTINE)}
+    assert {pt.id for r in both for pt in r.points} == want
+    assert len(both) < len(plan(p, PollClass.SAFETY)) + len(plan(p, PollClass.ROUTINE))

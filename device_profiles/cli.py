@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from device_profiles.located_yaml import ConfigError
 from device_profiles.loader import load_catalog, load_profile
+from device_profiles.located_yaml import ConfigError
 from device_profiles.points import resolve_points
 
 app = typer.Typer(help="Device profiles: the catalog of supported device models.", no_args_is_help=True)

@@ -78,9 +78,13 @@ def decode(p: ResolvedPoint, regs: list[int]) -> Value:
     if t is DataType.ENUM:
         labels = p.spec.enum or {}
         return labels.get(int(raw), f"unknown({raw})")
-    if t is DataType.FLOAT32 and not math.isfinite(raw):
-        raise CodecError(f"{p.id}: register holds {raw} (not a finite number)")
-    if p.spec.scale == 1.0 and p.spec.offset == 0.0 and t is not DataType.FLOAT32:
+    identity = p.spec.scale == 1.0 and p.spec.offset == 0.0
+    if t is DataType.FLOAT32:
+        if not math.isfinite(raw):
+            raise CodecError(f"{p.id}: register holds {raw} (not a finite number)")
+        raw = float(f"{raw:.9g}")  # 9 significant digits: exact for float32, without binary noise
+        return raw if identity else raw * p.spec.scale + p.spec.offset
+    if identity:
         return int(raw)
     return round(raw * p.spec.scale + p.spec.offset, 6)
 

@@ -161,6 +161,12 @@ def validate(model: type[M], data: Any, node: yaml.Node | None, name: str, conte
         issues = []
         for err in e.errors():
             line, found = index.line_of(tuple(err["loc"]))
+            if err["type"] == "missing" and err["loc"]:
+                found = (*found, err["loc"][-1])  # name the key that is missing, at its parent's line
+            elif err["type"] == "union_tag_invalid":
+                tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+                if tag:
+                    line, found = index.line_of((*found, tag))
             issues.append(Issue(name, line, format_key(found), _friendly(dict(err))))
         raise ConfigError(issues) from None
 

@@ -7,6 +7,7 @@ simulators' register maps, time-series mapping) works on this flat list.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from device_profiles.model import (
@@ -123,7 +124,7 @@ def overlaps(points: tuple[ResolvedPoint, ...]) -> list[tuple[str, str]]:
         by_table.setdefault(p.table, []).append(p)
     for pts in by_table.values():
         pts = sorted(pts, key=lambda p: p.address)
-        for a, b in zip(pts, pts[1:], strict=False):
+        for a, b in itertools.pairwise(pts):
             if b.address < a.end and not (a.spec.type.value == "bit" and b.spec.type.value == "bit"):
                 found.append((a.id, b.id))
     return found

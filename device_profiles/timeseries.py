@@ -41,7 +41,10 @@ class Mapping:
                 self._targets.setdefault((ts.block, f), []).append(_Target(ts.measurement, f, tags))
 
     def rows(
-        self, values: dict[str, FieldValue], base_tags: dict[str, str], instance_tags: dict[int, dict[str, str]] | None = None
+        self,
+        values: dict[str, FieldValue],
+        base_tags: dict[str, str],
+        instance_tags: dict[int, dict[str, str]] | None = None,
     ) -> list[Row]:
         """Group one message's values into rows (one per measurement and block instance).
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from cloud.alarms.cli import app as alarms_app
+from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
 from edge_agent.cli import app as edge_app
+from simulators.cli import app as sim_app
 
 app = typer.Typer(
     help="shelterwatch: fire safety and parking for bicycle shelters and garages.",
@@ -13,6 +16,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(sim_app, name="sim")
+app.add_typer(alarms_app, name="alarms")
+app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(edge_app, name="edge")
 
 

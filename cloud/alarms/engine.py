@@ -1,0 +1,665 @@
+"""The alarm engine: the SafetySink the ingester feeds, rules → alarms → notifications.
+
+One worker thread owns all evaluation (messages are queued by `put`, which never blocks), so
+"exactly one active alarm per (device, rule, instance)" holds in memory without races; the
+store's unique index holds it across processes and replicas. The same thread runs the timer
+`tick` (retard delays, minimum durations, silence / offline detection, escalation), with times
+from an injected clock so tests of 8 h or N minutes run in milliseconds.
+
+Hot path: a routine telemetry message touches only dicts in memory; the database is written only
+when something changes (a duration starts or stops, an alarm is raised, cleared or acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.alarms import rules as R
+from cloud.alarms.config import AlarmSiteConfig
+from cloud.alarms.directory import DeviceRef, Directory
+from cloud.alarms.store import Alarm, AlarmStore, active_key
+from cloud.notify.dispatch import Dispatcher, Job
+from cloud.notify.escalation import plan, wants
+from cloud.notify.links import AckSigner
+from cloud.notify.message import alarm_text
+from cloud.safety import SafetyMessage
+from device_profiles import wire
+from device_profiles.loader import catalog
+from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
+
+log = logging.getLogger(__name__)
+
+GATEWAY_RULE = "gateway_offline"
+COMM_RULE = "comm_errors"
+TRUE_TAGS = ("true", "yes", "1", "on")
+
+
+@dataclass
+class _Ctx:
+    """Everything an alarm needs to know about where it is."""
+
+    site: str
+    gateway: str
+    device: str
+    instance: str
+    block: str | None
+    labels: dict[str, str]
+
+
+class AlarmEngine:
+    def __init__(
+        self,
+        store: AlarmStore,
+        directory: Directory,
+        sites: list[AlarmSiteConfig],
+        dispatcher: Dispatcher | None = None,
+        signer: AckSigner | None = None,
+        profiles: dict[str, Profile] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 0.1,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.sites = {s.site: s for s in sites}
+        self.dispatcher = dispatcher
+        self.signer = signer
+        self.profiles = profiles if profiles is not None else catalog()
+        self.clock = clock
+        self.tick_s = tick_s
+        self.lock = threading.RLock()
+        self._q: queue.SimpleQueue[SafetyMessage | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._busy = 0
+        self._idle = threading.Condition()
+        self.counters: dict[str, int] = {
+            "messages": 0,
+            "unknown_device": 0,
+            "stale": 0,
+            "replayed_events": 0,
+            "errors": 0,
+            "seq_gaps": 0,
+        }
+        self._rules: dict[tuple[str, str], tuple[dict[str, list[AlarmRule]], list[AlarmRule]]] = {}
+        self.tracks: dict[str, tuple[AlarmRule, R.Track, _Ctx]] = {}
+        self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
+        self._last_ts: dict[tuple[str, str, str], float] = {}
+        self._last_seq: dict[tuple[str, str, str], int] = {}
+        self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
+        self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        now = clock()
+        self.seen_dev: dict[tuple[str, str, str], float] = {d: now for d in directory.devices()}
+        self.seen_gw: dict[tuple[str, str], float] = {(s, g): now for s, g, _ in directory.devices()}
+        self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
+        self._next_offline_check = 0.0
+        self._windows: dict[str, list[tuple[float, float, str]]] = {}
+        for w in store.list_windows():
+            self._windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
+        self._restore_tracks(store.load_tracks())
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> AlarmEngine:
+        if self.dispatcher:
+            self.dispatcher.warm([c.url for s in self.sites.values() for p in s.people for c in p.channels])
+        self._thread = threading.Thread(target=self._loop, name="alarm-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread:
+            self._q.put(None)
+            self._thread.join(10)
+            self._thread = None
+
+    def put(self, msg: SafetyMessage) -> None:
+        """SafetySink: enqueue and return at once."""
+        with self._idle:
+            self._busy += 1
+        self._q.put(msg)
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every message put so far is processed (tests, benchmarks)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def _loop(self) -> None:
+        next_tick = time.monotonic()
+        while True:
+            try:
+                msg = self._q.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                msg = False  # type: ignore[assignment]
+            if msg is None:
+                return
+            if msg is not False:
+                try:
+                    self.process(msg)
+                except Exception:  # bad input must never kill the safety path
+                    self.counters["errors"] += 1
+                    log.exception("alarm engine failed on a message from %s/%s", msg.site, msg.gateway)
+                finally:
+                    with self._idle:
+                        self._busy -= 1
+                        if self._busy == 0:
+                            self._idle.notify_all()
+            if time.monotonic() >= next_tick:
+                try:
+                    self.tick()
+                except Exception:  # bad input must never kill the safety path
+                    self.counters["errors"] += 1
+                    log.exception("alarm engine tick failed")
+                next_tick = time.monotonic() + self.tick_s
+
+    # ------------------------------------------------------------------ rules per device
+    def rules_for(
+        self, site: str, device: str, profile_id: str
+    ) -> tuple[dict[str, list[AlarmRule]], list[AlarmRule]]:
+        """(value rules by point key, all rules) with the site's and the device's overrides applied."""
+        key = (site, device)
+        hit = self._rules.get(key)
+        if hit is not None:
+            return hit
+        profile = self.profiles[profile_id]
+        cfg = self.sites.get(site)
+        out: list[AlarmRule] = []
+        for r in profile.alarms:
+            enabled, changes = True, {}
+            for o in cfg.alarm_overrides if cfg else []:
+                if (
+                    o.rule != r.key
+                    or (o.profile and o.profile != profile_id)
+                    or (o.device and o.device != device)
+                ):
+                    continue
+                if o.device is None or o.device == device:
+                    enabled = enabled and o.enabled
+                    changes.update(o.changes())
+            if enabled:
+                try:
+                    out.append(R.apply_overrides(r, changes))
+                except ValueError as e:  # load_site_alarms reports this at load; never drop the rule
+                    log.error("site %s device %s: override of %s ignored: %s", site, device, r.key, e)
+                    self.counters["errors"] += 1
+                    out.append(r)
+        by_point: dict[str, list[AlarmRule]] = {}
+        for r in out:
+            if r.kind in (AlarmKind.THRESHOLD, AlarmKind.STATE, AlarmKind.RATE_OF_RISE) and r.point:
+                by_point.setdefault(r.point, []).append(r)
+        self._rules[key] = (by_point, out)
+        return by_point, out
+
+    # ------------------------------------------------------------------ message processing
+    def process(self, msg: SafetyMessage) -> None:
+        with self.lock:
+            self.counters["messages"] += 1
+            now = self.clock()
+            p = msg.payload
+            gw = (msg.site, msg.gateway)
+            self.seen_gw[gw] = now
+            if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
+                if p.state == "offline":
+                    self._raise_gateway(
+                        msg.site, msg.gateway, now, f"last will: {p.reason or 'offline'}", msg.received
+                    )
+                else:
+                    self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
+                return
+            self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
+            if msg.device is None:
+                return
+            ref = self.directory.lookup(msg.site, msg.gateway, msg.device)
+            if ref is None or ref.profile_id not in self.profiles:
+                self.counters["unknown_device"] += 1
+                return
+            dkey = (msg.site, msg.gateway, msg.device)
+            self.seen_dev[dkey] = now
+            by_point, all_rules = self.rules_for(msg.site, msg.device, ref.profile_id)
+            offline_rule = next((r for r in all_rules if r.kind is AlarmKind.OFFLINE), None)
+            if isinstance(p, wire.DeviceHealth) and not p.online:
+                if offline_rule:
+                    ctx = self._ctx(msg.site, msg.gateway, msg.device, ref, None, None)
+                    self._raise(
+                        offline_rule,
+                        ctx,
+                        now,
+                        None,
+                        {"reason": p.detail or "gateway reports no answer", "breaker": p.breaker},
+                        msg.received,
+                    )
+                return
+            if offline_rule:
+                self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
+            seq = getattr(p, "seq", None)
+            if seq is not None:
+                self._track_seq(dkey, seq)
+            if isinstance(p, wire.DeviceHealth):
+                self._health(msg, ref, p, now)
+            touched: set[str] = set()
+            if isinstance(p, wire.Telemetry):
+                ts = p.ts.timestamp()
+                if ts < self._last_ts.get(dkey, 0.0):
+                    self.counters["stale"] += 1  # backlog older than what we know: history, not state
+                    return
+                self._last_ts[dkey] = ts
+                for pid, v in p.values.items():
+                    self._value(msg, ref, by_point, pid, v, now, touched)
+            elif isinstance(p, wire.Event):
+                if p.id in self._seen_events:
+                    self.counters["replayed_events"] += 1
+                    return
+                self._seen_events[p.id] = None
+                if len(self._seen_events) > 200_000:
+                    self._seen_events.popitem(last=False)
+                if (
+                    p.kind == "state"
+                    and p.point is not None
+                    and p.value is not None
+                    and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0)
+                ):
+                    self._value(msg, ref, by_point, p.point, p.value, now, touched)
+                for r in all_rules:
+                    if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:
+                        block, idx, _ = split_point_id(p.point or "")
+                        ctx = self._ctx(msg.site, msg.gateway, msg.device, ref, block, idx)
+                        detail: dict[str, Any] = {
+                            "edge_action": p.text or p.kind,
+                            "event_id": p.id,
+                            "point": p.point,
+                            "data": dict(p.data),
+                        }
+                        if block:
+                            detail["block"] = block
+                        self._raise(r, ctx, now, p.value, detail, msg.received)
+                        touched.add(ctx.instance)
+            if touched:
+                self._composites(msg, ref, all_rules, touched, now)
+
+    def _track_seq(self, dkey: tuple[str, str, str], seq: int) -> None:
+        """One counter per device across telemetry, events and health (docs/wire.md). A jump is a
+        gap; a backfilled number later fills it. `seq_missing` counts numbers still missing."""
+        last = self._last_seq.get(dkey)
+        if last is None or seq > last:
+            if last is not None and seq > last + 1:
+                miss = self._missing.setdefault(dkey, set())
+                if len(miss) < 10_000:
+                    miss.update(range(last + 1, min(seq, last + 1 + 10_000 - len(miss))))
+                self.counters["seq_gaps"] += 1
+            self._last_seq[dkey] = seq
+        else:
+            self._missing.get(dkey, set()).discard(seq)
+
+    def seq_missing(self, site: str, gateway: str, device: str) -> int:
+        return len(self._missing.get((site, gateway, device), ()))
+
+    def _health(self, msg: SafetyMessage, ref: DeviceRef, p: wire.DeviceHealth, now: float) -> None:
+        cfg = self.sites.get(msg.site)
+        if cfg is None or msg.device is None:
+            return
+        rule_cfg = cfg.comm_errors
+        dkey = (msg.site, msg.gateway, msg.device)
+        k = active_key(msg.site, msg.gateway, msg.device, COMM_RULE, "")
+        errors = p.timeouts + p.crc_errors + p.exceptions
+        win, action, ratio = R.comm_step(
+            self._comm.get(dkey),
+            p.polls,
+            errors,
+            k in self.active,
+            rule_cfg.raise_ratio,
+            rule_cfg.clear_ratio,
+            rule_cfg.min_polls,
+        )
+        self._comm[dkey] = win
+        if action is R.Action.RAISE:
+            rule = AlarmRule.model_validate(
+                {
+                    "key": COMM_RULE,
+                    "name": "Communication errors",
+                    "name_zh": "通信故障",
+                    "kind": "offline",
+                    "severity": rule_cfg.severity,
+                    "for": 1,
+                }
+            )
+            detail = {
+                "reason": f"{ratio:.0%} of polls failed",
+                "timeouts": p.timeouts,
+                "crc_errors": p.crc_errors,
+                "exceptions": p.exceptions,
+                "polls": p.polls,
+            }
+            self._raise(
+                rule,
+                self._ctx(msg.site, msg.gateway, msg.device, ref, None, None),
+                now,
+                ratio,
+                detail,
+                msg.received,
+            )
+        elif action is R.Action.CLEAR:
+            self._clear(k, now)
+
+    def _ctx(
+        self, site: str, gateway: str, device: str, ref: DeviceRef, block: str | None, idx: int | None
+    ) -> _Ctx:
+        labels = dict(ref.labels)
+        if idx is not None:
+            labels.update(ref.instance_labels.get(idx, {}))
+        return _Ctx(site, gateway, device, "" if idx is None else str(idx), block, labels)
+
+    def _value(
+        self,
+        msg: SafetyMessage,
+        ref: DeviceRef,
+        by_point: dict[str, list[AlarmRule]],
+        pid: str,
+        v: wire.Scalar,
+        now: float,
+        touched: set[str],
+    ) -> None:
+        block, idx, key = split_point_id(pid)
+        for rule in by_point.get(key, ()):
+            if rule.block != block:
+                continue
+            if rule.only_tagged and (
+                idx is None
+                or ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS
+            ):
+                continue
+            k = active_key(msg.site, msg.gateway, msg.device or "", rule.key, "" if idx is None else str(idx))
+            entry = self.tracks.get(k)
+            if entry is None:
+                ctx = self._ctx(msg.site, msg.gateway, msg.device or "", ref, block, idx)
+                entry = (rule, R.Track(active=k in self.active), ctx)
+                self.tracks[k] = entry
+            _, tr, ctx = entry
+            before = tr.pending_since
+            action = R.step(rule, tr, v, now)
+            if tr.pending_since is not None and not tr.active:
+                self._pending.add(k)
+            else:
+                self._pending.discard(k)
+            if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
+                self.store.save_track(k, tr.pending_since)
+            if action is R.Action.RAISE:
+                if before is not None and rule.for_s > 0:
+                    self.store.save_track(k, None)
+                self._raise(rule, ctx, now, v, {"block": block} if block else {}, msg.received)
+                touched.add(ctx.instance)
+            elif action is R.Action.CLEAR:
+                self._clear(k, now)
+                touched.add(ctx.instance)
+
+    def _composites(
+        self, msg: SafetyMessage, ref: DeviceRef, all_rules: list[AlarmRule], instances: set[str], now: float
+    ) -> None:
+        for r in all_rules:
+            if r.kind is not AlarmKind.COMPOSITE:
+                continue
+            for inst in instances | {""}:
+                keys = [active_key(msg.site, msg.gateway, msg.device or "", o, inst) for o in r.all_of]
+                # device-level parts also count for an instance-level composite
+                keys_dev = [active_key(msg.site, msg.gateway, msg.device or "", o, "") for o in r.all_of]
+                on = all(k in self.active or kd in self.active for k, kd in zip(keys, keys_dev, strict=True))
+                k = active_key(msg.site, msg.gateway, msg.device or "", r.key, inst)
+                if on and k not in self.active:
+                    ctx = self._ctx(
+                        msg.site, msg.gateway, msg.device or "", ref, None, int(inst) if inst else None
+                    )
+                    self._raise(r, ctx, now, None, {"all_of": list(r.all_of)}, msg.received)
+                elif not on and k in self.active:
+                    self._clear(k, now)
+
+    # ------------------------------------------------------------------ raise / clear
+    def _inspection(self, site: str, now: float) -> str | None:
+        cfg = self.sites.get(site)
+        for w in cfg.inspection_windows if cfg else []:
+            if w.start.timestamp() <= now < w.end.timestamp():
+                return f"inspection window: {w.reason}"
+        for start, end, reason in self._windows.get(site, ()):
+            if start <= now < end:
+                return f"inspection window: {reason}"
+        return None
+
+    def _raise(
+        self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any], origin: float
+    ) -> Alarm | None:
+        k = active_key(ctx.site, ctx.gateway, ctx.device, rule.key, ctx.instance)
+        existing = self.active.get(k)
+        if existing is not None:
+            return existing
+        a = Alarm(
+            id=0,
+            site=ctx.site,
+            gateway=ctx.gateway,
+            device=ctx.device,
+            rule=rule.key,
+            instance=ctx.instance,
+            kind=rule.kind.value,
+            severity=rule.severity,
+            name=rule.name,
+            name_zh=rule.name_zh,
+            sprinkler=rule.sprinkler,
+            active=True,
+            acked=False,
+            raised_at=now,
+            value=value,
+            detail=detail,
+            labels=ctx.labels,
+        )
+        if rule.sprinkler:
+            a.suppressed = self._inspection(ctx.site, now)
+        a, created = self.store.raise_alarm(a, now)
+        self.active[k] = a
+        if created:
+            self._notify(a, now, origin)
+        return a
+
+    def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float) -> None:
+        cfg = self.sites.get(site)
+        sev = cfg.gateway_offline.severity if cfg else "minor"
+        rule = AlarmRule.model_validate(
+            {
+                "key": GATEWAY_RULE,
+                "name": "Gateway offline",
+                "name_zh": "网关离线",
+                "kind": "offline",
+                "severity": sev,
+                "for": 1,
+            }
+        )
+        self._raise(
+            rule,
+            _Ctx(site, gateway, "", "", None, {"gateway": gateway}),
+            now,
+            None,
+            {"reason": reason},
+            origin,
+        )
+
+    def _clear(
+        self,
+        k: str,
+        now: float,
+        who: str = "system",
+        via: str = "engine",
+        action: str = "cleared",
+        detail: str = "",
+    ) -> bool:
+        a = self.active.pop(k, None)
+        if a is None:
+            return False
+        entry = self.tracks.get(k)
+        if entry is not None:
+            entry[1].active = False
+            entry[1].pending_since = None
+        self._pending.discard(k)
+        self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
+        a.active, a.cleared_at = False, now
+        if a.notified and self.dispatcher:
+            cfg = self.sites.get(a.site)
+            if cfg and cfg.escalation.notify_resolution:
+                self._send(a, [p for p in cfg.people if p.id in a.notified], "resolution", now, now)
+        return True
+
+    # ------------------------------------------------------------------ notifications
+    def _notify(self, a: Alarm, now: float, origin: float, reminder: bool = False) -> None:
+        cfg = self.sites.get(a.site)
+        if cfg is None or not wants(cfg.escalation, a.severity):
+            return
+        if a.suppressed:
+            self.store.add_audit(a.id, now, "not-notified", detail=a.suppressed)
+            return
+        if a.silenced_until and now < a.silenced_until:
+            return
+        tiers, top, nxt = plan(cfg.escalation, a.raised_at, a.tier, now)
+        people = [p for p in cfg.people if p.tier in tiers]
+        purpose = "reminder" if (a.tier and top == a.tier) else "alarm"
+        self._send(a, people, purpose, now, origin)
+        a.tier, a.next_notify_at = top, nxt
+        a.notified = sorted(set(a.notified) | {p.id for p in people})
+        self.store.set_notify(a.id, a.tier, a.next_notify_at, a.notified)
+
+    def _send(self, a: Alarm, people: list[Any], purpose: str, now: float, origin: float) -> None:
+        if not self.dispatcher or not people:
+            return
+        cfg = self.sites.get(a.site)
+        site_name, site_zh = (cfg.name, cfg.name_zh) if cfg else (a.site, a.site)
+        ttl = cfg.ack_link_ttl_s if cfg else 86400
+        base = (cfg.public_url if cfg else "").rstrip("/")
+        pol = cfg.escalation if cfg else None
+        for p in people:
+            url = None
+            if self.signer and purpose != "resolution":
+                url = f"{base}/ack/{self.signer.sign(a.id, p.id, now + ttl)}"
+            t = alarm_text(a, site_name, site_zh, url, purpose)
+            chains = [[c] for c in p.channels] if p.delivery == "all" else [list(p.channels)]
+            for chain in chains:
+                self.dispatcher.submit(
+                    Job(
+                        a.id,
+                        p.id,
+                        chain,
+                        t.title,
+                        t.body,
+                        purpose,
+                        origin,
+                        retries=pol.retries if pol else 2,
+                        retry_delay_s=pol.retry_delay_s if pol else 1.0,
+                    )
+                )
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: float | None = None) -> None:
+        with self.lock:
+            now = self.clock() if now is None else now
+            for k in list(self._pending):
+                rule, tr, ctx = self.tracks[k]
+                if tr.pending_since is None or tr.active:
+                    self._pending.discard(k)
+                elif R.due(rule, tr, now) is R.Action.RAISE:
+                    self._pending.discard(k)
+                    self.store.save_track(k, None)
+                    self._raise(rule, ctx, now, rule.value, {"block": ctx.block} if ctx.block else {}, now)
+            self._escalate(now)
+            if now < self._next_offline_check:
+                return
+            self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
+            for (site, gw), seen in self.seen_gw.items():
+                cfg = self.sites.get(site)
+                silence = cfg.gateway_offline.silence_s if cfg else 45.0
+                if now - seen > silence and active_key(site, gw, "", GATEWAY_RULE, "") not in self.active:
+                    self._raise_gateway(site, gw, now, f"no message for {now - seen:.0f} s", now)
+            for (site, gw, dev), seen in self.seen_dev.items():
+                if active_key(site, gw, "", GATEWAY_RULE, "") in self.active:
+                    continue  # the gateway alarm says it all; no storm of device alarms
+                ref = self.directory.lookup(site, gw, dev)
+                if ref is None or ref.profile_id not in self.profiles:
+                    continue
+                _, all_rules = self.rules_for(site, dev, ref.profile_id)
+                for r in all_rules:
+                    if (
+                        r.kind is AlarmKind.OFFLINE
+                        and now - seen > r.for_s
+                        and active_key(site, gw, dev, r.key, "") not in self.active
+                    ):
+                        self._raise(
+                            r,
+                            self._ctx(site, gw, dev, ref, None, None),
+                            now,
+                            None,
+                            {"reason": f"no message for {now - seen:.0f} s"},
+                            now,
+                        )
+
+    def _escalate(self, now: float) -> None:
+        for a in list(self.active.values()):
+            if a.suppressed and self._inspection(a.site, now) is None:
+                # the inspection window closed and the condition is still there: wake people now
+                a.suppressed = None
+                self.store.update(a.id, suppressed=None)
+                self.store.add_audit(a.id, now, "window-ended")
+                self._notify(a, now, now)
+                continue
+            if a.acked or a.suppressed or a.next_notify_at is None or now < a.next_notify_at:
+                continue
+            self._notify(a, now, now)
+
+    def _restore_tracks(self, saved: dict[str, float]) -> None:
+        """Rebuild timers persisted before a restart (a retard half elapsed stays half elapsed)."""
+        for k, since in saved.items():
+            site, gw, dev, rule_key, inst = k.split("/")
+            ref = self.directory.lookup(site, gw, dev)
+            if ref is None or ref.profile_id not in self.profiles:
+                continue
+            _, all_rules = self.rules_for(site, dev, ref.profile_id)
+            rule = next((r for r in all_rules if r.key == rule_key), None)
+            if rule is None:
+                continue
+            ctx = self._ctx(site, gw, dev, ref, rule.block, int(inst) if inst else None)
+            self.tracks[k] = (rule, R.Track(pending_since=since, active=k in self.active), ctx)
+            if k not in self.active:
+                self._pending.add(k)
+
+    # ------------------------------------------------------------------ people's actions (API)
+    def acknowledge(self, alarm_id: int, who: str, via: str) -> bool:
+        with self.lock:
+            now = self.clock()
+            ok = self.store.ack(alarm_id, who, via, now)
+            for a in self.active.values():
+                if a.id == alarm_id:
+                    a.acked, a.acked_by, a.acked_at, a.acked_via, a.next_notify_at = True, who, now, via, None
+            return ok
+
+    def resolve(self, alarm_id: int, who: str, via: str, note: str = "") -> bool:
+        with self.lock:
+            now = self.clock()
+            for k, a in list(self.active.items()):
+                if a.id == alarm_id:
+                    return self._clear(k, now, who=who, via=via, action="resolved", detail=note)
+            return False
+
+    def silence(self, alarm_id: int, until: float, reason: str, who: str, via: str) -> bool:
+        with self.lock:
+            now = self.clock()
+            ok = self.store.silence(alarm_id, until, reason, who, via, now)
+            for a in self.active.values():
+                if a.id == alarm_id:
+                    a.silenced_until, a.silence_reason = until, reason
+                    if a.next_notify_at is not None:
+                        a.next_notify_at = max(a.next_notify_at, until)
+            return ok
+
+    def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
+        with self.lock:
+            self._windows.setdefault(site, []).append((start, end, reason))
+            return self.store.add_window(site, start, end, reason, by)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}

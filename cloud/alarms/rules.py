@@ -1,0 +1,208 @@
+"""Pure rule logic: no I/O, no clock reads. The engine feeds values and times in and persists what
+comes out, so every edge case (hysteresis, retard, restart mid-duration) is tested here fast.
+
+A rule instance (device × rule × port/bay) is tracked by `Track`: `pending_since` is when the
+raise condition started to hold (absolute epoch seconds, so it survives a restart), `active`
+whether the alarm is raised. Clearing is immediate once the clear condition holds: a duration
+delays the alarm, never the all-clear.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from device_profiles.model import AlarmKind, AlarmRule, Profile
+
+Scalar = bool | int | float | str
+
+
+class Action(Enum):
+    NONE = 0
+    RAISE = 1
+    CLEAR = 2
+
+
+@dataclass(slots=True)
+class Track:
+    pending_since: float | None = None
+    active: bool = False
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def due_at(self, rule: AlarmRule) -> float | None:
+        if self.pending_since is None or self.active:
+            return None
+        return self.pending_since + rule.for_s
+
+
+def matches(expected: Any, value: Scalar) -> bool:
+    """State rule equality across the YAML/JSON type gap: `true` vs True, `fault` vs "fault"."""
+    if isinstance(expected, bool):
+        if isinstance(value, str):
+            return (
+                value.lower() in ("true", "1", "on") if expected else value.lower() in ("false", "0", "off")
+            )
+        return bool(value) is expected
+    if isinstance(expected, str):
+        return str(value) == expected
+    try:
+        return float(value) == float(expected)
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(value: Scalar) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def raise_condition(rule: AlarmRule, value: Scalar) -> bool | None:
+    """Does `value` call for the alarm? None: the value says nothing (wrong type)."""
+    if rule.kind is AlarmKind.STATE:
+        return matches(rule.value, value)
+    if rule.kind is AlarmKind.THRESHOLD:
+        v = _num(value)
+        if v is None or rule.raise_at is None:
+            return None
+        return v >= rule.raise_at if rule.direction == "above" else v <= rule.raise_at
+    return None
+
+
+def clear_condition(rule: AlarmRule, value: Scalar) -> bool | None:
+    """Does `value` allow the active alarm to clear? Threshold rules clear only past `clear`."""
+    if rule.kind is AlarmKind.STATE:
+        return not matches(rule.value, value)
+    if rule.kind is AlarmKind.THRESHOLD:
+        v = _num(value)
+        if v is None or rule.clear_at is None:
+            return None
+        return v <= rule.clear_at if rule.direction == "above" else v >= rule.clear_at
+    return None
+
+
+RATE_WINDOW_S = 60.0
+RATE_MIN_SPAN_S = 5.0
+
+
+def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | None:
+    """Rise per minute over the last minute of samples (oldest sample at least 5 s back)."""
+    while samples and now - samples[0][0] > RATE_WINDOW_S:
+        samples.popleft()
+    if len(samples) < 2:
+        return None
+    (t0, v0), (t1, v1) = samples[0], samples[-1]
+    if t1 - t0 < RATE_MIN_SPAN_S:
+        return None
+    return (v1 - v0) / (t1 - t0) * 60.0
+
+
+def step(rule: AlarmRule, tr: Track, value: Scalar, now: float) -> Action:
+    """Feed one value at time `now`; mutates `tr` and says whether to raise or clear.
+
+    With a duration, RAISE comes later from `due(...)`, called by the engine's timer."""
+    if rule.kind is AlarmKind.RATE_OF_RISE:
+        v = _num(value)
+        if v is None or rule.rate is None:
+            return Action.NONE
+        tr.samples.append((now, v))
+        r = rate_per_min(tr.samples, now)
+        if r is None:
+            return Action.NONE
+        if not tr.active and r > rule.rate:
+            return _hold(rule, tr, now)
+        if not tr.active and r <= rule.rate:
+            tr.pending_since = None
+        if tr.active and r <= rule.rate / 2:
+            tr.active, tr.pending_since = False, None
+            return Action.CLEAR
+        return Action.NONE
+    if tr.active:
+        if clear_condition(rule, value):
+            tr.active, tr.pending_since = False, None
+            return Action.CLEAR
+        return Action.NONE
+    cond = raise_condition(rule, value)
+    if cond is None:
+        return Action.NONE
+    if not cond:
+        tr.pending_since = None
+        return Action.NONE
+    return _hold(rule, tr, now)
+
+
+def _hold(rule: AlarmRule, tr: Track, now: float) -> Action:
+    if tr.pending_since is None:
+        tr.pending_since = now
+    if now - tr.pending_since >= rule.for_s:
+        tr.active = True
+        return Action.RAISE
+    return Action.NONE
+
+
+def due(rule: AlarmRule, tr: Track, now: float) -> Action:
+    """Timer check: a condition held for its full duration raises even without a new message."""
+    d = tr.due_at(rule)
+    if d is not None and now >= d:
+        tr.active = True
+        return Action.RAISE
+    return Action.NONE
+
+
+@dataclass(slots=True)
+class CommWindow:
+    """Poll counters at the start of the current measuring window (device health, since agent start)."""
+
+    polls: int
+    errors: int
+
+
+def comm_step(
+    win: CommWindow | None,
+    polls: int,
+    errors: int,
+    active: bool,
+    raise_ratio: float,
+    clear_ratio: float,
+    min_polls: int,
+) -> tuple[CommWindow | None, Action, float | None]:
+    """Failed-poll ratio over at least `min_polls` polls → (new window, action, ratio).
+
+    Counters going backwards mean the agent restarted: start a new window, judge nothing."""
+    if win is None or polls < win.polls or errors < win.errors:
+        return CommWindow(polls, errors), Action.NONE, None
+    dp = polls - win.polls
+    if dp < min_polls:
+        return win, Action.NONE, None
+    ratio = (errors - win.errors) / dp
+    new = CommWindow(polls, errors)
+    if not active and ratio >= raise_ratio:
+        return new, Action.RAISE, ratio
+    if active and ratio <= clear_ratio:
+        return new, Action.CLEAR, ratio
+    return new, Action.NONE, ratio
+
+
+def apply_overrides(rule: AlarmRule, changes: dict[str, Any]) -> AlarmRule:
+    """A site/device override: a validated copy of the rule (hysteresis is re-checked)."""
+    if not changes:
+        return rule
+    data = rule.model_dump(by_alias=False)
+    data.update(changes)
+    return AlarmRule.model_validate(data)
+
+
+def value_rules(profile: Profile) -> dict[str, list[AlarmRule]]:
+    """Rules driven by a point's value, indexed by the point key (the engine's hot path)."""
+    out: dict[str, list[AlarmRule]] = {}
+    for r in profile.alarms:
+        if r.kind in (AlarmKind.THRESHOLD, AlarmKind.STATE, AlarmKind.RATE_OF_RISE) and r.point:
+            out.setdefault(r.point, []).append(r)
+    return out

@@ -1,0 +1,415 @@
+"""Alarm state in SQL (SQLAlchemy Core): SQLite now, PostgreSQL when ingest scales out.
+
+Why the shapes below:
+- `alarms.active_key` is set while an alarm is active and NULL once cleared/resolved; a UNIQUE
+  index on it makes "exactly one active alarm per (site, gateway, device, rule, instance)" a
+  database fact, true under concurrent writers and replicas (NULLs never collide, in SQLite and
+  PostgreSQL alike).
+- Timers are absolute epoch seconds (`tracks.pending_since`, `alarms.next_notify_at`), so a
+  restart resumes a half-elapsed retard delay or escalation instead of starting it again.
+- `audit` and `notify_log` are append-only: who did what, when, through which channel; every
+  notification attempt with its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+metadata = MetaData()
+
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False, index=True),
+    Column("gateway", String(64), nullable=False),
+    Column("device", String(64), nullable=False),
+    Column("rule", String(48), nullable=False),
+    Column("instance", String(16), nullable=False, default=""),
+    Column("kind", String(16), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("name_zh", Text, nullable=False, default=""),
+    Column("sprinkler", Boolean, nullable=False, default=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("acked", Boolean, nullable=False, default=False),
+    Column("acked_by", String(64)),
+    Column("acked_at", Float),
+    Column("acked_via", String(32)),
+    Column("raised_at", Float, nullable=False),
+    Column("cleared_at", Float),
+    Column("resolved_by", String(64)),
+    Column("value", Text),
+    Column("detail", Text, nullable=False, default="{}"),
+    Column("labels", Text, nullable=False, default="{}"),
+    Column("suppressed", String(64)),  # why nobody was woken (inspection window), still recorded
+    Column("silenced_until", Float),
+    Column("silence_reason", Text),
+    Column("tier", Integer, nullable=False, default=0),  # highest tier notified so far
+    Column("next_notify_at", Float),
+    Column("notified", Text, nullable=False, default="[]"),  # person ids notified (for resolution)
+    Column("occurrences", Integer, nullable=False, default=1),
+    Column("active_key", String(300), unique=True),
+)
+
+audit = Table(
+    "alarm_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alarm_id", Integer, nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("action", String(24), nullable=False),
+    Column("who", String(64), nullable=False, default="system"),
+    Column("channel", String(32), nullable=False, default="engine"),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+tracks = Table(
+    "alarm_tracks",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("pending_since", Float, nullable=False),
+)
+
+notify_log = Table(
+    "notify_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("alarm_id", Integer, nullable=False, index=True),
+    Column("ts", Float, nullable=False),
+    Column("person", String(64), nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("error", Text, nullable=False, default=""),
+)
+
+windows = Table(
+    "inspection_windows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("by", String(64), nullable=False, default=""),
+)
+
+
+def active_key(site: str, gateway: str, device: str, rule: str, instance: str) -> str:
+    return f"{site}/{gateway}/{device}/{rule}/{instance}"
+
+
+@dataclass
+class Alarm:
+    id: int
+    site: str
+    gateway: str
+    device: str
+    rule: str
+    instance: str
+    kind: str
+    severity: str
+    name: str
+    name_zh: str
+    sprinkler: bool
+    active: bool
+    acked: bool
+    raised_at: float
+    acked_by: str | None = None
+    acked_at: float | None = None
+    acked_via: str | None = None
+    cleared_at: float | None = None
+    resolved_by: str | None = None
+    value: Any = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    suppressed: str | None = None
+    silenced_until: float | None = None
+    silence_reason: str | None = None
+    tier: int = 0
+    next_notify_at: float | None = None
+    notified: list[str] = field(default_factory=list)
+    occurrences: int = 1
+
+    @property
+    def key(self) -> str:
+        return active_key(self.site, self.gateway, self.device, self.rule, self.instance)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @staticmethod
+    def from_row(r: Any) -> Alarm:
+        m = dict(r._mapping)
+        m.pop("active_key", None)
+        m["value"] = json.loads(m["value"]) if m["value"] else None
+        m["detail"] = json.loads(m["detail"] or "{}")
+        m["labels"] = json.loads(m["labels"] or "{}")
+        m["notified"] = json.loads(m["notified"] or "[]")
+        return Alarm(**m)
+
+
+class AlarmStore:
+    """Thread-safe (one lock around each transaction): the engine worker writes, the API acks."""
+
+    def __init__(self, url: str) -> None:
+        kw: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = create_engine(url, **kw)
+        if url.startswith("sqlite"):
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        metadata.create_all(self.engine)
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self._lock, self.engine.begin() as c:
+            yield c
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ alarms
+    def raise_alarm(self, a: Alarm, now: float) -> tuple[Alarm, bool]:
+        """Insert an active alarm; if one is already active for the key, return it (created False)."""
+        row = {k: v for k, v in a.__dict__.items() if k != "id"}
+        row["value"] = json.dumps(a.value)
+        row["detail"] = json.dumps(a.detail, default=str)
+        row["labels"] = json.dumps(a.labels)
+        row["notified"] = json.dumps(a.notified)
+        row["active_key"] = a.key
+        try:
+            with self.tx() as c:
+                new_id = c.execute(insert(alarms).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=new_id,
+                        ts=now,
+                        action="raised",
+                        detail=json.dumps({"value": a.value}, default=str),
+                    )
+                )
+                a.id = int(new_id)
+                return a, True
+        except IntegrityError:
+            with self.tx() as c:
+                r = c.execute(select(alarms).where(alarms.c.active_key == a.key)).first()
+                c.execute(
+                    update(alarms)
+                    .where(alarms.c.active_key == a.key)
+                    .values(occurrences=alarms.c.occurrences + 1)
+                )
+            if r is None:  # cleared between the two statements: try once more
+                return self.raise_alarm(a, now)
+            return Alarm.from_row(r), False
+
+    def get(self, alarm_id: int) -> Alarm | None:
+        with self.tx() as c:
+            r = c.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
+        return Alarm.from_row(r) if r else None
+
+    def list_alarms(
+        self, site: str | None = None, active: bool | None = None, limit: int = 500
+    ) -> list[Alarm]:
+        q = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
+        if site:
+            q = q.where(alarms.c.site == site)
+        if active is not None:
+            q = q.where(alarms.c.active == active)
+        with self.tx() as c:
+            return [Alarm.from_row(r) for r in c.execute(q)]
+
+    def clear(
+        self,
+        alarm_id: int,
+        now: float,
+        who: str = "system",
+        channel: str = "engine",
+        action: str = "cleared",
+        detail: str = "",
+    ) -> bool:
+        """Cleared by the condition, or resolved by a person: no longer active either way."""
+        vals: dict[str, Any] = {
+            "active": False,
+            "active_key": None,
+            "cleared_at": now,
+            "next_notify_at": None,
+        }
+        if action == "resolved":
+            vals["resolved_by"] = who
+        with self.tx() as c:
+            n = c.execute(
+                update(alarms).where(alarms.c.id == alarm_id, alarms.c.active.is_(True)).values(**vals)
+            ).rowcount
+            if n:
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=alarm_id, ts=now, action=action, who=who, channel=channel, detail=detail
+                    )
+                )
+        return bool(n)
+
+    def ack(self, alarm_id: int, who: str, via: str, now: float) -> bool:
+        """First acknowledgement wins; later ones are audited but change nothing."""
+        with self.tx() as c:
+            n = c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id, alarms.c.acked.is_(False))
+                .values(acked=True, acked_by=who, acked_at=now, acked_via=via, next_notify_at=None)
+            ).rowcount
+            c.execute(
+                insert(audit).values(
+                    alarm_id=alarm_id,
+                    ts=now,
+                    action="acknowledged" if n else "ack-repeat",
+                    who=who,
+                    channel=via,
+                )
+            )
+        return bool(n)
+
+    def silence(self, alarm_id: int, until: float, reason: str, who: str, via: str, now: float) -> bool:
+        with self.tx() as c:
+            n = c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id)
+                .values(silenced_until=until, silence_reason=reason)
+            ).rowcount
+            if n:
+                c.execute(
+                    insert(audit).values(
+                        alarm_id=alarm_id,
+                        ts=now,
+                        action="silenced",
+                        who=who,
+                        channel=via,
+                        detail=json.dumps({"until": until, "reason": reason}),
+                    )
+                )
+        return bool(n)
+
+    def set_notify(self, alarm_id: int, tier: int, next_at: float | None, notified: list[str]) -> None:
+        with self.tx() as c:
+            c.execute(
+                update(alarms)
+                .where(alarms.c.id == alarm_id)
+                .values(tier=tier, next_notify_at=next_at, notified=json.dumps(notified))
+            )
+
+    def update(self, alarm_id: int, **vals: Any) -> None:
+        with self.tx() as c:
+            c.execute(update(alarms).where(alarms.c.id == alarm_id).values(**vals))
+
+    def add_audit(
+        self,
+        alarm_id: int,
+        now: float,
+        action: str,
+        who: str = "system",
+        channel: str = "engine",
+        detail: str = "",
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                insert(audit).values(
+                    alarm_id=alarm_id, ts=now, action=action, who=who, channel=channel, detail=detail
+                )
+            )
+
+    def audit_of(self, alarm_id: int) -> list[dict[str, Any]]:
+        with self.tx() as c:
+            return [
+                dict(r._mapping)
+                for r in c.execute(select(audit).where(audit.c.alarm_id == alarm_id).order_by(audit.c.id))
+            ]
+
+    # ------------------------------------------------------------------ tracks (persisted timers)
+    def save_track(self, key: str, pending_since: float | None) -> None:
+        with self.tx() as c:
+            c.execute(delete(tracks).where(tracks.c.key == key))
+            if pending_since is not None:
+                c.execute(insert(tracks).values(key=key, pending_since=pending_since))
+
+    def load_tracks(self) -> dict[str, float]:
+        with self.tx() as c:
+            return {r.key: r.pending_since for r in c.execute(select(tracks))}
+
+    # ------------------------------------------------------------------ notifications
+    def log_attempt(
+        self,
+        alarm_id: int,
+        ts: float,
+        person: str,
+        channel: str,
+        purpose: str,
+        attempt: int,
+        ok: bool,
+        error: str = "",
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                insert(notify_log).values(
+                    alarm_id=alarm_id,
+                    ts=ts,
+                    person=person,
+                    channel=channel,
+                    purpose=purpose,
+                    attempt=attempt,
+                    ok=ok,
+                    error=error[:500],
+                )
+            )
+
+    def attempts(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
+        q = select(notify_log).order_by(notify_log.c.id)
+        if alarm_id is not None:
+            q = q.where(notify_log.c.alarm_id == alarm_id)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    # ------------------------------------------------------------------ inspection windows
+    def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
+        with self.tx() as c:
+            res = c.execute(insert(windows).values(site=site, start=start, end=end, reason=reason, by=by))
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    def list_windows(self, site: str | None = None) -> list[dict[str, Any]]:
+        q = select(windows).order_by(windows.c.start)
+        if site:
+            q = q.where(windows.c.site == site)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]

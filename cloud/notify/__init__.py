@@ -1,0 +1,1 @@
+"""Notifications: people and channels (apprise), escalation, signed acknowledge links."""

@@ -1,0 +1,374 @@
+"""A simulated day of one estate, as InfluxDB line protocol, for checking every dashboard query.
+
+Stand-in for the cloud ingester (built in parallel on another branch): telemetry rows come from
+`device_profiles.timeseries.Mapping`, exactly as the ingester maps them; alarm, device_health,
+gateway_status, inspection and parking_stay rows follow `dashboards.schema`. When the real ingester
+lands, tests can feed it the same day through MQTT instead and keep the same checks.
+
+Estate `maple-court`: shelter-1 (VoltPile CP-10 charger, Nanfang FSM-8 riser, bar), shelter-2
+(Hengtong EBC-12 charger, AquaGuard RM-4 riser, kPa), garage-b1 (ParkHub PH-48, 48 bays in zones
+A/B/C, bays 45-48 fire lane). Devices send a full snapshot every 5 minutes and changes in between.
+Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from device_profiles.loader import get_profile
+from device_profiles.timeseries import FieldValue, Mapping, Row
+
+SITE = "maple-court"
+MIN = 60_000
+DAY_MIN = 24 * 60
+SNAPSHOT_MIN = 5
+ZONES = {"A": range(1, 21), "B": range(21, 41), "C": range(41, 49)}
+FIRE_LANE = range(45, 49)
+TEMP_RANGE = (-10.0, 90.0)  # every temperature the simulator can produce lies inside
+BATTERY_RANGE = (2.5, 3.4)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    profile: str
+    gateway: str
+    shelter: str
+
+
+DEVICES = (
+    Device("pile-1", "voltpile-cp10", "gw-shelter-1", "shelter-1"),
+    Device("riser-1", "nanfang-fsm8", "gw-shelter-1", "shelter-1"),
+    Device("cabinet-2", "hengtong-ebc12", "gw-shelter-2", "shelter-2"),
+    Device("riser-2", "aquaguard-rm4", "gw-shelter-2", "shelter-2"),
+    Device("hub-1", "parkhub-ph48", "gw-garage", "garage-b1"),
+)
+OFFLINE_AT_MIN = DAY_MIN - 30  # riser-2 stops answering for the last half hour
+
+
+def zone_of(bay: int) -> str:
+    return next(z for z, r in ZONES.items() if bay in r)
+
+
+def bay_tags() -> dict[int, dict[str, str]]:
+    return {b: {"zone": zone_of(b), "fire_lane": "true" if b in FIRE_LANE else "false"} for b in range(1, 49)}
+
+
+# ---- line protocol ---------------------------------------------------------------------------
+
+
+def _esc_key(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+
+
+def _field(v: FieldValue) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(float(v))  # always float: see dashboards.schema
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def line(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], ts_ms: int) -> str:
+    t = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v != "")
+    f = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in fields.items())
+    return f"{_esc_key(measurement)}{t} {f} {ts_ms}"
+
+
+def write_lines(url: str, db: str, lines: Iterable[str], batch: int = 5000) -> int:
+    """POST to InfluxDB 1.x `/write` (precision ms) in batches; returns the number of lines."""
+    buf: list[str] = []
+    n = 0
+
+    def flush() -> None:
+        req = urllib.request.Request(
+            f"{url}/write?db={db}&precision=ms", data="\n".join(buf).encode(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+        buf.clear()
+
+    for ln in lines:
+        buf.append(ln)
+        n += 1
+        if len(buf) >= batch:
+            flush()
+    if buf:
+        flush()
+    return n
+
+
+# ---- the day ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Port:
+    state: str = "idle"
+    energy: float = 0.0
+    enabled: bool = True
+    temp: float = 20.0
+    power: float = 0.0
+    sessions: list[tuple[int, int]] = field(default_factory=list)  # (start, end) minutes
+
+
+@dataclass
+class Day:
+    end_ms: int
+    seed: int = 7
+    lines: list[str] = field(default_factory=list)
+    stays: int = 0
+
+    @property
+    def start_ms(self) -> int:
+        return self.end_ms - DAY_MIN * MIN
+
+    def ts(self, minute: float) -> int:
+        return self.start_ms + int(minute * MIN)
+
+    def emit(self, rows: list[Row], minute: float) -> None:
+        for r in rows:
+            self.lines.append(line(r.measurement, r.tags, r.fields, self.ts(minute)))
+
+    def raw(
+        self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float
+    ) -> None:
+        self.lines.append(line(measurement, tags, fields, self.ts(minute)))
+
+
+def _base(d: Device) -> dict[str, str]:
+    return {"site": SITE, "gateway": d.gateway, "device": d.id, "shelter": d.shelter}
+
+
+def _ambient(minute: float) -> float:
+    return 15.0 + 7.0 * math.sin((minute / DAY_MIN - 0.375) * 2 * math.pi)  # warmest mid-afternoon
+
+
+def _chargers(
+    day: Day, rnd: random.Random, dev: Device, ports: int, charging: str, full: str, off: str
+) -> None:
+    m = Mapping(get_profile(dev.profile))
+    st = {p: _Port() for p in range(1, ports + 1)}
+    for s in st.values():  # sessions: one to three a day, 1-5 h each
+        t = rnd.randint(0, 300)
+        while t < DAY_MIN - 60:
+            dur = rnd.randint(60, 300)
+            s.sessions.append((t, min(t + dur, DAY_MIN + 600)))
+            t += dur + rnd.randint(120, 600)
+    if dev.id == "cabinet-2":  # port 3: a session of 9.5 h still running at the end → long_charge
+        st[3].sessions = [(DAY_MIN - 570, DAY_MIN + 60)]
+    hot_port = 7 if dev.id == "pile-1" else None  # overheats at 20:00, the interlock cuts it
+    warm_port = 5 if dev.id == "cabinet-2" else None  # runs warm (≈60 °C) in the afternoon
+    prev: dict[int, tuple[str, bool]] = {}
+    for minute in range(DAY_MIN):
+        amb = _ambient(minute)
+        snap = minute % SNAPSHOT_MIN == 0
+        values: dict[str, FieldValue] = {}
+        for p, s in st.items():
+            active = any(a <= minute < b for a, b in s.sessions)
+            ended = any(b <= minute < b + 45 for a, b in s.sessions)
+            if any(a == minute for a, b in s.sessions):
+                s.energy = 0.0  # a new session starts its energy count
+            if not s.enabled:
+                s.state, s.power = off, 0.0
+            elif active:
+                s.state, s.power = charging, 180.0 + 120.0 * rnd.random()
+            else:
+                s.state, s.power = (full if ended else "idle"), 0.0
+            s.energy += s.power / 60_000.0
+            target = amb + s.power / 25.0
+            if warm_port == p and 840 <= minute < 960:
+                target = 61.0
+            if hot_port == p and 1200 <= minute < 1212:
+                target = 78.0
+            s.temp += (target - s.temp) * 0.3 + rnd.uniform(-0.2, 0.2)
+            if hot_port == p and s.temp >= 75.0 and s.enabled:
+                s.enabled = False
+                _alarm(day, dev, "connector_overtemp", "critical", minute, minute + 20, str(p), ack_after=5)
+            volts = 220.0 + rnd.uniform(-3, 3)
+            key = (s.state, s.enabled)
+            if snap or active or prev.get(p) != key or abs(s.temp - target) > 2:
+                values.update(
+                    {
+                        f"port.{p}.state": s.state,
+                        f"port.{p}.voltage": round(volts, 1),
+                        f"port.{p}.current": round(s.power / volts, 3),
+                        f"port.{p}.power": round(s.power, 1),
+                        f"port.{p}.energy": round(s.energy, 3),
+                        f"port.{p}.connector_temp": round(s.temp, 1),
+                        f"port.{p}.enabled": s.enabled,
+                    }
+                )
+            prev[p] = key
+        if snap:
+            values.update({"smoke": False, "ambient_temp": round(amb + 3.0, 1), "main_relay": True})
+            if dev.profile == "hengtong-ebc12":
+                values["door_open"] = 600 <= minute < 615
+        if values:
+            day.emit(m.rows(values, _base(dev)), minute)
+        if minute >= 0 and dev.id == "cabinet-2" and minute >= st[3].sessions[0][0] + 480 and snap:
+            _alarm_point(day, dev, "long_charge", "warning", minute, True, False, "3")
+
+
+def _sprinkler(day: Day, rnd: random.Random, dev: Device, bar: bool) -> None:
+    m = Mapping(get_profile(dev.profile))
+    scale = 1.0 if bar else 100.0
+    for minute in range(0, DAY_MIN, 1):
+        if dev.id == "riser-2" and minute >= OFFLINE_AT_MIN:
+            break
+        flow = dev.id == "riser-1" and 600 <= minute < 603  # inspection flow test, 10:00
+        tamper = dev.id == "riser-2" and 900 <= minute < 910  # valve closed at 15:00
+        if minute % SNAPSHOT_MIN and not (flow or tamper or minute in (603, 910)):
+            continue
+        p = (3.2 if flow else 6.0 + rnd.uniform(-0.15, 0.15)) * scale
+        values: dict[str, FieldValue] = {
+            "waterflow": flow,
+            "valve_tamper": tamper,
+            "pump_running": flow,
+            "power_fault": False,
+            "pipe_pressure": round(p, 2),
+        }
+        if bar:
+            values["supply_voltage"] = round(24.0 + rnd.uniform(-0.3, 0.3), 1)
+        day.emit(m.rows(values, _base(dev)), minute)
+
+
+def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
+    m = Mapping(get_profile(dev.profile))
+    tags = bay_tags()
+    changes: dict[int, list[tuple[int, bool]]] = {}
+    for b in range(1, 49):
+        ev: list[tuple[int, bool]] = []
+        if b in FIRE_LANE:
+            ev = [(0, False)] + ([(840, True), (880, False)] if b == 46 else [])
+            ev += [(DAY_MIN - 40, True)] if b == 47 else []  # still blocking the fire lane at the end
+        else:
+            occ = rnd.random() < 0.6
+            t = 0
+            while t < DAY_MIN:
+                ev.append((t, occ))
+                t += int(rnd.expovariate(1 / (180 if occ else 90))) + 5
+                occ = not occ
+        changes[b] = ev
+    battery = {b: 3.0 + 0.3 * rnd.random() for b in range(1, 49)}
+    battery[12] = 2.95
+    state = {b: False for b in range(1, 49)}
+    since = {b: 0 for b in range(1, 49)}
+    for minute in range(DAY_MIN):
+        snap = minute % SNAPSHOT_MIN == 0
+        values: dict[str, FieldValue] = {}
+        inst: dict[int, dict[str, str]] = {}
+        for b in range(1, 49):
+            new = state[b]
+            for t, occ in changes[b]:
+                if t == minute:
+                    new = occ
+            changed = new != state[b]
+            if changed and not new and minute > 0:
+                day.raw(
+                    "parking_stay",
+                    {**_base(dev), "bay": str(b), **tags[b]},
+                    {"dwell_s": float((minute - since[b]) * 60)},
+                    minute,
+                )
+                day.stays += 1
+            if changed:
+                since[b] = minute
+            state[b] = new
+            if b == 12:
+                battery[b] = max(2.6, battery[b] - 0.0002)
+            if snap or changed or minute == 0:
+                values.update(
+                    {
+                        f"bay.{b}.occupied": new,
+                        f"bay.{b}.sensor_fault": False,
+                        f"bay.{b}.battery": round(battery[b], 3),
+                        f"bay.{b}.rssi": -60 - b % 20,
+                    }
+                )
+                inst[b] = tags[b]
+        if snap:
+            values["occupied_count"] = sum(state.values())
+        if values:
+            day.emit(m.rows(values, _base(dev), inst), minute)
+    _alarm(day, dev, "fire_lane_blocked", "major", 845, 880, "46", ack_after=3)
+    _alarm(day, dev, "fire_lane_blocked", "major", DAY_MIN - 35, None, "47")
+    _alarm(day, dev, "low_battery", "minor", 360, None, "12")
+
+
+def _alarm_point(
+    day: Day, dev: Device, rule: str, sev: str, minute: float, active: bool, ack: bool, instance: str = ""
+) -> None:
+    day.raw(
+        "alarm",
+        {"site": SITE, "device": dev.id, "rule": rule, "severity": sev, "instance": instance},
+        {"active": active, "acknowledged": ack},
+        minute,
+    )
+
+
+def _alarm(
+    day: Day,
+    dev: Device,
+    rule: str,
+    sev: str,
+    start: int,
+    end: int | None,
+    instance: str = "",
+    ack_after: int | None = None,
+) -> None:
+    """Raise at `start`, refresh every snapshot period while active, clear at `end` (None: still active)."""
+    stop = end if end is not None else DAY_MIN
+    for t in range(start, stop, 10):
+        ack = ack_after is not None and t >= start + ack_after
+        _alarm_point(day, dev, rule, sev, t, True, ack, instance)
+    if end is not None:
+        _alarm_point(day, dev, rule, sev, end, False, ack_after is not None, instance)
+
+
+def _health(day: Day, rnd: random.Random) -> None:
+    counters = {d.id: [0, 0, 0, 0] for d in DEVICES}  # polls, timeouts, crc, exceptions
+    for minute in range(0, DAY_MIN, SNAPSHOT_MIN):
+        for d in DEVICES:
+            c = counters[d.id]
+            offline = d.id == "riser-2" and minute >= OFFLINE_AT_MIN + 2
+            c[0] += 300
+            c[1] += 300 if offline else (rnd.random() < 0.2) * rnd.randint(1, 3)
+            c[2] += (d.profile.endswith(("cp10", "fsm8", "ph48")) and rnd.random() < 0.3) * rnd.randint(1, 4)
+            c[3] += (rnd.random() < 0.05) * 1
+            day.raw(
+                "device_health",
+                {"site": SITE, "gateway": d.gateway, "device": d.id},
+                {
+                    "online": not offline,
+                    "polls": c[0],
+                    "timeouts": c[1],
+                    "crc_errors": c[2],
+                    "exceptions": c[3],
+                },
+                minute,
+            )
+        if minute % 10 == 0:
+            for gw in sorted({d.gateway for d in DEVICES}):
+                day.raw("gateway_status", {"site": SITE, "gateway": gw}, {"online": True}, minute)
+    riser2 = next(d for d in DEVICES if d.id == "riser-2")
+    _alarm(day, riser2, "offline", "minor", OFFLINE_AT_MIN + 2, None)
+    day.raw("inspection", {"site": SITE}, {"active": True}, 595)
+    day.raw("inspection", {"site": SITE}, {"active": False}, 630)
+
+
+def simulate_day(end_ms: int, seed: int = 7) -> Day:
+    """Every line of one day ending at `end_ms` (epoch ms)."""
+    day = Day(end_ms, seed)
+    rnd = random.Random(seed)
+    by_id = {d.id: d for d in DEVICES}
+    _chargers(day, rnd, by_id["pile-1"], 10, "charging", "full", "disabled")
+    _chargers(day, rnd, by_id["cabinet-2"], 12, "charging", "full", "disabled")
+    _sprinkler(day, rnd, by_id["riser-1"], bar=True)
+    _sprinkler(day, rnd, by_id["riser-2"], bar=False)
+    _parking(day, rnd, by_id["hub-1"])
+    _health(day, rnd)
+    return day

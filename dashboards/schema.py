@@ -1,0 +1,145 @@
+"""Measurements the dashboards query, in one place.
+
+The telemetry measurements come from the catalog profiles' `timeseries:` sections through
+`device_profiles.timeseries.Mapping`; they are listed here only so the dashboards and the docs name
+them once. The others (alarm, device_health, gateway_status, inspection, parking_stay) are not
+written by anything yet: this module is their definition, for the cloud engineers to write.
+
+Every numeric field is written as a float (no `i` suffix): two profiles may decode the same field
+as int and float (`power` is uint16 on one charger and float32 on the other), and InfluxDB 1.x
+refuses a second type for a field within a shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Panels that count states (bays occupied, ports charging) take the last value per device in each
+# time bucket. InfluxDB 1.6 mis-merges `fill(previous)` inside subqueries, so these panels rely on
+# each device sending a full snapshot at least this often, and use it as their minimum interval.
+SNAPSHOT_PERIOD = "10m"
+SNAPSHOT_PERIOD_S = 600
+
+# Grafana data source provisioned by dashboards/provisioning/datasources/influxdb.yaml.
+DATASOURCE_UID = "shelterwatch-influxdb"
+DATASOURCE_TYPE = "influxdb"
+DATABASE = "shelterwatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    tags: tuple[str, ...]
+    fields: dict[str, str]  # field -> type and meaning
+    writer: str  # who writes it
+    note: str = ""
+
+
+TELEMETRY = (
+    Measurement(
+        "charger_port",
+        ("site", "gateway", "device", "port", "shelter"),
+        {
+            "state": "string enum (idle, plugged, charging, full, fault, disabled)",
+            "voltage": "V",
+            "current": "A",
+            "power": "W",
+            "energy": "kWh, session energy, resets when a session starts",
+            "connector_temp": "°C",
+            "enabled": "bool, port relay on",
+        },
+        "cloud ingester via Mapping",
+    ),
+    Measurement(
+        "charger_cabinet",
+        ("site", "gateway", "device", "shelter"),
+        {"smoke": "bool", "ambient_temp": "°C", "main_relay": "bool", "door_open": "bool"},
+        "cloud ingester via Mapping",
+    ),
+    Measurement(
+        "sprinkler",
+        ("site", "gateway", "device", "shelter", "pressure_unit"),
+        {
+            "waterflow": "bool",
+            "valve_tamper": "bool",
+            "pump_running": "bool",
+            "power_fault": "bool",
+            "pipe_pressure": "bar or kPa, as the `pressure_unit` tag says",
+            "supply_voltage": "V",
+        },
+        "cloud ingester via Mapping",
+        "pressure_unit is a fixed tag declared in each sprinkler profile's timeseries section",
+    ),
+    Measurement(
+        "parking_bay",
+        ("site", "gateway", "device", "bay", "shelter", "zone", "fire_lane"),
+        {"occupied": "bool", "sensor_fault": "bool", "battery": "V", "rssi": "dBm"},
+        "cloud ingester via Mapping",
+        "zone and fire_lane ('true'/'false') are instance labels",
+    ),
+    Measurement(
+        "parking_hub",
+        ("site", "gateway", "device", "shelter"),
+        {"occupied_count": "bays"},
+        "cloud ingester via Mapping",
+    ),
+)
+
+DEFINED_HERE = (
+    Measurement(
+        "alarm",
+        ("site", "device", "rule", "severity", "instance"),
+        {"active": "bool", "acknowledged": "bool"},
+        "cloud alarms engine",
+        "one point on every transition (raise, acknowledge, clear) and, for every active alarm, "
+        f"again at least every {SNAPSHOT_PERIOD}; `instance` is the block instance (port 3 → '3'), "
+        "absent for device-level rules; severity is critical, major, minor or warning",
+    ),
+    Measurement(
+        "device_health",
+        ("site", "gateway", "device"),
+        {
+            "online": "bool",
+            "timeouts": "count since agent start",
+            "crc_errors": "count since agent start",
+            "exceptions": "count since agent start",
+            "polls": "count since agent start",
+        },
+        "cloud ingester, from the wire DeviceHealth message",
+    ),
+    Measurement(
+        "gateway_status",
+        ("site", "gateway"),
+        {"online": "bool"},
+        "cloud ingester, from the retained status message and its last will",
+        f"re-written at least every {SNAPSHOT_PERIOD} while known",
+    ),
+    Measurement(
+        "inspection",
+        ("site",),
+        {"active": "bool"},
+        "cloud alarms engine",
+        "true when an inspection window opens, false when it closes",
+    ),
+    Measurement(
+        "parking_stay",
+        ("site", "gateway", "device", "bay", "shelter", "zone", "fire_lane"),
+        {"dwell_s": "seconds the bay was occupied"},
+        "cloud ingester, when a bay is freed (from the `occupied` change)",
+        "one point per departure, at the departure time: turnover and dwell time come from it",
+    ),
+)
+
+ALL = {m.name: m for m in (*TELEMETRY, *DEFINED_HERE)}
+
+# Levels drawn on panels. From the catalog: the lower of the two chargers' clear levels is the warning.
+CONNECTOR_TEMP_WARN = 55.0
+CONNECTOR_TEMP_ALARM = 65.0
+CURRENT_WARN = 4.0
+CURRENT_ALARM = 5.0
+CABINET_TEMP_WARN = 45.0
+CABINET_TEMP_ALARM = 50.0
+PIPE_PRESSURE_LOW_KPA = 150.0
+PIPE_PRESSURE_OK_KPA = 200.0
+BATTERY_LOW_V = 2.9
+BATTERY_WARN_V = 3.1

@@ -1,0 +1,1 @@
+"""Byte-level transports: Modbus RTU on a pseudo-terminal bus, Modbus TCP (MBAP), serial lines."""

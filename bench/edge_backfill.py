@@ -41,8 +41,11 @@ VALUES = {f"port.{i}.{k}": 12.3 for i in range(1, 3) for k in ("voltage", "curre
 
 def item(dev: str) -> New:
     ts = wire.now()
-    return New(wire.topic(SITE, GW, wire.Kind.TELEMETRY, dev),
-               lambda seq: wire.encode(wire.Telemetry(ts=ts, seq=seq, values=VALUES)), dev)
+    return New(
+        wire.topic(SITE, GW, wire.Kind.TELEMETRY, dev),
+        lambda seq: wire.encode(wire.Telemetry(ts=ts, seq=seq, values=VALUES)),
+        dev,
+    )
 
 
 def reference(port: int, payloads: list[tuple[str, bytes]], window: int) -> float:
@@ -88,8 +91,11 @@ def main() -> None:
             ref = reference(mq.port, [(r.topic, r.payload) for r in rows], 100)
 
             out = open(tmp / "sub.txt", "w")  # noqa: SIM115
-            sub = subprocess.Popen(["mosquitto_sub", "-p", str(mq.port), "-t", f"sw/v1/{SITE}/{GW}/+/telemetry",
-                                    "-q", "1", "-F", "%U %p"], stdout=out, start_new_session=True)
+            sub = subprocess.Popen(
+                ["mosquitto_sub", "-p", str(mq.port), "-t", f"sw/v1/{SITE}/{GW}/+/telemetry", "-q", "1", "-F", "%U %p"],
+                stdout=out,
+                start_new_session=True,
+            )
             time.sleep(1.0)
             up = Uplink(UplinkCfg(url=f"mqtt://127.0.0.1:{mq.port}", window=100), SITE, GW, ob)
             hi = ob.max_id()
@@ -116,8 +122,11 @@ def main() -> None:
             while True:
                 with lock:
                     up.pump(2000)
-                if up._backlog_hi >= hi and not up.backlog_remaining() and not any(
-                        rid <= hi for rid in up._inflight_rows):
+                if (
+                    up._backlog_hi >= hi
+                    and not up.backlog_remaining()
+                    and not any(rid <= hi for rid in up._inflight_rows)
+                ):
                     break
                 up.wake.wait(0.005)
                 up.wake.clear()
@@ -145,15 +154,21 @@ def main() -> None:
                     delays.append((arr - ts.timestamp()) * 1000)
             else:
                 backlog_arrivals += 1
-    print(f"backlog: {backlog_n} telemetry messages ({minutes:.0f} min × {n_dev} devices at 1 Hz), "
-          f"filled in {fill_s:.1f} s")
+    print(
+        f"backlog: {backlog_n} telemetry messages ({minutes:.0f} min × {n_dev} devices at 1 Hz), "
+        f"filled in {fill_s:.1f} s"
+    )
     print(f"reference (bare paho QoS 1, window 100, no outbox): {ref:,.0f} msg/s")
-    print(f"edge_agent backfill: {backlog_n / drain_s:,.0f} msg/s (drained in {drain_s:.1f} s; "
-          f"{backlog_arrivals} backlog messages reached the subscriber)")
+    print(
+        f"edge_agent backfill: {backlog_n / drain_s:,.0f} msg/s (drained in {drain_s:.1f} s; "
+        f"{backlog_arrivals} backlog messages reached the subscriber)"
+    )
     if delays:
         q = statistics.quantiles(delays, n=100)
-        print(f"live readings during the backfill: {len(delays)}, delay p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, "
-              f"max {max(delays):.0f} ms")
+        print(
+            f"live readings during the backfill: {len(delays)}, delay p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms, "
+            f"max {max(delays):.0f} ms"
+        )
 
 
 if __name__ == "__main__":

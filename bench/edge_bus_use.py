@@ -1,6 +1,7 @@
 """Bus use of the edge agent's RTU scheduler at 9600 baud, against the theoretical limit.
 
-Two chargers (voltpile-cp10, large reads) and two sprinkler monitors (nanfang-fsm8, tiny reads) on one RS-485 line (a socat pseudo-terminal pair), every poll class due
+Two chargers (voltpile-cp10, large reads) and two sprinkler monitors (nanfang-fsm8, tiny reads)
+on one RS-485 line (a socat pseudo-terminal pair), every poll class due
 all the time, so the scheduler is never idle. The simulated slaves hold each answer back by the
 exact time request and response take on a 9600-baud line ((13+2N) characters of 11 bits + 2 × t3.5),
 so a perfect master reaches 100 %; what is missing is the agent's own overhead per transaction.
@@ -21,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_profiles.loader import get_profile  # noqa: E402
-from device_profiles.model import PollClass  # noqa: E402
-from edge_agent.budget import max_tps, read_time  # noqa: E402
-from edge_agent.drivers.modbus_rtu import RtuDriver  # noqa: E402
-from edge_agent.planner import plan  # noqa: E402
-from edge_agent.scheduler import BusScheduler, Slave  # noqa: E402
-from tests.fixtures.modbus_slave import RtuBus, SimDevice  # noqa: E402
+from device_profiles.loader import get_profile
+from device_profiles.model import PollClass
+from edge_agent.budget import max_tps, read_time
+from edge_agent.drivers.modbus_rtu import RtuDriver
+from edge_agent.planner import plan
+from edge_agent.scheduler import BusScheduler, Slave
+from tests.fixtures.modbus_slave import RtuBus, SimDevice
 
 BAUD = 9600
 
@@ -91,8 +92,10 @@ def main() -> None:
         print(f"{pid}: reads per cycle {[(r.table.value, r.count) for r in reads]}")
     print(f"theoretical transactions/s at {BAUD} baud for 1-register reads: {max_tps(BAUD):.1f}")
     print(f"bare pymodbus loop (reference): {n_bare / seconds:.1f} transactions/s, bus use {use_bare:.1%}")
-    print(f"edge_agent scheduler:           {n_agent / seconds:.1f} transactions/s, bus use {use_agent:.1%}"
-          f"  (target >= 85 %)")
+    print(
+        f"edge_agent scheduler:           {n_agent / seconds:.1f} transactions/s, bus use {use_agent:.1%}"
+        f"  (target >= 85 %)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,25 +41,48 @@ def main() -> None:
         tmp = Path(tmp_s)
         (tmp / "mq").mkdir()
         mq = make_mosquitto(tmp / "mq").start()
-        sim = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sim_tcp_fleet.py"), str(n), profile],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        sim = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "sim_tcp_fleet.py"), str(n), profile],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         agent = None
         try:
             assert sim.stdout is not None
             ports = json.loads(sim.stdout.readline())["ports"]
             cfg = {
-                "site": "bench", "gateway": "gw1", "state_dir": str(tmp / "state"),
-                "uplink": {"url": f"mqtt://127.0.0.1:{mq.port}"}, "snapshot_s": 60, "health_s": 10,
-                "buses": [{"name": f"t{i}", "transport": "modbus_tcp", "host": "127.0.0.1", "tcp_port": p,
-                           "timeout_s": 0.5} for i, p in enumerate(ports)],
-                "devices": [{"id": f"d{i}", "profile": profile, "bus": f"t{i}", "address": 1,
-                             "poll": {"safety": 1, "routine": 1, "slow": 1}} for i in range(n)],
+                "site": "bench",
+                "gateway": "gw1",
+                "state_dir": str(tmp / "state"),
+                "uplink": {"url": f"mqtt://127.0.0.1:{mq.port}"},
+                "snapshot_s": 60,
+                "health_s": 10,
+                "buses": [
+                    {"name": f"t{i}", "transport": "modbus_tcp", "host": "127.0.0.1", "tcp_port": p, "timeout_s": 0.5}
+                    for i, p in enumerate(ports)
+                ],
+                "devices": [
+                    {
+                        "id": f"d{i}",
+                        "profile": profile,
+                        "bus": f"t{i}",
+                        "address": 1,
+                        "poll": {"safety": 1, "routine": 1, "slow": 1},
+                    }
+                    for i in range(n)
+                ],
             }
             (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
             log = open(tmp / "agent.log", "wb")  # noqa: SIM115
-            agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(tmp / "agent.yaml"),
-                                      "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=ROOT)
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "run", str(tmp / "agent.yaml"), "--log-level", "WARNING"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
             p = psutil.Process(agent.pid)
             time.sleep(15)  # start-up and first snapshots
             st0 = json.loads((tmp / "state" / "status.json").read_text())
@@ -87,8 +110,10 @@ def main() -> None:
     print(f"edge_agent polling {n} Modbus TCP devices ({profile}) at 1 Hz, {seconds:.0f} s window:")
     print(f"  transactions ok/s {reads:.0f} ({reads / n:.2f} per device per second), errors {errs}")
     print(f"  CPU {cpu:.1f} % of one core   peak RSS {hwm} MiB")
-    print(f"reference (quoted, not measured in this run): ThingsBoard IoT Gateway 3.8.5: {TB_CPU:.0f} % CPU, "
-          f"{TB_RSS_MIB:.0f} MiB RSS")
+    print(
+        f"reference (quoted, not measured in this run): ThingsBoard IoT Gateway 3.8.5: {TB_CPU:.0f} % CPU, "
+        f"{TB_RSS_MIB:.0f} MiB RSS"
+    )
     print(f"  ratio CPU {cpu / TB_CPU:.2f} of ThingsBoard (target <= 0.33), RSS {hwm / TB_RSS_MIB:.2f}")
     print(f"  host: {os.cpu_count()} cores")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_profiles.loader import get_profile  # noqa: E402
-from tests.fixtures.modbus_slave import SimDevice, TcpSlave  # noqa: E402
+from device_profiles.loader import get_profile
+from tests.fixtures.modbus_slave import SimDevice, TcpSlave
 
 
 def main() -> None:

@@ -8,12 +8,14 @@ here, before anything goes near the network, so they work with the uplink down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,14 @@ class DeviceRuntime:
     stats: DeviceStats
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
+
+
+def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, seq: int) -> bytes:
+    return wire.encode(wire.Telemetry(ts=ts, seq=seq, values=values, snapshot=snapshot))
+
+
+def _health(st: DeviceStats, stale: float, seq: int) -> bytes:
+    return wire.encode(st.message(seq, stale))
 
 
 class LineBus:
@@ -104,8 +114,9 @@ class Agent:
         self.site, self.gateway = cfg.site, cfg.gateway
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(cfg.outbox.path or self.state_dir / "outbox.db", cfg.outbox.max_bytes,
-                             cfg.outbox.synchronous)
+        self.outbox = Outbox(
+            cfg.outbox.path or self.state_dir / "outbox.db", cfg.outbox.max_bytes, cfg.outbox.synchronous
+        )
         self.started = time.monotonic()
         self.devices: dict[str, DeviceRuntime] = {}
         for d in cfg.devices:
@@ -113,8 +124,14 @@ class Agent:
                 continue
             prof = profiles[d.profile]
             ovr = {k: (v.value, v.enabled) for k, v in d.interlocks.items()}
-            self.devices[d.id] = DeviceRuntime(d, prof, Reporter(point_info(prof), cfg.snapshot_s),
-                                               Interlocks.for_profile(prof, ovr), DeviceStats(d.id), d.bus)
+            self.devices[d.id] = DeviceRuntime(
+                d,
+                prof,
+                Reporter(point_info(prof), cfg.snapshot_s),
+                Interlocks.for_profile(prof, ovr),
+                DeviceStats(d.id),
+                d.bus,
+            )
         self.buses: dict[str, BusScheduler | LineBus] = {}
         self.budget_warnings: list[str] = []
         self.uplink = Uplink(cfg.uplink, cfg.site, cfg.gateway, self.outbox, self._command_from_paho, self._birth)
@@ -143,8 +160,10 @@ class Agent:
                 slaves.append(s)
             sched = BusScheduler(bus.name, make_driver(bus), slaves, self.on_values, bus.retries, bus.gap_ms / 1000)
             if bus.transport is TransportKind.MODBUS_RTU:
-                loads = {s.id: [(r.table, r.count, s.periods[c]) for c, reads in s.plans.items() for r in reads]
-                         for s in slaves}
+                loads = {
+                    s.id: [(r.table, r.count, s.periods[c]) for c, reads in s.plans.items() for r in reads]
+                    for s in slaves
+                }
                 b = budget(bus.name, bus.baud, loads, bus.gap_ms / 1000)
                 sched.stats.budget_ok = b.fits
                 if (w := b.warning()) is not None:
@@ -153,8 +172,10 @@ class Agent:
             self.buses[bus.name] = sched
 
     def _birth(self) -> wire.Status:
-        devs = [wire.DeviceInfo(id=rt.cfg.id, profile=rt.profile.id, labels=dict(rt.cfg.labels))
-                for rt in self.devices.values()]
+        devs = [
+            wire.DeviceInfo(id=rt.cfg.id, profile=rt.profile.id, labels=dict(rt.cfg.labels))
+            for rt in self.devices.values()
+        ]
         return wire.Status(ts=wire.now(), state="online", agent=VERSION, devices=devs)
 
     def topic(self, kind: wire.Kind, device: str | None = None) -> str:
@@ -193,18 +214,34 @@ class Agent:
         ts = wire.now()
         if out.values:
             vals, snap = out.values, out.snapshot
-            items.append(New(self.topic(wire.Kind.TELEMETRY, device),
-                             lambda seq, v=vals, s=snap: wire.encode(wire.Telemetry(ts=ts, seq=seq, values=v, snapshot=s)),
-                             device, ROUTINE))
+            items.append(
+                New(
+                    self.topic(wire.Kind.TELEMETRY, device),
+                    partial(_telemetry, ts, vals, snap),
+                    device,
+                    ROUTINE,
+                )
+            )
         for ch in out.events:
             items.append(self._state_event(device, ch, ts))
         self.emit(items)
 
     def _state_event(self, device: str, ch: StateChange, ts: Any) -> New:
         def build(seq: int) -> bytes:
-            return wire.encode(wire.Event(ts=ts, seq=seq, id=wire.new_id(), kind="state",
-                                          severity=ch.severity, point=ch.point, value=ch.value,  # type: ignore[arg-type]
-                                          previous=ch.previous, text=ch.text))
+            return wire.encode(
+                wire.Event(
+                    ts=ts,
+                    seq=seq,
+                    id=wire.new_id(),
+                    kind="state",
+                    severity=ch.severity,  # type: ignore[arg-type]
+                    point=ch.point,
+                    value=ch.value,
+                    previous=ch.previous,
+                    text=ch.text,
+                )
+            )
+
         return New(self.topic(wire.Kind.EVENT, device), build, device, SAFETY)
 
     def _start_interlock(self, rt: DeviceRuntime, act: Action) -> None:
@@ -233,19 +270,42 @@ class Agent:
         where = f"{act.point.rsplit('.', 1)[0]}" if act.index is not None else rt.cfg.id
         verb = "switched off" if act.value in (False, 0, None) else f"set to {act.value}"
         err = "" if ok else f" FAILED: {fut.exception()}"
-        text = (f"{act.command} on {where} {verb}{err}: {act.point} = {act.reading} "
-                f"(cut-off {act.threshold}; {act.reason})")
-        data: dict[str, Value] = {"rule": act.rule, "command": act.command, "ok": ok,
-                                  "reading": act.reading, "threshold": act.threshold}
+        text = (
+            f"{act.command} on {where} {verb}{err}: {act.point} = {act.reading} (cut-off {act.threshold}; {act.reason})"
+        )
+        data: dict[str, Value] = {
+            "rule": act.rule,
+            "command": act.command,
+            "ok": ok,
+            "reading": act.reading,
+            "threshold": act.threshold,
+        }
         if act.index is not None:
             data["index"] = act.index
         ts = wire.now()
         dev = rt.cfg.id
-        self.emit([New(self.topic(wire.Kind.EVENT, dev),
-                       lambda seq: wire.encode(wire.Event(ts=ts, seq=seq, id=wire.new_id(), kind="interlock",
-                                                          severity="critical", point=act.point, value=act.reading,
-                                                          text=text, data=data)),
-                       dev, SAFETY)])
+        self.emit(
+            [
+                New(
+                    self.topic(wire.Kind.EVENT, dev),
+                    lambda seq: wire.encode(
+                        wire.Event(
+                            ts=ts,
+                            seq=seq,
+                            id=wire.new_id(),
+                            kind="interlock",
+                            severity="critical",
+                            point=act.point,
+                            value=act.reading,
+                            text=text,
+                            data=data,
+                        )
+                    ),
+                    dev,
+                    SAFETY,
+                )
+            ]
+        )
 
     # ------------------------------------------------------------------ commands
 
@@ -282,17 +342,40 @@ class Agent:
 
     def _cmd_result(self, device: str, cmd_id: str, status: str, detail: str, cmd: wire.Command | None = None) -> None:
         ts = wire.now()
-        items = [New(self.topic(wire.Kind.CMD_RESULT, device),
-                     lambda seq: wire.encode(wire.CommandResult(ts=ts, id=cmd_id, status=status,  # type: ignore[arg-type]
-                                                                detail=detail)), None, SAFETY)]
+        items = [
+            New(
+                self.topic(wire.Kind.CMD_RESULT, device),
+                lambda seq: wire.encode(
+                    wire.CommandResult(
+                        ts=ts,
+                        id=cmd_id,
+                        status=status,  # type: ignore[arg-type]
+                        detail=detail,
+                    )
+                ),
+                None,
+                SAFETY,
+            )
+        ]
         if cmd is not None:
-            text = f"command {cmd.command}" + (f" {cmd.index}" if cmd.index is not None else "") + \
-                f" = {cmd.value} by {cmd.by or 'cloud'}: {status} ({detail})"
+            text = (
+                f"command {cmd.command}"
+                + (f" {cmd.index}" if cmd.index is not None else "")
+                + f" = {cmd.value} by {cmd.by or 'cloud'}: {status} ({detail})"
+            )
             data: dict[str, Value] = {"command": cmd.command, "status": status, "cmd_id": cmd_id}
-            items.append(New(self.topic(wire.Kind.EVENT, device),
-                             lambda seq: wire.encode(wire.Event(ts=ts, seq=seq, id=wire.new_id(), kind="command",
-                                                                severity="info", text=text, data=data)),
-                             device, SAFETY))
+            items.append(
+                New(
+                    self.topic(wire.Kind.EVENT, device),
+                    lambda seq: wire.encode(
+                        wire.Event(
+                            ts=ts, seq=seq, id=wire.new_id(), kind="command", severity="info", text=text, data=data
+                        )
+                    ),
+                    device,
+                    SAFETY,
+                )
+            )
         self.emit(items)
 
     # ------------------------------------------------------------------ health and status
@@ -302,8 +385,14 @@ class Agent:
         items = []
         for dev, rt in self.devices.items():
             st = rt.stats
-            items.append(New(self.topic(wire.Kind.HEALTH, dev),
-                             lambda seq, st=st: wire.encode(st.message(seq, stale)), dev, ROUTINE))
+            items.append(
+                New(
+                    self.topic(wire.Kind.HEALTH, dev),
+                    partial(_health, st, stale),
+                    dev,
+                    ROUTINE,
+                )
+            )
         return items
 
     def gateway_health(self) -> wire.GatewayHealth:
@@ -311,29 +400,55 @@ class Agent:
         from datetime import UTC, datetime
 
         return wire.GatewayHealth(
-            ts=wire.now(), uptime_s=round(time.monotonic() - self.started, 1),
+            ts=wire.now(),
+            uptime_s=round(time.monotonic() - self.started, 1),
             buses=[b.stats.message() for b in self.buses.values()],
-            outbox_pending=self.outbox.count, outbox_bytes=self.outbox.bytes, outbox_dropped=self.outbox.dropped(),
-            backlog_oldest=datetime.fromtimestamp(oldest, UTC) if oldest else None)
+            outbox_pending=self.outbox.count,
+            outbox_bytes=self.outbox.bytes,
+            outbox_dropped=self.outbox.dropped(),
+            backlog_oldest=datetime.fromtimestamp(oldest, UTC) if oldest else None,
+        )
 
     def status(self, gh: wire.GatewayHealth | None = None) -> dict[str, Any]:
         gh = gh or self.gateway_health()
         return {
-            "site": self.site, "gateway": self.gateway, "pid": os.getpid(), "written": time.time(),
-            "uplink": {"connected": self.uplink.connected, "url": self.cfg.uplink.url, "sent": self.uplink.sent,
-                       "acked": self.uplink.acks, "last_error": self.uplink.last_error},
+            "site": self.site,
+            "gateway": self.gateway,
+            "pid": os.getpid(),
+            "written": time.time(),
+            "uplink": {
+                "connected": self.uplink.connected,
+                "url": self.cfg.uplink.url,
+                "sent": self.uplink.sent,
+                "acked": self.uplink.acks,
+                "last_error": self.uplink.last_error,
+            },
             "outbox": {"pending": gh.outbox_pending, "bytes": gh.outbox_bytes, "dropped": gh.outbox_dropped},
-            "buses": [{"name": b.name, "utilisation": b.utilisation, "transactions": b.transactions,
-                       "budget_ok": b.budget_ok} for b in gh.buses],
+            "buses": [
+                {"name": b.name, "utilisation": b.utilisation, "transactions": b.transactions, "budget_ok": b.budget_ok}
+                for b in gh.buses
+            ],
             "budget_warnings": self.budget_warnings,
             "interlock_actions": self.interlock_actions,
             "devices": [
-                {"id": d, "bus": rt.bus, "profile": rt.profile.id, "breaker": rt.stats.breaker,
-                 "polls": rt.stats.polls, "ok": rt.stats.ok, "timeouts": rt.stats.timeouts,
-                 "crc_errors": rt.stats.crc_errors, "exceptions": rt.stats.exceptions,
-                 "retries": rt.stats.retries, "last_ok": rt.stats.last_ok, "poll_rate_hz": rt.stats.poll_rate(),
-                 "last_error": rt.stats.last_error, "seq": self.outbox.seq(d)}
-                for d, rt in self.devices.items()],
+                {
+                    "id": d,
+                    "bus": rt.bus,
+                    "profile": rt.profile.id,
+                    "breaker": rt.stats.breaker,
+                    "polls": rt.stats.polls,
+                    "ok": rt.stats.ok,
+                    "timeouts": rt.stats.timeouts,
+                    "crc_errors": rt.stats.crc_errors,
+                    "exceptions": rt.stats.exceptions,
+                    "retries": rt.stats.retries,
+                    "last_ok": rt.stats.last_ok,
+                    "poll_rate_hz": rt.stats.poll_rate(),
+                    "last_error": rt.stats.last_error,
+                    "seq": self.outbox.seq(d),
+                }
+                for d, rt in self.devices.items()
+            ],
         }
 
     def write_status(self, gh: wire.GatewayHealth | None = None) -> None:
@@ -355,10 +470,8 @@ class Agent:
             self.flush()
             self.uplink.pump()
             self._kick.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), 0.02)
-            except TimeoutError:
-                pass
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -58,9 +58,11 @@ class Budget:
         if self.utilisation > 1.0:
             worst = sorted(self.per_device.items(), key=lambda kv: -kv[1])[:3]
             names = ", ".join(f"{d} {u:.0%}" for d, u in worst)
-            return (f"bus {self.bus}: the configured polls need {self.utilisation:.0%} of the line at "
-                    f"{self.baud} baud and cannot all run on time (largest: {names}); raise poll periods, "
-                    "raise the baud rate or split the bus")
+            return (
+                f"bus {self.bus}: the configured polls need {self.utilisation:.0%} of the line at "
+                f"{self.baud} baud and cannot all run on time (largest: {names}); raise poll periods, "
+                "raise the baud rate or split the bus"
+            )
         if self.utilisation > 0.8:
             return f"bus {self.bus}: polls need {self.utilisation:.0%} of the line; little room for retries"
         return None

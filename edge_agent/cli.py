@@ -16,13 +16,16 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="shelterwatch edge agent: installer tools and the gateway service.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="shelterwatch edge agent: installer tools and the gateway service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 
 Cfg = Annotated[Path, typer.Argument(help="agent config YAML")]
 
 
-def _load(config: Path):  # type: ignore[no-untyped-def]
+def _load(config: Path):
     from device_profiles.located_yaml import ConfigError
     from edge_agent.config import load_config
 
@@ -42,8 +45,9 @@ def check(config: Cfg) -> None:
     from edge_agent.planner import plan
 
     cfg, profiles = _load(config)
-    typer.echo(f"{config}: OK — site {cfg.site}, gateway {cfg.gateway}, {len(cfg.buses)} bus(es), "
-               f"{len(cfg.devices)} device(s)")
+    typer.echo(
+        f"{config}: OK — site {cfg.site}, gateway {cfg.gateway}, {len(cfg.buses)} bus(es), {len(cfg.devices)} device(s)"
+    )
     from device_profiles.model import PollClass, TransportKind
 
     for bus in cfg.buses:
@@ -60,7 +64,7 @@ def check(config: Cfg) -> None:
             typer.echo(f"WARNING: {w}", err=True)
 
 
-def _driver(port: str | None, host: str | None, tcp_port: int, baud: int, parity: str, stop_bits: int, timeout: float):  # type: ignore[no-untyped-def]
+def _driver(port: str | None, host: str | None, tcp_port: int, baud: int, parity: str, stop_bits: int, timeout: float):
     if host:
         from edge_agent.drivers.modbus_tcp import TcpDriver
 
@@ -181,6 +185,7 @@ def probe(
         if errs:
             rows.append(("(bad lines)", errs, "", ""))
     else:
+
         async def read_all() -> None:
             drv = _driver(port, host, tcp_port, baud, parity, stop_bits, timeout)
             for cls in PollClass:
@@ -242,11 +247,15 @@ def status(config: Cfg, as_json: Annotated[bool, typer.Option("--json")] = False
     c = Console()
     up = st["uplink"]
     c.print(f"site {st['site']} gateway {st['gateway']} (pid {st['pid']}, status {age:.0f} s old)")
-    c.print(f"uplink {up['url']}: {'connected' if up['connected'] else 'DISCONNECTED'}  sent {up['sent']} "
-            f"acked {up['acked']}  outbox pending {st['outbox']['pending']} dropped {st['outbox']['dropped']}")
+    c.print(
+        f"uplink {up['url']}: {'connected' if up['connected'] else 'DISCONNECTED'}  sent {up['sent']} "
+        f"acked {up['acked']}  outbox pending {st['outbox']['pending']} dropped {st['outbox']['dropped']}"
+    )
     for b in st["buses"]:
-        c.print(f"bus {b['name']}: utilisation {b['utilisation']:.0%}, {b['transactions']} transactions"
-                + ("" if b["budget_ok"] else "  [red]polls do not fit[/red]"))
+        c.print(
+            f"bus {b['name']}: utilisation {b['utilisation']:.0%}, {b['transactions']} transactions"
+            + ("" if b["budget_ok"] else "  [red]polls do not fit[/red]")
+        )
     for w in st.get("budget_warnings", []):
         c.print(f"[yellow]{w}[/yellow]")
     t = RTable()
@@ -255,6 +264,17 @@ def status(config: Cfg, as_json: Annotated[bool, typer.Option("--json")] = False
     for d in st["devices"]:
         last = f"{time.time() - d['last_ok']:.0f} s ago" if d["last_ok"] else "never"
         rate = f"{d['poll_rate_hz']:.2f}" if d["poll_rate_hz"] else "—"
-        t.add_row(d["id"], d["bus"], d["breaker"], str(d["ok"]), str(d["timeouts"]), str(d["crc_errors"]),
-                  str(d["exceptions"]), str(d["retries"]), rate, last, str(d["seq"]))
+        t.add_row(
+            d["id"],
+            d["bus"],
+            d["breaker"],
+            str(d["ok"]),
+            str(d["timeouts"]),
+            str(d["crc_errors"]),
+            str(d["exceptions"]),
+            str(d["retries"]),
+            rate,
+            last,
+            str(d["seq"]),
+        )
     c.print(t)

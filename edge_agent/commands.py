@@ -22,8 +22,9 @@ class Prepared:
     status: str = "refused"
 
 
-def prepare(topic: str, payload: bytes, site: str, gateway: str, profiles: dict[str, Profile],
-            now: datetime) -> Prepared:
+def prepare(
+    topic: str, payload: bytes, site: str, gateway: str, profiles: dict[str, Profile], now: datetime
+) -> Prepared:
     try:
         t = wire.parse_topic(topic)
     except wire.WireError as e:

@@ -9,7 +9,7 @@ schema validation and located the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -158,24 +158,36 @@ def cross_check(cfg: AgentConfig, profiles: dict[str, Profile]) -> list[tuple[tu
             out.append((("devices", i, "bus"), f"unknown bus {d.bus!r} (buses: {', '.join(sorted(buses))})"))
         prof = profiles.get(d.profile)
         if prof is None:
-            out.append((("devices", i, "profile"), f"unknown profile {d.profile!r} (known: {', '.join(sorted(profiles))})"))
+            out.append(
+                (("devices", i, "profile"), f"unknown profile {d.profile!r} (known: {', '.join(sorted(profiles))})")
+            )
         if bus is None or prof is None:
             continue
         if prof.transport.kind != bus.transport:
-            out.append((("devices", i, "bus"),
-                        f"profile {prof.id} speaks {prof.transport.kind.value} but bus {bus.name} is {bus.transport.value}"))
+            out.append(
+                (
+                    ("devices", i, "bus"),
+                    f"profile {prof.id} speaks {prof.transport.kind.value} but bus {bus.name} is {bus.transport.value}",
+                )
+            )
         if bus.transport is not TransportKind.SERIAL_LINE:
             if not 1 <= d.address <= 247:
                 out.append((("devices", i, "address"), f"Modbus unit id must be 1..247, got {d.address}"))
             key = (bus.name, d.address)
             if key in addrs:
-                out.append((("devices", i, "address"), f"unit {d.address} on bus {bus.name} is already device {addrs[key]!r}"))
+                out.append(
+                    (("devices", i, "address"), f"unit {d.address} on bus {bus.name} is already device {addrs[key]!r}")
+                )
             addrs[key] = d.id
         known = {il.key for il in prof.interlocks}
         for k in d.interlocks:
             if k not in known:
-                out.append((("devices", i, "interlocks", k),
-                            f"profile {prof.id} has no interlock {k!r} (has: {', '.join(sorted(known)) or 'none'})"))
+                out.append(
+                    (
+                        ("devices", i, "interlocks", k),
+                        f"profile {prof.id} has no interlock {k!r} (has: {', '.join(sorted(known)) or 'none'})",
+                    )
+                )
     lines = [b for b in cfg.buses if b.transport is TransportKind.SERIAL_LINE]
     for b in lines:
         on = [d.id for d in cfg.devices if d.bus == b.name]
@@ -185,7 +197,7 @@ def cross_check(cfg: AgentConfig, profiles: dict[str, Profile]) -> list[tuple[tu
     return out
 
 
-def _name_missing_keys(issues: list[Issue], data: object, node: object, name: str) -> list[Issue]:
+def _name_missing_keys(issues: list[Issue], data: Any, node: Any, name: str) -> list[Issue]:
     """A missing key cannot be found in the file, so the generic locator names its parent only;
     say which key is missing (`uplink.url: required key is missing`), at the parent's line."""
     from pydantic import ValidationError
@@ -200,8 +212,14 @@ def _name_missing_keys(issues: list[Issue], data: object, node: object, name: st
         return issues
     out = [i for i in issues if i.message != "required key is missing"]
     for loc in missing:
-        out.append(Issue(name, line_of(node, loc[:-1]) if loc[:-1] else 1, format_key(loc),  # type: ignore[arg-type]
-                         "required key is missing"))
+        out.append(
+            Issue(
+                name,
+                line_of(node, loc[:-1]) if loc[:-1] else 1,
+                format_key(loc),
+                "required key is missing",
+            )
+        )
     return out
 
 
@@ -219,8 +237,13 @@ def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
     dirs = [str((path.parent / d) if not Path(d).is_absolute() else d) for d in cfg.profile_dirs]
     for i, d in enumerate(dirs):
         if not Path(d).is_dir():
-            raise ConfigError([Issue(name, line_of(node, ("profile_dirs", i)), format_key(("profile_dirs", i)),
-                                     f"no such folder {d}")])
+            raise ConfigError(
+                [
+                    Issue(
+                        name, line_of(node, ("profile_dirs", i)), format_key(("profile_dirs", i)), f"no such folder {d}"
+                    )
+                ]
+            )
     profiles = load_catalog(dirs)  # a broken profile raises ConfigError naming the profile file
     issues = [Issue(name, line_of(node, p), format_key(p), msg) for p, msg in cross_check(cfg, profiles)]
     if issues:

@@ -63,9 +63,16 @@ class DeviceStats:
         if self.line_errors:
             detail = ", ".join(f"{k}={v}" for k, v in sorted(self.line_errors.items()))
         return wire.DeviceHealth(
-            ts=wire.now(), seq=seq, online=self.online(stale_s), breaker=self.breaker,  # type: ignore[arg-type]
-            polls=self.polls, ok=self.ok, timeouts=self.timeouts, crc_errors=self.crc_errors,
-            exceptions=self.exceptions, retries=self.retries,
+            ts=wire.now(),
+            seq=seq,
+            online=self.online(stale_s),
+            breaker=self.breaker,  # type: ignore[arg-type]
+            polls=self.polls,
+            ok=self.ok,
+            timeouts=self.timeouts,
+            crc_errors=self.crc_errors,
+            exceptions=self.exceptions,
+            retries=self.retries,
             last_ok=datetime.fromtimestamp(self.last_ok, UTC) if self.last_ok else None,
             latency_ms=round(self.latency_sum / self.ok * 1000, 2) if self.ok else None,
             poll_rate_hz=round(r, 3) if (r := self.poll_rate()) else None,
@@ -90,5 +97,9 @@ class BusStats:
         return min(1.0, (self.busy_s - b0) / (now - t0)) if now > t0 else 0.0
 
     def message(self) -> wire.BusHealth:
-        return wire.BusHealth(name=self.name, utilisation=round(self.utilisation(), 4),
-                              transactions=self.transactions, budget_ok=self.budget_ok)
+        return wire.BusHealth(
+            name=self.name,
+            utilisation=round(self.utilisation(), 4),
+            transactions=self.transactions,
+            budget_ok=self.budget_ok,
+        )

@@ -100,7 +100,8 @@ class Outbox:
                     self.bytes += len(payload)
                     self.count += 1
                 cur.executemany(
-                    "INSERT INTO seq(device, value) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET value=excluded.value",
+                    "INSERT INTO seq(device, value) VALUES (?, ?) "
+                    "ON CONFLICT(device) DO UPDATE SET value=excluded.value",
                     list(touched.items()),
                 )
                 cur.execute("COMMIT")
@@ -148,8 +149,9 @@ class Outbox:
             for chunk in range(0, len(ids), 500):
                 part = ids[chunk : chunk + 500]
                 q = ",".join("?" * len(part))
-                sizes = cur.execute(f"SELECT COALESCE(SUM(LENGTH(payload)),0), COUNT(*) FROM outbox WHERE id IN ({q})",
-                                    part).fetchone()
+                sizes = cur.execute(
+                    f"SELECT COALESCE(SUM(LENGTH(payload)),0), COUNT(*) FROM outbox WHERE id IN ({q})", part
+                ).fetchone()
                 cur.execute(f"DELETE FROM outbox WHERE id IN ({q})", part)
                 self.bytes -= int(sizes[0])
                 self.count -= int(sizes[1])

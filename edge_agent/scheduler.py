@@ -9,11 +9,13 @@ ends, so a dead device costs the others one timeout per back-off period instead 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from device_profiles.codec import CodecError, decode
 from device_profiles.model import PollClass, Profile, Table
@@ -69,8 +71,16 @@ class Write:
 
 
 class BusScheduler:
-    def __init__(self, name: str, driver: ModbusDriver, slaves: list[Slave], on_values: OnValues,
-                 retries: int = 1, gap_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        driver: ModbusDriver,
+        slaves: list[Slave],
+        on_values: OnValues,
+        retries: int = 1,
+        gap_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name, self.driver, self.on_values = name, driver, on_values
         self.slaves = {s.id: s for s in slaves}
         self.retries, self.gap_s, self.clock = retries, gap_s, clock
@@ -142,10 +152,8 @@ class BusScheduler:
         if delay <= 0:
             return
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
-        except TimeoutError:
-            pass
 
     async def _cycle(self, s: Slave, cls: PollClass) -> None:
         now = self.clock()
@@ -164,7 +172,7 @@ class BusScheduler:
             while self.writes:  # interlocks and commands never wait for a whole cycle
                 await self._do_write(self.writes.popleft())
             try:
-                regs = await self._transact(s, lambda r=read: self.driver.read(s.unit, r.table, r.address, r.count))
+                regs = await self._transact(s, partial(self.driver.read, s.unit, read.table, read.address, read.count))
             except TransactionError:
                 complete = False
                 if s.breaker.state != "closed":

@@ -11,6 +11,7 @@ outbox, the pump) runs in the agent's thread. The two meet only in `_acked` unde
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -30,22 +31,34 @@ log = logging.getLogger(__name__)
 
 
 class Uplink:
-    def __init__(self, cfg: UplinkConfig, site: str, gateway: str, outbox: Outbox,
-                 on_command: Callable[[str, bytes], None] | None = None, birth: Callable[[], wire.Status] | None = None,
-                 live_max: int = 20000) -> None:
+    def __init__(
+        self,
+        cfg: UplinkConfig,
+        site: str,
+        gateway: str,
+        outbox: Outbox,
+        on_command: Callable[[str, bytes], None] | None = None,
+        birth: Callable[[], wire.Status] | None = None,
+        live_max: int = 20000,
+    ) -> None:
         self.cfg, self.site, self.gateway, self.outbox = cfg, site, gateway, outbox
         self.on_command = on_command
         self.birth = birth or (lambda: wire.Status(ts=wire.now(), state="online"))
         self.client_id = cfg.client_id or f"sw-edge-{site}-{gateway}"
         self.status_topic = wire.topic(site, gateway, wire.Kind.STATUS)
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
         if cfg.username:
             c.username_pw_set(cfg.username, cfg.password)
         if cfg.use_tls:
             t = cfg.tls
-            c.tls_set(ca_certs=t.ca_file if t else None, certfile=t.cert_file if t else None,
-                      keyfile=t.key_file if t else None, cert_reqs=ssl.CERT_REQUIRED)
+            c.tls_set(
+                ca_certs=t.ca_file if t else None,
+                certfile=t.cert_file if t else None,
+                keyfile=t.key_file if t else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
             if t and t.insecure:
                 c.tls_insecure_set(True)
         c.will_set(self.status_topic, wire.encode(wire.last_will()), qos=1, retain=True)
@@ -115,10 +128,8 @@ class Uplink:
         if graceful and self.connected:
             off = wire.Status(ts=wire.now(), state="offline", reason="agent stopped")
             info = self.client.publish(self.status_topic, wire.encode(off), qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
 

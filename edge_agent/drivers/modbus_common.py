@@ -10,7 +10,7 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from device_profiles.model import Table
-from edge_agent.drivers.base import TransactionError
+from edge_agent.drivers.base import FailKind, TransactionError
 
 # pymodbus logs every timeout with a hex dump at ERROR; we count and report them in health instead
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -41,7 +41,7 @@ class PymodbusDriver:
         try:
             resp = await coro  # pymodbus enforces `timeout`; no extra wait_for task per transaction
         except (TimeoutError, ModbusIOException) as e:
-            kind = "crc" if self._rx_bytes else "timeout"
+            kind: FailKind = "crc" if self._rx_bytes else "timeout"
             raise TransactionError(kind, str(e) or "no answer") from None
         except ModbusException as e:
             text = str(e)

@@ -8,6 +8,7 @@ never raised: garbage on a serial line is normal life.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -21,8 +22,15 @@ log = logging.getLogger(__name__)
 
 
 class LineReader:
-    def __init__(self, port: str, baud: int, profile: Profile, on_record: Callable[[LineRecord], None],
-                 parity: str = "N", stop_bits: int = 1) -> None:
+    def __init__(
+        self,
+        port: str,
+        baud: int,
+        profile: Profile,
+        on_record: Callable[[LineRecord], None],
+        parity: str = "N",
+        stop_bits: int = 1,
+    ) -> None:
         self.port, self.baud, self.profile, self.on_record = port, baud, profile, on_record
         self.parity, self.stop_bits = parity, stop_bits
         tr = transport_of(profile)
@@ -76,9 +84,7 @@ class LineReader:
 
     def close(self) -> None:
         if self._ser is not None:
-            try:
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self._ser.fileno())
-            except (RuntimeError, ValueError, OSError):
-                pass
             self._ser.close()
             self._ser = None

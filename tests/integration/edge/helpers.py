@@ -22,13 +22,23 @@ from device_profiles import wire
 SITE, GW = "shelter-a", "gw1"
 
 
-def write_config(tmp: Path, broker_port: int, buses: list[dict[str, Any]], devices: list[dict[str, Any]],
-                 **extra: Any) -> Path:
+def write_config(
+    tmp: Path, broker_port: int, buses: list[dict[str, Any]], devices: list[dict[str, Any]], **extra: Any
+) -> Path:
     cfg = {
-        "site": SITE, "gateway": GW, "state_dir": str(tmp / "state"),
-        "uplink": {"url": f"mqtt://127.0.0.1:{broker_port}", "client_id": f"edge-{tmp.name}",
-                   "reconnect_min_s": 0.5, "reconnect_max_s": 2},
-        "snapshot_s": 30, "health_s": 2, "buses": buses, "devices": devices,
+        "site": SITE,
+        "gateway": GW,
+        "state_dir": str(tmp / "state"),
+        "uplink": {
+            "url": f"mqtt://127.0.0.1:{broker_port}",
+            "client_id": f"edge-{tmp.name}",
+            "reconnect_min_s": 0.5,
+            "reconnect_max_s": 2,
+        },
+        "snapshot_s": 30,
+        "health_s": 2,
+        "buses": buses,
+        "devices": devices,
     }
     cfg.update(extra)
     path = tmp / "agent.yaml"
@@ -43,9 +53,13 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         log.close()
         return self
 

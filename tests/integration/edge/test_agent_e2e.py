@@ -30,24 +30,44 @@ def site(tmp_path: Path, rtu_bus: type[RtuBus]) -> Iterator[dict]:  # type: igno
     fsm8.set(pipe_pressure=3.2, supply_voltage=24.0)
     ph48.set(bay__2__occupied=True, occupied_count=1)
     line.set_bay(4, occ="1", mv="3300", rssi="-70")
-    yield {"cp10": cp10, "fsm8": fsm8, "ebc12": ebc12, "ph48": ph48, "shelter": shelter, "garage": garage,
-           "tcp": tcp, "line": line}
+    yield {
+        "cp10": cp10,
+        "fsm8": fsm8,
+        "ebc12": ebc12,
+        "ph48": ph48,
+        "shelter": shelter,
+        "garage": garage,
+        "tcp": tcp,
+        "line": line,
+    }
     tcp.stop()
     line.stop()
 
 
 def site_config(tmp: Path, port: int, s: dict, **extra: object) -> Path:  # type: ignore[type-arg]
     buses = [
-        {"name": "shelter-485", "transport": "modbus_rtu", "port": s["shelter"].port, "baud": 9600,
-         "timeout_s": 0.25, "retries": 1},
+        {
+            "name": "shelter-485",
+            "transport": "modbus_rtu",
+            "port": s["shelter"].port,
+            "baud": 9600,
+            "timeout_s": 0.25,
+            "retries": 1,
+        },
         {"name": "garage-485", "transport": "modbus_rtu", "port": s["garage"].port, "baud": 9600, "timeout_s": 0.25},
         {"name": "ebc12-tcp", "transport": "modbus_tcp", "host": "127.0.0.1", "tcp_port": s["tcp"].port},
         {"name": "bay-radio", "transport": "serial_line", "port": s["line"].port, "baud": 9600},
     ]
     fast = {"safety": 0.5, "routine": 1.0, "slow": 5.0}
     devices = [
-        {"id": "cp10-a", "profile": "voltpile-cp10", "bus": "shelter-485", "address": 3, "poll": fast,
-         "labels": {"shelter": "a", "zone": "north"}},
+        {
+            "id": "cp10-a",
+            "profile": "voltpile-cp10",
+            "bus": "shelter-485",
+            "address": 3,
+            "poll": fast,
+            "labels": {"shelter": "a", "zone": "north"},
+        },
         {"id": "fsm8-a", "profile": "nanfang-fsm8", "bus": "shelter-485", "address": 5, "poll": fast},
         {"id": "ebc12-a", "profile": "hengtong-ebc12", "bus": "ebc12-tcp", "address": 1, "poll": fast},
         {"id": "ph48-g", "profile": "parkhub-ph48", "bus": "garage-485", "address": 7, "poll": fast},
@@ -83,16 +103,22 @@ def test_shelter_and_garage_end_to_end(tmp_path: Path, edge_mosquitto, site) -> 
 
         # a state change becomes an event: waterflow on the sprinkler monitor
         site["fsm8"].set(waterflow=True)
-        ev = col.wait(lambda: [x for x in col.of(wire.Kind.EVENT, "fsm8-a") if x.point == "waterflow"],
-                      what="waterflow event")
+        ev = col.wait(
+            lambda: [x for x in col.of(wire.Kind.EVENT, "fsm8-a") if x.point == "waterflow"], what="waterflow event"
+        )
         assert ev[0].value is True and ev[0].previous is False and ev[0].kind == "state"
         # a car leaves bay 4 of the radio receiver
         site["line"].set_bay(4, occ="0", mv="3300", rssi="-70")
-        col.wait(lambda: [x for x in col.of(wire.Kind.EVENT, "rx200-g") if x.point == "bay.4.occupied"],
-                 what="bay freed event")
+        col.wait(
+            lambda: [x for x in col.of(wire.Kind.EVENT, "rx200-g") if x.point == "bay.4.occupied"],
+            what="bay freed event",
+        )
         # health for every device, sequence numbers strictly increasing per device
-        col.wait(lambda: len({d for d in ("cp10-a", "rx200-g") if col.of(wire.Kind.HEALTH, d)}) == 2,
-                 what="health", timeout=10)
+        col.wait(
+            lambda: len({d for d in ("cp10-a", "rx200-g") if col.of(wire.Kind.HEALTH, d)}) == 2,
+            what="health",
+            timeout=10,
+        )
         h = col.of(wire.Kind.HEALTH, "cp10-a")[-1]
         assert h.online and h.ok > 0 and h.breaker == "closed"
         for dev in ("cp10-a", "fsm8-a", "rx200-g"):

@@ -17,13 +17,22 @@ from tests.integration.edge.helpers import AgentProcess, Collector, write_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def one_bus(tmp: Path, port: int, bus: RtuBus, devices: list[tuple[str, str, int]],
-            poll: dict[str, float] | None = None, **extra: object) -> Path:
+def one_bus(
+    tmp: Path,
+    port: int,
+    bus: RtuBus,
+    devices: list[tuple[str, str, int]],
+    poll: dict[str, float] | None = None,
+    **extra: object,
+) -> Path:
     poll = poll or {"safety": 0.5, "routine": 1.0, "slow": 10.0}
     return write_config(
-        tmp, port,
+        tmp,
+        port,
         [{"name": "b1", "transport": "modbus_rtu", "port": bus.port, "baud": 9600, "timeout_s": 0.2, "retries": 1}],
-        [{"id": i, "profile": p, "bus": "b1", "address": a, "poll": poll} for i, p, a in devices], **extra)
+        [{"id": i, "profile": p, "bus": "b1", "address": a, "poll": poll} for i, p, a in devices],
+        **extra,
+    )
 
 
 def seqs(col: Collector, dev: str) -> list[int]:
@@ -43,8 +52,13 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
     ids = [f"fsm{d.unit}" for d in devs]
     # fast polls and values that change every poll: each poll is a reading with its own seq, and the
     # backlog is big enough (thousands) that its drain takes longer than the next live poll
-    cfg = one_bus(tmp_path, edge_mosquitto.port, bus, [(i, "nanfang-fsm8", d.unit) for i, d in zip(ids, devs)],
-                  {"safety": 0.05, "routine": 0.05, "slow": 10.0})
+    cfg = one_bus(
+        tmp_path,
+        edge_mosquitto.port,
+        bus,
+        [(i, "nanfang-fsm8", d.unit) for i, d in zip(ids, devs, strict=False)],
+        {"safety": 0.05, "routine": 0.05, "slow": 10.0},
+    )
     col = Collector(edge_mosquitto.port, "outage")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     stop = False
@@ -85,11 +99,17 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
             s = seqs(col, i)
             # exactly once: every number from the first to the last, none missing
             assert sorted(s) == list(range(min(s), max(s) + 1)), f"gap in sequence numbers of {i}"
-        arrivals = [(p.ts.timestamp(), p.seq, t.device) for _, t, p in list(col.msgs)
-                    if t.device in ids and t.kind is not wire.Kind.STATUS and hasattr(p, "seq")]
+        arrivals = [
+            (p.ts.timestamp(), p.seq, t.device)
+            for _, t, p in list(col.msgs)
+            if t.device in ids and t.kind is not wire.Kind.STATUS and hasattr(p, "seq")
+        ]
         backlog = [(ts, seq, dev) for ts, seq, dev in arrivals if ts < t_back_wall - 1]
-        after = arrivals[arrivals.index(next(a for a in arrivals if a[0] > t_conn)) - 0:] if any(
-            a[0] > t_conn for a in arrivals) else []
+        after = (
+            arrivals[arrivals.index(next(a for a in arrivals if a[0] > t_conn)) - 0 :]
+            if any(a[0] > t_conn for a in arrivals)
+            else []
+        )
         # the backlog (readings taken while the broker was down) arrived in order, per device
         for i in ids:
             b = [seq for ts, seq, dev in backlog if dev == i]
@@ -109,8 +129,9 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
 def test_kill9_loses_nothing_and_sequences_continue(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([fsm])
-    cfg = one_bus(tmp_path, edge_mosquitto.port, bus, [("fsm8", "nanfang-fsm8", 5)],
-                  {"safety": 0.2, "routine": 0.2, "slow": 10.0})
+    cfg = one_bus(
+        tmp_path, edge_mosquitto.port, bus, [("fsm8", "nanfang-fsm8", 5)], {"safety": 0.2, "routine": 0.2, "slow": 10.0}
+    )
     col = Collector(edge_mosquitto.port, "kill9")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
@@ -208,8 +229,13 @@ def test_interlock_with_broker_down(tmp_path: Path, edge_mosquitto, rtu_bus) -> 
     cp = SimDevice(get_profile("voltpile-cp10"), 3)
     bus = rtu_bus([cp])
     safety = 0.5
-    cfg = one_bus(tmp_path, edge_mosquitto.port, bus, [("cp10", "voltpile-cp10", 3)],
-                  {"safety": safety, "routine": 2.0, "slow": 10.0})
+    cfg = one_bus(
+        tmp_path,
+        edge_mosquitto.port,
+        bus,
+        [("cp10", "voltpile-cp10", 3)],
+        {"safety": safety, "routine": 2.0, "slow": 10.0},
+    )
     col = Collector(edge_mosquitto.port, "interlock")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
@@ -225,8 +251,11 @@ def test_interlock_with_broker_down(tmp_path: Path, edge_mosquitto, rtu_bus) -> 
         assert cp.values["port.7.current"] == 0.0
         assert cp.values["port.1.enabled"] is True  # only the hot port
         edge_mosquitto.start()
-        ev = col.wait(lambda: [e for e in col.of(wire.Kind.EVENT, "cp10") if e.kind == "interlock"], timeout=30,
-                      what="interlock event after the outage")
+        ev = col.wait(
+            lambda: [e for e in col.of(wire.Kind.EVENT, "cp10") if e.kind == "interlock"],
+            timeout=30,
+            what="interlock event after the outage",
+        )
         assert ev[0].data["ok"] is True and ev[0].data["index"] == 7
         assert "80" in ev[0].text and "75" in ev[0].text and ev[0].severity == "critical"
     finally:
@@ -238,8 +267,13 @@ def test_bad_bytes_are_retried_counted_and_survived(tmp_path: Path, edge_mosquit
     cp = SimDevice(get_profile("voltpile-cp10"), 3)
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([cp, fsm])
-    cfg = one_bus(tmp_path, edge_mosquitto.port, bus, [("cp10", "voltpile-cp10", 3), ("fsm8", "nanfang-fsm8", 5)],
-                  {"safety": 0.3, "routine": 0.5, "slow": 10.0})
+    cfg = one_bus(
+        tmp_path,
+        edge_mosquitto.port,
+        bus,
+        [("cp10", "voltpile-cp10", 3), ("fsm8", "nanfang-fsm8", 5)],
+        {"safety": 0.3, "routine": 0.5, "slow": 10.0},
+    )
     col = Collector(edge_mosquitto.port, "bad")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
@@ -255,11 +289,15 @@ def test_bad_bytes_are_retried_counted_and_survived(tmp_path: Path, edge_mosquit
         fsm.faults.silent = False
         bus_garbage(bus)
         time.sleep(3)
-        h = col.wait(lambda: [x for x in col.of(wire.Kind.HEALTH, "cp10") if x.crc_errors > 0 and x.retries > 0],
-                     what="crc errors in health")
+        h = col.wait(
+            lambda: [x for x in col.of(wire.Kind.HEALTH, "cp10") if x.crc_errors > 0 and x.retries > 0],
+            what="crc errors in health",
+        )
         assert h[-1].ok > 0
-        hf = col.wait(lambda: [x for x in col.of(wire.Kind.HEALTH, "fsm8") if x.exceptions > 0 and x.timeouts > 0],
-                      what="exceptions and timeouts in health")
+        hf = col.wait(
+            lambda: [x for x in col.of(wire.Kind.HEALTH, "fsm8") if x.exceptions > 0 and x.timeouts > 0],
+            what="exceptions and timeouts in health",
+        )
         assert hf
         # still alive and reading both
         n = len(col.of(wire.Kind.TELEMETRY, "fsm8"))

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 def tele(dev: str) -> New:
-    return New(wire.topic(SITE, GW, wire.Kind.TELEMETRY, dev),
-               lambda seq: wire.encode(wire.Telemetry(ts=wire.now(), seq=seq, values={"x": seq})), dev)
+    return New(
+        wire.topic(SITE, GW, wire.Kind.TELEMETRY, dev),
+        lambda seq: wire.encode(wire.Telemetry(ts=wire.now(), seq=seq, values={"x": seq})),
+        dev,
+    )
 
 
 def test_backlog_in_order_live_first_and_acks_delete(tmp_path: Path, edge_mosquitto) -> None:  # type: ignore[no-untyped-def]

@@ -43,11 +43,16 @@ def agent_config(tmp: Path, port: int, sites: dict[str, SimSite]) -> Path:
             if ep["transport"] == "modbus_tcp":
                 bus = {"transport": "modbus_tcp", "host": ep["host"], "tcp_port": ep["port"]}
             else:
-                bus = {"transport": ep["transport"], "port": ep["port"], "baud": ep.get("baud", 9600),
-                       "parity": ep.get("parity", "N"), "stop_bits": ep.get("stop_bits", 1), "timeout_s": 0.3}
+                bus = {
+                    "transport": ep["transport"],
+                    "port": ep["port"],
+                    "baud": ep.get("baud", 9600),
+                    "parity": ep.get("parity", "N"),
+                    "stop_bits": ep.get("stop_bits", 1),
+                    "timeout_s": 0.3,
+                }
             buses[name] = {"name": name, **bus}
-            d = {"id": dev, "profile": ep["profile"], "bus": name, "poll": poll,
-                 "labels": {"shelter": site_name}}
+            d = {"id": dev, "profile": ep["profile"], "bus": name, "poll": poll, "labels": {"shelter": site_name}}
             if ep["transport"] != "serial_line":
                 d["address"] = ep["unit"]
             devices.append(d)
@@ -87,8 +92,10 @@ def test_sites_end_to_end_match_the_physics(tmp_path: Path, edge_mosquitto, sims
         col.wait(lambda: col.of(wire.Kind.TELEMETRY, "bays1"), timeout=30, what="line receiver telemetry")
         # sprinkler waterflow → event
         sims["shelter-a"].call(lambda: setattr(spk, "waterflow", True))
-        col.wait(lambda: [e for e in col.of(wire.Kind.EVENT, "spk1") if e.point == "waterflow" and e.value is True],
-                 what="waterflow event")
+        col.wait(
+            lambda: [e for e in col.of(wire.Kind.EVENT, "spk1") if e.point == "waterflow" and e.value is True],
+            what="waterflow event",
+        )
         assert not col.errors, col.errors
     finally:
         agent.stop()
@@ -125,8 +132,11 @@ def test_runaway_port_cut_with_broker_down_and_command(tmp_path: Path, edge_mosq
         assert dt <= 2 * SAFETY_S, f"switched off {dt:.2f} s after reaching the cut-off"
         assert chg1.port(3).current == 0.0 and chg1.port(2).enabled
         edge_mosquitto.start()
-        ev = col.wait(lambda: [e for e in col.of(wire.Kind.EVENT, "chg1") if e.kind == "interlock"], timeout=30,
-                      what="interlock event after the outage")
+        ev = col.wait(
+            lambda: [e for e in col.of(wire.Kind.EVENT, "chg1") if e.kind == "interlock"],
+            timeout=30,
+            what="interlock event after the outage",
+        )
         assert ev[0].data["index"] == 3 and ev[0].data["ok"] is True
     finally:
         agent.stop()

@@ -49,17 +49,42 @@ BROKEN = [
     ("missing site", "site: shelter-a\n", "", 1, "site", "missing"),
     ("capital id", "  - id: cp10-a\n", "  - id: CP10-A\n", 16, "devices[0].id", "pattern"),
     ("unknown bus", "    bus: b1\n", "    bus: b9\n", 18, "devices[0].bus", "unknown bus"),
-    ("unknown profile", "    profile: voltpile-cp10\n", "    profile: voltpile-cp99\n", 17, "devices[0].profile",
-     "unknown profile"),
-    ("transport mismatch", "    profile: hengtong-ebc12\n    bus: t1\n", "    profile: hengtong-ebc12\n    bus: b1\n",
-     26, "devices[1].bus", "speaks modbus_tcp"),
+    (
+        "unknown profile",
+        "    profile: voltpile-cp10\n",
+        "    profile: voltpile-cp99\n",
+        17,
+        "devices[0].profile",
+        "unknown profile",
+    ),
+    (
+        "transport mismatch",
+        "    profile: hengtong-ebc12\n    bus: t1\n",
+        "    profile: hengtong-ebc12\n    bus: b1\n",
+        26,
+        "devices[1].bus",
+        "speaks modbus_tcp",
+    ),
     ("unit out of range", "    address: 3\n", "    address: 300\n", 19, "devices[0].address", "247"),
     ("negative poll", "{safety: 1, routine: 5}", "{safety: -1, routine: 5}", 20, "devices[0].poll.safety", "greater"),
-    ("unknown interlock", "      port_overtemp:", "      port_overheat:", 23, "devices[0].interlocks.port_overheat",
-     "no interlock"),
+    (
+        "unknown interlock",
+        "      port_overtemp:",
+        "      port_overheat:",
+        23,
+        "devices[0].interlocks.port_overheat",
+        "no interlock",
+    ),
     ("bad url", "  url: mqtt://127.0.0.1:1883\n", "  url: http://broker\n", 5, "uplink.url", "pattern"),
     ("tcp without host", "    host: 127.0.0.1\n", "", 11, "buses[1]", "host"),
-    ("duplicate key", "    address: 1\n", "    address: 1\n    address: 2\n", 28, "devices[1].address", "duplicate key"),
+    (
+        "duplicate key",
+        "    address: 1\n",
+        "    address: 1\n    address: 2\n",
+        28,
+        "devices[1].address",
+        "duplicate key",
+    ),
     ("missing uplink url", "  url: mqtt://127.0.0.1:1883\n", "  client_id: x\n", 4, "uplink.url", "missing"),
     ("yaml syntax", "  - name: b1\n", "  - name: [b1\n", 0, "", "YAML syntax"),
     ("duplicate device id", "  - id: ebc12-a\n", "  - id: cp10-a\n", 24, "devices[1].id", "duplicate device"),
@@ -67,8 +92,9 @@ BROKEN = [
 
 
 @pytest.mark.parametrize("name,old,new,line,key,msg", BROKEN, ids=[b[0] for b in BROKEN])
-def test_broken_configs_are_located(tmp_path: Path, name: str, old: str, new: str, line: int, key: str,
-                                    msg: str) -> None:
+def test_broken_configs_are_located(
+    tmp_path: Path, name: str, old: str, new: str, line: int, key: str, msg: str
+) -> None:
     text = GOOD.format(state=tmp_path)
     assert old in text, name
     p = tmp_path / "agent.yaml"

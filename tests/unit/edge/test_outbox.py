@@ -32,7 +32,7 @@ def test_ack_deletes_and_backlog_is_in_order(tmp_path: Path) -> None:
     assert [r.id for r in got] == [rows[0].id, rows[2].id, rows[3].id, rows[4].id]
     assert o.ack([rows[0].id, rows[2].id]) == 2
     assert o.count == 8 and o.bytes == 800
-    assert [r.id for r in o.backlog(0, rows[-1].id, 100)][0] == rows[1].id
+    assert next(r.id for r in o.backlog(0, rows[-1].id, 100)) == rows[1].id
 
 
 def test_disk_budget_drops_oldest_routine_never_safety(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,8 +17,8 @@ from edge_agent.interlocks import Interlocks
 from edge_agent.planner import merge, plan, split_values
 from edge_agent.report import Reporter, point_info
 
-
 # ------------------------------------------------------------------ planner
+
 
 def test_cp10_safety_points_are_merged() -> None:
     p = get_profile("voltpile-cp10")
@@ -59,11 +61,12 @@ def test_merge_covers_every_point_once_within_limits(addrs: set[int], limit: int
         assert all(len(v) == 1 for v in parts.values())
     # no two reads could have been one: a hole wider than gap, or the limit, separates them
     rs = sorted(reads, key=lambda r: r.address)
-    for a, b in zip(rs, rs[1:], strict=False):
+    for a, b in itertools.pairwise(rs):
         assert b.address - a.end > gap or b.end - a.address > limit
 
 
 # ------------------------------------------------------------------ budget
+
 
 def test_rtu_timing_at_9600() -> None:
     tc = 11 / 9600
@@ -85,6 +88,7 @@ def test_budget_warns_when_polls_do_not_fit() -> None:
 
 
 # ------------------------------------------------------------------ breaker
+
 
 def test_breaker_opens_backs_off_and_closes() -> None:
     b = Breaker(threshold=3, min_backoff_s=1, max_backoff_s=8)
@@ -122,6 +126,7 @@ def test_breaker_never_allows_while_open(outcomes: list[bool]) -> None:
 
 # ------------------------------------------------------------------ report by exception
 
+
 def test_deadband_snapshot_and_events() -> None:
     p = get_profile("voltpile-cp10")
     r = Reporter(point_info(p), snapshot_s=60)
@@ -150,6 +155,7 @@ def test_line_profile_events() -> None:
 
 
 # ------------------------------------------------------------------ interlocks
+
 
 def test_overtemp_cuts_the_hot_port_once_and_rearms() -> None:
     p = get_profile("voltpile-cp10")

@@ -22,7 +22,7 @@ from device_profiles.model import PollClass, Profile, Table
 from edge_agent.breaker import Breaker
 from edge_agent.drivers.base import ModbusDriver, TransactionError
 from edge_agent.health import BusStats, DeviceStats
-from edge_agent.planner import Read, plan
+from edge_agent.planner import Read, merge, plan
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,16 @@ class Slave:
     stats: DeviceStats = field(init=False)
     cache: dict[int, tuple[tuple[int, ...], dict[str, Value]]] = field(default_factory=dict)
     combined: dict[frozenset[PollClass], list[Read]] = field(default_factory=dict)
+    split: dict[int, list[Read]] = field(default_factory=dict)  # id(read) → reads without bridged holes
+
+    def expand(self, reads: list[Read]) -> list[Read]:
+        """Reads as planned, except those the device refused for crossing a hole (see _cycle)."""
+        if not self.split:
+            return reads
+        out: list[Read] = []
+        for r in reads:
+            out += self.split.get(id(r), [r])
+        return out
 
     def plan_for(self, classes: frozenset[PollClass]) -> list[Read]:
         """Reads for several classes due together: merged, so they share transactions."""
@@ -168,12 +178,24 @@ class BusScheduler:
         s.breaker.allow(now)  # open → half_open when the back-off is over: this cycle is the probe
         values: dict[str, Value] = {}
         complete = True
-        for read in s.plan_for(frozenset(classes)):
+        for read in s.expand(s.plan_for(frozenset(classes))):
             while self.writes:  # interlocks and commands never wait for a whole cycle
                 await self._do_write(self.writes.popleft())
             try:
                 regs = await self._transact(s, partial(self.driver.read, s.unit, read.table, read.address, read.count))
-            except TransactionError:
+            except TransactionError as e:
+                if e.kind == "exception" and e.code == 2 and len(read.points) > 1:
+                    # illegal data address: this device does not allow reading across the holes
+                    # the planner bridged; from now on read those points without bridging
+                    limits = {read.table: read.count}
+                    s.split[id(read)] = merge(read.points, limits, max_gap=0)
+                    log.warning(
+                        "%s: unit %d refuses reads across unmapped registers at %s %d; splitting",
+                        s.id,
+                        s.unit,
+                        read.table.value,
+                        read.address,
+                    )
                 complete = False
                 if s.breaker.state != "closed":
                     break  # the slave is not answering: leave the bus to the others

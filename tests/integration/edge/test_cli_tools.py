@@ -18,8 +18,13 @@ pytestmark = pytest.mark.integration
 
 
 def edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent", *args], capture_output=True, text=True,
-                          timeout=timeout, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_scan_lists_answering_units(rtu_bus: type[RtuBus]) -> None:
@@ -54,10 +59,15 @@ def test_probe_prints_decoded_points_with_units(rtu_bus: type[RtuBus], tmp_path:
 def test_status_prints_health_of_the_running_agent(rtu_bus: type[RtuBus], tmp_path: Path, edge_mosquitto) -> None:  # type: ignore[no-untyped-def]
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([fsm])
-    cfg = write_config(tmp_path, edge_mosquitto.port,
-                       [{"name": "b1", "transport": "modbus_rtu", "port": bus.port, "timeout_s": 0.2}],
-                       [{"id": "fsm8", "profile": "nanfang-fsm8", "bus": "b1", "address": 5},
-                        {"id": "ghost", "profile": "nanfang-fsm8", "bus": "b1", "address": 9}])
+    cfg = write_config(
+        tmp_path,
+        edge_mosquitto.port,
+        [{"name": "b1", "transport": "modbus_rtu", "port": bus.port, "timeout_s": 0.2}],
+        [
+            {"id": "fsm8", "profile": "nanfang-fsm8", "bus": "b1", "address": 5},
+            {"id": "ghost", "profile": "nanfang-fsm8", "bus": "b1", "address": 9},
+        ],
+    )
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         time.sleep(5)
@@ -71,3 +81,32 @@ def test_status_prints_health_of_the_running_agent(rtu_bus: type[RtuBus], tmp_pa
         assert "open" in ghost_row and "never" in ghost_row
     finally:
         agent.stop()
+
+
+def test_device_refusing_bridged_holes_is_read_point_by_point(rtu_bus: type[RtuBus]) -> None:
+    """The planner reads across small unmapped holes; a device that answers exception 2 to that
+    gets its points read without bridging from then on, and every value still arrives."""
+    import asyncio
+
+    from device_profiles.model import PollClass
+    from edge_agent.drivers.modbus_rtu import RtuDriver
+    from edge_agent.scheduler import BusScheduler, Slave
+
+    cp = SimDevice(get_profile("voltpile-cp10"), 3, strict_holes=True)
+    cp.set(port__10__connector_temp=55.5)
+    bus = rtu_bus([cp])
+    got: dict[str, object] = {}
+
+    async def run() -> Slave:
+        s = Slave("cp", 3, cp.profile, {PollClass.SAFETY: 0.2, PollClass.ROUTINE: 0.2, PollClass.SLOW: 0.2})
+        sch = BusScheduler("b", RtuDriver(bus.port, 9600, timeout_s=0.3), [s], lambda d, v, c: got.update(v))
+        t = asyncio.create_task(sch.run())
+        await asyncio.sleep(2.0)
+        sch.stop()
+        await t
+        return s
+
+    s = asyncio.run(run())
+    assert s.split, "no read was split"
+    assert got["port.10.connector_temp"] == 55.5
+    assert s.stats.exceptions >= 1 and s.breaker.state == "closed"

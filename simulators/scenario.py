@@ -65,6 +65,11 @@ def _val(s: Step, default: Any = True) -> Any:
     return default if s.value is None else s.value
 
 
+def _set_ambient(d: Any, celsius: float) -> None:
+    d.model.ambient_temp = celsius
+    d.model.params.ambient_c = celsius
+
+
 ACTIONS: dict[str, Action] = {
     # chargers
     "plug": Action(
@@ -91,10 +96,7 @@ ACTIONS: dict[str, Action] = {
     "ambient": Action(
         ("charger",),
         ("value",),
-        lambda d, s: (
-            setattr(d.model, "ambient_temp", float(s.value)),
-            setattr(d.model.params, "ambient_c", float(s.value)),
-        ),
+        lambda d, s: _set_ambient(d, float(s.value)),
         "cabinet ambient temperature, °C",
     ),
     # sprinkler

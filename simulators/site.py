@@ -211,6 +211,7 @@ class SimSite:
         self.speed = spec.speed
         self.paused = False
         self.steps = 0
+        self.errors: list[str] = []  # physics step failures (last 100), never fatal
         self._devices: dict[str, Device] = {}
         self._specs: dict[str, DeviceSpec] = {d.id: d for d in spec.devices}
         self._profiles: dict[str, Profile] = {}
@@ -371,5 +372,9 @@ class SimSite:
             if self.paused:
                 continue
             for dev in self._devices.values():
-                dev.step(dt * self.speed)
+                try:
+                    dev.step(dt * self.speed)
+                except Exception as e:  # a bad poke from a test must not stop the whole site
+                    self.errors.append(f"{dev.id}: {type(e).__name__}: {e}")
+                    del self.errors[:-100]
             self.steps += 1

@@ -22,9 +22,11 @@ def device_class(
         if profile.family is Family.PARKING:
             return LineReceiverDevice
         raise ValueError(f"no line-protocol emulator for family {profile.family.value}")
-    return {Family.CHARGER: ChargerDevice, Family.SPRINKLER: SprinklerDevice, Family.PARKING: ParkingDevice}[
-        profile.family
-    ]
+    if profile.family is Family.CHARGER:
+        return ChargerDevice
+    if profile.family is Family.SPRINKLER:
+        return SprinklerDevice
+    return ParkingDevice
 
 
 def make_device(

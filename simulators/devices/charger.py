@@ -33,7 +33,8 @@ class ChargerDevice(ModbusDevice):
             "firmware": lambda p: m.params.firmware,
         }
         self.block_getters = {
-            "state": lambda p, i: enum_value(p, m.ports[i].state),
+            # A profile without "plugged" (voltpile-cp10) shows such a port as idle.
+            "state": lambda p, i: enum_value(p, m.ports[i].state, "idle"),
             "voltage": lambda p, i: m.ports[i].voltage,
             "current": lambda p, i: m.ports[i].current,
             "power": lambda p, i: m.ports[i].power,
@@ -44,7 +45,8 @@ class ChargerDevice(ModbusDevice):
 
     @property
     def charger(self) -> ChargerModel:
-        return self.model  # type: ignore[no-any-return]
+        m: ChargerModel = self.model
+        return m
 
     def apply_command(self, key: str, index: int | None, value: bool | int) -> None:
         if key == "port_enable" and index is not None:

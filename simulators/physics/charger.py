@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PortState = Literal["idle", "charging", "full", "fault", "disabled"]
+PortState = Literal["idle", "plugged", "charging", "full", "fault", "disabled"]
 
 
 class ChargerParams(BaseModel):
@@ -52,6 +52,7 @@ class Port:
     energy_kwh: float = 0.0
     connector_temp: float = 24.0
     full_since_s: float = 0.0
+    powered: bool = True  # main relay closed (kept by the cabinet model)
 
     @property
     def state(self) -> PortState:
@@ -61,6 +62,8 @@ class Port:
             return "fault"
         if not self.bike:
             return "idle"
+        if not self.powered:
+            return "plugged"  # a bike is connected but the cabinet has no power
         if self.soc >= 1.0:
             return "full"
         return "charging"
@@ -182,6 +185,7 @@ class ChargerModel:
     def _update_meters(self) -> None:
         prm = self.params
         for p in self.ports.values():
+            p.powered = self.main_relay
             live = self.powered(p)
             p.voltage = prm.mains_v + self.rng.gauss(0, 0.4) if live else 0.0
             if live and p.bike and p.soc < 1.0:

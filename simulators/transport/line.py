@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 from collections import Counter, deque
 
 from simulators.devices.line_receiver import LineReceiverDevice
@@ -36,6 +37,7 @@ class LinePort:
         self.t_char = (1 + data_bits + (0 if parity == "N" else 1) + stop_bits) / baud
         self.poll_s = poll_s
         self.max_backlog = 256
+        self._rng = random.Random(0)
         self.stats: Counter[str] = Counter()
         self.pty: Pty | None = None
         self._task: asyncio.Task[None] | None = None
@@ -71,9 +73,16 @@ class LinePort:
                 await asyncio.sleep(self.poll_s)
                 continue
             line = backlog.popleft()
+            if self.pty.client_baud() not in (None, self.baud):
+                # A reader at the wrong speed sees noise, not text.
+                self.stats["baud_mismatch"] += 1
+                line = bytes(self._rng.randrange(256) for _ in line)
             try:
-                os.write(self.pty.master, line)
-                self.stats["lines"] += 1
+                n = os.write(self.pty.master, line)
+                if n < len(line):  # pty buffer full mid-line: the rest waits
+                    backlog.appendleft(line[n:])
+                else:
+                    self.stats["lines"] += 1
             except OSError:  # nobody reading and the pty buffer is full
                 self.stats["dropped"] += 1
             await asyncio.sleep(len(line) * self.t_char)

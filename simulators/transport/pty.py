@@ -12,11 +12,9 @@ import os
 import termios
 import tty
 
-_BAUD = {
-    b: getattr(termios, f"B{b}")
-    for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-    if hasattr(termios, f"B{b}")
-}
+_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+_BAUD = {b: getattr(termios, f"B{b}") for b in _BAUDS if hasattr(termios, f"B{b}")}
+_SPEED = {v: k for k, v in _BAUD.items()}
 
 
 class Pty:
@@ -25,7 +23,7 @@ class Pty:
         tty.setraw(self._slave)  # no echo, no line editing, no CR/LF translation: bytes as sent
         attrs = termios.tcgetattr(self._slave)
         if baud in _BAUD:
-            attrs[4] = attrs[5] = _BAUD[baud]  # cosmetic: what `stty` shows; a pty has no real baud
+            attrs[4] = attrs[5] = _BAUD[baud]  # the line's speed until a client sets its own
         termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         os.set_blocking(self.master, False)
         self.path = os.ttyname(self._slave)
@@ -34,6 +32,14 @@ class Pty:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(link)
             os.symlink(self.path, link)
+
+    def client_baud(self) -> int | None:
+        """The speed the client last configured on its end (pty termios are shared by both slave
+        fds; Linux keeps the speed but drops parity bits, so only the baud can be checked)."""
+        try:
+            return _SPEED.get(termios.tcgetattr(self._slave)[4])
+        except termios.error:
+            return None
 
     def close(self) -> None:
         for fd in (self.master, self._slave):

@@ -38,6 +38,7 @@ class RtuBus:
         self.devices = devices
         self.baud, self.parity, self.stop_bits, self.data_bits = baud, parity, stop_bits, data_bits
         self.link = link
+        self.check_baud = True
         self.t_char = char_time(baud)
         self.t35 = t35(baud)
         self.stats: Counter[str] = Counter()
@@ -123,12 +124,16 @@ class RtuBus:
         if unit == 0:  # broadcast: every slave acts on writes, none answers
             self.stats["broadcasts"] += 1
             if pdu and pdu[0] in (5, 6, 15, 16):
-                for dev in self.devices.values():
-                    handle_pdu(dev, pdu)
+                for each in self.devices.values():
+                    handle_pdu(each, pdu)
             return
         dev = self.devices.get(unit)
         if dev is None:
             self.stats["not_mine"] += 1
+            return
+        if self.check_baud and self.pty is not None and self.pty.client_baud() not in (None, self.baud):
+            # A master at the wrong speed: on copper the slave would see framing errors, not a request.
+            self.stats["baud_mismatch"] += 1
             return
         resp = respond(dev, pdu)
         if resp is None:

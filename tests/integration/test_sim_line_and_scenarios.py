@@ -13,7 +13,7 @@ import pytest
 import serial  # pyserial
 
 from device_profiles.lineproto import LineError, parse_line
-from simulators.scenario import ScenarioPlayer, find_scenario, load_scenario
+from simulators.scenario import SCENARIOS_DIR, ScenarioPlayer, find_scenario, load_scenario
 from simulators.site import BusSpec, DeviceSpec, SimSite, SiteSpec
 
 pytestmark = pytest.mark.integration
@@ -159,3 +159,26 @@ def test_cli_reports_a_broken_file(tmp_path: object) -> None:
         timeout=30,
     )
     assert r.returncode == 2 and "bad.yaml:2 buses" in r.stderr.replace("\n", "")
+
+
+def test_a_reader_at_the_wrong_baud_sees_noise(sim_site: Callable[..., SimSite]) -> None:
+    site = sim_site(rx_site(heartbeat_s=1.0))
+    port = serial.Serial(site.endpoints()["bays1"]["port"], 9600, timeout=0.1)  # the line runs at 38400
+    port.reset_input_buffer()
+    data = b""
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        data += port.read(512)
+    port.close()
+    assert len(data) > 500 and b"$PBAY" not in data
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml")))
+def test_every_shipped_scenario_plays_without_errors(sim_site: Callable[..., SimSite], name: str) -> None:
+    scn = load_scenario(find_scenario(name))
+    site = sim_site(scn.site)
+    player = ScenarioPlayer(site, scn, speed=1000).start()
+    assert player.wait(5)
+    assert not player.errors and len(player.log) == len(scn.steps)
+    time.sleep(0.3)
+    assert not site.errors

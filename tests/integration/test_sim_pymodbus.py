@@ -62,7 +62,7 @@ def test_serial_and_tcp_reads(shelter_a: SimSite) -> None:
     t = tcp_client(shelter_a)
     r = t.read_holding_registers(40, count=4, device_id=1)
     fw = next(p for p in shelter_a.device("chg2").points if p.id == "firmware")
-    assert decode(fw, r.registers) == "3.12"
+    assert decode(fw, list(r.registers)) == "3.12"
     t.close()
 
 
@@ -237,3 +237,39 @@ def test_9600_baud_is_as_slow_as_a_real_line(shelter_a: SimSite) -> None:
     theory = (13 + 80) * 11 / 9600 + 7 * 11 / 9600
     assert per >= theory * 0.9, (per, theory)
     c.close()
+
+
+def test_a_master_at_the_wrong_baud_gets_no_answer(shelter_a: SimSite) -> None:
+    ep = shelter_a.endpoints()["chg1"]
+    wrong = ModbusSerialClient(port=ep["port"], baudrate=19200, timeout=0.3, retries=0)
+    assert wrong.connect()
+    with pytest.raises(ModbusIOException):
+        wrong.read_input_registers(100, count=1, device_id=3)
+    wrong.close()
+    assert shelter_a.buses["rs485-1"].stats["baud_mismatch"] >= 1
+    right = serial_client(shelter_a)
+    assert not right.read_input_registers(100, count=1, device_id=3).isError()
+    right.close()
+
+
+def test_noise_on_the_bus_and_junk_on_tcp_do_not_break_anything(shelter_a: SimSite) -> None:
+    import random
+    import socket
+
+    rng = random.Random(1)
+    path = shelter_a.endpoints()["chg1"]["port"]
+    for _ in range(20):
+        raw_transaction(path, bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))), 0.02)
+    time.sleep(0.6)  # ~400 noise bytes keep a 9600-baud line busy for ~0.45 s, as on copper
+    assert shelter_a.buses["rs485-1"].stats["bad_frames"] >= 1
+    ep = shelter_a.endpoints()["chg2"]
+    for n in (1, 7, 12, 300):
+        with socket.create_connection((ep["host"], ep["port"]), timeout=1) as s:
+            s.sendall(bytes(rng.randrange(256) for _ in range(n)))
+            time.sleep(0.05)
+    c = serial_client(shelter_a)
+    assert not c.read_input_registers(100, count=8, device_id=3).isError()
+    c.close()
+    t = tcp_client(shelter_a)
+    assert not t.read_holding_registers(200, count=9, device_id=1).isError()
+    t.close()

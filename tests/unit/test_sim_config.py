@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ devices:
 """
 
 
-def issues(path: Path, loader=load_site) -> list[str]:  # type: ignore[no-untyped-def]
+def issues(path: Path, loader: Callable[[Path], object] = load_site) -> list[str]:
     with pytest.raises(ConfigError) as e:
         loader(path)
     return [str(i) for i in e.value.issues]

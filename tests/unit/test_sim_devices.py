@@ -24,7 +24,7 @@ def tolerance(p: ResolvedPoint) -> float:
 
 
 def decoded(dev: ModbusDevice) -> dict[str, object]:
-    out = {}
+    out: dict[str, object] = {}
     for p in dev.points:
         regs = dev.read_registers(p.table, p.address, p.count)
         out[p.id] = decode(p, regs)
@@ -67,6 +67,17 @@ def test_charger_points_are_the_model_attributes() -> None:
     assert got["main_relay"] is True and got["smoke"] is False
     dev.model.smoke = True
     assert decoded(dev)["smoke"] is True
+    dev.model.set_main(False)
+    got = decoded(dev)
+    assert got["port.3.state"] == "plugged" and got["main_relay"] is False and got["port.3.current"] == 0
+
+
+def test_a_state_the_profile_lacks_falls_back() -> None:
+    dev = make_device("chg", get_profile("voltpile-cp10"), {"plugged": [2]})
+    assert isinstance(dev, ModbusDevice)
+    dev.model.set_main(False)
+    assert dev.model.ports[2].state == "plugged"
+    assert decoded(dev)["port.2.state"] == "idle"  # voltpile-cp10 has no "plugged" state
 
 
 def test_aquaguard_reports_kpa_nanfang_bar() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymodbus.framer import FramerRTU
 
@@ -136,3 +136,11 @@ def test_timing_theory() -> None:
     assert t35(9600) == pytest.approx(3.5 * 11 / 9600)
     assert t35(38400) == 0.00175
     assert read_transaction_s(9600, 8) == pytest.approx((13 + 16) * 11 / 9600 + 7 * 11 / 9600)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=260))
+def test_any_pdu_gets_a_response_never_an_exception(pdu: bytes) -> None:
+    dev = ChargerDevice("chg", get_profile("hengtong-ebc12"))
+    r = handle_pdu(dev, pdu)
+    assert r and (r[0] == (pdu[0] if pdu else 0) or r[0] == ((pdu[0] if pdu else 0) | 0x80))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ def run(model: object, seconds: float, dt: float = 0.1) -> None:
         model.step(dt)  # type: ignore[attr-defined]
 
 
-def quiet_charger(**kw: object) -> ChargerModel:
+def quiet_charger(**kw: Any) -> ChargerModel:
     return ChargerModel(n_ports=10, params=ChargerParams(arrivals_per_hour=0, stay_full_s=0, **kw), seed=1)
 
 
@@ -65,6 +66,7 @@ def test_main_cut_stops_every_port_at_once() -> None:
     assert sum(p.current for p in m.ports.values()) > 4
     m.set_main(False)
     assert all(p.current == 0 and p.power == 0 for p in m.ports.values())
+    assert m.ports[1].state == "plugged" and m.ports[4].state == "idle"
     m.set_main(True)
     assert m.ports[1].current > 0
 

@@ -8,6 +8,7 @@ from cloud.alarms.cli import app as alarms_app
 from cloud.auth.cli import app as user_app
 from dashboards.cli import app as dashboards_app
 from device_profiles.cli import app as profiles_app
+from edge_agent.cli import app as edge_app
 from shelterwatch.demo import demo
 from simulators.cli import app as sim_app
 
@@ -20,6 +21,7 @@ app.add_typer(profiles_app, name="profiles")
 app.add_typer(sim_app, name="sim")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(edge_app, name="edge")
 app.add_typer(user_app, name="user")
 app.command("demo")(demo)
 

@@ -69,3 +69,19 @@ def test_parse_devices() -> None:
         enrol.parse_devices("just-one-word")
     with pytest.raises(EnrolError, match=r"1\.\.247"):
         enrol.parse_devices("a b 999")
+
+
+def test_edge_config_is_accepted_by_the_edge_agent(tmp_path: Path) -> None:
+    """The downloaded starting config passes the agent's own validation (`edge-agent check`)."""
+    from edge_agent.config import load_config
+
+    e = enrol.enrol("estate-a", "gw1", [DeviceSpec("chg1", "voltpile-cp10"), DeviceSpec("chg2", "hengtong-ebc12"),
+                                        DeviceSpec("hub", "parkhub-ph48"), DeviceSpec("rx", "geomag-rx200"),
+                                        DeviceSpec("rx2", "geomag-rx200"), DeviceSpec("spk", "nanfang-fsm8")],
+                    "mqtt://broker.example:1883")
+    path = tmp_path / "edge.yaml"
+    path.write_text(e.edge_config)
+    cfg, profiles = load_config(path)
+    assert cfg.uplink.username == e.mqtt_user and cfg.uplink.password == e.password
+    assert {d.id for d in cfg.devices} == {"chg1", "chg2", "hub", "rx", "rx2", "spk"}
+    assert set(profiles) == {"voltpile-cp10", "hengtong-ebc12", "parkhub-ph48", "geomag-rx200", "nanfang-fsm8"}

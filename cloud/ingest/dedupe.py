@@ -12,6 +12,7 @@ Pure logic, no I/O; the state is small enough to persist (see `state()` / `from_
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 
@@ -93,23 +94,31 @@ class Deduper:
         self.windows: dict[str, SeqWindow] = {}
         self.max_window = max_window
         self.dirty: set[str] = set()
+        self._lock = threading.Lock()  # the ingest thread accepts while housekeeping persists
 
     def accept(self, key: str, seq: int) -> bool:
-        w = self.windows.get(key)
-        if w is None:
-            w = self.windows[key] = SeqWindow(max_window=self.max_window)
-        ok = w.accept(seq)
-        if ok:
-            self.dirty.add(key)
-        return ok
+        with self._lock:
+            w = self.windows.get(key)
+            if w is None:
+                w = self.windows[key] = SeqWindow(max_window=self.max_window)
+            ok = w.accept(seq)
+            if ok:
+                self.dirty.add(key)
+            return ok
 
     def load(self, key: str, st: dict[str, object]) -> None:
         self.windows[key] = SeqWindow.from_state(st, self.max_window)
 
     def take_dirty(self) -> dict[str, dict[str, object]]:
-        out = {k: self.windows[k].state() for k in self.dirty}
-        self.dirty = set()
-        return out
+        with self._lock:
+            out = {k: self.windows[k].state() for k in self.dirty}
+            self.dirty = set()
+            return out
 
     def gaps(self) -> dict[str, list[tuple[int, int]]]:
-        return {k: g for k, w in self.windows.items() if (g := w.gaps())}
+        with self._lock:
+            return {k: g for k, w in self.windows.items() if (g := w.gaps())}
+
+    def missing(self) -> int:
+        with self._lock:
+            return sum(w.missing() for w in self.windows.values())

@@ -169,10 +169,11 @@ class Pipeline:
             self.stats.last_edge_lag = received - ts
             key = (site, dev.id)
             prev = self.last_values.get(key)
-            if prev is None or prev[1] <= ts:
-                vals = dict(prev[0]) if prev else {}
-                vals.update(msg.values)
-                self.last_values[key] = (vals, ts)
+            if prev is None:
+                self.last_values[key] = (dict(msg.values), ts)
+            elif prev[1] <= ts:  # a backfilled (older) reading must not overwrite a newer value
+                prev[0].update(msg.values)
+                self.last_values[key] = (prev[0], ts)
         elif kind is Kind.HEALTH and dev is not None:
             fields = {f: v for f in HEALTH_FIELDS if (v := getattr(msg, f)) is not None}
             self.storage.put([TsPoint(self._gw_point_series("device_health", site, gw, dev.id), fields,

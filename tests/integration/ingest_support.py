@@ -89,6 +89,7 @@ class Publisher:
     def __init__(self, broker_port: int, client_id: str = "test-gw") -> None:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         self.c.max_inflight_messages_set(1000)
+        self.c.max_queued_messages_set(0)
         self.c.connect("127.0.0.1", broker_port)
         self.c.loop_start()
         self.infos: list[mqtt.MQTTMessageInfo] = []

@@ -50,21 +50,34 @@ class TsPoint:
     ts_ms: int
 
 
+_INF = float("inf")
+_KEYS: dict[str, str] = {}
+
+
 def field_value(v: FieldValue) -> str:
-    if v is True:
-        return "true"
-    if v is False:
-        return "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    f = float(v)
-    if f != f or f in (float("inf"), float("-inf")):
-        raise ValueError("NaN/inf cannot be stored")
-    return repr(f)
+    t = type(v)
+    if t is float:
+        if v != v or v == _INF or v == -_INF:
+            raise ValueError("NaN/inf cannot be stored")
+        return repr(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'  # type: ignore[union-attr]
+    return field_value(float(v))
+
+
+def _key(k: str) -> str:
+    e = _KEYS.get(k)
+    if e is None:
+        e = escape_tag(k)
+        if len(_KEYS) < 10_000:
+            _KEYS[k] = e
+    return e
 
 
 def line(p: TsPoint) -> str:
-    fields = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in p.fields.items())
+    fields = ",".join([f"{_key(k)}={field_value(v)}" for k, v in p.fields.items()])
     return f"{p.series.key} {fields} {p.ts_ms}"
 
 

@@ -24,21 +24,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.ingest.safety_queue import QueueSafetySink  # noqa: E402
-from cloud.ingest.service import IngestConfig, IngestService  # noqa: E402
-from cloud.site_config import load_site  # noqa: E402
-from cloud.state.registry import Registry  # noqa: E402
-from simulators.fleet import FleetConfig, FleetModel, site_file_text  # noqa: E402
-from tests.fixtures.servers import make_mosquitto  # noqa: E402
-from tests.fixtures.tsdb_servers import make_victoriametrics  # noqa: E402
+from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.service import IngestConfig, IngestService
+from cloud.site_config import load_site
+from cloud.state.registry import Registry
+from simulators.fleet import FleetConfig, FleetModel, site_file_text
+from tests.fixtures.servers import make_mosquitto
+from tests.fixtures.tsdb_servers import make_victoriametrics
 
 
 def make_messages(n: int) -> list[tuple[str, bytes]]:
-    cfg = FleetConfig(site="bench", gateways=50, sim_start=datetime(2026, 1, 1, tzinfo=UTC), snapshot_every=10**9,
-                      health_every=10**9, event_probability=0.0)
+    cfg = FleetConfig(
+        site="bench",
+        gateways=50,
+        sim_start=datetime(2026, 1, 1, tzinfo=UTC),
+        snapshot_every=10**9,
+        health_every=10**9,
+        event_probability=0.0,
+    )
     model = FleetModel(cfg)
     out: list[tuple[str, bytes]] = []
     while len(out) < n:
@@ -57,8 +63,9 @@ def subscribe_persistent(port: int, client_id: str, topic: str, v5: bool) -> Non
         props.SessionExpiryInterval = 3600
         c.connect("127.0.0.1", port, clean_start=False, properties=props)
     else:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                        clean_session=False)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+        )
         c.connect("127.0.0.1", port)
     c.loop_start()
     r = c.subscribe(topic, qos=1)
@@ -98,8 +105,27 @@ def child_cpu() -> float:
 def run_mosquitto_sub(port: int, n: int) -> tuple[float, float]:
     cpu0 = child_cpu()
     t0 = time.monotonic()
-    subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-i", "bench-c", "-c", "-q", "1",
-                    "-t", "sw/v1/#", "-C", str(n)], stdout=subprocess.DEVNULL, check=True, timeout=600)
+    subprocess.run(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-i",
+            "bench-c",
+            "-c",
+            "-q",
+            "1",
+            "-t",
+            "sw/v1/#",
+            "-C",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+        check=True,
+        timeout=600,
+    )
     return time.monotonic() - t0, child_cpu() - cpu0
 
 
@@ -124,11 +150,19 @@ def main() -> None:
 
             # Ingester
             site = tmp / "site.yaml"
-            site.write_text(site_file_text("bench", FleetModel(FleetConfig(site="bench", gateways=50)).topology))
-            cfg = IngestConfig(broker=mq.url, mqtt_version="5", shared_group=None,
-                               tsdb=f"influx2://127.0.0.1:{vm.port}?bucket=b&org=o",
-                               state_db=f"sqlite:///{tmp}/state.db", spool_dir=str(tmp / "spool"),
-                               client_id="bench-ingest", batch_points=args.batch_points)
+            site.write_text(
+                site_file_text("bench", FleetModel(FleetConfig(site="bench", gateways=50)).topology)
+            )
+            cfg = IngestConfig(
+                broker=mq.url,
+                mqtt_version="5",
+                shared_group=None,
+                tsdb=f"influx2://127.0.0.1:{vm.port}?bucket=b&org=o",
+                state_db=f"sqlite:///{tmp}/state.db",
+                spool_dir=str(tmp / "spool"),
+                client_id="bench-ingest",
+                batch_points=args.batch_points,
+            )
             reg = Registry(cfg.state_db)
             reg.register_site(load_site(site))
             reg.close()
@@ -159,11 +193,15 @@ def main() -> None:
             mq.stop()
     ref_rate = n / ref_s
     rate = n / stored_s
-    print(f"messages: {n} QoS 1, avg payload {avg:.0f} B, {st['written']} points "
-          f"({st['written'] / n:.2f} per message); preload {n / pt:.0f} msg/s")
+    print(
+        f"messages: {n} QoS 1, avg payload {avg:.0f} B, {st['written']} points "
+        f"({st['written'] / n:.2f} per message); preload {n / pt:.0f} msg/s"
+    )
     print(f"mosquitto_sub : {ref_rate:8.0f} msg/s  CPU {ref_cpu / n * 1e6:6.1f} µs/msg")
-    print(f"ingester      : {rate:8.0f} msg/s  CPU {cpu / n * 1e6:6.1f} µs/msg (all threads, incl. VM writes)"
-          f"  [received in {recv_s:.2f}s, all stored in {stored_s:.2f}s]")
+    print(
+        f"ingester      : {rate:8.0f} msg/s  CPU {cpu / n * 1e6:6.1f} µs/msg (all threads, incl. VM writes)"
+        f"  [received in {recv_s:.2f}s, all stored in {stored_s:.2f}s]"
+    )
     print(f"ratio ingester / mosquitto_sub: {rate / ref_rate:.2f} (target >= 0.50)")
     print(f"safety queue got {safety.put_count} messages; pid {os.getpid()}")
 

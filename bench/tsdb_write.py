@@ -14,16 +14,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.tsdb.influx import Influx2Sink  # noqa: E402
-from cloud.tsdb.lineproto import Series, TsPoint, lines  # noqa: E402
-from tests.fixtures.tsdb_servers import make_victoriametrics  # noqa: E402
+from cloud.tsdb.influx import Influx2Sink
+from cloud.tsdb.lineproto import Series, TsPoint, lines
+from tests.fixtures.tsdb_servers import make_victoriametrics
 
 
 def make_points(n: int) -> list[TsPoint]:
-    series = [Series.make("charger_port", {"site": "bench", "gateway": f"gw-{i // 10:04d}", "device": f"chg{i}",
-                                           "port": str(i % 10 + 1), "shelter": "shelter-a"}) for i in range(1000)]
-    return [TsPoint(series[i % 1000], {"voltage": 55.1 + i % 7, "current": 1.25, "state": "charging",
-                                       "enabled": True}, 1767225600000 + i) for i in range(n)]
+    series = [
+        Series.make(
+            "charger_port",
+            {
+                "site": "bench",
+                "gateway": f"gw-{i // 10:04d}",
+                "device": f"chg{i}",
+                "port": str(i % 10 + 1),
+                "shelter": "shelter-a",
+            },
+        )
+        for i in range(1000)
+    ]
+    return [
+        TsPoint(
+            series[i % 1000],
+            {"voltage": 55.1 + i % 7, "current": 1.25, "state": "charging", "enabled": True},
+            1767225600000 + i,
+        )
+        for i in range(n)
+    ]
 
 
 def rate(n: int, fn) -> float:  # type: ignore[no-untyped-def]
@@ -38,7 +55,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     a = ap.parse_args()
     pts = make_points(a.points)
-    batches = [pts[i:i + a.batch] for i in range(0, len(pts), a.batch)]
+    batches = [pts[i : i + a.batch] for i in range(0, len(pts), a.batch)]
     ser = rate(len(pts), lambda: [lines(b) for b in batches])
     print(f"serialise (cloud.tsdb.lineproto): {ser:10.0f} points/s ({1e6 / ser:.2f} µs/point)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +73,10 @@ def main() -> None:
 
             sink = Influx2Sink(vm.url, "o", "b")
             ours = rate(len(pts), lambda: [sink.write(b) for b in batches])
-            print(f"Influx2Sink (serialise + influxdb-client): {ours:10.0f} points/s  ({ours / ref:.2f} of reference)")
+            print(
+                f"Influx2Sink (serialise + influxdb-client): {ours:10.0f} points/s  "
+                f"({ours / ref:.2f} of reference)"
+            )
 
             client = InfluxDBClient(url=vm.url, token="none", org="o")
             api = client.write_api(write_options=SYNCHRONOUS)
@@ -74,7 +94,10 @@ def main() -> None:
                     api.write(bucket="b", org="o", record=recs, write_precision=WritePrecision.MS)
 
             pobj = rate(len(pts), with_points)
-            print(f"influxdb-client Point objects:            {pobj:10.0f} points/s  ({pobj / ref:.2f} of reference)")
+            print(
+                f"influxdb-client Point objects:            {pobj:10.0f} points/s  "
+                f"({pobj / ref:.2f} of reference)"
+            )
             client.close()
             sink.close()
         finally:

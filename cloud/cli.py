@@ -15,13 +15,20 @@ StateDb = Annotated[str, typer.Option("--state-db", help="SQLAlchemy URL of the 
 @app.command()
 def ingest(
     broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
-    tsdb: Annotated[str, typer.Option(help="sqlite:///path | influx2://host:port?org=&bucket=&token= | "
-                                           "influx1://host:port/db")] = "sqlite:///var/shelterwatch/ts.db",
+    tsdb: Annotated[
+        str,
+        typer.Option(
+            help="sqlite:///path | influx2://host:port?org=&bucket=&token= | influx1://host:port/db"
+        ),
+    ] = "sqlite:///var/shelterwatch/ts.db",
     state_db: StateDb = "sqlite:///var/shelterwatch/state.db",
-    spool_dir: Annotated[str, typer.Option(help="where batches wait while the store is down")]
-    = "var/shelterwatch/spool",
+    spool_dir: Annotated[
+        str, typer.Option(help="where batches wait while the store is down")
+    ] = "var/shelterwatch/spool",
     mqtt_version: Annotated[str, typer.Option(help="auto | 5 | 3.1.1")] = "auto",
-    client_id: Annotated[str | None, typer.Option(help="stable id per replica (keeps the QoS 1 session)")] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="stable id per replica (keeps the QoS 1 session)")
+    ] = None,
     group: Annotated[str, typer.Option(help="shared-subscription group (MQTT 5)")] = "ingest",
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
     metrics_addr: str = "127.0.0.1",
@@ -38,9 +45,17 @@ def ingest(
     for url in (tsdb, state_db):
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    cfg = IngestConfig(broker=broker, mqtt_version=mqtt_version, tsdb=tsdb, state_db=state_db,
-                       spool_dir=spool_dir, client_id=client_id, shared_group=group, metrics_port=metrics_port,
-                       metrics_addr=metrics_addr)
+    cfg = IngestConfig(
+        broker=broker,
+        mqtt_version=mqtt_version,
+        tsdb=tsdb,
+        state_db=state_db,
+        spool_dir=spool_dir,
+        client_id=client_id,
+        shared_group=group,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
     svc = IngestService(cfg).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
@@ -48,8 +63,14 @@ def ingest(
     try:
         while not done.wait(10):
             s = svc.stats()
-            logging.info("received %d accepted %d stored %d pending %d dead %s", s["received"], s["accepted"],
-                         s["written"], s["pending"], s["dead_letters"])
+            logging.info(
+                "received %d accepted %d stored %d pending %d dead %s",
+                s["received"],
+                s["accepted"],
+                s["written"],
+                s["pending"],
+                s["dead_letters"],
+            )
     finally:
         svc.stop()
 
@@ -71,8 +92,10 @@ def register(site_file: Path, state_db: StateDb = "sqlite:///var/shelterwatch/st
         Path(state_db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     reg = Registry(state_db)
     res = reg.register_site(site)
-    typer.echo(f"site {site.site}: {res['gateways']} gateways, {res['devices']} devices registered"
-               + (f", {res['removed_devices']} removed" if res["removed_devices"] else ""))
+    typer.echo(
+        f"site {site.site}: {res['gateways']} gateways, {res['devices']} devices registered"
+        + (f", {res['removed_devices']} removed" if res["removed_devices"] else "")
+    )
 
 
 @app.command()

@@ -22,28 +22,44 @@ class IngestCollector(Collector):
         s = self.stats()
         p = "shelterwatch_ingest_"
         yield CounterMetricFamily(p + "received", "MQTT messages received", value=s["received"])
-        yield CounterMetricFamily(p + "accepted", "messages accepted (valid, registered, new)", value=s["accepted"])
-        yield CounterMetricFamily(p + "duplicates", "replayed messages dropped by sequence number",
-                                  value=s["duplicates"])
+        yield CounterMetricFamily(
+            p + "accepted", "messages accepted (valid, registered, new)", value=s["accepted"]
+        )
+        yield CounterMetricFamily(
+            p + "duplicates", "replayed messages dropped by sequence number", value=s["duplicates"]
+        )
         dl = CounterMetricFamily(p + "dead_letters", "messages refused, by reason", labels=["reason"])
         for reason, n in sorted(s["dead_letters"].items()):
             dl.add_metric([reason], n)
         yield dl
-        yield CounterMetricFamily(p + "points_stored", "points the time-series store accepted", value=s["written"])
-        yield CounterMetricFamily(p + "store_retries", "failed store writes (retried later)", value=s["retries"])
-        yield CounterMetricFamily(p + "points_rejected", "points the store refused as bad data",
-                                  value=s["rejected"])
-        yield GaugeMetricFamily(p + "points_pending", "points not yet stored (memory + disk spool)",
-                                value=s["pending"])
+        yield CounterMetricFamily(
+            p + "points_stored", "points the time-series store accepted", value=s["written"]
+        )
+        yield CounterMetricFamily(
+            p + "store_retries", "failed store writes (retried later)", value=s["retries"]
+        )
+        yield CounterMetricFamily(
+            p + "points_rejected", "points the store refused as bad data", value=s["rejected"]
+        )
+        yield GaugeMetricFamily(
+            p + "points_pending", "points not yet stored (memory + disk spool)", value=s["pending"]
+        )
         yield GaugeMetricFamily(p + "spool_batches", "batches waiting on disk", value=s["spool_batches"])
-        yield GaugeMetricFamily(p + "safety_queue_depth", "messages waiting for the alarm engine",
-                                value=s["safety_queue"])
-        yield GaugeMetricFamily(p + "store_lag_seconds", "arrival to stored, last batch", value=s["store_lag"])
-        yield GaugeMetricFamily(p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry",
-                                value=s["edge_lag"])
-        yield GaugeMetricFamily(p + "sequence_gaps", "sequence numbers missing (may still backfill)",
-                                value=s["missing_seqs"])
-        yield GaugeMetricFamily(p + "connected", "1 when connected to the broker", value=1 if s["connected"] else 0)
+        yield GaugeMetricFamily(
+            p + "safety_queue_depth", "messages waiting for the alarm engine", value=s["safety_queue"]
+        )
+        yield GaugeMetricFamily(
+            p + "store_lag_seconds", "arrival to stored, last batch", value=s["store_lag"]
+        )
+        yield GaugeMetricFamily(
+            p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
+        )
+        yield GaugeMetricFamily(
+            p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
+        )
+        yield GaugeMetricFamily(
+            p + "connected", "1 when connected to the broker", value=1 if s["connected"] else 0
+        )
 
 
 def make_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -71,8 +71,8 @@ class SiteFile(_Strict):
 def load_site(path: Path | str) -> SiteFile:
     """Load and validate a site file; raises ConfigError (file:line key: message) on mistakes,
     including a profile id that the catalog does not know."""
-    from device_profiles.located_yaml import ConfigError, Issue, line_of, read_yaml
     from device_profiles.loader import catalog
+    from device_profiles.located_yaml import ConfigError, Issue, line_of, read_yaml
 
     site = load_model(SiteFile, path)
     known = catalog()
@@ -84,8 +84,14 @@ def load_site(path: Path | str) -> SiteFile:
                 if node is None:
                     node = read_yaml(Path(path))[1]
                 key = ("gateways", gi, "devices", di, "profile")
-                issues.append(Issue(str(path), line_of(node, key), f"gateways[{gi}].devices[{di}].profile",
-                                    f"unknown profile {d.profile!r}; known: {', '.join(sorted(known))}"))
+                issues.append(
+                    Issue(
+                        str(path),
+                        line_of(node, key),
+                        f"gateways[{gi}].devices[{di}].profile",
+                        f"unknown profile {d.profile!r}; known: {', '.join(sorted(known))}",
+                    )
+                )
     if issues:
         raise ConfigError(issues)
     return site

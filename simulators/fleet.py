@@ -34,9 +34,17 @@ Scalar = bool | int | float | str
 
 # Plausible ranges by point key, so dashboards and alarms see realistic (non-alarming) values.
 RANGES: dict[str, tuple[float, float]] = {
-    "voltage": (48.0, 58.0), "current": (0.0, 4.0), "power": (0.0, 220.0), "energy": (0.0, 50.0),
-    "connector_temp": (18.0, 45.0), "ambient_temp": (12.0, 35.0), "pipe_pressure": (0.35, 0.6),
-    "battery": (2.95, 3.3), "rssi": (-95, -50), "occupied_count": (0, 48), "pressure": (0.35, 0.6),
+    "voltage": (48.0, 58.0),
+    "current": (0.0, 4.0),
+    "power": (0.0, 220.0),
+    "energy": (0.0, 50.0),
+    "connector_temp": (18.0, 45.0),
+    "ambient_temp": (12.0, 35.0),
+    "pipe_pressure": (0.35, 0.6),
+    "battery": (2.95, 3.3),
+    "rssi": (-95, -50),
+    "occupied_count": (0, 48),
+    "pressure": (0.35, 0.6),
 }
 # Keys of booleans that are normally false (alarms) — the generator keeps them false.
 QUIET_TRUE = {"smoke", "waterflow", "valve_tamper", "power_fault", "sensor_fault", "door_open", "fault"}
@@ -76,8 +84,16 @@ def point_generators(profile: Profile) -> list[PointGen]:
                 elif f.type == "str":
                     out.append(PointGen(pid, f.key, "str"))
                 else:
-                    out.append(PointGen(pid, f.key, "float" if f.type == "float" or f.scale != 1 else "int",
-                                        lo, hi, _decimals(f.scale) or 2))
+                    out.append(
+                        PointGen(
+                            pid,
+                            f.key,
+                            "float" if f.type == "float" or f.scale != 1 else "int",
+                            lo,
+                            hi,
+                            _decimals(f.scale) or 2,
+                        )
+                    )
         return out
     for rp in resolve_points(profile):
         spec = rp.spec
@@ -153,8 +169,12 @@ class FleetConfig:
 def synthetic_topology(n: int, site: str) -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     """n gateways, each a shelter like the demo's Shelter A/B mix: two chargers, a sprinkler
     monitor and a bay receiver."""
-    kinds = [("chg1", "voltpile-cp10"), ("chg2", "hengtong-ebc12"), ("spk1", "nanfang-fsm8"),
-             ("bays", "geomag-rx200")]
+    kinds = [
+        ("chg1", "voltpile-cp10"),
+        ("chg2", "hengtong-ebc12"),
+        ("spk1", "nanfang-fsm8"),
+        ("bays", "geomag-rx200"),
+    ]
     out = []
     for i in range(1, n + 1):
         gw = f"gw-{i:04d}"
@@ -169,12 +189,19 @@ def site_topology(path: str | Path) -> tuple[str, list[tuple[str, list[tuple[str
     return s.site, [(g.id, [(d.id, d.profile, dict(d.labels)) for d in g.devices]) for g in s.gateways]
 
 
-def site_file_text(site: str, topo: list[tuple[str, list[tuple[str, str, dict[str, str]]]]],
-                   auto_enrol: bool = True) -> str:
+def site_file_text(
+    site: str, topo: list[tuple[str, list[tuple[str, str, dict[str, str]]]]], auto_enrol: bool = True
+) -> str:
     """A site file registering a synthetic fleet (so the ingester's identity checks pass)."""
-    doc = {"site": site, "name": f"Fleet {site}", "auto_enrol": auto_enrol,
-           "gateways": [{"id": gw, "devices": [{"id": d, "profile": p, "labels": lab} for d, p, lab in devs]}
-                        for gw, devs in topo]}
+    doc = {
+        "site": site,
+        "name": f"Fleet {site}",
+        "auto_enrol": auto_enrol,
+        "gateways": [
+            {"id": gw, "devices": [{"id": d, "profile": p, "labels": lab} for d, p, lab in devs]}
+            for gw, devs in topo
+        ],
+    }
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
@@ -216,8 +243,12 @@ class FleetModel:
 
     def births(self) -> Iterator[tuple[str, bytes, bool]]:
         for g in self.gateways:
-            st = wire.Status(ts=self.clock(0), state="online", agent="shelterwatch-fleet",
-                             devices=[wire.DeviceInfo(d.id, d.profile, d.labels) for d in g.devices])
+            st = wire.Status(
+                ts=self.clock(0),
+                state="online",
+                agent="shelterwatch-fleet",
+                devices=[wire.DeviceInfo(d.id, d.profile, d.labels) for d in g.devices],
+            )
             yield self.topic(g.id, wire.Kind.STATUS), wire.encode(st), True
 
     def will(self, gw: str) -> bytes:
@@ -261,19 +292,37 @@ class FleetModel:
                     d.values[pid] = not prev
                     sub += 1
                     ts = self.clock(t, sub)
-                    ev = wire.Event(ts=ts, seq=self.next_seq(d), id=wire.new_id(), kind="state", point=pid,
-                                    value=not prev, previous=prev, text="car arrived" if not prev else "bay freed")
+                    ev = wire.Event(
+                        ts=ts,
+                        seq=self.next_seq(d),
+                        id=wire.new_id(),
+                        kind="state",
+                        point=pid,
+                        value=not prev,
+                        previous=prev,
+                        text="car arrived" if not prev else "bay freed",
+                    )
                     yield self.topic(g.id, wire.Kind.EVENT, d.id), wire.encode(ev), False
                     tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev})
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(tm), False
                 if t % cfg.health_every == cfg.health_every - 1:
                     polls = (t + 1) * 10
-                    h = wire.DeviceHealth(ts=ts, seq=self.next_seq(d), online=True, polls=polls, ok=polls,
-                                          latency_ms=round(rnd.uniform(8, 40), 1), poll_rate_hz=1.0)
+                    h = wire.DeviceHealth(
+                        ts=ts,
+                        seq=self.next_seq(d),
+                        online=True,
+                        polls=polls,
+                        ok=polls,
+                        latency_ms=round(rnd.uniform(8, 40), 1),
+                        poll_rate_hz=1.0,
+                    )
                     yield self.topic(g.id, wire.Kind.HEALTH, d.id), wire.encode(h), False
             if t % cfg.health_every == cfg.health_every - 1:
-                gh = wire.GatewayHealth(ts=self.clock(t, sub + 1), uptime_s=(t + 1) * cfg.tick_s,
-                                        buses=[wire.BusHealth("rs485-1", round(rnd.uniform(0.2, 0.6), 3))])
+                gh = wire.GatewayHealth(
+                    ts=self.clock(t, sub + 1),
+                    uptime_s=(t + 1) * cfg.tick_s,
+                    buses=[wire.BusHealth("rs485-1", round(rnd.uniform(0.2, 0.6), 3))],
+                )
                 yield self.topic(g.id, wire.Kind.GATEWAY_HEALTH), wire.encode(gh), False
 
     def messages(self) -> Iterator[tuple[str, bytes, bool]]:
@@ -286,7 +335,7 @@ class FleetModel:
 @dataclass
 class FleetResult:
     published: int = 0
-    bytes: int = 0
+    size: int = 0  # payload bytes
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     sent: list[tuple[str, bytes]] = field(default_factory=list)  # only with record=True
@@ -319,8 +368,12 @@ def _connect(url: str, client_id: str, will: tuple[str, bytes] | None) -> Any:
     return c
 
 
-def publish_fleet(cfg: FleetConfig, record: bool = False, model: FleetModel | None = None,
-                  stop: threading.Event | None = None) -> FleetResult:
+def publish_fleet(
+    cfg: FleetConfig,
+    record: bool = False,
+    model: FleetModel | None = None,
+    stop: threading.Event | None = None,
+) -> FleetResult:
     """Publish the fleet's traffic; returns counts. Bounded by `duration`, `max_messages`, `ticks`."""
     model = model or FleetModel(cfg)
     n_conn = max(1, min(cfg.connections, len(model.gateways)))
@@ -360,7 +413,7 @@ def publish_fleet(cfg: FleetConfig, record: bool = False, model: FleetModel | No
             if len(infos) > 5000:
                 infos = [i for i in infos if not i.is_published()]
             res.published += 1
-            res.bytes += len(payload)
+            res.size += len(payload)
             kind = topic.rsplit("/", 1)[1]
             res.by_kind[kind] = res.by_kind.get(kind, 0) + 1
             if record:

@@ -45,7 +45,9 @@ class DeadLetterStore:
 
     def add(self, topic: str, reason: str, detail: str, payload: bytes) -> None:
         """Record one refused message (cheap: the row is written at the next flush)."""
-        dl = DeadLetter(time.time(), topic[:512], reason, detail[:1000], bytes(payload[:KEEP_BYTES]), len(payload))
+        dl = DeadLetter(
+            time.time(), topic[:512], reason, detail[:1000], bytes(payload[:KEEP_BYTES]), len(payload)
+        )
         with self._lock:
             self.counts[reason] += 1
             self._pending.append(dl)
@@ -57,11 +59,13 @@ class DeadLetterStore:
             return 0
         with self._lock:
             self._db.executemany(
-                "INSERT INTO dead_letters (received, topic, reason, detail, payload, size) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO dead_letters (received, topic, reason, detail, payload, size)"
+                " VALUES (?,?,?,?,?,?)",
                 [(r.received, r.topic, r.reason, r.detail, r.payload, r.size) for r in rows],
             )
             self._db.execute(
-                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (self.max_rows,)
+                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
+                (self.max_rows,),
             )
             self._db.commit()
         return len(rows)

@@ -50,7 +50,7 @@ class SeqWindow:
         holes = (keep_from - 1 - self.floor) - len(below)
         self.lost += holes
         self.floor = keep_from - 1
-        self.seen = set(ordered[len(ordered) // 2:])
+        self.seen = set(ordered[len(ordered) // 2 :])
         nxt = self.floor + 1
         while nxt in self.seen:
             self.seen.remove(nxt)

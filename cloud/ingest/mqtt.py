@@ -49,7 +49,9 @@ def probe_version(url: str, timeout: float = 5.0) -> int:
         result.setdefault("ok", False)
         done.set()
 
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sw-probe-{wire.new_id()[:8]}", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"sw-probe-{wire.new_id()[:8]}", protocol=mqtt.MQTTv5
+    )
     if tls:
         c.tls_set()
     if user:
@@ -69,9 +71,16 @@ def probe_version(url: str, timeout: float = 5.0) -> int:
 class IngestClient:
     """Subscribes to the wire contract's uplink topics and feeds every message to `handler`."""
 
-    def __init__(self, url: str, handler: Callable[[str, bytes, float], object], client_id: str,
-                 version: str = "auto", shared_group: str | None = "ingest", site: str = "+",
-                 session_expiry: int = 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        handler: Callable[[str, bytes, float], object],
+        client_id: str,
+        version: str = "auto",
+        shared_group: str | None = "ingest",
+        site: str = "+",
+        session_expiry: int = 3600,
+    ) -> None:
         self.url = url
         self.handler = handler
         self.client_id = client_id
@@ -94,7 +103,7 @@ class IngestClient:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kw)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(0.2, 5)
+        c.reconnect_delay_set(1, 5)
         if tls:
             c.tls_set()
         if user:
@@ -140,7 +149,7 @@ class IngestClient:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
-        self.handler(topic, msg.payload, time.time())
+        self.handler(topic, bytes(msg.payload), time.time())
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.connected.wait(timeout)

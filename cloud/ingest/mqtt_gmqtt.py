@@ -17,6 +17,7 @@ the in-memory batch (documented in docs/operations.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -30,9 +31,16 @@ log = logging.getLogger(__name__)
 
 
 class GmqttIngestClient:
-    def __init__(self, url: str, handler: Callable[[str, bytes, float], object], client_id: str,
-                 version: str = "auto", shared_group: str | None = "ingest", site: str = "+",
-                 session_expiry: int = 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        handler: Callable[[str, bytes, float], object],
+        client_id: str,
+        version: str = "auto",
+        shared_group: str | None = "ingest",
+        site: str = "+",
+        session_expiry: int = 3600,
+    ) -> None:
         self.url = url
         self.handler = handler
         self.client_id = client_id
@@ -91,13 +99,19 @@ class GmqttIngestClient:
             if not self._stopping:
                 log.warning("disconnected from broker")
 
-        c.on_message, c.on_connect, c.on_subscribe, c.on_disconnect = on_message, on_connect, on_subscribe, \
-            on_disconnect
+        c.on_message, c.on_connect, c.on_subscribe, c.on_disconnect = (
+            on_message,
+            on_connect,
+            on_subscribe,
+            on_disconnect,
+        )
         self._client = c
         delay = 0.2
         while not self._stopping:
             try:
-                await c.connect(host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311)
+                await c.connect(
+                    host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311
+                )
                 return
             except Exception as e:  # broker not up yet: keep trying, like paho's connect_async
                 log.warning("cannot connect to %s: %s; retrying", self.url, e)
@@ -113,10 +127,8 @@ class GmqttIngestClient:
             return
         if self._client is not None:
             fut = asyncio.run_coroutine_threadsafe(self._client.disconnect(), self._loop)
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(5)
-            except Exception:
-                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(5)

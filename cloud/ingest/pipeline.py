@@ -63,9 +63,15 @@ def _is_utf8(data: bytes) -> bool:
 
 
 class Pipeline:
-    def __init__(self, directory: Directory, dead: DeadLetterStore, safety: SafetySink, storage: Storage,
-                 deduper: Deduper | None = None,
-                 on_status: Callable[[str, str, wire.Status], bool] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        dead: DeadLetterStore,
+        safety: SafetySink,
+        storage: Storage,
+        deduper: Deduper | None = None,
+        on_status: Callable[[str, str, wire.Status], bool] | None = None,
+    ) -> None:
         self.dead = dead
         self.safety = safety
         self.storage = storage
@@ -75,23 +81,38 @@ class Pipeline:
         self.last_values: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
         self._topics: dict[str, wire.Topic] = {}
         self._series: dict[tuple[str, str], DeviceSeries] = {}
+        self._series_entry: dict[tuple[str, str], DeviceEntry] = {}
         self._gw_series: dict[tuple[str, str, str], Series] = {}
         self.set_directory(directory)
 
     def set_directory(self, directory: Directory) -> None:
         self.directory = directory
         # Drop cached mappings of devices that changed (profile, labels, gateway).
-        self._series = {k: v for k, v in self._series.items() if k in directory.devices
-                        and self._series_entry.get(k) == directory.devices[k]} if self._series else {}
+        self._series = (
+            {
+                k: v
+                for k, v in self._series.items()
+                if k in directory.devices and self._series_entry.get(k) == directory.devices[k]
+            }
+            if self._series
+            else {}
+        )
         self._series_entry = {k: directory.devices[k] for k in self._series}
 
     def _device_series(self, dev: DeviceEntry) -> DeviceSeries:
         key = (dev.site, dev.id)
         ds = self._series.get(key)
         if ds is None:
-            tags = {**self.directory.gateway_labels.get((dev.site, dev.gateway), {}), **dev.labels,
-                    "site": dev.site, "gateway": dev.gateway, "device": dev.id}
-            ds = self._series[key] = DeviceSeries(Mapping(get_profile(dev.profile)), tags, dev.instance_labels)
+            tags = {
+                **self.directory.gateway_labels.get((dev.site, dev.gateway), {}),
+                **dev.labels,
+                "site": dev.site,
+                "gateway": dev.gateway,
+                "device": dev.id,
+            }
+            ds = self._series[key] = DeviceSeries(
+                Mapping(get_profile(dev.profile)), tags, dev.instance_labels
+            )
             self._series_entry[key] = dev
         return ds
 
@@ -138,16 +159,23 @@ class Pipeline:
             if kind is Kind.STATUS and d.sites[site] and self.on_status and self.on_status(site, gw, msg):
                 d = self.directory  # enrolled from the birth message
             if (site, gw) not in d.gateways:
-                return self._reject(topic, "unknown_gateway", f"gateway {gw!r} is not registered to {site!r}",
-                                    payload)
+                return self._reject(
+                    topic, "unknown_gateway", f"gateway {gw!r} is not registered to {site!r}", payload
+                )
         dev: DeviceEntry | None = None
         if t.device is not None:
             dev = d.devices.get((site, t.device))
             if dev is None:
-                return self._reject(topic, "unknown_device", f"device {t.device!r} is not registered", payload)
+                return self._reject(
+                    topic, "unknown_device", f"device {t.device!r} is not registered", payload
+                )
             if dev.gateway != gw:
-                return self._reject(topic, "wrong_identity",
-                                    f"device {t.device!r} belongs to gateway {dev.gateway!r}, not {gw!r}", payload)
+                return self._reject(
+                    topic,
+                    "wrong_identity",
+                    f"device {t.device!r} belongs to gateway {dev.gateway!r}, not {gw!r}",
+                    payload,
+                )
             if kind in SEQ_KINDS and not self.dedupe.accept(f"{site}/{t.device}", msg.seq):
                 self.stats.duplicates += 1
                 return "duplicate"
@@ -161,7 +189,7 @@ class Pipeline:
 
         if kind is Kind.TELEMETRY and dev is not None:
             ts = msg.ts.timestamp()
-            ts_ms = int(round(ts * 1000))
+            ts_ms = round(ts * 1000)
             pts = self._device_series(dev).points(msg.values, ts_ms)
             if pts:
                 self.stats.points += len(pts)
@@ -176,12 +204,28 @@ class Pipeline:
                 self.last_values[key] = (prev[0], ts)
         elif kind is Kind.HEALTH and dev is not None:
             fields = {f: v for f in HEALTH_FIELDS if (v := getattr(msg, f)) is not None}
-            self.storage.put([TsPoint(self._gw_point_series("device_health", site, gw, dev.id), fields,
-                                      int(round(msg.ts.timestamp() * 1000)))], received)
+            self.storage.put(
+                [
+                    TsPoint(
+                        self._gw_point_series("device_health", site, gw, dev.id),
+                        fields,
+                        round(msg.ts.timestamp() * 1000),
+                    )
+                ],
+                received,
+            )
         elif kind is Kind.GATEWAY_HEALTH:
             fields = {f: getattr(msg, f) for f in GW_HEALTH_FIELDS}
-            self.storage.put([TsPoint(self._gw_point_series("gateway_health", site, gw, ""), fields,
-                                      int(round(msg.ts.timestamp() * 1000)))], received)
+            self.storage.put(
+                [
+                    TsPoint(
+                        self._gw_point_series("gateway_health", site, gw, ""),
+                        fields,
+                        round(msg.ts.timestamp() * 1000),
+                    )
+                ],
+                received,
+            )
         return "ok"
 
     def _gw_point_series(self, measurement: str, site: str, gw: str, device: str) -> Series:

@@ -59,21 +59,33 @@ class IngestService:
         spool = Path(config.spool_dir)
         spool.mkdir(parents=True, exist_ok=True)
         self.dead = DeadLetterStore(config.dead_letter_db or spool.parent / "dead-letters.db")
-        self.storage = StorageWriter(open_sink(config.tsdb), spool, batch_points=config.batch_points,
-                                     batch_interval=config.batch_interval, backoff_max=config.backoff_max)
+        self.storage = StorageWriter(
+            open_sink(config.tsdb),
+            spool,
+            batch_points=config.batch_points,
+            batch_interval=config.batch_interval,
+            backoff_max=config.backoff_max,
+        )
         deduper = Deduper()
         for (site, dev), st in self.registry.load_seq_states().items():
             deduper.load(f"{site}/{dev}", st)
-        self.pipeline = Pipeline(self.registry.directory(), self.dead, self.safety, self.storage, deduper,
-                                 on_status=self._on_status)
+        self.pipeline = Pipeline(
+            self.registry.directory(),
+            self.dead,
+            self.safety,
+            self.storage,
+            deduper,
+            on_status=self._on_status,
+        )
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
         if config.mqtt_client == "gmqtt":
             from cloud.ingest.mqtt_gmqtt import GmqttIngestClient
 
             client_cls = GmqttIngestClient
-        self.client = client_cls(config.broker, self.pipeline.handle, cid, config.mqtt_version,
-                                 config.shared_group, config.site)
+        self.client = client_cls(
+            config.broker, self.pipeline.handle, cid, config.mqtt_version, config.shared_group, config.site
+        )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
@@ -106,8 +118,9 @@ class IngestService:
         if self.config.metrics_port is not None:
             from cloud.metrics import make_registry, serve
 
-            self._metrics_server = serve(make_registry(self.stats), self.config.metrics_port,
-                                         self.config.metrics_addr)
+            self._metrics_server = serve(
+                make_registry(self.stats), self.config.metrics_port, self.config.metrics_addr
+            )
         self.client.start()
         if wait and not self.client.wait_connected(wait):
             log.warning("not connected to %s after %.0fs; still trying", self.config.broker, wait)
@@ -155,11 +168,23 @@ class IngestService:
         p, s = self.pipeline.stats, self.storage.stats
         q = getattr(self.safety, "qsize", None)
         return {
-            "received": p.received, "accepted": p.accepted, "duplicates": p.duplicates,
-            "dead_letters": dict(p.dead), "by_kind": dict(p.by_kind), "points": p.points,
-            "written": s.written, "retries": s.retries, "rejected": s.rejected, "spooled": s.spooled,
-            "pending": self.storage.pending, "spool_batches": len(self.storage.spool),
-            "store_lag": s.last_write_lag, "edge_lag": p.last_edge_lag, "last_store_error": s.last_error,
-            "safety_queue": q() if callable(q) else 0, "missing_seqs": self.pipeline.dedupe.missing(),
-            "connected": self.client.connected.is_set(), "mqtt_protocol": self.client.protocol,
+            "received": p.received,
+            "accepted": p.accepted,
+            "duplicates": p.duplicates,
+            "dead_letters": dict(p.dead),
+            "by_kind": dict(p.by_kind),
+            "points": p.points,
+            "written": s.written,
+            "retries": s.retries,
+            "rejected": s.rejected,
+            "spooled": s.spooled,
+            "pending": self.storage.pending,
+            "spool_batches": len(self.storage.spool),
+            "store_lag": s.last_write_lag,
+            "edge_lag": p.last_edge_lag,
+            "last_store_error": s.last_error,
+            "safety_queue": q() if callable(q) else 0,
+            "missing_seqs": self.pipeline.dedupe.missing(),
+            "connected": self.client.connected.is_set(),
+            "mqtt_protocol": self.client.protocol,
         }

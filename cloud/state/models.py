@@ -18,7 +18,9 @@ class SiteRow(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     name_zh: Mapped[str] = mapped_column(String(200), default="")
     auto_enrol: Mapped[bool] = mapped_column(Boolean, default=False)
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # people, escalation, … (alarm engine's)
+    extra: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict
+    )  # people, escalation, … (alarm engine's)
 
 
 class GatewayRow(Base):

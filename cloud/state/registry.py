@@ -53,8 +53,11 @@ class Registry:
     def register_site(self, site: SiteFile) -> dict[str, int]:
         """Make the registry match the site file: upsert its gateways and devices, remove devices
         and gateways of this site that the file no longer lists (but keep auto-enrolled ones)."""
-        extra = {k: v for k in ("people", "escalation", "alarm_overrides", "inspection_windows")
-                 if (v := getattr(site, k)) is not None}
+        extra = {
+            k: v
+            for k in ("people", "escalation", "alarm_overrides", "inspection_windows")
+            if (v := getattr(site, k)) is not None
+        }
         with self._lock, self.session.begin() as s:
             row = s.get(SiteRow, site.site) or SiteRow(id=site.site)
             row.name, row.name_zh, row.auto_enrol, row.extra = site.name, site.name_zh, site.auto_enrol, extra
@@ -63,7 +66,12 @@ class Registry:
             for g in site.gateways:
                 gw_ids.add(g.id)
                 grow = s.get(GatewayRow, (site.site, g.id)) or GatewayRow(site_id=site.site, id=g.id)
-                grow.name, grow.location, grow.labels, grow.enrolled_by = g.name, g.location, dict(g.labels), "site-file"
+                grow.name, grow.location, grow.labels, grow.enrolled_by = (
+                    g.name,
+                    g.location,
+                    dict(g.labels),
+                    "site-file",
+                )
                 s.add(grow)
                 for d in g.devices:
                     dev_ids.add(d.id)
@@ -101,8 +109,17 @@ class Registry:
                 if d.profile not in known or not wire.ID_RE.match(d.id):
                     continue
                 if s.get(DeviceRow, (site, d.id)) is None:
-                    s.add(DeviceRow(site_id=site, id=d.id, gateway_id=gateway, profile=d.profile,
-                                    labels=dict(d.labels), instance_labels={}, enrolled_by="birth"))
+                    s.add(
+                        DeviceRow(
+                            site_id=site,
+                            id=d.id,
+                            gateway_id=gateway,
+                            profile=d.profile,
+                            labels=dict(d.labels),
+                            instance_labels={},
+                            enrolled_by="birth",
+                        )
+                    )
                     added += 1
         return added
 
@@ -111,12 +128,22 @@ class Registry:
             sites = {r.id: r.auto_enrol for r in s.scalars(select(SiteRow))}
             gws = list(s.scalars(select(GatewayRow)))
             devs = {
-                (r.site_id, r.id): DeviceEntry(r.site_id, r.id, r.gateway_id, r.profile, dict(r.labels or {}),
-                                               {int(k): dict(v) for k, v in (r.instance_labels or {}).items()})
+                (r.site_id, r.id): DeviceEntry(
+                    r.site_id,
+                    r.id,
+                    r.gateway_id,
+                    r.profile,
+                    dict(r.labels or {}),
+                    {int(k): dict(v) for k, v in (r.instance_labels or {}).items()},
+                )
                 for r in s.scalars(select(DeviceRow))
             }
-        return Directory(sites, frozenset((g.site_id, g.id) for g in gws), devs,
-                         {(g.site_id, g.id): dict(g.labels or {}) for g in gws})
+        return Directory(
+            sites,
+            frozenset((g.site_id, g.id) for g in gws),
+            devs,
+            {(g.site_id, g.id): dict(g.labels or {}) for g in gws},
+        )
 
     # ------------------------------------------------------------------ live state
     def set_gateway_status(self, site: str, gateway: str, status: wire.Status) -> None:
@@ -182,10 +209,8 @@ class Registry:
     def forget_site(self, site: str) -> None:
         with self._lock, self.session.begin() as s:
             for model in (DeviceRow, GatewayRow, SeqStateRow):
-                s.execute(delete(model).where(model.site_id == site))  # type: ignore[attr-defined]
+                s.execute(delete(model).where(model.site_id == site))
             s.execute(delete(SiteRow).where(SiteRow.id == site))
 
     def close(self) -> None:
         self.engine.dispose()
-
-

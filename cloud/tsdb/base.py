@@ -43,16 +43,26 @@ def open_sink(url: str) -> Sink:
         from cloud.tsdb.influx import Influx2Sink
 
         http = "https" if u.scheme == "influx2s" else "http"
-        return Influx2Sink(f"{http}://{u.netloc}", org=q.get("org", "shelterwatch"),
-                           bucket=q.get("bucket", "shelterwatch"), token=q.get("token", ""))
+        return Influx2Sink(
+            f"{http}://{u.netloc}",
+            org=q.get("org", "shelterwatch"),
+            bucket=q.get("bucket", "shelterwatch"),
+            token=q.get("token", ""),
+        )
     if u.scheme in ("influx1", "influx1s"):
         from cloud.tsdb.influx_v1 import Influx1Sink
 
         http = "https" if u.scheme == "influx1s" else "http"
         host = u.hostname or "127.0.0.1"
         port = f":{u.port}" if u.port else ""
-        return Influx1Sink(f"{http}://{host}{port}", db=u.path.strip("/") or "shelterwatch",
-                           user=u.username or q.get("user"), password=u.password or q.get("password"),
-                           rp=q.get("rp"))
-    raise ValueError(f"unknown time-series URL {url!r}: use sqlite:///path, influx2://host:port?bucket=…, "
-                     "or influx1://host:port/db")
+        return Influx1Sink(
+            f"{http}://{host}{port}",
+            db=u.path.strip("/") or "shelterwatch",
+            user=u.username or q.get("user"),
+            password=u.password or q.get("password"),
+            rp=q.get("rp"),
+        )
+    raise ValueError(
+        f"unknown time-series URL {url!r}: use sqlite:///path, influx2://host:port?bucket=…, "
+        "or influx1://host:port/db"
+    )

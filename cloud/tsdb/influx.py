@@ -7,6 +7,8 @@ spool), not the client's, so that order and on-disk keeping are under one contro
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloud.tsdb.base import SinkError
 from cloud.tsdb.lineproto import TsPoint, lines
 
@@ -15,14 +17,14 @@ class Influx2Sink:
     name = "influx2"
 
     def __init__(self, url: str, org: str, bucket: str, token: str = "", timeout_ms: int = 10_000) -> None:
-        from influxdb_client import InfluxDBClient, WritePrecision
+        from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.url, self.org, self.bucket = url, org, bucket
-        self._client = InfluxDBClient(url=url, token=token or "none", org=org, timeout=timeout_ms,
-                                      retries=0, enable_gzip=False)
+        self._client = InfluxDBClient(
+            url=url, token=token or "none", org=org, timeout=timeout_ms, retries=0, enable_gzip=False
+        )
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
-        self._precision = WritePrecision.MS
 
     def write(self, points: list[TsPoint]) -> None:
         if not points:
@@ -31,10 +33,12 @@ class Influx2Sink:
         self.write_body(body)
 
     def write_body(self, body: bytes) -> None:
+        from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
-            self._write.write(bucket=self.bucket, org=self.org, record=body, write_precision=self._precision)
+            precision: Any = WritePrecision.MS  # the client's stubs type the constant as str
+            self._write.write(bucket=self.bucket, org=self.org, record=body, write_precision=precision)
         except ApiException as e:
             status = int(getattr(e, "status", 0) or 0)
             # 4xx other than 408/429 is the store refusing the data: retrying cannot help.

@@ -15,8 +15,15 @@ from cloud.tsdb.lineproto import TsPoint, lines
 class Influx1Sink:
     name = "influx1"
 
-    def __init__(self, url: str, db: str, user: str | None = None, password: str | None = None,
-                 rp: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        db: str,
+        user: str | None = None,
+        password: str | None = None,
+        rp: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         import urllib3
 
         self.url, self.db = url.rstrip("/"), db

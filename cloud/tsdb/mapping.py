@@ -8,15 +8,19 @@ device by asking the Mapping itself about that single point, and reused.
 
 from __future__ import annotations
 
-from device_profiles.timeseries import FieldValue, Mapping
 from cloud.tsdb.lineproto import Series, TsPoint
+from device_profiles.timeseries import FieldValue, Mapping
 
 MAX_CACHED_IDS = 20_000  # point ids per device; unknown ids are cached too, so bound it
 
 
 class DeviceSeries:
-    def __init__(self, mapping: Mapping, base_tags: dict[str, str],
-                 instance_tags: dict[int, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        mapping: Mapping,
+        base_tags: dict[str, str],
+        instance_tags: dict[int, dict[str, str]] | None = None,
+    ) -> None:
         self.mapping = mapping
         self.base_tags = base_tags
         self.instance_tags = instance_tags or {}
@@ -24,7 +28,7 @@ class DeviceSeries:
         self._series: dict[str, Series] = {}
 
     def _resolve(self, pid: str) -> list[tuple[Series, str]]:
-        out = []
+        out: list[tuple[Series, str]] = []
         for row in self.mapping.rows({pid: 0}, self.base_tags, self.instance_tags):
             s = Series.make(row.measurement, row.tags)
             s = self._series.setdefault(s.key, s)

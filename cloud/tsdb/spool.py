@@ -115,8 +115,15 @@ class Spool:
 
 
 class StorageWriter:
-    def __init__(self, sink: Sink, spool_dir: Path | str, batch_points: int = 5000, batch_interval: float = 0.5,
-                 backoff_initial: float = 0.5, backoff_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        spool_dir: Path | str,
+        batch_points: int = 5000,
+        batch_interval: float = 0.5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+    ) -> None:
         self.sink = sink
         self.spool = Spool(Path(spool_dir))
         self.batch_points = batch_points
@@ -197,7 +204,9 @@ class StorageWriter:
                             if not self._write(batch, oldest):
                                 self._to_spool(batch)
                         except SinkError as e:
-                            log.error("store refused a batch (%s); kept in %s", e, self.spool.dir / "rejected")
+                            log.error(
+                                "store refused a batch (%s); kept in %s", e, self.spool.dir / "rejected"
+                            )
                             self.stats.rejected += len(batch)
                             self.spool.append(batch, rejected=True)
                     else:

@@ -28,7 +28,8 @@ class SqliteSink:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS points (measurement TEXT NOT NULL, tags TEXT NOT NULL, field TEXT NOT NULL,"
+            "CREATE TABLE IF NOT EXISTS points (measurement TEXT NOT NULL, tags TEXT NOT NULL,"
+            " field TEXT NOT NULL,"
             " ts INTEGER NOT NULL, value, PRIMARY KEY (measurement, tags, field, ts)) WITHOUT ROWID"
         )
         self._db.commit()
@@ -55,7 +56,10 @@ class SqliteSink:
             args = (measurement,)
         with self._lock:
             rows = self._db.execute(q, args).fetchall()
-        return [{"measurement": m, "tags": json.loads(t), "field": f, "ts": ts, "value": v} for m, t, f, ts, v in rows]
+        return [
+            {"measurement": m, "tags": json.loads(t), "field": f, "ts": ts, "value": v}
+            for m, t, f, ts, v in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -46,7 +46,7 @@ def expected_points(sent: list[tuple[str, bytes]], site: SiteFile) -> dict[Key, 
             continue
         seen.add((t.device, msg.seq))
         base = {**gw_labels[gw], **d.labels, "site": site.site, "gateway": gw, "device": d.id}
-        ts = int(round(msg.ts.timestamp() * 1000))
+        ts = round(msg.ts.timestamp() * 1000)
         for row in Mapping(get_profile(d.profile)).rows(msg.values, base, dict(d.instance_labels)):
             tags = frozenset(row.tags.items())
             for f, v in row.fields.items():
@@ -55,10 +55,18 @@ def expected_points(sent: list[tuple[str, bytes]], site: SiteFile) -> dict[Key, 
 
 
 @contextmanager
-def running_ingester(tmp: Path, broker: str, tsdb: str, site_file: Path | None = DEMO_SITE,
-                     **kw: Any) -> Iterator[tuple[IngestService, QueueSafetySink]]:
-    cfg = IngestConfig(broker=broker, tsdb=tsdb, state_db=f"sqlite:///{tmp}/state.db", spool_dir=str(tmp / "spool"),
-                       client_id=f"ingest-test-{tmp.name}", batch_interval=0.2, **kw)
+def running_ingester(
+    tmp: Path, broker: str, tsdb: str, site_file: Path | None = DEMO_SITE, **kw: Any
+) -> Iterator[tuple[IngestService, QueueSafetySink]]:
+    cfg = IngestConfig(
+        broker=broker,
+        tsdb=tsdb,
+        state_db=f"sqlite:///{tmp}/state.db",
+        spool_dir=str(tmp / "spool"),
+        client_id=f"ingest-test-{tmp.name}",
+        batch_interval=0.2,
+        **kw,
+    )
     if site_file is not None:
         from cloud.state.registry import Registry
 

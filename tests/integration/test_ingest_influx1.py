@@ -25,7 +25,9 @@ def influx_points(db, measurements: list[str]) -> dict:
                 for row in series["values"]:
                     rec = dict(zip(cols, row, strict=True))
                     ts = rec.pop("time")
-                    tags = frozenset((k, rec.pop(k)) for k in list(rec) if k in TAG_KEYS and rec[k] is not None)
+                    tags = frozenset(
+                        (k, rec.pop(k)) for k in list(rec) if k in TAG_KEYS and rec[k] is not None
+                    )
                     for k in list(rec):
                         if k in TAG_KEYS:
                             rec.pop(k)
@@ -37,9 +39,20 @@ def influx_points(db, measurements: list[str]) -> dict:
 
 def test_simulated_hour_round_trip_influxdb1(tmp_path: Path, mosquitto, influxdb1) -> None:
     site = load_site(DEMO_SITE)
-    with running_ingester(tmp_path, mosquitto.url, f"influx1://127.0.0.1:{influxdb1.port}/shelterwatch") as (svc, _):
-        cfg = FleetConfig(broker=mosquitto.url, site_file=str(DEMO_SITE), rate=0, duration=None, ticks=1200,
-                          tick_s=3.0, sim_start=SIM_START, client_prefix="gw-influx1")
+    with running_ingester(tmp_path, mosquitto.url, f"influx1://127.0.0.1:{influxdb1.port}/shelterwatch") as (
+        svc,
+        _,
+    ):
+        cfg = FleetConfig(
+            broker=mosquitto.url,
+            site_file=str(DEMO_SITE),
+            rate=0,
+            duration=None,
+            ticks=1200,
+            tick_s=3.0,
+            sim_start=SIM_START,
+            client_prefix="gw-influx1",
+        )
         res = publish_fleet(cfg, record=True)
         wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
         assert svc.flush(60)

@@ -47,18 +47,38 @@ def test_bad_payloads_are_dead_lettered_while_good_ones_are_stored(tmp_path: Pat
         kept = svc.dead.recent(100)
     assert {d.reason for d in kept} == set(want)
     assert len(SqliteSink(db).query("charger_port")) == n_good  # one voltage per good message
-    out = subprocess.run([sys.executable, "-m", "shelterwatch.cli", "cloud", "deadletters", "--db",
-                          str(tmp_path / "dead-letters.db")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shelterwatch.cli",
+            "cloud",
+            "deadletters",
+            "--db",
+            str(tmp_path / "dead-letters.db"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "wrong_identity" in out and "oversized" in out
 
 
 def test_embedded_amqtt_broker_mqtt311(tmp_path: Path, amqtt_broker) -> None:
     db = tmp_path / "ts.db"
-    with running_ingester(tmp_path, amqtt_broker.url, f"sqlite:///{db}") as (svc, safety):
+    with running_ingester(tmp_path, amqtt_broker.url, f"sqlite:///{db}") as (svc, _safety):
         assert svc.client.protocol == 4  # auto fell back to 3.1.1: no shared subscription there
         assert not any(f.startswith("$share") for f in svc.client.filters())
-        cfg = FleetConfig(broker=amqtt_broker.url, site_file=str(DEMO_SITE), rate=0, duration=None, ticks=20,
-                          sim_start=SIM_START, client_prefix="gw-amqtt", connections=1)
+        cfg = FleetConfig(
+            broker=amqtt_broker.url,
+            site_file=str(DEMO_SITE),
+            rate=0,
+            duration=None,
+            ticks=20,
+            sim_start=SIM_START,
+            client_prefix="gw-amqtt",
+            connections=1,
+        )
         res = publish_fleet(cfg)
         wait_for(lambda: svc.stats()["received"] >= res.published, 30, "messages over amqtt")
         assert svc.flush(10)
@@ -90,11 +110,20 @@ def test_birth_message_enrols_when_the_site_allows_it(tmp_path: Path, mosquitto)
 def test_two_ingesters_split_the_load_with_shared_subscriptions(tmp_path: Path, mosquitto) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with running_ingester(tmp_path / "a", mosquitto.url, f"sqlite:///{tmp_path}/a/ts.db") as (a, _), \
-            running_ingester(tmp_path / "b", mosquitto.url, f"sqlite:///{tmp_path}/b/ts.db") as (b, _):
+    with (
+        running_ingester(tmp_path / "a", mosquitto.url, f"sqlite:///{tmp_path}/a/ts.db") as (a, _),
+        running_ingester(tmp_path / "b", mosquitto.url, f"sqlite:///{tmp_path}/b/ts.db") as (b, _),
+    ):
         assert a.client.protocol == 5 and a.client.filters()[0].startswith("$share/ingest/")
-        cfg = FleetConfig(broker=mosquitto.url, site_file=str(DEMO_SITE), rate=0, duration=None, ticks=100,
-                          sim_start=SIM_START, client_prefix="gw-shared")
+        cfg = FleetConfig(
+            broker=mosquitto.url,
+            site_file=str(DEMO_SITE),
+            rate=0,
+            duration=None,
+            ticks=100,
+            sim_start=SIM_START,
+            client_prefix="gw-shared",
+        )
         res = publish_fleet(cfg)
         wait_for(lambda: a.stats()["received"] + b.stats()["received"] >= res.published, 30, "split")
         ra, rb = a.stats()["received"], b.stats()["received"]
@@ -104,7 +133,10 @@ def test_two_ingesters_split_the_load_with_shared_subscriptions(tmp_path: Path, 
 
 def test_metrics_endpoint(tmp_path: Path, mosquitto) -> None:
     port = free_port()
-    with running_ingester(tmp_path, mosquitto.url, f"sqlite:///{tmp_path}/ts.db", metrics_port=port) as (svc, _):
+    with running_ingester(tmp_path, mosquitto.url, f"sqlite:///{tmp_path}/ts.db", metrics_port=port) as (
+        svc,
+        _,
+    ):
         pub = Publisher(mosquitto.port)
         pub.send(T_CHG1, good(0))
         pub.send(T_CHG1, b"nonsense")
@@ -125,25 +157,46 @@ def test_metrics_endpoint(tmp_path: Path, mosquitto) -> None:
 def test_cli_register_and_ingest_process(tmp_path: Path, mosquitto) -> None:
     state = f"sqlite:///{tmp_path}/state.db"
     cli = [sys.executable, "-m", "shelterwatch.cli", "cloud"]
-    out = subprocess.run([*cli, "register", str(DEMO_SITE), "--state-db", state], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [*cli, "register", str(DEMO_SITE), "--state-db", state], capture_output=True, text=True, check=True
+    ).stdout
     assert "3 gateways, 8 devices" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: x\ngateways:\n  - {id: g1, devices: [{id: d1, profile: nope}]}\n")
     r = subprocess.run([*cli, "register", str(bad), "--state-db", state], capture_output=True, text=True)
     assert r.returncode == 2 and f"{bad}:3" in r.stderr and "unknown profile" in r.stderr
-    proc = subprocess.Popen([*cli, "ingest", "--broker", mosquitto.url, "--tsdb", f"sqlite:///{tmp_path}/ts.db",
-                             "--state-db", state, "--spool-dir", str(tmp_path / "spool"), "--client-id", "cli-test"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            *cli,
+            "ingest",
+            "--broker",
+            mosquitto.url,
+            "--tsdb",
+            f"sqlite:///{tmp_path}/ts.db",
+            "--state-db",
+            state,
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--client-id",
+            "cli-test",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         sink_path = tmp_path / "ts.db"
         time.sleep(2)
         pub = Publisher(mosquitto.port)
-        pub.send(T_CHG1, wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=0,
-                                                    values={"smoke": False})))
+        pub.send(
+            T_CHG1,
+            wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=0, values={"smoke": False})),
+        )
         pub.close()
-        wait_for(lambda: sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) == 1, 20,
-                 "the CLI ingester to store the reading")
+        wait_for(
+            lambda: sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) == 1,
+            20,
+            "the CLI ingester to store the reading",
+        )
     finally:
         proc.terminate()
         proc.wait(15)

@@ -45,8 +45,16 @@ def _check_store(vm, sent, site) -> None:
 def test_store_down_60s_nothing_lost_safety_keeps_flowing(tmp_path: Path, mosquitto, victoriametrics) -> None:
     site = load_site(DEMO_SITE)
     url = f"influx2://127.0.0.1:{victoriametrics.port}?bucket=sw&org=sw"
-    cfg = FleetConfig(broker=mosquitto.url, site_file=str(DEMO_SITE), rate=0, duration=None, ticks=200,
-                      tick_s=2.0, sim_start=SIM_START, client_prefix="gw-outage")
+    cfg = FleetConfig(
+        broker=mosquitto.url,
+        site_file=str(DEMO_SITE),
+        rate=0,
+        duration=None,
+        ticks=200,
+        tick_s=2.0,
+        sim_start=SIM_START,
+        client_prefix="gw-outage",
+    )
     model = FleetModel(cfg)
     sent: list[tuple[str, bytes]] = []
     with running_ingester(tmp_path, mosquitto.url, url, backoff_max=2.0) as (svc, safety):
@@ -90,7 +98,7 @@ def test_replayed_backlog_is_stored_once(tmp_path: Path, mosquitto, victoriametr
     url = f"influx2://127.0.0.1:{victoriametrics.port}?bucket=sw&org=sw"
     model = FleetModel(FleetConfig(site_file=str(DEMO_SITE), ticks=300, tick_s=2.0, sim_start=SIM_START))
     msgs = [(t, p) for t, p, _ in model.messages()]
-    backlog, live = msgs[: len(msgs) // 2], msgs[len(msgs) // 2:]
+    backlog, live = msgs[: len(msgs) // 2], msgs[len(msgs) // 2 :]
 
     def send(batch: list[tuple[str, bytes]]) -> None:
         pub = Publisher(mosquitto.port, "gw-replay")

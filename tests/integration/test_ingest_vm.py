@@ -42,10 +42,19 @@ def _compare_vm(expected: dict, got: dict) -> None:
 
 def test_simulated_hour_round_trip(tmp_path: Path, mosquitto, victoriametrics) -> None:
     site = load_site(DEMO_SITE)
-    with running_ingester(tmp_path, mosquitto.url, f"influx2://127.0.0.1:{victoriametrics.port}?bucket=sw&org=sw") \
-            as (svc, safety):
-        cfg = FleetConfig(broker=mosquitto.url, site_file=str(DEMO_SITE), rate=0, duration=None, ticks=1200,
-                          tick_s=3.0, sim_start=SIM_START, client_prefix="gw-vm")
+    with running_ingester(
+        tmp_path, mosquitto.url, f"influx2://127.0.0.1:{victoriametrics.port}?bucket=sw&org=sw"
+    ) as (svc, safety):
+        cfg = FleetConfig(
+            broker=mosquitto.url,
+            site_file=str(DEMO_SITE),
+            rate=0,
+            duration=None,
+            ticks=1200,
+            tick_s=3.0,
+            sim_start=SIM_START,
+            client_prefix="gw-vm",
+        )
         res = publish_fleet(cfg, record=True)
         wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
         assert svc.flush(60)
@@ -56,7 +65,11 @@ def test_simulated_hour_round_trip(tmp_path: Path, mosquitto, victoriametrics) -
     assert st["dead_letters"] == {}, st
     assert st["accepted"] == res.published
     assert len(safety.drain()) == res.published  # every accepted message reached the safety path
-    telemetry = {k: v for k, v in vm_points(victoriametrics.export('{__name__!~"device_health.*|gateway_health.*"}'))
-                 .items()}
+    telemetry = {
+        k: v
+        for k, v in vm_points(
+            victoriametrics.export('{__name__!~"device_health.*|gateway_health.*"}')
+        ).items()
+    }
     _compare_vm(expected, telemetry)
     assert len(expected) > 10_000

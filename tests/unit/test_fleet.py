@@ -47,4 +47,5 @@ def test_demo_site_topology() -> None:
     m = FleetModel(FleetConfig(site_file=str(DEMO_SITE), ticks=1, sim_start=datetime(2026, 1, 1, tzinfo=UTC)))
     assert m.site == "demo-estate"
     assert {g.id: [d.id for d in g.devices] for g in m.gateways} == {
-        g.id: [d.id for d in g.devices] for g in load_site(DEMO_SITE).gateways}
+        g.id: [d.id for d in g.devices] for g in load_site(DEMO_SITE).gateways
+    }

@@ -15,7 +15,10 @@ def test_escaping_and_types() -> None:
     s = Series.make("charger port", {"zone": "a,b=c d", "site": "x", "empty": ""})
     assert s.key == r"charger\ port,site=x,zone=a\,b\=c\ d"  # sorted, empty tags dropped
     p = TsPoint(s, {"v": 230, "ok": True, "state": 'say "hi"\\', "t": 21.5}, 1700000000123)
-    assert line(p) == r'charger\ port,site=x,zone=a\,b\=c\ d v=230.0,ok=true,state="say \"hi\"\\",t=21.5 1700000000123'
+    assert (
+        line(p)
+        == r'charger\ port,site=x,zone=a\,b\=c\ d v=230.0,ok=true,state="say \"hi\"\\",t=21.5 1700000000123'
+    )
 
 
 def test_ints_are_written_as_floats_so_field_types_never_conflict() -> None:

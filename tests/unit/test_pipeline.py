@@ -17,7 +17,11 @@ T_CHG1 = "sw/v1/demo-estate/gw-shelter-a/chg1/telemetry"
 
 
 def good(seq: int) -> bytes:
-    return wire.encode(wire.Telemetry(ts=TS + timedelta(seconds=seq), seq=seq, values={"port.3.voltage": 55.1, "smoke": False}))
+    return wire.encode(
+        wire.Telemetry(
+            ts=TS + timedelta(seconds=seq), seq=seq, values={"port.3.voltage": 55.1, "smoke": False}
+        )
+    )
 
 
 HAND_WRITTEN = [
@@ -64,14 +68,17 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(payload=st.one_of(
-    st.binary(max_size=300),
-    json_values.map(lambda v: msgspec.json.encode(v)),
-    st.dictionaries(st.sampled_from(["v", "ts", "seq", "values", "snapshot", "x"]), json_values, max_size=6)
-    .map(lambda v: msgspec.json.encode(v)),
-))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: msgspec.json.encode(v)),
+        st.dictionaries(
+            st.sampled_from(["v", "ts", "seq", "values", "snapshot", "x"]), json_values, max_size=6
+        ).map(lambda v: msgspec.json.encode(v)),
+    )
+)
 def test_generated_garbage_is_dead_lettered_never_raises(payload: bytes) -> None:
-    p, storage, safety, _ = make_pipeline()
+    p, _storage, _safety, _ = make_pipeline()
     try:
         wire.decode(wire.Kind.TELEMETRY, payload)
         valid = True
@@ -95,7 +102,7 @@ def test_generated_topics_never_raise(topic: str) -> None:
 
 
 def test_replays_are_dropped_and_not_dead_lettered() -> None:
-    p, storage, safety, _ = make_pipeline()
+    p, _storage, _safety, _ = make_pipeline()
     for s in [5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 2]:
         p.handle(T_CHG1, good(s), time.time())
     assert p.stats.accepted == 8 and p.stats.duplicates == 3 and not p.stats.dead
@@ -103,21 +110,31 @@ def test_replays_are_dropped_and_not_dead_lettered() -> None:
 
 def test_telemetry_becomes_points_with_site_labels() -> None:
     p, storage, _, _ = make_pipeline()
-    payload = wire.encode(wire.Telemetry(ts=TS, seq=0, values={"bay.1.occupied": True, "bay.1.battery": 3.01,
-                                                               "bay.9.rssi": -70}))
+    payload = wire.encode(
+        wire.Telemetry(
+            ts=TS, seq=0, values={"bay.1.occupied": True, "bay.1.battery": 3.01, "bay.9.rssi": -70}
+        )
+    )
     assert p.handle("sw/v1/demo-estate/gw-shelter-b/bays-b/telemetry", payload, time.time()) == "ok"
     by_bay = {dict(pt.series.tags)["bay"]: (dict(pt.series.tags), pt.fields) for pt in storage.points}
     tags1, fields1 = by_bay["1"]
     assert fields1 == {"occupied": True, "battery": 3.01}
-    assert tags1 == {"site": "demo-estate", "gateway": "gw-shelter-b", "device": "bays-b", "shelter": "shelter-b",
-                     "zone": "b", "bay": "1", "fire_lane": "true"}
+    assert tags1 == {
+        "site": "demo-estate",
+        "gateway": "gw-shelter-b",
+        "device": "bays-b",
+        "shelter": "shelter-b",
+        "zone": "b",
+        "bay": "1",
+        "fire_lane": "true",
+    }
     assert "fire_lane" not in by_bay["9"][0]
     assert storage.points[0].ts_ms == int(TS.timestamp() * 1000)
     assert p.last_values[("demo-estate", "bays-b")][0]["bay.9.rssi"] == -70
 
 
 def test_status_of_a_registered_gateway_reaches_the_registry_and_safety() -> None:
-    p, _, safety, reg = make_pipeline()
+    p, _, safety, _reg = make_pipeline()
     seen = []
     p.on_status = lambda site, gw, st: seen.append((site, gw, st.state)) or False
     p.handle("sw/v1/demo-estate/gw-garage/status", wire.encode(wire.last_will(TS)), time.time())

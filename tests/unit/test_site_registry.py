@@ -27,22 +27,38 @@ def test_demo_estate_matches_the_simulators_sites() -> None:
 
 def test_alarm_sections_are_accepted_verbatim(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
-    f.write_text("site: s1\npeople: [{name: Li}]\nescalation: {tier1: [Li]}\nalarm_overrides: {}\n"
-                 "inspection_windows: []\ngateways: []\n")
+    f.write_text(
+        "site: s1\npeople: [{name: Li}]\nescalation: {tier1: [Li]}\nalarm_overrides: {}\n"
+        "inspection_windows: []\ngateways: []\n"
+    )
     s = load_site(f)
     assert s.people == [{"name": "Li"}] and s.escalation == {"tier1": ["Li"]}
 
 
-@pytest.mark.parametrize(("text", "line", "key", "msg"), [
-    ("site: s1\ngateways:\n  - id: g1\n    devices:\n      - {id: d1, profile: nope}\n", 5,
-     "gateways[0].devices[0].profile", "unknown profile"),
-    ("site: s1\ngateways:\n  - id: g1\n    devcies: []\n", 4, "gateways[0].devcies", "unknown key"),
-    ("site: S 1\n", 1, "site", "pattern"),
-    ("site: s1\nauto_enrol: maybe\n", 2, "auto_enrol", "true or false"),
-    ("site: s1\ngateways:\n  - id: g1\n    devices:\n      - id: d1\n        profile: voltpile-cp10\n"
-     "        instance_labels: {x: {zone: a}}\n", 7, "gateways[0].devices[0].instance_labels", "whole number"),
-])
-def test_site_file_mistakes_name_file_line_and_key(tmp_path: Path, text: str, line: int, key: str, msg: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "line", "key", "msg"),
+    [
+        (
+            "site: s1\ngateways:\n  - id: g1\n    devices:\n      - {id: d1, profile: nope}\n",
+            5,
+            "gateways[0].devices[0].profile",
+            "unknown profile",
+        ),
+        ("site: s1\ngateways:\n  - id: g1\n    devcies: []\n", 4, "gateways[0].devcies", "unknown key"),
+        ("site: S 1\n", 1, "site", "pattern"),
+        ("site: s1\nauto_enrol: maybe\n", 2, "auto_enrol", "true or false"),
+        (
+            "site: s1\ngateways:\n  - id: g1\n    devices:\n      - id: d1\n        profile: voltpile-cp10\n"
+            "        instance_labels: {x: {zone: a}}\n",
+            7,
+            "gateways[0].devices[0].instance_labels",
+            "whole number",
+        ),
+    ],
+)
+def test_site_file_mistakes_name_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, msg: str
+) -> None:
     f = tmp_path / "site.yaml"
     f.write_text(text)
     with pytest.raises(ConfigError) as e:
@@ -54,8 +70,10 @@ def test_site_file_mistakes_name_file_line_and_key(tmp_path: Path, text: str, li
 
 def test_duplicate_device_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
-    f.write_text("site: s1\ngateways:\n  - {id: g1, devices: [{id: d1, profile: voltpile-cp10}]}\n"
-                 "  - {id: g2, devices: [{id: d1, profile: voltpile-cp10}]}\n")
+    f.write_text(
+        "site: s1\ngateways:\n  - {id: g1, devices: [{id: d1, profile: voltpile-cp10}]}\n"
+        "  - {id: g2, devices: [{id: d1, profile: voltpile-cp10}]}\n"
+    )
     with pytest.raises(ConfigError, match="listed twice"):
         load_site(f)
 
@@ -64,7 +82,9 @@ def test_register_update_and_remove(tmp_path: Path) -> None:
     reg = Registry(f"sqlite:///{tmp_path}/state.db")
     assert reg.register_site(load_site(DEMO_SITE)) == {"gateways": 3, "devices": 8, "removed_devices": 0}
     f = tmp_path / "smaller.yaml"
-    f.write_text("site: demo-estate\ngateways:\n  - {id: gw-garage, devices: [{id: hub1, profile: parkhub-ph48}]}\n")
+    f.write_text(
+        "site: demo-estate\ngateways:\n  - {id: gw-garage, devices: [{id: hub1, profile: parkhub-ph48}]}\n"
+    )
     assert reg.register_site(load_site(f))["removed_devices"] == 7
     d = reg.directory()
     assert set(d.devices) == {("demo-estate", "hub1")} and d.gateways == {("demo-estate", "gw-garage")}
@@ -89,7 +109,9 @@ def test_gateway_status_newest_wins() -> None:
     reg.register_site(load_site(DEMO_SITE))
     t = datetime(2026, 3, 2, 8, tzinfo=UTC)
     reg.set_gateway_status("demo-estate", "gw-garage", wire.Status(ts=t, state="online", agent="a/1"))
-    reg.set_gateway_status("demo-estate", "gw-garage", wire.last_will(t - timedelta(seconds=5)))  # late, older
+    reg.set_gateway_status(
+        "demo-estate", "gw-garage", wire.last_will(t - timedelta(seconds=5))
+    )  # late, older
     g = reg.gateway("demo-estate", "gw-garage")
     assert g is not None and g.online is True and g.agent == "a/1"
     reg.set_gateway_status("demo-estate", "gw-garage", wire.last_will(t + timedelta(seconds=5)))

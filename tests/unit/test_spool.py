@@ -49,8 +49,9 @@ def test_batch_codec_round_trip() -> None:
 
 def test_outage_keeps_order_and_loses_nothing(tmp_path: Path) -> None:
     sink = SwitchableSink(tmp_path / "ts.db")
-    w = StorageWriter(sink, tmp_path / "spool", batch_points=100, batch_interval=0.05, backoff_initial=0.05,
-                      backoff_max=0.2).start()
+    w = StorageWriter(
+        sink, tmp_path / "spool", batch_points=100, batch_interval=0.05, backoff_initial=0.05, backoff_max=0.2
+    ).start()
     w.put(pts(0, 250))
     assert w.flush(5)
     sink.down = True

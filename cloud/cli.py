@@ -26,6 +26,7 @@ def ingest(
         str, typer.Option(help="where batches wait while the store is down")
     ] = "var/shelterwatch/spool",
     mqtt_version: Annotated[str, typer.Option(help="auto | 5 | 3.1.1")] = "auto",
+    mqtt_client: Annotated[str, typer.Option(help="gmqtt (fast) | paho")] = "gmqtt",
     client_id: Annotated[
         str | None, typer.Option(help="stable id per replica (keeps the QoS 1 session)")
     ] = None,
@@ -48,6 +49,7 @@ def ingest(
     cfg = IngestConfig(
         broker=broker,
         mqtt_version=mqtt_version,
+        mqtt_client=mqtt_client,
         tsdb=tsdb,
         state_db=state_db,
         spool_dir=spool_dir,

@@ -122,10 +122,12 @@ def test_replayed_backlog_is_stored_once(tmp_path: Path, mosquitto, victoriametr
         wait_for(lambda: svc.stats()["received"] >= len(msgs), 30, "replay received")
         assert svc.flush(30)
         st = svc.stats()
-        # Only gateway-level messages (status, gateway health) carry no sequence number.
-        assert st["accepted"] == sum(1 for t, _ in msgs if not _has_seq(t))
-        assert st["duplicates"] == sum(1 for t, _ in msgs if _has_seq(t))
-        assert st["written"] == sum(1 for t, _ in msgs if t.count("/") == 4 and t.endswith("/health"))
+        # Every device message is a replay; only gateway-level messages (status, gateway health)
+        # carry no sequence number and pass again. (The broker may also redeliver a message the
+        # first ingester had not acknowledged yet: at-least-once, hence >=.)
+        assert st["duplicates"] >= sum(1 for t, _ in msgs if _has_seq(t))
+        assert st["accepted"] == st["received"] - st["duplicates"]
+        assert st["by_kind"].keys() <= {"status", "gateway-health"}
     _check_store(victoriametrics, msgs, site)
 
 

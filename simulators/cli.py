@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from simulators.fleet_cli import fleet as fleet_command
+
 app = typer.Typer(help="Device simulators speaking the real wire bytes.", no_args_is_help=True)
 
 
@@ -155,3 +157,6 @@ def list_() -> None:
         c = load_scenario(p)
         t.add_row("scenario", p.stem, f"{c.description} [site {c.site}]")
     Console(width=160).print(t)
+
+
+app.command("fleet", help="Virtual gateways publishing wire-contract traffic for load tests.")(fleet_command)

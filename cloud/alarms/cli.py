@@ -1,4 +1,4 @@
-"""`shelterwatch alarms …`: check a site's alarm settings, show the effective rules of a device."""
+"""`shelterwatch cloud alarms …`: check a site's alarm settings, show the effective rules of a device."""
 
 from __future__ import annotations
 

@@ -206,11 +206,11 @@ def test_cli_check(tmp_path: Path) -> None:
     from shelterwatch.cli import app
 
     demo = Path(__file__).parents[2] / "cloud/sites/demo-alarms.yaml"
-    r = CliRunner().invoke(app, ["alarms", "check", str(demo)])
+    r = CliRunner().invoke(app, ["cloud", "alarms", "check", str(demo)])
     assert r.exit_code == 0 and "3 people" in r.output
     bad = tmp_path / "b.yaml"
     bad.write_text("site: a\nescalation: {tiers: [{tier: 2, after: 60}, {tier: 1, after: 0}]}\n")
-    r = CliRunner().invoke(app, ["alarms", "check", str(bad)])
+    r = CliRunner().invoke(app, ["cloud", "alarms", "check", str(bad)])
     assert r.exit_code == 1 and "b.yaml:2 escalation" in r.output and "in order" in r.output
 
 

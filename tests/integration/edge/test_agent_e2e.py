@@ -76,9 +76,9 @@ def site_config(tmp: Path, port: int, s: dict, **extra: object) -> Path:  # type
     return write_config(tmp, port, buses, devices, **extra)
 
 
-def test_shelter_and_garage_end_to_end(tmp_path: Path, edge_mosquitto, site) -> None:  # type: ignore[no-untyped-def]
-    col = Collector(edge_mosquitto.port, "e2e")
-    agent = AgentProcess(site_config(tmp_path, edge_mosquitto.port, site), tmp_path / "agent.log").start()
+def test_shelter_and_garage_end_to_end(tmp_path: Path, mosquitto, site) -> None:  # type: ignore[no-untyped-def]
+    col = Collector(mosquitto.port, "e2e")
+    agent = AgentProcess(site_config(tmp_path, mosquitto.port, site), tmp_path / "agent.log").start()
     try:
         st = col.wait(lambda: [s for s in col.of(wire.Kind.STATUS) if s.state == "online"], what="birth")
         assert {d.id for d in st[-1].devices} == {"cp10-a", "fsm8-a", "ebc12-a", "ph48-g", "rx200-g"}
@@ -133,9 +133,9 @@ def test_shelter_and_garage_end_to_end(tmp_path: Path, edge_mosquitto, site) -> 
     assert off[-1].state == "offline"
 
 
-def test_commands_and_refusals(tmp_path: Path, edge_mosquitto, site) -> None:  # type: ignore[no-untyped-def]
-    col = Collector(edge_mosquitto.port, "cmd")
-    agent = AgentProcess(site_config(tmp_path, edge_mosquitto.port, site), tmp_path / "agent.log").start()
+def test_commands_and_refusals(tmp_path: Path, mosquitto, site) -> None:  # type: ignore[no-untyped-def]
+    col = Collector(mosquitto.port, "cmd")
+    agent = AgentProcess(site_config(tmp_path, mosquitto.port, site), tmp_path / "agent.log").start()
     try:
         col.wait(lambda: "port.3.current" in col.latest_values("cp10-a"), timeout=20, what="first values")
         cid = col.send_command("cp10-a", "port_enable", index=3, value=False)

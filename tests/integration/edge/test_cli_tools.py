@@ -56,12 +56,12 @@ def test_probe_prints_decoded_points_with_units(rtu_bus: type[RtuBus], tmp_path:
         line.stop()
 
 
-def test_status_prints_health_of_the_running_agent(rtu_bus: type[RtuBus], tmp_path: Path, edge_mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_status_prints_health_of_the_running_agent(rtu_bus: type[RtuBus], tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([fsm])
     cfg = write_config(
         tmp_path,
-        edge_mosquitto.port,
+        mosquitto.port,
         [{"name": "b1", "transport": "modbus_rtu", "port": bus.port, "timeout_s": 0.2}],
         [
             {"id": "fsm8", "profile": "nanfang-fsm8", "bus": "b1", "address": 5},

@@ -46,7 +46,7 @@ def seqs(col: Collector, dev: str) -> list[int]:
     return out
 
 
-def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
+def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     devs = [SimDevice(get_profile("nanfang-fsm8"), u) for u in (5, 6, 7, 8)]
     bus = rtu_bus(devs)
     ids = [f"fsm{d.unit}" for d in devs]
@@ -54,12 +54,12 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
     # backlog is big enough (thousands) that its drain takes longer than the next live poll
     cfg = one_bus(
         tmp_path,
-        edge_mosquitto.port,
+        mosquitto.port,
         bus,
         [(i, "nanfang-fsm8", d.unit) for i, d in zip(ids, devs, strict=False)],
         {"safety": 0.05, "routine": 0.05, "slow": 10.0},
     )
-    col = Collector(edge_mosquitto.port, "outage")
+    col = Collector(mosquitto.port, "outage")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     stop = False
 
@@ -77,7 +77,7 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
     th.start()
     try:
         col.wait(lambda: all(col.of(wire.Kind.TELEMETRY, i) for i in ids), what="first telemetry")
-        edge_mosquitto.stop()
+        mosquitto.stop()
         outage_s = 60.0
         time.sleep(outage_s)
         db = Outbox(tmp_path / "state" / "outbox.db")
@@ -85,7 +85,7 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
         db.close()
         assert stored >= outage_s * 40, f"only {stored} rows stored during the outage"
         t_back_wall = time.time()
-        edge_mosquitto.start()
+        mosquitto.start()
 
         def complete() -> bool:
             return all(len(s := seqs(col, i)) == max(s) - min(s) + 1 and max(s) > stored / 4 for i in ids)
@@ -126,17 +126,17 @@ def test_broker_outage_loses_nothing_and_live_goes_first(tmp_path: Path, edge_mo
     assert "Traceback" not in agent.log(), agent.log()
 
 
-def test_kill9_loses_nothing_and_sequences_continue(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
+def test_kill9_loses_nothing_and_sequences_continue(tmp_path: Path, mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([fsm])
     cfg = one_bus(
-        tmp_path, edge_mosquitto.port, bus, [("fsm8", "nanfang-fsm8", 5)], {"safety": 0.2, "routine": 0.2, "slow": 10.0}
+        tmp_path, mosquitto.port, bus, [("fsm8", "nanfang-fsm8", 5)], {"safety": 0.2, "routine": 0.2, "slow": 10.0}
     )
-    col = Collector(edge_mosquitto.port, "kill9")
+    col = Collector(mosquitto.port, "kill9")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         col.wait(lambda: col.of(wire.Kind.TELEMETRY, "fsm8"), what="first telemetry")
-        edge_mosquitto.stop()  # build up a committed backlog, then crash
+        mosquitto.stop()  # build up a committed backlog, then crash
         for n in range(30):
             fsm.set(pipe_pressure=2 + n * 0.1)
             time.sleep(0.1)
@@ -146,7 +146,7 @@ def test_kill9_loses_nothing_and_sequences_continue(tmp_path: Path, edge_mosquit
         last_seq = db.seq("fsm8")
         db.close()
         assert committed > 10
-        edge_mosquitto.start()
+        mosquitto.start()
         agent = AgentProcess(cfg, tmp_path / "agent2.log").start()
 
         def complete() -> bool:
@@ -168,7 +168,7 @@ def test_kill9_loses_nothing_and_sequences_continue(tmp_path: Path, edge_mosquit
         col.close()
 
 
-def test_silent_slave_costs_the_others_little(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
+def test_silent_slave_costs_the_others_little(tmp_path: Path, mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     a = SimDevice(get_profile("nanfang-fsm8"), 5)
     b = SimDevice(get_profile("nanfang-fsm8"), 6)
     dead = SimDevice(get_profile("nanfang-fsm8"), 9)
@@ -180,7 +180,7 @@ def test_silent_slave_costs_the_others_little(tmp_path: Path, edge_mosquitto, rt
         d.mkdir()
         bus = rtu_bus([a, b, dead])
         dead.faults.silent = dead_silent
-        cfg = one_bus(d, edge_mosquitto.port, bus, devs, poll)
+        cfg = one_bus(d, mosquitto.port, bus, devs, poll)
         agent = AgentProcess(cfg, d / "agent.log").start()
         try:
             time.sleep(3)
@@ -225,22 +225,22 @@ def _status(d: Path) -> dict:  # type: ignore[type-arg]
         time.sleep(0.1)
 
 
-def test_interlock_with_broker_down(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
+def test_interlock_with_broker_down(tmp_path: Path, mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     cp = SimDevice(get_profile("voltpile-cp10"), 3)
     bus = rtu_bus([cp])
     safety = 0.5
     cfg = one_bus(
         tmp_path,
-        edge_mosquitto.port,
+        mosquitto.port,
         bus,
         [("cp10", "voltpile-cp10", 3)],
         {"safety": safety, "routine": 2.0, "slow": 10.0},
     )
-    col = Collector(edge_mosquitto.port, "interlock")
+    col = Collector(mosquitto.port, "interlock")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         col.wait(lambda: col.of(wire.Kind.TELEMETRY, "cp10"), what="first telemetry")
-        edge_mosquitto.stop()
+        mosquitto.stop()
         cp.set(port__7__connector_temp=80.0)  # runaway: voltpile cut-off is 75 °C
         t0 = time.monotonic()
         while time.monotonic() - t0 < 5 and cp.values["port.7.enabled"]:
@@ -250,7 +250,7 @@ def test_interlock_with_broker_down(tmp_path: Path, edge_mosquitto, rtu_bus) -> 
         assert dt <= 2 * safety, f"switched off after {dt:.2f} s"
         assert cp.values["port.7.current"] == 0.0
         assert cp.values["port.1.enabled"] is True  # only the hot port
-        edge_mosquitto.start()
+        mosquitto.start()
         ev = col.wait(
             lambda: [e for e in col.of(wire.Kind.EVENT, "cp10") if e.kind == "interlock"],
             timeout=30,
@@ -263,18 +263,18 @@ def test_interlock_with_broker_down(tmp_path: Path, edge_mosquitto, rtu_bus) -> 
         col.close()
 
 
-def test_bad_bytes_are_retried_counted_and_survived(tmp_path: Path, edge_mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
+def test_bad_bytes_are_retried_counted_and_survived(tmp_path: Path, mosquitto, rtu_bus) -> None:  # type: ignore[no-untyped-def]
     cp = SimDevice(get_profile("voltpile-cp10"), 3)
     fsm = SimDevice(get_profile("nanfang-fsm8"), 5)
     bus = rtu_bus([cp, fsm])
     cfg = one_bus(
         tmp_path,
-        edge_mosquitto.port,
+        mosquitto.port,
         bus,
         [("cp10", "voltpile-cp10", 3), ("fsm8", "nanfang-fsm8", 5)],
         {"safety": 0.3, "routine": 0.5, "slow": 10.0},
     )
-    col = Collector(edge_mosquitto.port, "bad")
+    col = Collector(mosquitto.port, "bad")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         col.wait(lambda: col.of(wire.Kind.TELEMETRY, "cp10"), what="first telemetry")

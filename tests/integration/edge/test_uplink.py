@@ -24,11 +24,11 @@ def tele(dev: str) -> New:
     )
 
 
-def test_backlog_in_order_live_first_and_acks_delete(tmp_path: Path, edge_mosquitto) -> None:  # type: ignore[no-untyped-def]
-    col = Collector(edge_mosquitto.port, "uplink-test")
+def test_backlog_in_order_live_first_and_acks_delete(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    col = Collector(mosquitto.port, "uplink-test")
     o = Outbox(tmp_path / "o.db")
     o.put_many([tele("d1") for _ in range(3000)])  # a backlog from before
-    up = Uplink(UplinkCfg(url=f"mqtt://127.0.0.1:{edge_mosquitto.port}", window=50), SITE, GW, o)
+    up = Uplink(UplinkCfg(url=f"mqtt://127.0.0.1:{mosquitto.port}", window=50), SITE, GW, o)
     up.start()
     try:
         deadline = time.monotonic() + 10

@@ -59,9 +59,9 @@ def agent_config(tmp: Path, port: int, sites: dict[str, SimSite]) -> Path:
     return write_config(tmp, port, list(buses.values()), devices)
 
 
-def test_sites_end_to_end_match_the_physics(tmp_path: Path, edge_mosquitto, sims) -> None:  # type: ignore[no-untyped-def]
-    col = Collector(edge_mosquitto.port, "sim-e2e")
-    agent = AgentProcess(agent_config(tmp_path, edge_mosquitto.port, sims), tmp_path / "agent.log").start()
+def test_sites_end_to_end_match_the_physics(tmp_path: Path, mosquitto, sims) -> None:  # type: ignore[no-untyped-def]
+    col = Collector(mosquitto.port, "sim-e2e")
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, sims), tmp_path / "agent.log").start()
     try:
         for dev in ("chg1", "spk1", "chg2", "park1"):
             col.wait(lambda d=dev: col.of(wire.Kind.TELEMETRY, d), timeout=30, what=f"telemetry of {dev}")
@@ -103,9 +103,9 @@ def test_sites_end_to_end_match_the_physics(tmp_path: Path, edge_mosquitto, sims
     assert "Traceback" not in agent.log(), agent.log()
 
 
-def test_runaway_port_cut_with_broker_down_and_command(tmp_path: Path, edge_mosquitto, sims) -> None:  # type: ignore[no-untyped-def]
-    col = Collector(edge_mosquitto.port, "sim-il")
-    agent = AgentProcess(agent_config(tmp_path, edge_mosquitto.port, sims), tmp_path / "agent.log").start()
+def test_runaway_port_cut_with_broker_down_and_command(tmp_path: Path, mosquitto, sims) -> None:  # type: ignore[no-untyped-def]
+    col = Collector(mosquitto.port, "sim-il")
+    agent = AgentProcess(agent_config(tmp_path, mosquitto.port, sims), tmp_path / "agent.log").start()
     chg1 = sims["shelter-a"].device("chg1").model
     try:
         col.wait(lambda: "port.2.current" in col.latest_values("chg1"), timeout=30, what="charger values")
@@ -118,7 +118,7 @@ def test_runaway_port_cut_with_broker_down_and_command(tmp_path: Path, edge_mosq
         res = col.wait(lambda: [r for r in col.of(wire.Kind.CMD_RESULT, "chg1") if r.id == bad], what="refusal")
         assert res[0].status == "refused" and "reboot" in res[0].detail
 
-        edge_mosquitto.stop()
+        mosquitto.stop()
         sims["shelter-a"].call(lambda: chg1.start_runaway(3))
         deadline = time.monotonic() + 60
         while chg1.port(3).connector_temp < 75.0:  # voltpile cut-off
@@ -131,7 +131,7 @@ def test_runaway_port_cut_with_broker_down_and_command(tmp_path: Path, edge_mosq
         dt = time.monotonic() - t_hot
         assert dt <= 2 * SAFETY_S, f"switched off {dt:.2f} s after reaching the cut-off"
         assert chg1.port(3).current == 0.0 and chg1.port(2).enabled
-        edge_mosquitto.start()
+        mosquitto.start()
         ev = col.wait(
             lambda: [e for e in col.of(wire.Kind.EVENT, "chg1") if e.kind == "interlock"],
             timeout=30,

@@ -1,0 +1,127 @@
+"""`shelterwatch cloud …`: run the ingester, register sites, look at dead letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Cloud side: ingest, registry, dead letters.", no_args_is_help=True)
+
+StateDb = Annotated[str, typer.Option("--state-db", help="SQLAlchemy URL of the registry")]
+
+
+@app.command()
+def ingest(
+    broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    tsdb: Annotated[
+        str,
+        typer.Option(
+            help="sqlite:///path | influx2://host:port?org=&bucket=&token= | influx1://host:port/db"
+        ),
+    ] = "sqlite:///var/shelterwatch/ts.db",
+    state_db: StateDb = "sqlite:///var/shelterwatch/state.db",
+    spool_dir: Annotated[
+        str, typer.Option(help="where batches wait while the store is down")
+    ] = "var/shelterwatch/spool",
+    mqtt_version: Annotated[str, typer.Option(help="auto | 5 | 3.1.1")] = "auto",
+    mqtt_client: Annotated[str, typer.Option(help="gmqtt (fast) | paho")] = "gmqtt",
+    client_id: Annotated[
+        str | None, typer.Option(help="stable id per replica (keeps the QoS 1 session)")
+    ] = None,
+    group: Annotated[str, typer.Option(help="shared-subscription group (MQTT 5)")] = "ingest",
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
+    metrics_addr: str = "127.0.0.1",
+) -> None:
+    """Run the ingester until interrupted."""
+    import logging
+    import signal
+    import threading
+
+    from cloud.ingest.service import IngestConfig, IngestService
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Path(spool_dir).mkdir(parents=True, exist_ok=True)
+    for url in (tsdb, state_db):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    cfg = IngestConfig(
+        broker=broker,
+        mqtt_version=mqtt_version,
+        mqtt_client=mqtt_client,
+        tsdb=tsdb,
+        state_db=state_db,
+        spool_dir=spool_dir,
+        client_id=client_id,
+        shared_group=group,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
+    )
+    svc = IngestService(cfg).start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    try:
+        while not done.wait(10):
+            s = svc.stats()
+            logging.info(
+                "received %d accepted %d stored %d pending %d dead %s",
+                s["received"],
+                s["accepted"],
+                s["written"],
+                s["pending"],
+                s["dead_letters"],
+            )
+    finally:
+        svc.stop()
+
+
+@app.command()
+def register(site_file: Path, state_db: StateDb = "sqlite:///var/shelterwatch/state.db") -> None:
+    """Register (or update) a site, its gateways and devices from a site file."""
+    from cloud.site_config import load_site
+    from cloud.state.registry import Registry
+    from device_profiles.located_yaml import ConfigError
+
+    try:
+        site = load_site(site_file)
+    except ConfigError as e:
+        for issue in e.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+    if state_db.startswith("sqlite:///"):
+        Path(state_db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    reg = Registry(state_db)
+    res = reg.register_site(site)
+    typer.echo(
+        f"site {site.site}: {res['gateways']} gateways, {res['devices']} devices registered"
+        + (f", {res['removed_devices']} removed" if res["removed_devices"] else "")
+    )
+
+
+@app.command()
+def deadletters(
+    db: Annotated[Path, typer.Option(help="dead-letter file")] = Path("var/shelterwatch/dead-letters.db"),
+    limit: int = 20,
+    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+) -> None:
+    """Show the most recent refused messages and counts by reason."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    if not db.exists():
+        typer.echo(f"{db}: no dead letters yet")
+        return
+    con = sqlite3.connect(db)
+    for r, n in con.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY 2 DESC"):
+        typer.echo(f"{n:8d}  {r}")
+    q = "SELECT received, topic, reason, detail, payload, size FROM dead_letters"
+    args: tuple[object, ...] = ()
+    if reason:
+        q += " WHERE reason = ?"
+        args = (reason,)
+    for rec, topic, r, detail, payload, size in con.execute(q + " ORDER BY id DESC LIMIT ?", (*args, limit)):
+        when = datetime.fromtimestamp(rec, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{when} {r:15s} {topic} ({size} B): {detail[:120]}")
+        typer.echo(f"    {bytes(payload[:120])!r}")

@@ -1,0 +1,1 @@
+"""Cloud ingest: MQTT → validate → identity → dedupe → storage and safety paths."""

@@ -1,0 +1,76 @@
+"""Prometheus metrics of the ingester, read from its stats at scrape time.
+
+The hot path only bumps plain integers; a custom collector turns them into metrics when
+/metrics is scraped, so metrics cost nothing per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class IngestCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s = self.stats()
+        p = "shelterwatch_ingest_"
+        yield CounterMetricFamily(p + "received", "MQTT messages received", value=s["received"])
+        yield CounterMetricFamily(
+            p + "accepted", "messages accepted (valid, registered, new)", value=s["accepted"]
+        )
+        yield CounterMetricFamily(
+            p + "duplicates", "replayed messages dropped by sequence number", value=s["duplicates"]
+        )
+        dl = CounterMetricFamily(p + "dead_letters", "messages refused, by reason", labels=["reason"])
+        for reason, n in sorted(s["dead_letters"].items()):
+            dl.add_metric([reason], n)
+        yield dl
+        yield CounterMetricFamily(
+            p + "points_stored", "points the time-series store accepted", value=s["written"]
+        )
+        yield CounterMetricFamily(
+            p + "store_retries", "failed store writes (retried later)", value=s["retries"]
+        )
+        yield CounterMetricFamily(
+            p + "points_rejected", "points the store refused as bad data", value=s["rejected"]
+        )
+        yield GaugeMetricFamily(
+            p + "points_pending", "points not yet stored (memory + disk spool)", value=s["pending"]
+        )
+        yield GaugeMetricFamily(p + "spool_batches", "batches waiting on disk", value=s["spool_batches"])
+        yield GaugeMetricFamily(
+            p + "safety_queue_depth", "messages waiting for the alarm engine", value=s["safety_queue"]
+        )
+        yield GaugeMetricFamily(
+            p + "store_lag_seconds", "arrival to stored, last batch", value=s["store_lag"]
+        )
+        yield GaugeMetricFamily(
+            p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
+        )
+        yield GaugeMetricFamily(
+            p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
+        )
+        yield GaugeMetricFamily(
+            p + "connected", "1 when connected to the broker", value=1 if s["connected"] else 0
+        )
+
+
+def make_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(IngestCollector(stats))
+    return reg
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:
+    """Serve /metrics; returns the HTTP server (call .shutdown() to stop)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server

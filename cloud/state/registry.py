@@ -1,0 +1,216 @@
+"""The registry: what is registered where, gateway online state, last known values.
+
+The database is the truth (shared by ingester replicas, the API and the alarm engine); the hot
+path reads an immutable in-memory `Directory` snapshot instead, refreshed after every change and
+periodically, because an identity check per message must cost a dict lookup, not a query.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.orm import sessionmaker
+
+from cloud.site_config import SiteFile
+from cloud.state.models import Base, DeviceRow, GatewayRow, SeqStateRow, SiteRow
+from device_profiles import wire
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    site: str
+    id: str
+    gateway: str
+    profile: str
+    labels: dict[str, str] = field(default_factory=dict)
+    instance_labels: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """Read-only snapshot for identity checks."""
+
+    sites: dict[str, bool]  # site → auto_enrol
+    gateways: frozenset[tuple[str, str]]
+    devices: dict[tuple[str, str], DeviceEntry]  # (site, device)
+    gateway_labels: dict[tuple[str, str], dict[str, str]]
+
+
+class Registry:
+    def __init__(self, url: str = "sqlite:///shelterwatch-state.db") -> None:
+        kw: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = create_engine(url, **kw)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ registration
+    def register_site(self, site: SiteFile) -> dict[str, int]:
+        """Make the registry match the site file: upsert its gateways and devices, remove devices
+        and gateways of this site that the file no longer lists (but keep auto-enrolled ones)."""
+        extra = {
+            k: v
+            for k in ("people", "escalation", "alarm_overrides", "inspection_windows")
+            if (v := getattr(site, k)) is not None
+        }
+        with self._lock, self.session.begin() as s:
+            row = s.get(SiteRow, site.site) or SiteRow(id=site.site)
+            row.name, row.name_zh, row.auto_enrol, row.extra = site.name, site.name_zh, site.auto_enrol, extra
+            s.add(row)
+            gw_ids, dev_ids = set(), set()
+            for g in site.gateways:
+                gw_ids.add(g.id)
+                grow = s.get(GatewayRow, (site.site, g.id)) or GatewayRow(site_id=site.site, id=g.id)
+                grow.name, grow.location, grow.labels, grow.enrolled_by = (
+                    g.name,
+                    g.location,
+                    dict(g.labels),
+                    "site-file",
+                )
+                s.add(grow)
+                for d in g.devices:
+                    dev_ids.add(d.id)
+                    drow = s.get(DeviceRow, (site.site, d.id)) or DeviceRow(site_id=site.site, id=d.id)
+                    drow.gateway_id, drow.profile, drow.name = g.id, d.profile, d.name
+                    drow.labels = dict(d.labels)
+                    drow.instance_labels = {str(k): dict(v) for k, v in d.instance_labels.items()}
+                    drow.enrolled_by = "site-file"
+                    s.add(drow)
+            removed = 0
+            for drow in s.scalars(select(DeviceRow).where(DeviceRow.site_id == site.site)):
+                if drow.id not in dev_ids and drow.enrolled_by == "site-file":
+                    s.delete(drow)
+                    removed += 1
+            for grow in s.scalars(select(GatewayRow).where(GatewayRow.site_id == site.site)):
+                if grow.id not in gw_ids and grow.enrolled_by == "site-file":
+                    s.delete(grow)
+        return {"gateways": len(gw_ids), "devices": len(dev_ids), "removed_devices": removed}
+
+    def enrol_from_birth(self, site: str, gateway: str, status: wire.Status) -> int:
+        """Auto-enrolment: register the gateway and the devices its birth message lists, if the
+        site allows it. A device already registered to another gateway is never moved."""
+        from device_profiles.loader import catalog
+
+        known = catalog()
+        added = 0
+        with self._lock, self.session.begin() as s:
+            srow = s.get(SiteRow, site)
+            if srow is None or not srow.auto_enrol:
+                return -1
+            if s.get(GatewayRow, (site, gateway)) is None:
+                s.add(GatewayRow(site_id=site, id=gateway, enrolled_by="birth"))
+                added += 1
+            for d in status.devices:
+                if d.profile not in known or not wire.ID_RE.match(d.id):
+                    continue
+                if s.get(DeviceRow, (site, d.id)) is None:
+                    s.add(
+                        DeviceRow(
+                            site_id=site,
+                            id=d.id,
+                            gateway_id=gateway,
+                            profile=d.profile,
+                            labels=dict(d.labels),
+                            instance_labels={},
+                            enrolled_by="birth",
+                        )
+                    )
+                    added += 1
+        return added
+
+    def directory(self) -> Directory:
+        with self.session() as s:
+            sites = {r.id: r.auto_enrol for r in s.scalars(select(SiteRow))}
+            gws = list(s.scalars(select(GatewayRow)))
+            devs = {
+                (r.site_id, r.id): DeviceEntry(
+                    r.site_id,
+                    r.id,
+                    r.gateway_id,
+                    r.profile,
+                    dict(r.labels or {}),
+                    {int(k): dict(v) for k, v in (r.instance_labels or {}).items()},
+                )
+                for r in s.scalars(select(DeviceRow))
+            }
+        return Directory(
+            sites,
+            frozenset((g.site_id, g.id) for g in gws),
+            devs,
+            {(g.site_id, g.id): dict(g.labels or {}) for g in gws},
+        )
+
+    # ------------------------------------------------------------------ live state
+    def set_gateway_status(self, site: str, gateway: str, status: wire.Status) -> None:
+        with self._lock, self.session.begin() as s:
+            g = s.get(GatewayRow, (site, gateway))
+            if g is None:
+                return
+            ts = status.ts.timestamp()
+            if g.status_ts is not None and ts < g.status_ts:
+                return  # an older retained status arriving late must not win
+            g.online, g.status_ts, g.status_reason = status.state == "online", ts, status.reason[:200]
+            if status.agent:
+                g.agent = status.agent[:100]
+
+    def save_last_values(self, updates: dict[tuple[str, str], tuple[dict[str, Any], float]]) -> None:
+        if not updates:
+            return
+        with self._lock, self.session.begin() as s:
+            for (site, dev), (values, ts) in updates.items():
+                d = s.get(DeviceRow, (site, dev))
+                if d is None:
+                    continue
+                if d.last_ts is None or ts >= d.last_ts:
+                    d.last_values = {**(d.last_values or {}), **values}
+                    d.last_ts = ts
+
+    def save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
+        if not states:
+            return
+        with self._lock, self.session.begin() as s:
+            for (site, dev), st in states.items():
+                row = s.get(SeqStateRow, (site, dev)) or SeqStateRow(site_id=site, device_id=dev)
+                row.state = st
+                s.add(row)
+
+    def load_seq_states(self) -> dict[tuple[str, str], dict[str, Any]]:
+        with self.session() as s:
+            return {(r.site_id, r.device_id): dict(r.state) for r in s.scalars(select(SeqStateRow))}
+
+    # ------------------------------------------------------------------ reading (API, CLI, tests)
+    def gateways(self, site: str | None = None) -> list[GatewayRow]:
+        with self.session() as s:
+            q = select(GatewayRow)
+            if site:
+                q = q.where(GatewayRow.site_id == site)
+            return list(s.scalars(q.order_by(GatewayRow.site_id, GatewayRow.id)))
+
+    def gateway(self, site: str, gateway: str) -> GatewayRow | None:
+        with self.session() as s:
+            return s.get(GatewayRow, (site, gateway))
+
+    def device(self, site: str, device: str) -> DeviceRow | None:
+        with self.session() as s:
+            return s.get(DeviceRow, (site, device))
+
+    def devices(self, site: str | None = None) -> list[DeviceRow]:
+        with self.session() as s:
+            q = select(DeviceRow)
+            if site:
+                q = q.where(DeviceRow.site_id == site)
+            return list(s.scalars(q.order_by(DeviceRow.site_id, DeviceRow.id)))
+
+    def forget_site(self, site: str) -> None:
+        with self._lock, self.session.begin() as s:
+            for model in (DeviceRow, GatewayRow, SeqStateRow):
+                s.execute(delete(model).where(model.site_id == site))
+            s.execute(delete(SiteRow).where(SiteRow.id == site))
+
+    def close(self) -> None:
+        self.engine.dispose()

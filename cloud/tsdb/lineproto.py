@@ -1,0 +1,92 @@
+"""A small, fast InfluxDB line-protocol serialiser.
+
+Building influxdb-client `Point` objects caps writes near 30-37 k points/s on this machine, while
+prepared line-protocol text reaches 130-175 k; so points are serialised here. The series part
+(`measurement,tag=v,…`) is the same for every reading of one device instance, so it is escaped
+once and cached in a `Series`.
+
+Numbers are always written as floats: a point that reads 230 once and 230.5 later would otherwise
+change field type, which InfluxDB refuses for the whole batch ("field type conflict"). Booleans
+stay booleans, strings (enum labels) stay strings. Timestamps are milliseconds (precision=ms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FieldValue = bool | int | float | str
+
+_TAG_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+_MEAS_ESC = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+
+
+def escape_tag(s: str) -> str:
+    return s.translate(_TAG_ESC)
+
+
+def escape_measurement(s: str) -> str:
+    return s.translate(_MEAS_ESC)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One measurement + tag set, with its line-protocol prefix prepared once."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]  # sorted by key
+    key: str
+
+    @classmethod
+    def make(cls, measurement: str, tags: dict[str, str]) -> Series:
+        items = tuple(sorted((k, v) for k, v in tags.items() if v != ""))
+        key = escape_measurement(measurement) + "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in items)
+        return cls(measurement, items, key)
+
+
+@dataclass(frozen=True, slots=True)
+class TsPoint:
+    series: Series
+    fields: dict[str, FieldValue]
+    ts_ms: int
+
+
+_INF = float("inf")
+_KEYS: dict[str, str] = {}
+
+
+def field_value(v: FieldValue) -> str:
+    t = type(v)
+    if t is float:
+        if v != v or v == _INF or v == -_INF:
+            raise ValueError("NaN/inf cannot be stored")
+        return repr(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'  # type: ignore[union-attr]
+    return field_value(float(v))
+
+
+def _key(k: str) -> str:
+    e = _KEYS.get(k)
+    if e is None:
+        e = escape_tag(k)
+        if len(_KEYS) < 10_000:
+            _KEYS[k] = e
+    return e
+
+
+def line(p: TsPoint) -> str:
+    fields = ",".join([f"{_key(k)}={field_value(v)}" for k, v in p.fields.items()])
+    return f"{p.series.key} {fields} {p.ts_ms}"
+
+
+def lines(points: list[TsPoint]) -> bytes:
+    """A batch as one line-protocol body (precision ms)."""
+    out = []
+    for p in points:
+        try:
+            out.append(line(p))
+        except ValueError:
+            continue  # NaN/inf cannot be written; the reading stayed on the safety path
+    return ("\n".join(out)).encode()

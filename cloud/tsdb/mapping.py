@@ -1,0 +1,52 @@
+"""Readings → points, following `device_profiles.timeseries.Mapping` (the one mapping that sinks
+and dashboards share), with the per-point work cached.
+
+`Mapping.rows` builds tag dicts per message; at tens of thousands of messages a second that is
+the hot path, so the result for each point id (which series, which field) is computed once per
+device by asking the Mapping itself about that single point, and reused.
+"""
+
+from __future__ import annotations
+
+from cloud.tsdb.lineproto import Series, TsPoint
+from device_profiles.timeseries import FieldValue, Mapping
+
+MAX_CACHED_IDS = 20_000  # point ids per device; unknown ids are cached too, so bound it
+
+
+class DeviceSeries:
+    def __init__(
+        self,
+        mapping: Mapping,
+        base_tags: dict[str, str],
+        instance_tags: dict[int, dict[str, str]] | None = None,
+    ) -> None:
+        self.mapping = mapping
+        self.base_tags = base_tags
+        self.instance_tags = instance_tags or {}
+        self._targets: dict[str, list[tuple[Series, str]]] = {}
+        self._series: dict[str, Series] = {}
+
+    def _resolve(self, pid: str) -> list[tuple[Series, str]]:
+        out: list[tuple[Series, str]] = []
+        for row in self.mapping.rows({pid: 0}, self.base_tags, self.instance_tags):
+            s = Series.make(row.measurement, row.tags)
+            s = self._series.setdefault(s.key, s)
+            out.extend((s, f) for f in row.fields)
+        if len(self._targets) < MAX_CACHED_IDS:
+            self._targets[pid] = out
+        return out
+
+    def points(self, values: dict[str, FieldValue], ts_ms: int) -> list[TsPoint]:
+        groups: dict[str, tuple[Series, dict[str, FieldValue]]] = {}
+        targets = self._targets
+        for pid, v in values.items():
+            tl = targets.get(pid)
+            if tl is None:
+                tl = self._resolve(pid)
+            for s, f in tl:
+                g = groups.get(s.key)
+                if g is None:
+                    g = groups[s.key] = (s, {})
+                g[1][f] = v
+        return [TsPoint(s, fields, ts_ms) for s, fields in groups.values()]

@@ -1,0 +1,432 @@
+"""Fleet generator: N virtual gateways publishing valid wire-contract traffic straight to a broker.
+
+For load tests and benchmarks of the cloud side without running device simulators and edge agents:
+each virtual gateway announces itself (retained birth listing its devices), then per tick sends
+routine telemetry (report by exception: a few points that moved), a periodic full snapshot, bay
+events with the matching telemetry on parking devices, and device / gateway health, each device
+with its own rising sequence number. Timestamps follow a simulated clock (`sim_start`, `tick_s`)
+so an hour of a site can be published in seconds, or the real clock.
+
+`FleetModel` only makes messages (pure, deterministic with a seed, tested without a broker);
+`publish_fleet` sends them with paho-mqtt at a set rate, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from device_profiles import wire
+from device_profiles.loader import get_profile
+from device_profiles.model import DataType, LineTransport, Profile, point_id
+from device_profiles.points import resolve_points
+
+Scalar = bool | int | float | str
+
+# Plausible ranges by point key, so dashboards and alarms see realistic (non-alarming) values.
+RANGES: dict[str, tuple[float, float]] = {
+    "voltage": (48.0, 58.0),
+    "current": (0.0, 4.0),
+    "power": (0.0, 220.0),
+    "energy": (0.0, 50.0),
+    "connector_temp": (18.0, 45.0),
+    "ambient_temp": (12.0, 35.0),
+    "pipe_pressure": (0.35, 0.6),
+    "battery": (2.95, 3.3),
+    "rssi": (-95, -50),
+    "occupied_count": (0, 48),
+    "pressure": (0.35, 0.6),
+}
+# Keys of booleans that are normally false (alarms) — the generator keeps them false.
+QUIET_TRUE = {"smoke", "waterflow", "valve_tamper", "power_fault", "sensor_fault", "door_open", "fault"}
+
+
+@dataclass(frozen=True, slots=True)
+class PointGen:
+    id: str
+    key: str
+    kind: str  # bool | int | float | enum | str
+    lo: float = 0.0
+    hi: float = 100.0
+    decimals: int = 2
+    labels: tuple[str, ...] = ()
+
+
+def _decimals(scale: float) -> int:
+    d = 0
+    while scale < 1 and d < 4:
+        scale *= 10
+        d += 1
+    return d
+
+
+def point_generators(profile: Profile) -> list[PointGen]:
+    out: list[PointGen] = []
+    tr = profile.transport
+    if isinstance(tr, LineTransport):
+        for i in range(1, tr.instance_count + 1):
+            for f in tr.fields:
+                pid = point_id(f.key, tr.block, i)
+                lo, hi = RANGES.get(f.key, (0, 100))
+                if f.type == "bool":
+                    out.append(PointGen(pid, f.key, "bool"))
+                elif f.type == "enum":
+                    out.append(PointGen(pid, f.key, "enum", labels=tuple((f.enum or {}).values())))
+                elif f.type == "str":
+                    out.append(PointGen(pid, f.key, "str"))
+                else:
+                    out.append(
+                        PointGen(
+                            pid,
+                            f.key,
+                            "float" if f.type == "float" or f.scale != 1 else "int",
+                            lo,
+                            hi,
+                            _decimals(f.scale) or 2,
+                        )
+                    )
+        return out
+    for rp in resolve_points(profile):
+        spec = rp.spec
+        lo, hi = RANGES.get(rp.key, (0, 100))
+        if spec.type.is_bool:
+            out.append(PointGen(rp.id, rp.key, "bool"))
+        elif spec.type is DataType.ENUM:
+            out.append(PointGen(rp.id, rp.key, "enum", labels=tuple((spec.enum or {}).values())))
+        elif spec.type is DataType.STRING:
+            out.append(PointGen(rp.id, rp.key, "str"))
+        elif spec.type is DataType.FLOAT32 or spec.scale != 1 or spec.offset != 0:
+            out.append(PointGen(rp.id, rp.key, "float", lo, hi, max(_decimals(spec.scale), 1)))
+        else:
+            out.append(PointGen(rp.id, rp.key, "int", lo, hi))
+    return out
+
+
+def gen_value(g: PointGen, rnd: random.Random) -> Scalar:
+    if g.kind == "bool":
+        if g.key in QUIET_TRUE:
+            return False
+        return rnd.random() < 0.5
+    if g.kind == "enum":
+        normal = [x for x in g.labels if x not in ("fault",)] or list(g.labels)
+        return rnd.choice(normal)
+    if g.kind == "str":
+        return "2.1.7"
+    if g.kind == "int":
+        return rnd.randint(int(g.lo), int(g.hi))
+    return round(rnd.uniform(g.lo, g.hi), g.decimals)
+
+
+@dataclass(slots=True)
+class VDevice:
+    id: str
+    profile: str
+    labels: dict[str, str]
+    points: list[PointGen]
+    bay_points: dict[int, str] = field(default_factory=dict)  # bay number → occupied point id
+    seq: int = 0
+    values: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class VGateway:
+    id: str
+    devices: list[VDevice]
+
+
+@dataclass
+class FleetConfig:
+    broker: str = "mqtt://127.0.0.1:1883"
+    site: str = "demo-estate"
+    site_file: str | None = None  # topology from a site file; else `gateways` synthetic gateways
+    gateways: int = 3
+    rate: float = 1000.0  # messages per second over the whole fleet; 0 = as fast as possible
+    duration: float | None = 60.0  # seconds of real time
+    max_messages: int | None = None
+    ticks: int | None = None  # stop after this many ticks per gateway
+    qos: int = 1
+    sim_start: datetime | None = None  # None: real clock
+    tick_s: float = 1.0  # simulated seconds per tick
+    seed: int = 1
+    snapshot_every: int = 60  # ticks between full snapshots
+    health_every: int = 30
+    event_probability: float = 0.05  # per parking device per tick
+    points_per_report: tuple[int, int] = (1, 4)
+    seq_start: int = 0
+    connections: int = 8
+    client_prefix: str = "sw-fleet"
+
+
+def synthetic_topology(n: int, site: str) -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    """n gateways, each a shelter like the demo's Shelter A/B mix: two chargers, a sprinkler
+    monitor and a bay receiver."""
+    kinds = [
+        ("chg1", "voltpile-cp10"),
+        ("chg2", "hengtong-ebc12"),
+        ("spk1", "nanfang-fsm8"),
+        ("bays", "geomag-rx200"),
+    ]
+    out = []
+    for i in range(1, n + 1):
+        gw = f"gw-{i:04d}"
+        out.append((gw, [(f"g{i:04d}-{d}", prof, {"shelter": f"shelter-{i:04d}"}) for d, prof in kinds]))
+    return out
+
+
+def site_topology(path: str | Path) -> tuple[str, list[tuple[str, list[tuple[str, str, dict[str, str]]]]]]:
+    from cloud.site_config import load_site
+
+    s = load_site(path)
+    return s.site, [(g.id, [(d.id, d.profile, dict(d.labels)) for d in g.devices]) for g in s.gateways]
+
+
+def site_file_text(
+    site: str, topo: list[tuple[str, list[tuple[str, str, dict[str, str]]]]], auto_enrol: bool = True
+) -> str:
+    """A site file registering a synthetic fleet (so the ingester's identity checks pass)."""
+    doc = {
+        "site": site,
+        "name": f"Fleet {site}",
+        "auto_enrol": auto_enrol,
+        "gateways": [
+            {"id": gw, "devices": [{"id": d, "profile": p, "labels": lab} for d, p, lab in devs]}
+            for gw, devs in topo
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+class FleetModel:
+    """Makes the fleet's messages, tick by tick, gateway by gateway."""
+
+    def __init__(self, cfg: FleetConfig) -> None:
+        self.cfg = cfg
+        self.rnd = random.Random(cfg.seed)
+        if cfg.site_file:
+            self.site, topo = site_topology(cfg.site_file)
+        else:
+            self.site, topo = cfg.site, synthetic_topology(cfg.gateways, cfg.site)
+        self.topology = topo
+        self.gateways: list[VGateway] = []
+        gens: dict[str, list[PointGen]] = {}
+        for gw, devs in topo:
+            vdevs = []
+            for d, prof, labels in devs:
+                if prof not in gens:
+                    gens[prof] = point_generators(get_profile(prof))
+                pts = gens[prof]
+                bays = {int(p.id.split(".")[1]): p.id for p in pts if p.key == "occupied" and "." in p.id}
+                vd = VDevice(d, prof, labels, pts, bays, seq=cfg.seq_start)
+                vd.values = {p.id: gen_value(p, self.rnd) for p in pts}
+                vdevs.append(vd)
+            self.gateways.append(VGateway(gw, vdevs))
+        self.tick = 0
+
+    def clock(self, tick: int, sub: int = 0) -> datetime:
+        if self.cfg.sim_start is None:
+            return wire.now()
+        # `sub` spreads the messages of one tick by a millisecond each, so that no two readings of
+        # one device share a timestamp (a store keeps one value per series and time).
+        return self.cfg.sim_start + timedelta(seconds=tick * self.cfg.tick_s, milliseconds=sub)
+
+    def topic(self, gw: str, kind: wire.Kind, dev: str | None = None) -> str:
+        return wire.topic(self.site, gw, kind, dev)
+
+    def births(self) -> Iterator[tuple[str, bytes, bool]]:
+        for g in self.gateways:
+            st = wire.Status(
+                ts=self.clock(0),
+                state="online",
+                agent="shelterwatch-fleet",
+                devices=[wire.DeviceInfo(d.id, d.profile, d.labels) for d in g.devices],
+            )
+            yield self.topic(g.id, wire.Kind.STATUS), wire.encode(st), True
+
+    def will(self, gw: str) -> bytes:
+        return wire.encode(wire.last_will())
+
+    def next_seq(self, d: VDevice) -> int:
+        s = d.seq
+        d.seq += 1
+        return s
+
+    def tick_messages(self) -> Iterator[tuple[str, bytes, bool]]:
+        """Every message of one tick, for every gateway."""
+        cfg, rnd, t = self.cfg, self.rnd, self.tick
+        self.tick += 1
+        for g in self.gateways:
+            sub = 0
+            for d in g.devices:
+                sub += 1
+                ts = self.clock(t, sub)
+                if t % cfg.snapshot_every == 0:
+                    for p in d.points:
+                        if rnd.random() < 0.2:
+                            d.values[p.id] = gen_value(p, rnd)
+                    msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True)
+                    yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
+                else:
+                    k = min(len(d.points), rnd.randint(*cfg.points_per_report))
+                    changed = {}
+                    for p in rnd.sample(d.points, k):
+                        if p.kind in ("str",) or (p.kind == "bool" and p.key != "occupied"):
+                            continue
+                        v = gen_value(p, rnd)
+                        d.values[p.id] = changed[p.id] = v
+                    if changed:
+                        msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed)
+                        yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
+                if d.bay_points and rnd.random() < cfg.event_probability:
+                    bay = rnd.choice(list(d.bay_points))
+                    pid = d.bay_points[bay]
+                    prev = bool(d.values.get(pid, False))
+                    d.values[pid] = not prev
+                    sub += 1
+                    ts = self.clock(t, sub)
+                    ev = wire.Event(
+                        ts=ts,
+                        seq=self.next_seq(d),
+                        id=wire.new_id(),
+                        kind="state",
+                        point=pid,
+                        value=not prev,
+                        previous=prev,
+                        text="car arrived" if not prev else "bay freed",
+                    )
+                    yield self.topic(g.id, wire.Kind.EVENT, d.id), wire.encode(ev), False
+                    tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev})
+                    yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(tm), False
+                if t % cfg.health_every == cfg.health_every - 1:
+                    polls = (t + 1) * 10
+                    h = wire.DeviceHealth(
+                        ts=ts,
+                        seq=self.next_seq(d),
+                        online=True,
+                        polls=polls,
+                        ok=polls,
+                        latency_ms=round(rnd.uniform(8, 40), 1),
+                        poll_rate_hz=1.0,
+                    )
+                    yield self.topic(g.id, wire.Kind.HEALTH, d.id), wire.encode(h), False
+            if t % cfg.health_every == cfg.health_every - 1:
+                gh = wire.GatewayHealth(
+                    ts=self.clock(t, sub + 1),
+                    uptime_s=(t + 1) * cfg.tick_s,
+                    buses=[wire.BusHealth("rs485-1", round(rnd.uniform(0.2, 0.6), 3))],
+                )
+                yield self.topic(g.id, wire.Kind.GATEWAY_HEALTH), wire.encode(gh), False
+
+    def messages(self) -> Iterator[tuple[str, bytes, bool]]:
+        """Births, then ticks until `ticks` (or forever)."""
+        yield from self.births()
+        while self.cfg.ticks is None or self.tick < self.cfg.ticks:
+            yield from self.tick_messages()
+
+
+@dataclass
+class FleetResult:
+    published: int = 0
+    size: int = 0  # payload bytes
+    seconds: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    sent: list[tuple[str, bytes]] = field(default_factory=list)  # only with record=True
+
+    @property
+    def rate(self) -> float:
+        return self.published / self.seconds if self.seconds else 0.0
+
+
+def _connect(url: str, client_id: str, will: tuple[str, bytes] | None) -> Any:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    u = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    if u.username:
+        c.username_pw_set(u.username, u.password)
+    if u.scheme in ("mqtts", "ssl", "tls"):
+        c.tls_set()
+    if will:
+        c.will_set(will[0], will[1], qos=1, retain=True)
+    ready = threading.Event()
+    c.on_connect = lambda *a: ready.set()
+    c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+    c.loop_start()
+    if not ready.wait(10):
+        raise ConnectionError(f"no CONNACK from {url}")
+    return c
+
+
+def publish_fleet(
+    cfg: FleetConfig,
+    record: bool = False,
+    model: FleetModel | None = None,
+    stop: threading.Event | None = None,
+) -> FleetResult:
+    """Publish the fleet's traffic; returns counts. Bounded by `duration`, `max_messages`, `ticks`."""
+    model = model or FleetModel(cfg)
+    n_conn = max(1, min(cfg.connections, len(model.gateways)))
+    clients = []
+    gw_conn: dict[str, int] = {}
+    for i in range(n_conn):
+        mine = [g.id for j, g in enumerate(model.gateways) if j % n_conn == i]
+        for g in mine:
+            gw_conn[g] = i
+        will = (model.topic(mine[0], wire.Kind.STATUS), model.will(mine[0])) if len(mine) == 1 else None
+        clients.append(_connect(cfg.broker, f"{cfg.client_prefix}-{cfg.seed}-{i}", will))
+    res = FleetResult()
+    t0 = time.monotonic()
+    deadline = t0 + cfg.duration if cfg.duration else None
+    infos = []
+    try:
+        for topic, payload, retain in model.messages():
+            if stop is not None and stop.is_set():
+                break
+            if cfg.max_messages is not None and res.published >= cfg.max_messages:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if cfg.rate > 0:
+                due = t0 + res.published / cfg.rate
+                if due > now:
+                    time.sleep(due - now)
+            gw = topic.split("/")[3]
+            c = clients[gw_conn[gw]]
+            while True:
+                info = c.publish(topic, payload, qos=cfg.qos, retain=retain)
+                if info.rc == 0:
+                    break
+                time.sleep(0.001)  # in-flight window full: paho refuses (queue 0 = unbounded off)
+            infos.append(info)
+            if len(infos) > 5000:
+                infos = [i for i in infos if not i.is_published()]
+            res.published += 1
+            res.size += len(payload)
+            kind = topic.rsplit("/", 1)[1]
+            res.by_kind[kind] = res.by_kind.get(kind, 0) + 1
+            if record:
+                res.sent.append((topic, payload))
+        for info in infos:
+            info.wait_for_publish(30)
+    finally:
+        res.seconds = time.monotonic() - t0
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+    return res
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,71 @@
+"""Acceptance: mosquitto + InfluxDB 1.x in v1 mode (/write), read back with InfluxQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.site_config import load_site
+from simulators.fleet import FleetConfig, publish_fleet
+from tests.integration.ingest_support import DEMO_SITE, SIM_START, expected_points, running_ingester, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TAG_KEYS = ("site", "gateway", "device", "shelter", "zone", "port", "bay", "fire_lane")
+
+
+def influx_points(db, measurements: list[str]) -> dict:
+    out = {}
+    for m in measurements:
+        body = db.query(f'SELECT * FROM "{m}"')
+        for res in body["results"]:
+            for series in res.get("series", []):
+                cols = series["columns"]
+                for row in series["values"]:
+                    rec = dict(zip(cols, row, strict=True))
+                    ts = rec.pop("time")
+                    tags = frozenset(
+                        (k, rec.pop(k)) for k in list(rec) if k in TAG_KEYS and rec[k] is not None
+                    )
+                    for k in list(rec):
+                        if k in TAG_KEYS:
+                            rec.pop(k)
+                    for f, v in rec.items():
+                        if v is not None:
+                            out[(m, f, tags, ts)] = v
+    return out
+
+
+def test_simulated_hour_round_trip_influxdb1(tmp_path: Path, mosquitto, influxdb1) -> None:
+    site = load_site(DEMO_SITE)
+    with running_ingester(tmp_path, mosquitto.url, f"influx1://127.0.0.1:{influxdb1.port}/shelterwatch") as (
+        svc,
+        _,
+    ):
+        cfg = FleetConfig(
+            broker=mosquitto.url,
+            site_file=str(DEMO_SITE),
+            rate=0,
+            duration=None,
+            ticks=1200,
+            tick_s=3.0,
+            sim_start=SIM_START,
+            client_prefix="gw-influx1",
+        )
+        res = publish_fleet(cfg, record=True)
+        wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
+        assert svc.flush(60)
+        assert svc.stats()["dead_letters"] == {}
+    expected = expected_points(res.sent, site)
+    measurements = sorted({m for (m, _, _, _) in expected})
+    got = influx_points(influxdb1, measurements)
+    missing = set(expected) - set(got)
+    extra = set(got) - set(expected)
+    assert not missing, sorted(missing, key=str)[:3]
+    assert not extra, sorted(extra, key=str)[:3]
+    for k, v in expected.items():
+        if isinstance(v, bool | str):
+            assert got[k] == v, k  # booleans and enum labels come back exactly
+        else:
+            assert got[k] == pytest.approx(float(v)), k

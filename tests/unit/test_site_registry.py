@@ -1,0 +1,119 @@
+"""Site files (located errors) and the registry (registration, auto-enrolment, status)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cloud.site_config import load_site
+from cloud.state.registry import Registry
+from device_profiles import wire
+from device_profiles.located_yaml import ConfigError
+from tests.integration.ingest_support import DEMO_SITE
+
+
+def test_demo_estate_matches_the_simulators_sites() -> None:
+    s = load_site(DEMO_SITE)
+    assert s.site == "demo-estate"
+    got = {g.id: {d.id: d.profile for d in g.devices} for g in s.gateways}
+    assert got == {
+        "gw-shelter-a": {"chg1": "voltpile-cp10", "chg2": "hengtong-ebc12", "spk1": "nanfang-fsm8"},
+        "gw-shelter-b": {"chg3": "hengtong-ebc12", "spk2": "aquaguard-rm4", "bays-b": "geomag-rx200"},
+        "gw-garage": {"hub1": "parkhub-ph48", "rx1": "geomag-rx200"},
+    }
+
+
+def test_alarm_sections_are_accepted_verbatim(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "site: s1\npeople: [{name: Li}]\nescalation: {tier1: [Li]}\nalarm_overrides: {}\n"
+        "inspection_windows: []\ngateways: []\n"
+    )
+    s = load_site(f)
+    assert s.people == [{"name": "Li"}] and s.escalation == {"tier1": ["Li"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "msg"),
+    [
+        (
+            "site: s1\ngateways:\n  - id: g1\n    devices:\n      - {id: d1, profile: nope}\n",
+            5,
+            "gateways[0].devices[0].profile",
+            "unknown profile",
+        ),
+        ("site: s1\ngateways:\n  - id: g1\n    devcies: []\n", 4, "gateways[0].devcies", "unknown key"),
+        ("site: S 1\n", 1, "site", "pattern"),
+        ("site: s1\nauto_enrol: maybe\n", 2, "auto_enrol", "true or false"),
+        (
+            "site: s1\ngateways:\n  - id: g1\n    devices:\n      - id: d1\n        profile: voltpile-cp10\n"
+            "        instance_labels: {x: {zone: a}}\n",
+            7,
+            "gateways[0].devices[0].instance_labels",
+            "whole number",
+        ),
+    ],
+)
+def test_site_file_mistakes_name_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, msg: str
+) -> None:
+    f = tmp_path / "site.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_site(f)
+    issue = e.value.issues[0]
+    assert (issue.file, issue.line) == (str(f), line)
+    assert issue.key.startswith(key) and msg in issue.message, str(issue)
+
+
+def test_duplicate_device_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "site: s1\ngateways:\n  - {id: g1, devices: [{id: d1, profile: voltpile-cp10}]}\n"
+        "  - {id: g2, devices: [{id: d1, profile: voltpile-cp10}]}\n"
+    )
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_site(f)
+
+
+def test_register_update_and_remove(tmp_path: Path) -> None:
+    reg = Registry(f"sqlite:///{tmp_path}/state.db")
+    assert reg.register_site(load_site(DEMO_SITE)) == {"gateways": 3, "devices": 8, "removed_devices": 0}
+    f = tmp_path / "smaller.yaml"
+    f.write_text(
+        "site: demo-estate\ngateways:\n  - {id: gw-garage, devices: [{id: hub1, profile: parkhub-ph48}]}\n"
+    )
+    assert reg.register_site(load_site(f))["removed_devices"] == 7
+    d = reg.directory()
+    assert set(d.devices) == {("demo-estate", "hub1")} and d.gateways == {("demo-estate", "gw-garage")}
+
+
+def test_auto_enrolment_only_where_the_site_allows_it(tmp_path: Path) -> None:
+    reg = Registry("sqlite://")
+    reg.register_site(load_site(DEMO_SITE))  # auto_enrol: false
+    birth = wire.Status(ts=wire.now(), state="online", devices=[wire.DeviceInfo("x1", "voltpile-cp10")])
+    assert reg.enrol_from_birth("demo-estate", "gw-new", birth) == -1
+    f = tmp_path / "open.yaml"
+    f.write_text("site: open\nauto_enrol: true\n")
+    reg.register_site(load_site(f))
+    birth.devices.append(wire.DeviceInfo("x2", "no-such-profile"))
+    assert reg.enrol_from_birth("open", "gw-new", birth) == 2  # gateway + x1; the unknown profile is skipped
+    d = reg.directory()
+    assert d.devices[("open", "x1")].gateway == "gw-new" and ("open", "x2") not in d.devices
+
+
+def test_gateway_status_newest_wins() -> None:
+    reg = Registry("sqlite://")
+    reg.register_site(load_site(DEMO_SITE))
+    t = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    reg.set_gateway_status("demo-estate", "gw-garage", wire.Status(ts=t, state="online", agent="a/1"))
+    reg.set_gateway_status(
+        "demo-estate", "gw-garage", wire.last_will(t - timedelta(seconds=5))
+    )  # late, older
+    g = reg.gateway("demo-estate", "gw-garage")
+    assert g is not None and g.online is True and g.agent == "a/1"
+    reg.set_gateway_status("demo-estate", "gw-garage", wire.last_will(t + timedelta(seconds=5)))
+    g = reg.gateway("demo-estate", "gw-garage")
+    assert g is not None and g.online is False and g.status_reason == "connection lost"

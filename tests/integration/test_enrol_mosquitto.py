@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from pathlib import Path
@@ -39,10 +38,8 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     (tmp_path / "passwd").write_text(enrol.render_password_file(
         [a.passwd_line, b.passwd_line, enrol.passwd_line("cloud", cloud_pw)]))
     (tmp_path / "acl").write_text(enrol.render_acl_file([a.acl, b.acl, enrol.cloud_acl("cloud")]))
-    # Started as root, mosquitto drops to its own user, which cannot read pytest's private temp dir.
-    run_as = "user root\n" if os.geteuid() == 0 else ""
     m = make_mosquitto(tmp_path, allow_anonymous=False,
-                       extra_conf=f"{run_as}password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
+                       extra_conf=f"password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
     yield m, a, b, cloud_pw
     m.stop()
 
@@ -111,9 +108,8 @@ def test_broker_configured_from_the_web_enrolment_output(tmp_path: Path) -> None
     assert configs["gw-x"]["password"] not in passwd
     (tmp_path / "passwd").write_text(passwd + enrol.passwd_line("cloud", "cloud-service-password") + "\n")
     (tmp_path / "acl").write_text(acl + "\n" + enrol.cloud_acl("cloud"))
-    run_as = "user root\n" if os.geteuid() == 0 else ""
     m = make_mosquitto(tmp_path, allow_anonymous=False,
-                       extra_conf=f"{run_as}password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
+                       extra_conf=f"password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
     try:
         seen: queue.Queue[str] = queue.Queue()
         watcher = _client(m.port, "cloud", "cloud-service-password", "watcher")

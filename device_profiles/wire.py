@@ -261,14 +261,22 @@ def decode(kind: Kind, data: bytes) -> Any:
         raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         return _decoders[kind].decode(data)
-    except msgspec.ValidationError as e:
-        raise WireError("bad_schema", str(e)) from None
-    except msgspec.DecodeError as e:
-        try:
-            bytes(data).decode("utf-8")
-        except UnicodeDecodeError:
+    except UnicodeDecodeError:  # msgspec raises this for bad UTF-8 inside a JSON string
+        raise WireError("not_utf8", "payload is not UTF-8") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        # Only on the error path: bad UTF-8 elsewhere surfaces as a schema or JSON error.
+        if not _is_utf8(data):
             raise WireError("not_utf8", "payload is not UTF-8") from None
-        raise WireError("bad_json", str(e)) from None
+        reason = "bad_schema" if isinstance(e, msgspec.ValidationError) else "bad_json"
+        raise WireError(reason, str(e)) from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode_as(cls: type[T], data: bytes) -> T:

@@ -54,14 +54,6 @@ HEALTH_FIELDS = ("online", "polls", "ok", "timeouts", "crc_errors", "exceptions"
 GW_HEALTH_FIELDS = ("uptime_s", "outbox_pending", "outbox_bytes", "outbox_dropped")
 
 
-def _is_utf8(data: bytes) -> bool:
-    try:
-        bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 class Pipeline:
     def __init__(
         self,
@@ -145,11 +137,7 @@ class Pipeline:
         try:
             msg = wire.decode(kind, payload)
         except wire.WireError as e:
-            if e.reason == "bad_schema" and not _is_utf8(payload):
-                return self._reject(topic, "not_utf8", "payload is not UTF-8", payload)
             return self._reject(topic, e.reason, e.detail, payload)
-        except UnicodeDecodeError:  # msgspec raises this (not DecodeError) for bad UTF-8 inside a string
-            return self._reject(topic, "not_utf8", "payload is not UTF-8", payload)
 
         d = self.directory
         site, gw = t.site, t.gateway

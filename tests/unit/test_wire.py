@@ -82,6 +82,8 @@ TS = datetime(2026, 1, 1, tzinfo=UTC)
         (b'{"v":1,"ts":"2026-01-01T00:00:00Z","seq":1,"values":{"a":[1]}}', "bad_schema"),
         (b'{"v":1,"ts":"2026-01-01T00:00:00Z","seq":1', "bad_json"),
         (b"\xff\xfe\x00garbage", "not_utf8"),
+        (b'{"v":1,"ts":"2026-01-01T00:00:00Z","seq":1,"values":{"a":"\xff"}}', "not_utf8"),
+        (b'{"v":1,"ts":"2026-01-01T00:00:0\xffZ","seq":1,"values":{}}', "not_utf8"),
         (b"[]", "bad_schema"),
         (b'{"v":1,"ts":"2026-01-01T00:00:00Z","seq":1,"values":{"' + b"a" * (70 * 1024) + b'":1}}', "oversized"),
     ],

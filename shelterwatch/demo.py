@@ -268,7 +268,8 @@ class DemoStack:
         self.engine = AlarmEngine(self.store, RegistryDirectory(self.registry), [self.alarm_config()],
                                   self.dispatcher, signer, tick_s=0.1).start()
         self.ingest = IngestService(IngestConfig(
-            broker=self.broker_url, mqtt_version="auto", mqtt_client="paho", tsdb=f"sqlite:///{w / 'ts.db'}",
+            broker=self.broker_url, mqtt_version="3.1.1" if self.broker is not None else "auto",  # amqtt: 3.1.1
+            mqtt_client="paho", tsdb=f"sqlite:///{w / 'ts.db'}",
             state_db=state_db, spool_dir=str(w / "spool"), shared_group=None, client_id="sw-ingest-demo",
             housekeeping_interval=0.5, directory_refresh=2.0), safety=self.engine).start()
 

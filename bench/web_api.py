@@ -36,7 +36,7 @@ def build(tmp: Path) -> tuple[Any, dict[str, str]]:
     env = make_web_env(tmp, sites=two_estates())
     values: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
     now = time.time()
-    chg = {"main_relay": True, "smoke": False, "ambient_temp": 22.5}
+    chg: dict[str, Any] = {"main_relay": True, "smoke": False, "ambient_temp": 22.5}
     for n in range(1, 11):
         chg.update({f"port.{n}.state": "charging" if n % 2 else "idle", f"port.{n}.power": 180.0 * (n % 2),
                     f"port.{n}.connector_temp": 30.5, f"port.{n}.energy": 1.5 + n, f"port.{n}.enabled": True})

@@ -80,8 +80,8 @@ def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = N
     async def _headers(request: Request, call_next: Any) -> Response:
         path = request.url.path
         if path.startswith("/ack/") and not ACK_TOKEN.match(path[5:]):
-            # A signed link is url-safe base64; anything else is refused before the signer sees it
-            # (its compare_digest raises on non-ASCII text).
+            # A signed link is url-safe base64: refuse anything else before routing (cheap, and a
+            # clear bilingual answer for a mangled link pasted from a chat app).
             return JSONResponse({"detail": "Invalid link. 链接无效。"}, status_code=403)
         resp: Response = await call_next(request)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -321,11 +321,12 @@ class DemoStack:
             steps.append(lambda: setattr(self.server, "should_exit", True))
         if self.commander is not None:
             steps.append(self.commander.stop)
-        steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
+        # The cloud side stops before the gateways, so shutting the demo down pages nobody.
         for part, method in ((self.ingest, "stop"), (self.engine, "stop"), (self.dispatcher, "close"),
                              (self.store, "close"), (self.inbox, "stop")):
             if part is not None:
                 steps.append(getattr(part, method))
+        steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
         steps += [s.stop for s in self.sims.values()]
         for part in (self.registry, self.broker):
             if part is not None:
@@ -381,11 +382,52 @@ def _stop_proc(p: subprocess.Popen[bytes]) -> None:
             p.wait(5)
 
 
-def demo(workdir: Path | None = None, port: int = 8000, broker: str | None = None) -> None:
+def summary_line(stack: DemoStack, elapsed: float) -> str:
+    """One line of what the system is doing: traffic, storage, gateways, alarms, parking, and a
+    few decoded readings, so a newcomer sees data flowing without opening a page."""
+    from cloud.api.estate import RegistrySource, parking_zones
+
+    assert stack.ingest is not None and stack.registry is not None and stack.store is not None
+    st = stack.ingest.stats()
+    gws = stack.registry.gateways(SITE)
+    active = stack.store.list_alarms(site=SITE, active=True)
+    by_sev: dict[str, int] = {}
+    for a in active:
+        by_sev[a.severity] = by_sev.get(a.severity, 0) + 1
+    devices = RegistrySource(stack.registry).devices(SITE)
+    zones = parking_zones(devices)
+    free, total = sum(z.free for z in zones), sum(z.total for z in zones)
+    values = {d.id: d.last_values for d in devices}
+    chg1, spk1 = values.get("chg1", {}), values.get("spk1", {})
+    reading = (f"chg1 port 3 {chg1.get('port.3.connector_temp', '?')} °C {chg1.get('port.3.current', '?')} A "
+               f"{chg1.get('port.3.state', '?')} | spk1 {spk1.get('pipe_pressure', '?')} bar")
+    alarms = ", ".join(f"{n} {sev}" for sev, n in sorted(by_sev.items())) or "none"
+    return (f"[t+{elapsed:4.0f}s] messages {st['received']} stored {st['written']} | gateways online "
+            f"{sum(g.online for g in gws)}/{len(gws)} | active alarms: {alarms} | free bays {free}/{total} | {reading}")
+
+
+def play_scenario(stack: DemoStack, name: str) -> Any:
+    """Play a shipped scenario against the running simulators (its `site:` names which one)."""
+    from simulators.scenario import ScenarioPlayer, find_scenario, load_scenario
+
+    scenario = load_scenario(find_scenario(name))
+    return ScenarioPlayer(stack.sims[scenario.site], scenario).start()
+
+
+def demo(
+    workdir: Path | None = None,
+    port: int = 8000,
+    broker: str | None = None,
+    scenario: str = "demo-runaway",
+    duration: float = 0.0,
+    every: float = 10.0,
+) -> None:
     """Run the demo estate on embedded defaults until Ctrl-C; prints the URL and this run's logins.
 
     Every run starts from empty databases in a fresh folder (default: a new temp folder), so the
-    demo never meets users or passwords from an earlier run.
+    demo never meets users or passwords from an earlier run. About a minute in, the scenario makes
+    something go wrong (default: a charging port overheats; the edge cuts it, the alarm is pushed).
+    `--scenario none` plays nothing; `--duration S` stops by itself after S seconds.
     """
     import tempfile
 
@@ -402,11 +444,28 @@ def demo(workdir: Path | None = None, port: int = 8000, broker: str | None = Non
           f"  API docs: {stack.url}/docs\n\nDemo logins (this run only):", flush=True)
     for user, role, _ in opts.users:
         print(f"  {user:<10} {stack.passwords[user]:<14} ({role})", flush=True)
-    print(f"\nData and logs: {workdir}\nCtrl-C to stop.", flush=True)
+    print(f"\nData and logs: {workdir}\nPushes to the demo's people are printed as they arrive "
+          f"(a local webhook stands in for WeCom / SMS).", flush=True)
+    player = None
+    if scenario != "none":
+        player = play_scenario(stack, scenario)
+        print(f"Scenario {scenario!r}: {player.scenario.description}", flush=True)
+    print("Ctrl-C to stop.\n", flush=True)
+    t0 = next_line = time.monotonic()
     try:
-        while True:
-            time.sleep(1)
+        while not duration or time.monotonic() - t0 < duration:
+            if time.monotonic() >= next_line:
+                next_line += every
+                try:
+                    print(summary_line(stack, time.monotonic() - t0), flush=True)
+                except Exception:  # a summary must never stop the demo
+                    log.exception("summary failed")
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        print("stopping…", flush=True)
+        if player is not None:
+            player.stop()
         stack.stop()
+        print("stopped.", flush=True)

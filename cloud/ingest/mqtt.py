@@ -142,7 +142,8 @@ class IngestClient:
 
     def _on_disconnect(self, c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connected.clear()
-        log.warning("disconnected from broker: %s", rc)
+        # A disconnect we asked for is routine; anything else is worth a warning (paho reconnects).
+        (log.info if not getattr(rc, "is_failure", True) else log.warning)("disconnected from broker: %s", rc)
 
     def _on_message(self, c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -58,3 +58,21 @@ def test_demo_command_prints_url_and_logins(tmp_path: Path) -> None:
             p.kill()
             p.wait(5)
     assert p.returncode == 0, out
+
+
+@pytest.mark.slow
+def test_demo_shows_readings_then_the_scenario_alarm_and_stops_by_itself(tmp_path: Path) -> None:
+    """The newcomer's two minutes: readings stream, a port overheats about a minute in, the edge cuts
+    it, the critical alarm is pushed, and the demo stops cleanly (here after --duration)."""
+    port = free_port()
+    p = subprocess.run([sys.executable, "-m", "shelterwatch.cli", "demo", "--port", str(port), "--workdir",
+                        str(tmp_path), "--duration", "100", "--every", "5"], capture_output=True, text=True,
+                       timeout=240)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    counts = [int(m) for m in re.findall(r"\] messages (\d+) stored", out)]
+    assert len(counts) >= 10 and counts[-1] > counts[0] > 0, out  # readings keep flowing
+    assert re.search(r"chg1 port 3 \d+(\.\d+)? °C", out), out  # decoded values, with units
+    assert "Edge cut power" in out and "CRITICAL" in out, out  # the interlock event became a critical push
+    assert re.search(r"chg1 port 3 \d+(\.\d+)? °C 0\.0 A disabled", out), out  # the edge really cut the port
+    assert out.rstrip().endswith("stopped."), out

@@ -15,8 +15,10 @@ start-up. Its Modbus connector config is GENERATED from our profile's resolved p
 simulated device, one timeseries entry per point at the same table/address/register count as our
 agent reads (TB reads each entry with its own request; our planner merges neighbouring points).
 TB's MQTT uplink connects to the mosquitto as if it were ThingsBoard (access token as username;
-telemetry on `v1/gateway/telemetry`). Its logs are left in the temp dir while running and their
-tail is printed if it delivers nothing.
+telemetry on `v1/gateway/telemetry`); a small responder answers its `getSessionLimits` RPC as a
+ThingsBoard with rate limits off would (without it TB polls but never publishes), and its update
+check (a POST to the vendor) is turned off by the launcher so all traffic stays on loopback.
+Its logs are left in the temp dir while running and their tail is printed if it delivers nothing.
 
 Our agent publishes by exception (deadband) plus a snapshot every `snapshot_s`; TB (report strategy
 ON_RECEIVED, its default) publishes every value it reads. So "values read/s" is the comparable work;

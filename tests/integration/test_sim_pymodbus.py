@@ -70,8 +70,9 @@ def test_async_serial_client(shelter_a: SimSite) -> None:
     ep = shelter_a.endpoints()["spk1"]
 
     async def go() -> list[bool]:
+        # retries: a loaded CI machine may miss one reply; the test is about the bytes, not speed
         c = AsyncModbusSerialClient(
-            ep["port"], baudrate=ep["baud"], parity=ep["parity"], timeout=1, retries=0
+            ep["port"], baudrate=ep["baud"], parity=ep["parity"], timeout=3, retries=2
         )
         await c.connect()
         try:

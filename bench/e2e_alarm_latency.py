@@ -70,8 +70,10 @@ def row(name: str, xs: list[float], unit_ms: bool = True) -> str:
 class Cycler:
     """Runs waterflow alarm cycles on one sprinkler, reading pushes from the demo's Inbox."""
 
-    def __init__(self, stack: demo.DemoStack, cid: str, timeout: float = 20.0) -> None:
-        self.stack, self.cid, self.timeout = stack, cid, timeout
+    timeout_s = 10.0
+
+    def __init__(self, stack: demo.DemoStack, cid: str) -> None:
+        self.stack, self.cid, self.timeout = stack, cid, self.timeout_s
         self.model = stack.sim_device(cid).model
         self.e2e: list[float] = []
         self.timeouts = 0
@@ -169,7 +171,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2200.0, help="fleet messages/s")
     ap.add_argument("--fleet-gateways", type=int, default=40)
     ap.add_argument("--lost-trials", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one push")
     a = ap.parse_args()
+    # SIGTERM (e.g. `timeout`) unwinds through `finally`, so the broker, agents and fleet are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    Cycler.timeout_s = a.timeout
 
     demo.FAST_POLL["safety"] = 1.0  # issue #5: 1 s safety polling
     tmp = Path(tempfile.mkdtemp(prefix="e2e-bench-"))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import shelterwatch.demo as demo  # noqa: E402
-from tests.fixtures.servers import ServerProcess, free_port  # noqa: E402
+import shelterwatch.demo as demo
+from tests.fixtures.servers import ServerProcess, free_port
 
 SPRINKLERS = ("spk1", "spk2")  # cloud ids; gw-shelter-a and gw-shelter-b
 FLEET_SCRIPT = """

@@ -144,7 +144,7 @@ def gateway_lost(stack: demo.DemoStack, trials: int) -> list[float]:
         got = None
         while time.monotonic() < deadline and got is None:
             for r in inbox.to("volunteer")[idx:]:
-                if "RESOLVED" not in r["title"] and (gw in r["title"] + r["body"]):
+                if "RESOLVED" not in r["title"] and "waterflow" not in r["title"].lower():
                     got = r
                     break
             time.sleep(0.01)
@@ -152,6 +152,7 @@ def gateway_lost(stack: demo.DemoStack, trials: int) -> list[float]:
             print("gateway lost: no push within 90 s", flush=True)
         else:
             out.append(got["at"] - t0)
+            print(f"gateway lost: offline push after {got['at'] - t0:.2f} s: {got['title']}", flush=True)
         cfg = stack.workdir / f"edge-{gw}.yaml"
         logf = open(stack.workdir / f"edge-{gw}.log", "ab")  # noqa: SIM115 - owned by the child
         stack.agents[name] = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(cfg)],
@@ -204,6 +205,8 @@ def main() -> None:
 
         ref_e2e, ref_disp, ref_to, ref_s = phase(stack, a.ref_cycles)
         print(f"reference: {a.ref_cycles} cycles in {ref_s:.0f} s, {ref_to} timeouts", flush=True)
+        print(row("  flip → push received", ref_e2e), flush=True)
+        print(row("  ingest → dispatch", ref_disp), flush=True)
 
         fleet = subprocess.Popen([sys.executable, "-c", FLEET_SCRIPT, url, str(fleet_site), str(a.rate)],
                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -217,6 +220,10 @@ def main() -> None:
         fleet = None
         print(f"loaded: {a.cycles} cycles in {ld_s:.0f} s, {ld_to} timeouts; fleet published "
               f"{published:.0f} msgs in {fsecs:.0f} s = {published / fsecs:.0f} msg/s", flush=True)
+        print(row("  flip → push received", ld_e2e), flush=True)
+        print(row("  ingest → dispatch", ld_disp), flush=True)
+        if ing0 is not None and ing1 is not None:
+            print(f"  ingester received {(ing1 - ing0) / ld_s:.0f} msg/s over the loaded phase", flush=True)
 
         lost = gateway_lost(stack, a.lost_trials)
     finally:

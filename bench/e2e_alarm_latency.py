@@ -188,7 +188,8 @@ def main() -> None:
     broker.start()
     url = f"mqtt://127.0.0.1:{port}"
     stack = demo.DemoStack(demo.DemoOptions(workdir=tmp / "stack", broker_url=url, waterflow_retard_s=0.0,
-                                            tier2_after_s=3600.0, repeat_s=3600.0))
+                                            tier2_after_s=3600.0, repeat_s=3600.0,
+                                            fire_lane_for_s=86400.0))  # only waterflow and offline push
     fleet: subprocess.Popen[str] | None = None
     try:
         stack.start()

@@ -13,14 +13,13 @@ mosquitto_sub (C) only prints them to /dev/null; the ingester validates, checks 
 hands every message to the safety queue and writes every point to VictoriaMetrics through
 influxdb-client. Prints msg/s, CPU µs per message, and the ratio.
 
-    .venv/bin/python bench/ingest_throughput.py [--mode live|backlog|both] [--duration 20]
+    .venv/bin/python bench/ingest_throughput.py [--mode live|backlog|both] [--duration 10]
         [--publishers 2] [--messages 100000]
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import gc
 import os
 import resource
@@ -171,17 +170,6 @@ def live_payloads(n_pub: int, per_pub: int) -> list[tuple[str, list[bytes]]]:
     return out
 
 
-def _fd0_pos(pid: int) -> int:
-    """How far a publisher has read its stdin file (its stdio buffer is at most a few KB ahead)."""
-    try:
-        for line in Path(f"/proc/{pid}/fdinfo/0").read_text().splitlines():
-            if line.startswith("pos:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
 class Publishers:
     """N mosquitto_pub -l processes, each fed from its own file; stopped by PID."""
 
@@ -190,60 +178,52 @@ class Publishers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.counts: list[int] = []
         self.cpu = 0.0
-        self.ran_out = False
+        self.feeders: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
+        # The input comes through a pipe that stays open (cat, then sleep): at end of input
+        # mosquitto_pub -l disconnects and drops what it has read but not yet sent, so it must
+        # never see EOF inside the window; it is stopped by PID when the window closes.
         for topic, path, _ in self.files:
-            with path.open("rb") as f:
-                self.procs.append(
-                    subprocess.Popen(
-                        [
-                            "mosquitto_pub",
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            str(self.port),
-                            "-q",
-                            "1",
-                            "-M",
-                            "100",
-                            "-t",
-                            topic,
-                            "-l",
-                        ],
-                        stdin=f,
-                    )
+            feeder = subprocess.Popen(["sh", "-c", 'cat "$0"; exec sleep 3600', str(path)], stdout=subprocess.PIPE)
+            self.feeders.append(feeder)
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        "mosquitto_pub",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "-q",
+                        "1",
+                        "-M",
+                        "100",
+                        "-t",
+                        topic,
+                        "-l",
+                    ],
+                    stdin=feeder.stdout,
                 )
+            )
+            assert feeder.stdout is not None
+            feeder.stdout.close()  # only mosquitto_pub holds the read end now
 
-    def sent(self) -> int:
-        """Lines read so far by all publishers (counted from the file offsets)."""
-        total = 0
-        for p, (_, _, ends) in zip(self.procs, self.files, strict=True):
-            pos = _fd0_pos(p.pid)
-            if pos < 0:  # exited: read everything
-                total += len(ends)
-            else:
-                total += bisect.bisect_right(ends, pos)
-        return total
-
-    def stop(self) -> int:
-        n = self.sent()
-        self.ran_out = self.exhausted()  # finished its input before the window closed
+    def stop(self) -> None:
         for p in self.procs:
             with contextlib.suppress(psutil.Error):
                 self.cpu += sum(psutil.Process(p.pid).cpu_times()[:2])
             if p.poll() is None:
                 p.terminate()
-        for p in self.procs:
+        for p in self.feeders:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs + self.feeders:
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        return n
-
-    def exhausted(self) -> bool:
-        return any(p.poll() is not None for p in self.procs)
 
 
 def write_pub_files(tmp: Path, streams: list[tuple[str, list[bytes]]]) -> list[tuple[str, Path, list[int]]]:
@@ -268,6 +248,7 @@ def live(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         files = write_pub_files(tmp, streams)
+        n_lines = sum(len(e) for _, _, e in files)
         del streams
         gc.collect()
         results = {}
@@ -296,8 +277,8 @@ def live(args: argparse.Namespace) -> None:
                     cpu = sum(sp.cpu_times()[:2]) - c0
                     elapsed = time.monotonic() - t0
                     pubs.stop()
-                    exhausted = pubs.ran_out
                     sent = broker_received(mq.port)
+                    exhausted = sent >= n_lines
                     total = _count_lines(out)
                     sub.terminate()
                     sub.wait(5)
@@ -333,10 +314,10 @@ def live(args: argparse.Namespace) -> None:
                     cpu = time.process_time() - c0
                     elapsed = time.monotonic() - t0
                     pubs.stop()
-                    exhausted = pubs.ran_out
                     # Let the backlog the broker queued drain, then check every reading was stored.
                     tq = time.monotonic()
                     sent = broker_received(mq.port)
+                    exhausted = sent >= n_lines
                     while svc.stats()["received"] < sent and time.monotonic() - tq < 120:
                         time.sleep(0.05)
                     drain_s = time.monotonic() - tq
@@ -404,9 +385,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=("live", "backlog", "both"), default="both")
     ap.add_argument("--messages", type=int, default=100_000, help="backlog mode: queued messages")
-    ap.add_argument("--duration", type=float, default=20.0, help="live mode: publishing window (s)")
+    ap.add_argument("--duration", type=float, default=10.0, help="live mode: publishing window (s)")
     ap.add_argument("--publishers", type=int, default=2, help="live mode: mosquitto_pub processes")
-    ap.add_argument("--max-rate", type=float, default=40_000, help="live mode: input sized for this msg/s")
+    ap.add_argument("--max-rate", type=float, default=80_000, help="live mode: input sized for this msg/s")
     ap.add_argument("--batch-points", type=int, default=5000)
     args = ap.parse_args()
     if args.mode in ("live", "both"):

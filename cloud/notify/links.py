@@ -57,7 +57,7 @@ class AckSigner:
         body, sep, mac = token.partition(".")
         if not sep or not body or not mac:
             raise LinkError("malformed")
-        if not hmac.compare_digest(self._mac(body), mac):
+        if not mac.isascii() or not hmac.compare_digest(self._mac(body), mac):  # compare_digest refuses non-ASCII
             raise LinkError("bad_signature")
         try:
             d = json.loads(_unb64(body))

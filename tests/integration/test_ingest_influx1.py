@@ -12,12 +12,13 @@ from tests.integration.ingest_support import DEMO_SITE, SIM_START, expected_poin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TAG_KEYS = ("site", "gateway", "device", "shelter", "zone", "port", "bay", "fire_lane")
 
 
 def influx_points(db, measurements: list[str]) -> dict:
     out = {}
     for m in measurements:
+        tag_body = db.query(f'SHOW TAG KEYS FROM "{m}"')
+        tag_keys = {v[0] for res in tag_body["results"] for ser in res.get("series", []) for v in ser["values"]}
         body = db.query(f'SELECT * FROM "{m}"')
         for res in body["results"]:
             for series in res.get("series", []):
@@ -26,10 +27,10 @@ def influx_points(db, measurements: list[str]) -> dict:
                     rec = dict(zip(cols, row, strict=True))
                     ts = rec.pop("time")
                     tags = frozenset(
-                        (k, rec.pop(k)) for k in list(rec) if k in TAG_KEYS and rec[k] is not None
+                        (k, rec.pop(k)) for k in list(rec) if k in tag_keys and rec[k] is not None
                     )
                     for k in list(rec):
-                        if k in TAG_KEYS:
+                        if k in tag_keys:
                             rec.pop(k)
                     for f, v in rec.items():
                         if v is not None:

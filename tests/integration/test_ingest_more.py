@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -218,16 +217,12 @@ SHARED_LOST = pytest.mark.xfail(
 )
 def test_broker_restart_nothing_lost(tmp_path: Path, client: str, group: str | None) -> None:
     """The broker goes away and comes back (with its persistence): the ingester reconnects to its
-    session and every message published around the restart is stored once.
-
-    Own broker with `user root`: run as root, mosquitto otherwise drops to user `mosquitto`, cannot
-    write its persistence file into pytest's 0700 temp dir ("Error: Permission denied" in its log)
-    and forgets every session on restart — the shared `mosquitto` fixture has that problem."""
+    session and every message published around the restart is stored once (the broker keeps its
+    persistence across the restart; see make_mosquitto)."""
     from tests.fixtures.servers import make_mosquitto
 
     (tmp_path / "mq").mkdir()
-    extra = "user root" if os.geteuid() == 0 else ""
-    mosquitto = make_mosquitto(tmp_path / "mq", extra_conf=extra).start()
+    mosquitto = make_mosquitto(tmp_path / "mq").start()
     request_stop = mosquitto.stop
     db = tmp_path / "ts.db"
     model = FleetModel(FleetConfig(site_file=str(DEMO_SITE), ticks=60, sim_start=SIM_START))
@@ -257,7 +252,9 @@ def test_broker_restart_nothing_lost(tmp_path: Path, client: str, group: str | N
         assert svc.flush(10)
         st = svc.stats()
     request_stop()
-    assert st["accepted"] == len(msgs) and not st["dead_letters"]
+    # QoS 1 is at-least-once: a gateway status (it has no sequence number) may be redelivered across
+    # the restart and accepted twice; readings are de-duplicated, so the stored rows are exact.
+    assert st["accepted"] >= len(msgs) and not st["dead_letters"]
     n_values = 0
     for t, p in msgs:
         if t.endswith("/telemetry"):

@@ -124,6 +124,8 @@ def test_ack_links() -> None:
         "nodot",
         "",
         "a.b",
+        body + ".é" + mac,  # non-ASCII (compare_digest would raise TypeError)
+        "é." + mac,
     ):
         with pytest.raises(LinkError):
             s.verify(bad, 0)

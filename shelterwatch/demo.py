@@ -1,0 +1,412 @@
+"""`shelterwatch demo`: the whole system on one machine, on embedded defaults.
+
+Simulated shelters and a garage (simulators) → one edge agent process per gateway → MQTT (the
+embedded amqtt broker, or any broker URL) → ingest (registry, SQLite time series) → alarm engine →
+pushes to a local inbox → the web pages and API. Prints the URL and the demo logins.
+
+`DemoStack` is also what the end-to-end browser tests start (with a real mosquitto), so the demo
+and the tests run the same wiring. Demo users get random passwords printed at start: there are no
+default passwords anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+SITE = "demo-estate"
+# simulator site → (gateway, {simulator device id: cloud device id}, zone per cloud device)
+GATEWAYS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
+    "shelter-a": ("gw-shelter-a", {"chg1": "chg1", "chg2": "chg2", "spk1": "spk1"},
+                  {"chg1": "a", "chg2": "a"}),
+    "shelter-b": ("gw-shelter-b", {"chg1": "chg3", "spk1": "spk2", "bays1": "bays-b"},
+                  {"chg3": "b", "bays-b": "b"}),
+    "garage": ("gw-garage", {"park1": "hub1", "bays1": "rx1"}, {"hub1": "g1", "rx1": "g2"}),
+}
+DEMO_USERS = [("manager", "manager", "Wang (manager)"), ("volunteer", "volunteer", "Li (volunteer)"),
+              ("installer", "installer", "Zhao (installer)"), ("resident", "resident", "Chen (resident)")]
+FAST_POLL = {"safety": 0.5, "routine": 1.0, "slow": 5.0}
+
+
+class Inbox:
+    """A local webhook the demo's people are reached on (apprise `json://`): every push is kept
+    and, in the demo, printed — the stand-in for WeCom / SMS, which need the internet."""
+
+    def __init__(self, echo: bool = False) -> None:
+        self.got: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("content-length", 0))
+                try:
+                    body = json.loads(self.rfile.read(n) or b"{}")
+                except ValueError:
+                    body = {}
+                rec = {"path": self.path, "at": time.time(), "title": body.get("title", ""),
+                       "body": body.get("message", body.get("body", ""))}
+                with inbox.lock:
+                    inbox.got.append(rec)
+                if echo:
+                    print(f"[push to {self.path.strip('/')}] {rec['title']}", flush=True)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="inbox", daemon=True)
+
+    def url(self, who: str) -> str:
+        return f"json://127.0.0.1:{self.port}/{who}"
+
+    def to(self, who: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.got if r["path"].strip("/") == who]
+
+    def start(self) -> Inbox:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RegistryDirectory:
+    """The ingest registry as the alarm engine's Directory (who is this device?), from a snapshot
+    refreshed every few seconds — an enrolled gateway's devices are known within `refresh_s`."""
+
+    def __init__(self, registry: Any, refresh_s: float = 5.0) -> None:
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._snap = registry.directory()
+        self._at = time.monotonic()
+
+    def _dir(self) -> Any:
+        if time.monotonic() - self._at > self.refresh_s:
+            self._snap, self._at = self.registry.directory(), time.monotonic()
+        return self._snap
+
+    def lookup(self, site: str, gateway: str, device: str) -> Any:
+        from cloud.alarms.directory import DeviceRef
+
+        e = self._dir().devices.get((site, device))
+        if e is None or e.gateway != gateway:
+            return None
+        return DeviceRef(e.profile, dict(e.labels), {int(k): dict(v) for k, v in e.instance_labels.items()})
+
+    def devices(self) -> list[tuple[str, str, str]]:
+        return [(e.site, e.gateway, e.id) for e in self._dir().devices.values()]
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path
+    broker_url: str | None = None       # None: embedded amqtt on a free port
+    web_port: int = 0                   # 0: a free port
+    sims: tuple[str, ...] = ("shelter-a", "shelter-b", "garage")
+    tier2_after_s: float = 120.0        # escalation to the manager when nobody acknowledges
+    repeat_s: float = 300.0
+    waterflow_retard_s: float = 5.0     # the profile's default retard is longer; demos are impatient
+    fire_lane_for_s: float = 30.0
+    poll_ms: int = 2000
+    echo: bool = False
+    users: list[tuple[str, str, str]] = field(default_factory=lambda: list(DEMO_USERS))
+
+
+class DemoStack:
+    def __init__(self, opts: DemoOptions) -> None:
+        self.o = opts
+        self.workdir = opts.workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.secret = secrets.token_urlsafe(32)
+        self.passwords: dict[str, str] = {}
+        self.sims: dict[str, Any] = {}
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.broker: Any = None
+        self.inbox: Inbox | None = None
+        self.ingest: Any = None
+        self.engine: Any = None
+        self.store: Any = None
+        self.dispatcher: Any = None
+        self.commander: Any = None
+        self.server: Any = None
+        self.registry: Any = None
+        self.app: Any = None
+        self.web_port = opts.web_port
+        self.broker_url = opts.broker_url
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    # ------------------------------------------------------------------------------- pieces
+    def site_file(self) -> Any:
+        from cloud.site_config import SiteFile
+
+        gateways = []
+        for sim_name, sim in self.sims.items():
+            gw, ids, zones = GATEWAYS[sim_name]
+            devs = []
+            for sim_id, ep in sim.endpoints().items():
+                if sim_id not in ids:
+                    continue
+                cid = ids[sim_id]
+                labels = {"shelter": sim_name}
+                if cid in zones:
+                    labels["zone"] = zones[cid]
+                if ep["transport"] == "serial_line":
+                    labels["bays"] = "64"
+                inst = {n: {"fire_lane": "true"} for n in ep.get("tags", {}).get("fire_lane", [])}
+                devs.append({"id": cid, "profile": ep["profile"], "name": ep.get("labels", {}).get("name", ""),
+                             "labels": labels, "instance_labels": inst})
+            gateways.append({"id": gw, "name": sim.spec.description[:60], "location": sim_name, "devices": devs})
+        return SiteFile.model_validate({"site": SITE, "name": "Demo Estate (Block 3-7)",
+                                        "name_zh": "示范小区（3-7栋）", "gateways": gateways})
+
+    def edge_config(self, sim_name: str) -> Path:
+        sim = self.sims[sim_name]
+        gw, ids, _ = GATEWAYS[sim_name]
+        buses: dict[str, dict[str, Any]] = {}
+        devices = []
+        for sim_id, ep in sim.endpoints().items():
+            if sim_id not in ids:
+                continue
+            name = ep["bus"]
+            if ep["transport"] == "modbus_tcp":
+                buses[name] = {"name": name, "transport": "modbus_tcp", "host": ep["host"], "tcp_port": ep["port"]}
+            else:
+                buses[name] = {"name": name, "transport": ep["transport"], "port": ep["port"], "baud": ep["baud"],
+                               "parity": ep["parity"], "stop_bits": ep["stop_bits"], "timeout_s": 0.3}
+            devices.append({"id": ids[sim_id], "profile": ep["profile"], "bus": name,
+                            "address": ep.get("unit", 0), "poll": FAST_POLL})
+        assert self.broker_url
+        cfg = {"site": SITE, "gateway": gw, "state_dir": str(self.workdir / f"edge-{gw}"),
+               "uplink": {"url": self.broker_url.rstrip("/"), "client_id": f"edge-{gw}",
+                          "reconnect_min_s": 0.5, "reconnect_max_s": 5},
+               "snapshot_s": 30, "health_s": 5, "buses": list(buses.values()), "devices": devices}
+        path = self.workdir / f"edge-{gw}.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def alarm_config(self) -> Any:
+        from cloud.alarms.config import AlarmSiteConfig
+
+        assert self.inbox is not None
+        return AlarmSiteConfig.model_validate({
+            "site": SITE, "name": "Demo Estate", "name_zh": "示范小区", "public_url": self.url,
+            "people": [
+                {"id": "volunteer", "name": "Li", "tier": 1, "channels": [{"url": self.inbox.url("volunteer")}]},
+                {"id": "manager", "name": "Wang", "role": "manager", "tier": 2,
+                 "channels": [{"url": self.inbox.url("manager")}]},
+            ],
+            "escalation": {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": self.o.tier2_after_s}],
+                           "repeat": self.o.repeat_s},
+            "alarm_overrides": [{"rule": "waterflow", "for": self.o.waterflow_retard_s},
+                                {"rule": "fire_lane_blocked", "for": self.o.fire_lane_for_s}],
+        })
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def start(self) -> DemoStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        import uvicorn
+
+        from cloud.alarms.engine import AlarmEngine
+        from cloud.alarms.store import AlarmStore
+        from cloud.api.commands import Commander
+        from cloud.api.estate import RegistrySource
+        from cloud.api.server import build_app
+        from cloud.api.settings import WebSettings
+        from cloud.ingest.service import IngestConfig, IngestService
+        from cloud.notify.dispatch import AppriseSender, Dispatcher
+        from cloud.notify.links import AckSigner
+        from cloud.state.registry import Registry
+        from simulators.site import SimSite
+
+        w = self.workdir
+        if self.broker_url is None:
+            from cloud.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker().start()
+            self.broker_url = self.broker.url
+        self.web_port = self.web_port or _free_port()
+        for name in self.o.sims:
+            self.sims[name] = SimSite.from_file(name).start()
+        state_db = f"sqlite:///{w / 'state.db'}"
+        self.registry = Registry(state_db)
+        self.registry.register_site(self.site_file())
+
+        self.inbox = Inbox(echo=self.o.echo).start()
+        self.store = AlarmStore(f"sqlite:///{w / 'alarms.db'}")
+        self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
+        signer = AckSigner(self.secret)
+        self.engine = AlarmEngine(self.store, RegistryDirectory(self.registry), [self.alarm_config()],
+                                  self.dispatcher, signer, tick_s=0.1).start()
+        self.ingest = IngestService(IngestConfig(
+            broker=self.broker_url, mqtt_version="3.1.1" if self.broker is not None else "auto",  # amqtt: 3.1.1
+            mqtt_client="paho", tsdb=f"sqlite:///{w / 'ts.db'}",
+            state_db=state_db, spool_dir=str(w / "spool"), shared_group=None, client_id="sw-ingest-demo",
+            housekeeping_interval=0.5, directory_refresh=2.0), safety=self.engine).start()
+
+        for name in self.sims:
+            cfg = self.edge_config(name)
+            logf = open(w / f"{cfg.stem}.log", "ab")  # noqa: SIM115 - owned by the child
+            self.agents[name] = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(cfg)],
+                                                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            logf.close()
+
+        settings = WebSettings(db_url=f"sqlite:///{w / 'web.db'}", secret=self.secret, mqtt_url=self.broker_url,
+                               gateway_broker_url=self.broker_url, poll_ms=self.o.poll_ms)
+        self.commander = Commander(_sessionmaker(settings.db_url), self.broker_url,
+                                   timeout_s=settings.command_timeout_s).start()
+        self.app = build_app(settings, RegistrySource(self.registry), alarm_engine=self.engine, ack_signer=signer,
+                             commander=self.commander, db=self.commander.db)
+        for user, role, display in self.o.users:
+            pw = secrets.token_urlsafe(9)
+            self.app.state.auth.add_user(user, pw, role, [SITE], display_name=display, check_strength=False)
+            self.passwords[user] = pw
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.web_port,
+                                                    log_level="warning", lifespan="off"))
+        threading.Thread(target=self.server.run, name="web", daemon=True).start()
+        _wait_port(self.web_port)
+
+    def wait_live(self, timeout: float = 60.0) -> None:
+        """Until every gateway is online and every device has sent values."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            gws = self.registry.gateways(SITE)
+            devs = self.registry.devices(SITE)
+            if gws and all(g.online for g in gws) and all(d.last_ts for d in devs):
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"demo not live after {timeout}s; edge logs in {self.workdir}")
+
+    def sim_device(self, cloud_id: str) -> Any:
+        for name, (_, ids, _) in GATEWAYS.items():
+            for sim_id, cid in ids.items():
+                if cid == cloud_id and name in self.sims:
+                    return self.sims[name].device(sim_id)
+        raise KeyError(cloud_id)
+
+    def stop(self) -> None:
+        """Stop everything we started, newest first; each step runs even if an earlier one failed."""
+        steps: list[Any] = []
+        if self.server is not None:
+            steps.append(lambda: setattr(self.server, "should_exit", True))
+        if self.commander is not None:
+            steps.append(self.commander.stop)
+        steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
+        for part, method in ((self.ingest, "stop"), (self.engine, "stop"), (self.dispatcher, "close"),
+                             (self.store, "close"), (self.inbox, "stop")):
+            if part is not None:
+                steps.append(getattr(part, method))
+        steps += [s.stop for s in self.sims.values()]
+        for part in (self.registry, self.broker):
+            if part is not None:
+                steps.append(part.close if part is self.registry else part.stop)
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("demo stop step failed")
+
+    def __enter__(self) -> DemoStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def _sessionmaker(url: str) -> Any:
+    from cloud.auth.models import make_engine, make_sessionmaker
+
+    return make_sessionmaker(make_engine(url))
+
+
+def _stop_proc(p: subprocess.Popen[bytes]) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def demo(workdir: Path | None = None, port: int = 8000, broker: str | None = None) -> None:
+    """Run the demo estate on embedded defaults until Ctrl-C; prints the URL and this run's logins.
+
+    Every run starts from empty databases in a fresh folder (default: a new temp folder), so the
+    demo never meets users or passwords from an earlier run.
+    """
+    import tempfile
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="shelterwatch-demo-"))
+    opts = DemoOptions(workdir=workdir, web_port=port, broker_url=broker, echo=True)
+    stack = DemoStack(opts)
+    print("starting the demo estate (simulators, edge agents, broker, ingest, alarms, web)…", flush=True)
+    stack.start()
+    try:
+        stack.wait_live(90)
+    except TimeoutError as e:
+        print(f"warning: {e}", flush=True)
+    print(f"\nshelterwatch demo: {stack.url}\n  parking (public): {stack.url}/parking\n"
+          f"  API docs: {stack.url}/docs\n\nDemo logins (this run only):", flush=True)
+    for user, role, _ in opts.users:
+        print(f"  {user:<10} {stack.passwords[user]:<14} ({role})", flush=True)
+    print(f"\nData and logs: {workdir}\nCtrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from cloud.ingest.mqtt_gmqtt import coalesce_pubacks
 
@@ -15,6 +18,15 @@ class Proto:
 
     def write_data(self, data: bytes) -> None:
         self.writes.append(data)
+
+
+def run_in_thread(fn: Callable[[], Coroutine[Any, Any, Proto]]) -> Proto:
+    """asyncio.run in its own thread: another test may leave a loop marked running in this one."""
+    out: list[Proto] = []
+    t = threading.Thread(target=lambda: out.append(asyncio.run(fn())))
+    t.start()
+    t.join(10)
+    return out[0]
 
 
 def puback(mid: int) -> bytes:
@@ -32,7 +44,7 @@ def test_pubacks_of_one_step_go_out_in_one_write() -> None:
         await asyncio.sleep(0)
         return p
 
-    p = asyncio.run(run())
+    p = run_in_thread(run)
     assert p.writes == [b"".join(puback(m) for m in range(1, 51))]
 
 
@@ -49,5 +61,5 @@ def test_other_packets_flush_first_and_keep_order() -> None:
         p.write_data(b"\xe0\x00")  # DISCONNECT with nothing buffered
         return p
 
-    p = asyncio.run(run())
+    p = run_in_thread(run)
     assert p.writes == [puback(1) + puback(2), b"\xc0\x00", puback(3), b"\xe0\x00"]

@@ -43,7 +43,9 @@ class LoginLimiter:
             q = self._prune(key, now)
             if len(q) < self.max_failures:
                 return 0.0
-            return max(0.0, q[0] + self.window_s - now)
+            # Blocked until the failure that makes the count reach the limit leaves the window (with
+            # more failures than the limit, that is not the oldest one).
+            return max(0.0, q[-self.max_failures] + self.window_s - now)
 
     def failed(self, key: str) -> None:
         with self._lock:

@@ -30,6 +30,47 @@ from device_profiles import wire
 log = logging.getLogger(__name__)
 
 
+PUBACK = 0x40
+
+
+def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Send the PUBACKs of one read burst in one socket write instead of one write each.
+
+    Profiled under live load, gmqtt's one `transport.write` (one send syscall) per PUBACK cost ~10 %
+    of the ingester's CPU, nearly as much as the whole pipeline. PUBACKs are buffered and written
+    together at the end of the current event-loop step (`call_soon`), i.e. after the packets of the
+    chunk just read; any other packet (PINGREQ, SUBSCRIBE, DISCONNECT...) first flushes the buffer
+    and is written at once, so the order on the wire is unchanged. A connection lost with acks
+    still buffered only means the broker redelivers those messages, which dedupe drops.
+    Patched per connection (gmqtt makes a new protocol object on each reconnect).
+    """
+    write = protocol.write_data
+    buf = bytearray()
+    scheduled = False
+
+    def flush() -> None:
+        nonlocal scheduled
+        scheduled = False
+        if buf:
+            data = bytes(buf)
+            buf.clear()
+            write(data)
+
+    def write_data(data: bytes) -> None:
+        nonlocal scheduled
+        if data[0] == PUBACK:
+            buf.extend(data)
+            if not scheduled:
+                scheduled = True
+                loop.call_soon(flush)
+            return
+        if buf:
+            flush()
+        write(data)
+
+    protocol.write_data = write_data
+
+
 class GmqttIngestClient:
     def __init__(
         self,
@@ -88,6 +129,9 @@ class GmqttIngestClient:
             return 0
 
         def on_connect(client: Any, flags: Any, rc: Any, properties: Any) -> None:
+            conn = getattr(client, "_connection", None)
+            if conn is not None and getattr(conn, "_protocol", None) is not None:
+                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())
             subs = [gmqtt.Subscription(f, qos=1) for f in self.filters()]
             client.subscribe(subs)
 
@@ -109,9 +153,7 @@ class GmqttIngestClient:
         delay = 0.2
         while not self._stopping:
             try:
-                await c.connect(
-                    host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311
-                )
+                await c.connect(host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311)
                 return
             except Exception as e:  # broker not up yet: keep trying, like paho's connect_async
                 log.warning("cannot connect to %s: %s; retrying", self.url, e)

@@ -125,3 +125,47 @@ def deadletters(
         when = datetime.fromtimestamp(rec, UTC).strftime("%Y-%m-%d %H:%M:%S")
         typer.echo(f"{when} {r:15s} {topic} ({size} B): {detail[:120]}")
         typer.echo(f"    {bytes(payload[:120])!r}")
+
+
+@app.command()
+def serve(
+    site: Annotated[list[Path], typer.Option(help="site file(s) to register (gateways, devices)")],
+    alarms: Annotated[list[Path], typer.Option(help="alarm file(s): people, escalation, overrides")],
+    broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    data_dir: Annotated[Path, typer.Option(help="databases and spool")] = Path("var/shelterwatch"),
+    tsdb: Annotated[str, typer.Option(help="as for `ingest`; default SQLite in --data-dir")] = "",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
+) -> None:
+    """Run ingest, alarms with pushes, and the web pages/API for the given sites, until interrupted.
+
+    The secret that signs sessions and acknowledge links comes from SHELTERWATCH_SECRET (or
+    SHELTERWATCH_SECRET_FILE); create users with `shelterwatch cloud user add --db sqlite:///DATA_DIR/web.db`."""
+    import logging
+    import os
+    import signal
+    import threading
+
+    from cloud.serve import CloudService, ServeConfig
+    from device_profiles.located_yaml import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secret = os.environ.get("SHELTERWATCH_SECRET", "")
+    if not secret and (f := os.environ.get("SHELTERWATCH_SECRET_FILE")):
+        secret = Path(f).read_text().strip()
+    cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms, secret=secret, data_dir=data_dir,
+                      tsdb=tsdb, host=host, port=port, metrics_port=metrics_port)
+    try:
+        svc = CloudService(cfg).start()
+    except (ConfigError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"shelterwatch cloud: http://{host}:{port}  (data in {data_dir})")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    try:
+        done.wait()
+    finally:
+        svc.stop()

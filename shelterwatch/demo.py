@@ -90,33 +90,6 @@ class Inbox:
         self.server.server_close()
 
 
-class RegistryDirectory:
-    """The ingest registry as the alarm engine's Directory (who is this device?), from a snapshot
-    refreshed every few seconds — an enrolled gateway's devices are known within `refresh_s`."""
-
-    def __init__(self, registry: Any, refresh_s: float = 5.0) -> None:
-        self.registry = registry
-        self.refresh_s = refresh_s
-        self._snap = registry.directory()
-        self._at = time.monotonic()
-
-    def _dir(self) -> Any:
-        if time.monotonic() - self._at > self.refresh_s:
-            self._snap, self._at = self.registry.directory(), time.monotonic()
-        return self._snap
-
-    def lookup(self, site: str, gateway: str, device: str) -> Any:
-        from cloud.alarms.directory import DeviceRef
-
-        e = self._dir().devices.get((site, device))
-        if e is None or e.gateway != gateway:
-            return None
-        return DeviceRef(e.profile, dict(e.labels), {int(k): dict(v) for k, v in e.instance_labels.items()})
-
-    def devices(self) -> list[tuple[str, str, str]]:
-        return [(e.site, e.gateway, e.id) for e in self._dir().devices.values()]
-
-
 @dataclass
 class DemoOptions:
     workdir: Path
@@ -236,6 +209,7 @@ class DemoStack:
     def _start(self) -> None:
         import uvicorn
 
+        from cloud.alarms.directory import RegistryDirectory
         from cloud.alarms.engine import AlarmEngine
         from cloud.alarms.store import AlarmStore
         from cloud.api.commands import Commander

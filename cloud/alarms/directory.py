@@ -7,8 +7,9 @@ messages, checked against the site file) implements the same `lookup`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloud.alarms.config import AlarmSiteConfig
 
@@ -44,3 +45,28 @@ class StaticDirectory:
 
     def devices(self) -> list[tuple[str, str, str]]:
         return list(self._refs)
+
+
+class RegistryDirectory:
+    """The ingest registry as the alarm engine's Directory (who is this device?), from a snapshot
+    refreshed every few seconds — an enrolled gateway's devices are known within `refresh_s`."""
+
+    def __init__(self, registry: Any, refresh_s: float = 5.0) -> None:
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._snap = registry.directory()
+        self._at = time.monotonic()
+
+    def _dir(self) -> Any:
+        if time.monotonic() - self._at > self.refresh_s:
+            self._snap, self._at = self.registry.directory(), time.monotonic()
+        return self._snap
+
+    def lookup(self, site: str, gateway: str, device: str) -> Any:
+        e = self._dir().devices.get((site, device))
+        if e is None or e.gateway != gateway:
+            return None
+        return DeviceRef(e.profile, dict(e.labels), {int(k): dict(v) for k, v in e.instance_labels.items()})
+
+    def devices(self) -> list[tuple[str, str, str]]:
+        return [(e.site, e.gateway, e.id) for e in self._dir().devices.values()]

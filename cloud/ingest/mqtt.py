@@ -68,8 +68,9 @@ def probe_version(url: str, timeout: float = 5.0) -> int:
     return 5 if result.get("ok") else 4
 
 
-class IngestClient:
-    """Subscribes to the wire contract's uplink topics and feeds every message to `handler`."""
+class BaseIngestClient:
+    """What every ingest MQTT client shares: its settings, the topic filters it subscribes to and
+    the `connected` flag (set once subscribed). Subclasses own the protocol work."""
 
     def __init__(
         self,
@@ -90,7 +91,22 @@ class IngestClient:
         self.session_expiry = session_expiry
         self.connected = threading.Event()
         self.protocol = 0
-        self._client: mqtt.Client | None = None
+
+    def filters(self) -> list[str]:
+        """Shared subscriptions only on MQTT 5 (amqtt and other 3.1.1 brokers get plain ones)."""
+        subs = wire.subscriptions(self.site)
+        if self.protocol == 5 and self.shared_group:
+            subs = [wire.shared(s, self.shared_group) for s in subs]
+        return subs
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self.connected.wait(timeout)
+
+
+class IngestClient(BaseIngestClient):
+    """paho-mqtt: subscribes to the wire contract's uplink topics and feeds every message to `handler`."""
+
+    _client: mqtt.Client | None = None
 
     def start(self) -> None:
         host, port, tls, user, pw = parse_broker(self.url)
@@ -121,12 +137,6 @@ class IngestClient:
         c.connect_async(host, port, keepalive=30, **connect_kw)
         c.loop_start()
 
-    def filters(self) -> list[str]:
-        subs = wire.subscriptions(self.site)
-        if self.protocol == 5 and self.shared_group:
-            subs = [wire.shared(s, self.shared_group) for s in subs]
-        return subs
-
     def _on_connect(self, c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
             log.error("broker refused the connection: %s", rc)
@@ -151,9 +161,6 @@ class IngestClient:
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
         self.handler(topic, bytes(msg.payload), time.time())
-
-    def wait_connected(self, timeout: float = 10.0) -> bool:
-        return self.connected.wait(timeout)
 
     def stop(self) -> None:
         if self._client is not None:

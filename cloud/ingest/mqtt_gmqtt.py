@@ -21,11 +21,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from cloud.ingest.mqtt import parse_broker, probe_version
-from device_profiles import wire
+from cloud.ingest.mqtt import BaseIngestClient, parse_broker, probe_version
 
 log = logging.getLogger(__name__)
 
@@ -71,36 +69,13 @@ def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
     protocol.write_data = write_data
 
 
-class GmqttIngestClient:
-    def __init__(
-        self,
-        url: str,
-        handler: Callable[[str, bytes, float], object],
-        client_id: str,
-        version: str = "auto",
-        shared_group: str | None = "ingest",
-        site: str = "+",
-        session_expiry: int = 3600,
-    ) -> None:
-        self.url = url
-        self.handler = handler
-        self.client_id = client_id
-        self.version = version
-        self.shared_group = shared_group
-        self.site = site
-        self.session_expiry = session_expiry
-        self.connected = threading.Event()
-        self.protocol = 0
+class GmqttIngestClient(BaseIngestClient):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
         self._stopping = False
-
-    def filters(self) -> list[str]:
-        subs = wire.subscriptions(self.site)
-        if self.protocol == 5 and self.shared_group:
-            subs = [wire.shared(s, self.shared_group) for s in subs]
-        return subs
 
     def start(self) -> None:
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
@@ -159,9 +134,6 @@ class GmqttIngestClient:
                 log.warning("cannot connect to %s: %s; retrying", self.url, e)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
-
-    def wait_connected(self, timeout: float = 10.0) -> bool:
-        return self.connected.wait(timeout)
 
     def stop(self) -> None:
         self._stopping = True

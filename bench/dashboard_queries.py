@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dashboards.build import build_all, to_json
-from dashboards.sample_data import simulate_day, write_lines
+from dashboards.ingest_day import ingest_day
+from dashboards.sample_data import simulate_day
 from dashboards.templating import effective_interval, interpolate, time_filter
 from tests.fixtures.tsdb_servers import make_influxdb1
 
@@ -47,11 +48,11 @@ def main() -> None:
             db.create_database()
             end = (int(time.time() * 1000) // 60_000) * 60_000
             t = time.perf_counter()
-            n = sum(
-                write_lines(db.url, db.database, simulate_day(end - i * DAY_MS, seed=i).lines)
-                for i in range(a.days)
-            )
-            print(f"loaded {n} lines ({a.days} simulated days) in {time.perf_counter() - t:.1f} s")
+            n = 0
+            for i in range(a.days):  # through the cloud ingester's pipeline, like the tests
+                got = ingest_day(simulate_day(end - i * DAY_MS, seed=i), db.url, db.database, Path(tmp) / f"ingest-{i}")
+                n += got.accepted + got.lines
+            print(f"loaded {n} messages + lines ({a.days} simulated days) in {time.perf_counter() - t:.1f} s")
             for label, span_ms, auto in (("24h", DAY_MS, "5m"), ("7d", 7 * DAY_MS, "30m")):
                 tf = time_filter(end - span_ms, end)
                 ref = timed(db, f'SELECT count("connector_temp") FROM "charger_port" WHERE {tf}', a.runs)
@@ -63,17 +64,14 @@ def main() -> None:
                     variables: dict[str, list[str]] = {}
                     for v in dash["templating"]["list"]:
                         r = db.query(interpolate(v["query"], variables, tf, auto))["results"][0]
-                        variables[v["name"]] = sorted(
-                            {x[1] for s in r.get("series", []) for x in s["values"]}
-                        )
+                        variables[v["name"]] = sorted({x[1] for s in r.get("series", []) for x in s["values"]})
                     for p in dash["panels"]:
                         iv = effective_interval(auto, p.get("interval"))
                         for tg in p["targets"]:
                             ms = timed(db, interpolate(tg["query"], variables, tf, iv), a.runs)
                             total += ms
                             print(
-                                f"{(name + ' / ' + p['title'] + ' / ' + tg['refId'])[:70]:70} {ms:8.1f} "
-                                f"{ms / ref:7.1f}"
+                                f"{(name + ' / ' + p['title'] + ' / ' + tg['refId'])[:70]:70} {ms:8.1f} {ms / ref:7.1f}"
                             )
                 print(f"{'all panels, one dashboard refresh each':70} {total:8.1f} {total / ref:7.1f}")
         finally:

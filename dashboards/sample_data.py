@@ -1,9 +1,10 @@
 """A simulated day of one estate, as InfluxDB line protocol, for checking every dashboard query.
 
-Stand-in for the cloud ingester (built in parallel on another branch): telemetry rows come from
-`device_profiles.timeseries.Mapping`, exactly as the ingester maps them; alarm, device_health,
-gateway_status, inspection and parking_stay rows follow `dashboards.schema`. When the real ingester
-lands, tests can feed it the same day through MQTT instead and keep the same checks.
+What the cloud ingester stores (telemetry and device_health) is produced here as wire-contract
+messages (`Day.messages`: topic, encoded `Telemetry` / `DeviceHealth`) for the site in
+`dashboards/maple-court.yaml`; `dashboards.ingest_day` feeds them through the ingester's own pipeline
+and InfluxDB 1.x sink. What nothing in the cloud writes yet (alarm, gateway_status, inspection,
+parking_stay) is produced as line protocol (`Day.lines`) following `dashboards.schema`.
 
 Estate `maple-court`: shelter-1 (VoltPile CP-10 charger, Nanfang FSM-8 riser, bar), shelter-2
 (Hengtong EBC-12 charger, AquaGuard RM-4 riser, kPa), garage-b1 (ParkHub PH-48, 48 bays in zones
@@ -18,11 +19,14 @@ import random
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
-from device_profiles.loader import get_profile
-from device_profiles.timeseries import FieldValue, Mapping, Row
+from device_profiles import wire
+from device_profiles.timeseries import FieldValue
 
 SITE = "maple-court"
+SITE_FILE = Path(__file__).resolve().parent / "maple-court.yaml"  # the same estate, registered
 MIN = 60_000
 DAY_MIN = 24 * 60
 SNAPSHOT_MIN = 5
@@ -85,9 +89,7 @@ def write_lines(url: str, db: str, lines: Iterable[str], batch: int = 5000) -> i
     n = 0
 
     def flush() -> None:
-        req = urllib.request.Request(
-            f"{url}/write?db={db}&precision=ms", data="\n".join(buf).encode(), method="POST"
-        )
+        req = urllib.request.Request(f"{url}/write?db={db}&precision=ms", data="\n".join(buf).encode(), method="POST")
         with urllib.request.urlopen(req, timeout=60) as r:
             r.read()
         buf.clear()
@@ -119,8 +121,10 @@ class _Port:
 class Day:
     end_ms: int
     seed: int = 7
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # measurements the cloud does not write yet
+    messages: list[tuple[str, bytes]] = field(default_factory=list)  # wire messages for the ingester
     stays: int = 0
+    seqs: dict[str, int] = field(default_factory=dict)
 
     @property
     def start_ms(self) -> int:
@@ -129,17 +133,37 @@ class Day:
     def ts(self, minute: float) -> int:
         return self.start_ms + int(minute * MIN)
 
-    def emit(self, rows: list[Row], minute: float) -> None:
-        for r in rows:
-            self.lines.append(line(r.measurement, r.tags, r.fields, self.ts(minute)))
+    def _seq(self, dev: Device) -> int:
+        n = self.seqs[dev.id] = self.seqs.get(dev.id, 0) + 1
+        return n
 
-    def raw(
-        self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float
-    ) -> None:
+    def _at(self, minute: float) -> datetime:
+        return datetime.fromtimestamp(self.ts(minute) / 1000, UTC)
+
+    def emit(self, dev: Device, values: dict[str, FieldValue], minute: float, snapshot: bool) -> None:
+        """One Telemetry message from the device's gateway, as the edge agent publishes it."""
+        msg = wire.Telemetry(ts=self._at(minute), seq=self._seq(dev), values=values, snapshot=snapshot)
+        topic = wire.topic(SITE, dev.gateway, wire.Kind.TELEMETRY, dev.id)
+        self.messages.append((topic, wire.encode(msg)))
+
+    def health(self, dev: Device, minute: float, online: bool, counters: list[int]) -> None:
+        msg = wire.DeviceHealth(
+            ts=self._at(minute),
+            seq=self._seq(dev),
+            online=online,
+            polls=counters[0],
+            timeouts=counters[1],
+            crc_errors=counters[2],
+            exceptions=counters[3],
+        )
+        self.messages.append((wire.topic(SITE, dev.gateway, wire.Kind.HEALTH, dev.id), wire.encode(msg)))
+
+    def raw(self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float) -> None:
         self.lines.append(line(measurement, tags, fields, self.ts(minute)))
 
 
 def _base(d: Device) -> dict[str, str]:
+    """Tags the ingester puts on this device's series (site file labels + identity)."""
     return {"site": SITE, "gateway": d.gateway, "device": d.id, "shelter": d.shelter}
 
 
@@ -147,10 +171,7 @@ def _ambient(minute: float) -> float:
     return 15.0 + 7.0 * math.sin((minute / DAY_MIN - 0.375) * 2 * math.pi)  # warmest mid-afternoon
 
 
-def _chargers(
-    day: Day, rnd: random.Random, dev: Device, ports: int, charging: str, full: str, off: str
-) -> None:
-    m = Mapping(get_profile(dev.profile))
+def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: str, full: str, off: str) -> None:
     st = {p: _Port() for p in range(1, ports + 1)}
     for s in st.values():  # sessions: one to three a day, 1-5 h each
         t = rnd.randint(0, 300)
@@ -208,13 +229,12 @@ def _chargers(
             if dev.profile == "hengtong-ebc12":
                 values["door_open"] = 600 <= minute < 615
         if values:
-            day.emit(m.rows(values, _base(dev)), minute)
+            day.emit(dev, values, minute, snap)
         if minute >= 0 and dev.id == "cabinet-2" and minute >= st[3].sessions[0][0] + 480 and snap:
             _alarm_point(day, dev, "long_charge", "warning", minute, True, False, "3")
 
 
 def _sprinkler(day: Day, rnd: random.Random, dev: Device, bar: bool) -> None:
-    m = Mapping(get_profile(dev.profile))
     scale = 1.0 if bar else 100.0
     for minute in range(0, DAY_MIN, 1):
         if dev.id == "riser-2" and minute >= OFFLINE_AT_MIN:
@@ -233,11 +253,10 @@ def _sprinkler(day: Day, rnd: random.Random, dev: Device, bar: bool) -> None:
         }
         if bar:
             values["supply_voltage"] = round(24.0 + rnd.uniform(-0.3, 0.3), 1)
-        day.emit(m.rows(values, _base(dev)), minute)
+        day.emit(dev, values, minute, minute % SNAPSHOT_MIN == 0)
 
 
 def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
-    m = Mapping(get_profile(dev.profile))
     tags = bay_tags()
     changes: dict[int, list[tuple[int, bool]]] = {}
     for b in range(1, 49):
@@ -260,7 +279,6 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
     for minute in range(DAY_MIN):
         snap = minute % SNAPSHOT_MIN == 0
         values: dict[str, FieldValue] = {}
-        inst: dict[int, dict[str, str]] = {}
         for b in range(1, 49):
             new = state[b]
             for t, occ in changes[b]:
@@ -289,11 +307,10 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
                         f"bay.{b}.rssi": -60 - b % 20,
                     }
                 )
-                inst[b] = tags[b]
         if snap:
             values["occupied_count"] = sum(state.values())
         if values:
-            day.emit(m.rows(values, _base(dev), inst), minute)
+            day.emit(dev, values, minute, snap)
     _alarm(day, dev, "fire_lane_blocked", "major", 845, 880, "46", ack_after=3)
     _alarm(day, dev, "fire_lane_blocked", "major", DAY_MIN - 35, None, "47")
     _alarm(day, dev, "low_battery", "minor", 360, None, "12")
@@ -339,18 +356,7 @@ def _health(day: Day, rnd: random.Random) -> None:
             c[1] += 300 if offline else (rnd.random() < 0.2) * rnd.randint(1, 3)
             c[2] += (d.profile.endswith(("cp10", "fsm8", "ph48")) and rnd.random() < 0.3) * rnd.randint(1, 4)
             c[3] += (rnd.random() < 0.05) * 1
-            day.raw(
-                "device_health",
-                {"site": SITE, "gateway": d.gateway, "device": d.id},
-                {
-                    "online": not offline,
-                    "polls": c[0],
-                    "timeouts": c[1],
-                    "crc_errors": c[2],
-                    "exceptions": c[3],
-                },
-                minute,
-            )
+            day.health(d, minute, not offline, c)
         if minute % 10 == 0:
             for gw in sorted({d.gateway for d in DEVICES}):
                 day.raw("gateway_status", {"site": SITE, "gateway": gw}, {"online": True}, minute)

@@ -1,9 +1,12 @@
 """Measurements the dashboards query, in one place.
 
 The telemetry measurements come from the catalog profiles' `timeseries:` sections through
-`device_profiles.timeseries.Mapping`; they are listed here only so the dashboards and the docs name
-them once. The others (alarm, device_health, gateway_status, inspection, parking_stay) are not
-written by anything yet: this module is their definition, for the cloud engineers to write.
+`device_profiles.timeseries.Mapping` and are written by the cloud ingester; they are listed here
+only so the dashboards and the docs name them once. `device_health` is written by the ingester too
+(`cloud/ingest/pipeline.py`, from DeviceHealth messages). NOT YET WRITTEN BY THE CLOUD: alarm,
+gateway_status, inspection, parking_stay (`NOT_YET_WRITTEN`): this module is their definition, for
+the cloud engineers to write; the dashboard tests get them from `dashboards.sample_data`. (The
+ingester's `gateway_health` measurement is not charted by any dashboard yet.)
 
 Every numeric field is written as a float (no `i` suffix): two profiles may decode the same field
 as int and float (`power` is uint16 on one charger and float32 on the other), and InfluxDB 1.x
@@ -90,7 +93,7 @@ DEFINED_HERE = (
         "alarm",
         ("site", "device", "rule", "severity", "instance"),
         {"active": "bool", "acknowledged": "bool"},
-        "cloud alarms engine",
+        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud alarms engine)",
         "one point on every transition (raise, acknowledge, clear) and, for every active alarm, "
         f"again at least every {SNAPSHOT_PERIOD}; `instance` is the block instance (port 3 → '3'), "
         "absent for device-level rules; severity is critical, major, minor or warning",
@@ -105,30 +108,34 @@ DEFINED_HERE = (
             "exceptions": "count since agent start",
             "polls": "count since agent start",
         },
-        "cloud ingester, from the wire DeviceHealth message",
+        "cloud ingester (cloud/ingest/pipeline.py), from the wire DeviceHealth message",
+        "the ingester also writes ok, retries and latency_ms when the gateway sends them",
     ),
     Measurement(
         "gateway_status",
         ("site", "gateway"),
         {"online": "bool"},
-        "cloud ingester, from the retained status message and its last will",
+        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud ingester, from the retained status and its last will)",
         f"re-written at least every {SNAPSHOT_PERIOD} while known",
     ),
     Measurement(
         "inspection",
         ("site",),
         {"active": "bool"},
-        "cloud alarms engine",
+        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud alarms engine)",
         "true when an inspection window opens, false when it closes",
     ),
     Measurement(
         "parking_stay",
         ("site", "gateway", "device", "bay", "shelter", "zone", "fire_lane"),
         {"dwell_s": "seconds the bay was occupied"},
-        "cloud ingester, when a bay is freed (from the `occupied` change)",
+        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud ingester, when a bay is freed)",
         "one point per departure, at the departure time: turnover and dwell time come from it",
     ),
 )
+
+# Measurements the dashboards query that no cloud component writes yet.
+NOT_YET_WRITTEN = ("alarm", "gateway_status", "inspection", "parking_stay")
 
 ALL = {m.name: m for m in (*TELEMETRY, *DEFINED_HERE)}
 

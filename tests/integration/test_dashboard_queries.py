@@ -185,3 +185,18 @@ def test_render_pictures_from_fetched_data(estate_day, tmp_path) -> None:
         }
         png = render(dash, data, out_dir / f"dashboard-{name}.png")
         assert png.stat().st_size > 10_000
+
+
+def test_day_went_through_the_ingester(estate_day, tmp_path) -> None:
+    """Telemetry and device health are in InfluxDB because the ingester accepted them: it refuses a
+    device the site file does not register (and ingest_day then refuses to pretend the day loaded)."""
+    from dashboards.ingest_day import ingest_day
+
+    assert estate_day.messages > 5000
+    day = sd.Day(estate_day.end_ms)
+    day.emit(sd.Device("pile-9", "voltpile-cp10", "gw-shelter-1", "shelter-1"), {"smoke": True}, 1, False)
+    with pytest.raises(RuntimeError, match="unknown_device"):
+        ingest_day(day, estate_day.db.url, estate_day.db.database, tmp_path)
+    # The tags only the site file holds (instance labels) are on the stored bays.
+    res = estate_day.db.query('SHOW TAG VALUES FROM "parking_bay" WITH KEY = "zone"')["results"][0]
+    assert sorted(r[1] for r in res["series"][0]["values"]) == sorted(sd.ZONES)

@@ -80,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "mq").mkdir()
-        mq = make_mosquitto(tmp / "mq", extra_conf="user root").start()
+        mq = make_mosquitto(tmp / "mq").start()
         try:
             ob = Outbox(tmp / "outbox.db")
             t0 = time.monotonic()

@@ -215,15 +215,10 @@ SHARED_LOST = pytest.mark.xfail(
     ("client", "group"),
     [("gmqtt", None), ("paho", None), pytest.param("gmqtt", "ingest", marks=SHARED_LOST)],
 )
-def test_broker_restart_nothing_lost(tmp_path: Path, client: str, group: str | None) -> None:
+def test_broker_restart_nothing_lost(tmp_path: Path, mosquitto, client: str, group: str | None) -> None:
     """The broker goes away and comes back (with its persistence): the ingester reconnects to its
     session and every message published around the restart is stored once (the broker keeps its
     persistence across the restart; see make_mosquitto)."""
-    from tests.fixtures.servers import make_mosquitto
-
-    (tmp_path / "mq").mkdir()
-    mosquitto = make_mosquitto(tmp_path / "mq").start()
-    request_stop = mosquitto.stop
     db = tmp_path / "ts.db"
     model = FleetModel(FleetConfig(site_file=str(DEMO_SITE), ticks=60, sim_start=SIM_START))
     msgs = [(t, p) for t, p, _ in model.messages()]
@@ -251,7 +246,6 @@ def test_broker_restart_nothing_lost(tmp_path: Path, client: str, group: str | N
             raise AssertionError(f"{len(msgs)} {len(first)} {svc.stats()}") from None
         assert svc.flush(10)
         st = svc.stats()
-    request_stop()
     # QoS 1 is at-least-once: a gateway status (it has no sequence number) may be redelivered across
     # the restart and accepted twice; readings are de-duplicated, so the stored rows are exact.
     assert st["accepted"] >= len(msgs) and not st["dead_letters"]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, Issue, line_of, located, read_yaml, validate
 from device_profiles.model import Profile
 from device_profiles.points import overlaps, resolve_points
 
@@ -30,7 +30,7 @@ def load_profile(path: Path | str) -> Profile:
     name = _display(path)
     data, node = read_yaml(path)
     profile = validate(Profile, data, node, name)
-    issues = [Issue(name, line_of(node, p), format_key(p), msg) for p, msg in profile.reference_problems()]
+    issues = located(name, node, profile.reference_problems())
     for a, b in overlaps(resolve_points(profile)):
         issues.append(Issue(name, line_of(node, ("blocks",)) or 1, "blocks", f"{a} and {b} overlap"))
     if path.stem != profile.id:

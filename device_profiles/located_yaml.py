@@ -180,3 +180,8 @@ def load_model(model: type[M], path: Path | str, display_name: str | None = None
 def line_of(node: yaml.Node | None, path: Path_) -> int:
     """Line of a key path; used for checks made after model validation."""
     return _LineIndex(node).line_of(path)[0]
+
+
+def located(name: str, node: yaml.Node | None, problems: list[tuple[Path_, str]]) -> list[Issue]:
+    """Issues for checks made after schema validation (cross-references), each at its key's line."""
+    return [Issue(name, line_of(node, p), format_key(p), msg) for p, msg in problems]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
 from device_profiles.model import PollClass, Profile, TransportKind
 from device_profiles.wire import ID_RE
 
@@ -245,7 +245,7 @@ def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
                 ]
             )
     profiles = load_catalog(dirs)  # a broken profile raises ConfigError naming the profile file
-    issues = [Issue(name, line_of(node, p), format_key(p), msg) for p, msg in cross_check(cfg, profiles)]
+    issues = located(name, node, cross_check(cfg, profiles))
     if issues:
         raise ConfigError(issues)
     used = {d.profile for d in cfg.devices}

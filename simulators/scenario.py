@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
 from simulators.devices import ChargerDevice, LineReceiverDevice, ParkingDevice, SprinklerDevice
 from simulators.site import SimSite, SiteSpec, find_site, load_site
 
@@ -305,7 +305,7 @@ def load_scenario(path: Path | str) -> Scenario:
     site = load_site(sp)
     probs = check_steps(scn, site)
     if probs:
-        raise ConfigError([Issue(str(path), line_of(node, p), format_key(p), m) for p, m in probs])
+        raise ConfigError(located(str(path), node, probs))
     return scn
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_profiles.loader import get_profile, load_profile
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, Issue, format_key, located, read_yaml, validate
 from device_profiles.model import KEY_RE, Profile
 from simulators.devices import Device, LineReceiverDevice, ModbusDevice, device_class, make_device
 from simulators.transport.line import LinePort
@@ -182,7 +182,7 @@ def load_site(path: Path | str) -> SiteSpec:
     spec = validate(SiteSpec, data, node, str(path))
     probs = check_site(spec, path.parent)
     if probs:
-        raise ConfigError([Issue(str(path), line_of(node, p), format_key(p), m) for p, m in probs])
+        raise ConfigError(located(str(path), node, probs))
     return spec
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud.notify.config import EscalationPolicy, Person
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, located, read_yaml, validate
 from device_profiles.model import KEY_RE, AlarmRule, Profile
 
 
@@ -161,5 +161,5 @@ def load_site_alarms(path: Path | str, profiles: dict[str, Profile] | None = Non
     cfg = validate(AlarmSiteConfig, data, node, str(path))
     probs = reference_problems(cfg, catalog() if profiles is None else profiles)
     if probs:
-        raise ConfigError([Issue(str(path), line_of(node, k), format_key(k), m) for k, m in probs])
+        raise ConfigError(located(str(path), node, probs))
     return cfg

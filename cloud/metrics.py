@@ -58,8 +58,16 @@ class IngestCollector(Collector):
             p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
         )
         yield GaugeMetricFamily(
-            p + "connected", "1 when connected to the broker", value=1 if s["connected"] else 0
+            p + "connected", "1 when every lane is connected to the broker", value=1 if s["connected"] else 0
         )
+        up = set(s.get("connected_lanes", []))
+        lane_up = GaugeMetricFamily(p + "lane_connected", "1 when this MQTT lane is subscribed", labels=["lane"])
+        lane_rx = CounterMetricFamily(p + "lane_received", "MQTT messages received, by lane", labels=["lane"])
+        for lane, n in sorted(s.get("lane_received", {}).items()):
+            lane_up.add_metric([lane], 1 if lane in up else 0)
+            lane_rx.add_metric([lane], n)
+        yield lane_up
+        yield lane_rx
 
 
 def make_registry(stats: Callable[[], dict[str, Any]]) -> CollectorRegistry:

@@ -111,10 +111,23 @@ def parse_topic(name: str) -> Topic:
     raise WireError("bad_topic", f"{name!r} is not a v1 topic")
 
 
-def subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
-    """Topic filters for everything a gateway sends upward (not the downlink `cmd`)."""
+def safety_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """The low-volume, alarm-relevant uplink: gateway `status` (birth / last will), device `event`
+    and device `health`. The ingester reads these on their own MQTT connection (the safety lane),
+    so the broker queues them apart from telemetry and an alarm never waits behind a backlog."""
     b = f"{PREFIX}/{site}/{gateway}"
-    return [f"{b}/status", f"{b}/health", f"{b}/+/telemetry", f"{b}/+/event", f"{b}/+/health", f"{b}/+/cmd-result"]
+    return [f"{b}/status", f"{b}/+/event", f"{b}/+/health"]
+
+
+def bulk_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """The high-volume rest of the uplink: telemetry, gateway health and command results."""
+    b = f"{PREFIX}/{site}/{gateway}"
+    return [f"{b}/+/telemetry", f"{b}/health", f"{b}/+/cmd-result"]
+
+
+def subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """Topic filters for everything a gateway sends upward (not the downlink `cmd`): both lanes."""
+    return safety_subscriptions(site, gateway) + bulk_subscriptions(site, gateway)
 
 
 def shared(topic_filter: str, group: str = "ingest") -> str:

@@ -5,6 +5,12 @@ N ingesters split the load, and a session expiry keeps QoS 1 messages queued acr
 MQTT 3.1.1 for the embedded amqtt broker (protocol level 4 only): plain subscriptions, clean
 session off. `version="auto"` asks for 5 and falls back to 3.1.1 when the broker refuses it.
 
+Two lanes, two connections: the **safety lane** (client id `<id>-safety`, its own persistent
+session, so its own queue in the broker) carries only `wire.safety_subscriptions()` (gateway status,
+device events and health); the **main lane** carries the telemetry bulk. When the ingester falls
+behind, the broker's backlog piles up on the main lane while events still arrive at once on the
+safety lane. Both lanes call the same handler; a client guarantees it is never called concurrently.
+
 paho acknowledges a QoS 1 message when `on_message` returns, i.e. after the pipeline has handed
 it to the safety and storage paths.
 """
@@ -68,9 +74,15 @@ def probe_version(url: str, timeout: float = 5.0) -> int:
     return 5 if result.get("ok") else 4
 
 
+MAIN, SAFETY = "main", "safety"
+
+
 class BaseIngestClient:
-    """What every ingest MQTT client shares: its settings, the topic filters it subscribes to and
-    the `connected` flag (set once subscribed). Subclasses own the protocol work."""
+    """What every ingest MQTT client shares: its settings, the topic filters of each lane and the
+    `connected` flag (set once every lane is subscribed). Subclasses own the protocol work.
+
+    `lanes=False` puts every filter on one connection (the layout before the safety lane; kept
+    for the benchmark's comparison and for brokers that limit connections per client)."""
 
     def __init__(
         self,
@@ -81,6 +93,7 @@ class BaseIngestClient:
         shared_group: str | None = "ingest",
         site: str = "+",
         session_expiry: int = 3600,
+        lanes: bool = True,
     ) -> None:
         self.url = url
         self.handler = handler
@@ -89,34 +102,83 @@ class BaseIngestClient:
         self.shared_group = shared_group
         self.site = site
         self.session_expiry = session_expiry
-        self.connected = threading.Event()
+        self.lanes: tuple[str, ...] = (MAIN, SAFETY) if lanes else (MAIN,)
+        self.lane_connected = {lane: threading.Event() for lane in self.lanes}
+        self.connected = threading.Event()  # every lane subscribed
+        self.lane_received = {lane: 0 for lane in self.lanes}
         self.protocol = 0
 
-    def filters(self) -> list[str]:
-        """Shared subscriptions only on MQTT 5 (amqtt and other 3.1.1 brokers get plain ones)."""
-        subs = wire.subscriptions(self.site)
+    def lane_client_id(self, lane: str) -> str:
+        return self.client_id if lane == MAIN else f"{self.client_id}-{lane}"
+
+    def _raw_filters(self, lane: str | None) -> list[str]:
+        if lane is None or len(self.lanes) == 1:
+            return wire.subscriptions(self.site)
+        return wire.safety_subscriptions(self.site) if lane == SAFETY else wire.bulk_subscriptions(self.site)
+
+    def _decorate(self, subs: list[str]) -> list[str]:
+        """Shared subscriptions only on MQTT 5 (amqtt and other 3.1.1 brokers get plain ones).
+        One group name serves both lanes: their filters differ, so each is its own shared group."""
         if self.protocol == 5 and self.shared_group:
-            subs = [wire.shared(s, self.shared_group) for s in subs]
+            return [wire.shared(s, self.shared_group) for s in subs]
         return subs
+
+    def filters(self, lane: str | None = None) -> list[str]:
+        """The filters `lane` subscribes to; every lane's when `lane` is None."""
+        return self._decorate(self._raw_filters(lane))
+
+    def stale_filters(self, lane: str) -> list[str]:
+        """The other lanes' filters: a persistent session made before the split (one connection for
+        everything) still holds them, and would keep queuing events behind telemetry. Unsubscribed
+        on connect; unsubscribing a filter the session does not hold is harmless."""
+        if len(self.lanes) == 1:
+            return []
+        mine = set(self._raw_filters(lane))
+        return self._decorate([f for f in wire.subscriptions(self.site) if f not in mine])
+
+    def _lane_up(self, lane: str) -> None:
+        self.lane_connected[lane].set()
+        if all(e.is_set() for e in self.lane_connected.values()):
+            self.connected.set()  # "connected" means subscribed: nothing published from now on is missed
+
+    def _lane_down(self, lane: str) -> None:
+        self.lane_connected[lane].clear()
+        self.connected.clear()
+
+    def connected_lanes(self) -> list[str]:
+        return [lane for lane, e in self.lane_connected.items() if e.is_set()]
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.connected.wait(timeout)
 
 
 class IngestClient(BaseIngestClient):
-    """paho-mqtt: subscribes to the wire contract's uplink topics and feeds every message to `handler`."""
+    """paho-mqtt: one paho client (one network thread) per lane, every message fed to `handler`.
 
-    _client: mqtt.Client | None = None
+    Two network threads would call the handler concurrently: one lock serialises them (the
+    pipeline is single-threaded by design)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients: dict[str, mqtt.Client] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        host, port, tls, user, pw = parse_broker(self.url)
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
         if level is None:
             level = probe_version(self.url)
         self.protocol = level
+        for lane in self.lanes:
+            self._clients[lane] = self._start_lane(lane)
+
+    def _start_lane(self, lane: str) -> mqtt.Client:
+        host, port, tls, user, pw = parse_broker(self.url)
+        level = self.protocol
         proto = mqtt.MQTTv5 if level == 5 else mqtt.MQTTv311
         kw: dict[str, Any] = {} if level == 5 else {"clean_session": False}
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kw)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.lane_client_id(lane), protocol=proto, userdata=lane, **kw
+        )
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 5)
@@ -133,37 +195,46 @@ class IngestClient(BaseIngestClient):
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry
             connect_kw = {"clean_start": False, "properties": props}
-        self._client = c
         c.connect_async(host, port, keepalive=30, **connect_kw)
         c.loop_start()
+        return c
 
-    def _on_connect(self, c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+    def _on_connect(self, c: mqtt.Client, lane: str, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
+            log.error("broker refused the %s lane's connection: %s", lane, rc)
             return
+        stale = self.stale_filters(lane)
+        if stale:
+            c.unsubscribe(stale)
         if self.protocol == 5:
-            c.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters()])
+            c.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters(lane)])
         else:
-            c.subscribe([(f, 1) for f in self.filters()])
-        log.info("connected to %s (MQTT %s), subscribed", self.url, "5" if self.protocol == 5 else "3.1.1")
+            c.subscribe([(f, 1) for f in self.filters(lane)])
+        log.info("%s lane connected to %s (MQTT %s)", lane, self.url, "5" if self.protocol == 5 else "3.1.1")
 
-    def _on_subscribe(self, c: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-        self.connected.set()  # "connected" means subscribed: nothing published from now on is missed
+    def _on_subscribe(self, c: mqtt.Client, lane: str, mid: int, rcs: Any, props: Any) -> None:
+        self._lane_up(lane)
 
-    def _on_disconnect(self, c: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.connected.clear()
+    def _on_disconnect(self, c: mqtt.Client, lane: str, flags: Any, rc: Any, props: Any) -> None:
+        self._lane_down(lane)
         # A disconnect we asked for is routine; anything else is worth a warning (paho reconnects).
-        (log.info if not getattr(rc, "is_failure", True) else log.warning)("disconnected from broker: %s", rc)
+        (log.info if not getattr(rc, "is_failure", True) else log.warning)(
+            "%s lane disconnected from broker: %s", lane, rc
+        )
 
-    def _on_message(self, c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, c: mqtt.Client, lane: str, msg: mqtt.MQTTMessage) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
-        self.handler(topic, bytes(msg.payload), time.time())
+        payload = bytes(msg.payload)
+        with self._lock:
+            self.lane_received[lane] += 1
+            self.handler(topic, payload, time.time())
 
     def stop(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._client = None
+        for c in self._clients.values():
+            c.disconnect()
+        for c in self._clients.values():
+            c.loop_stop()
+        self._clients = {}

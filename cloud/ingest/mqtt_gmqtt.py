@@ -4,7 +4,7 @@ Measured here (QoS 1, ~200-byte payloads, one subscriber): gmqtt drains about 20
 34 µs CPU per message, paho-mqtt about 11.6 k at 75 µs — paho alone would eat the whole budget
 of an ingester that must keep up with half of what mosquitto_sub drains. Same interface and
 behaviour as `cloud.ingest.mqtt.IngestClient` (shared subscriptions on MQTT 5, 3.1.1 for amqtt,
-persistent session).
+persistent session, a main and a safety lane).
 
 Acknowledgement: gmqtt 0.8 sends no PUBACK at all for a plain-function handler when
 `optimistic_acknowledgement=True` (the callback is only wired for coroutines, and a coroutine per
@@ -70,11 +70,14 @@ def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
 
 
 class GmqttIngestClient(BaseIngestClient):
+    """One asyncio loop in one thread runs a gmqtt client per lane, so the handler is only ever
+    called from that thread, one message at a time, without a lock."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._clients: dict[str, Any] = {}
         self._stopping = False
 
     def start(self) -> None:
@@ -83,23 +86,26 @@ class GmqttIngestClient(BaseIngestClient):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ingest-mqtt", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._connect_forever(), self._loop)
+        for lane in self.lanes:
+            asyncio.run_coroutine_threadsafe(self._connect_forever(lane), self._loop)
 
-    async def _connect_forever(self) -> None:
+    async def _connect_forever(self, lane: str) -> None:
         import gmqtt
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
         host, port, tls, user, pw = parse_broker(self.url)
         kw: dict[str, Any] = {"session_expiry_interval": self.session_expiry} if self.protocol == 5 else {}
-        c = gmqtt.Client(self.client_id, clean_session=False, optimistic_acknowledgement=True, **kw)
+        c = gmqtt.Client(self.lane_client_id(lane), clean_session=False, optimistic_acknowledgement=True, **kw)
         if user:
             c.set_auth_credentials(user, pw)
         c.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         handler = self.handler
+        counts = self.lane_received
 
         def on_message(client: Any, topic: Any, payload: bytes, qos: int, properties: Any) -> int:
             if isinstance(topic, bytes):
                 topic = topic.decode("utf-8", "replace")
+            counts[lane] += 1
             handler(topic, payload, time.time())
             return 0
 
@@ -107,16 +113,18 @@ class GmqttIngestClient(BaseIngestClient):
             conn = getattr(client, "_connection", None)
             if conn is not None and getattr(conn, "_protocol", None) is not None:
                 coalesce_pubacks(conn._protocol, asyncio.get_running_loop())
-            subs = [gmqtt.Subscription(f, qos=1) for f in self.filters()]
-            client.subscribe(subs)
+            stale = self.stale_filters(lane)
+            if stale:
+                client.unsubscribe(stale)
+            client.subscribe([gmqtt.Subscription(f, qos=1) for f in self.filters(lane)])
 
         def on_subscribe(client: Any, mid: Any, qos: Any, properties: Any) -> None:
-            self.connected.set()
+            self._lane_up(lane)
 
         def on_disconnect(client: Any, packet: Any, exc: Any = None) -> None:
-            self.connected.clear()
+            self._lane_down(lane)
             if not self._stopping:
-                log.warning("disconnected from broker")
+                log.warning("%s lane disconnected from broker", lane)
 
         c.on_message, c.on_connect, c.on_subscribe, c.on_disconnect = (
             on_message,
@@ -124,14 +132,14 @@ class GmqttIngestClient(BaseIngestClient):
             on_subscribe,
             on_disconnect,
         )
-        self._client = c
+        self._clients[lane] = c
         delay = 0.2
         while not self._stopping:
             try:
                 await c.connect(host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311)
                 return
             except Exception as e:  # broker not up yet: keep trying, like paho's connect_async
-                log.warning("cannot connect to %s: %s; retrying", self.url, e)
+                log.warning("cannot connect the %s lane to %s: %s; retrying", lane, self.url, e)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
 
@@ -139,10 +147,11 @@ class GmqttIngestClient(BaseIngestClient):
         self._stopping = True
         if self._loop is None:
             return
-        if self._client is not None:
-            fut = asyncio.run_coroutine_threadsafe(self._client.disconnect(), self._loop)
+        for c in list(self._clients.values()):
+            fut = asyncio.run_coroutine_threadsafe(c.disconnect(), self._loop)
             with contextlib.suppress(Exception):
                 fut.result(5)
+        self._clients = {}
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(5)

@@ -36,6 +36,9 @@ class IngestConfig:
     spool_dir: str = "var/shelterwatch/spool"
     dead_letter_db: str | None = None  # default: <spool_dir>/../dead-letters.db
     client_id: str | None = None  # stable per replica so the broker keeps its QoS 1 session
+    # A second connection (`<client_id>-safety`, its own session and broker queue) for status,
+    # events and device health, so alarms never wait behind a telemetry backlog.
+    safety_lane: bool = True
     shared_group: str | None = "ingest"
     site: str = "+"
     batch_points: int = 5000
@@ -84,7 +87,13 @@ class IngestService:
 
             client_cls = GmqttIngestClient
         self.client = client_cls(
-            config.broker, self.pipeline.handle, cid, config.mqtt_version, config.shared_group, config.site
+            config.broker,
+            self.pipeline.handle,
+            cid,
+            config.mqtt_version,
+            config.shared_group,
+            config.site,
+            lanes=config.safety_lane,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
@@ -186,5 +195,7 @@ class IngestService:
             "safety_queue": q() if callable(q) else 0,
             "missing_seqs": self.pipeline.dedupe.missing(),
             "connected": self.client.connected.is_set(),
+            "connected_lanes": self.client.connected_lanes(),
+            "lane_received": dict(self.client.lane_received),
             "mqtt_protocol": self.client.protocol,
         }

@@ -21,38 +21,64 @@ log = logging.getLogger(__name__)
 @dataclass
 class ServeConfig:
     broker: str
-    site_files: list[Path]
-    alarm_files: list[Path]
-    secret: str  # signs sessions and acknowledge links; at least 32 characters
+    site_files: list[Path] = field(default_factory=list)
+    alarm_files: list[Path] = field(default_factory=list)
+    secret: str = ""  # signs sessions and acknowledge links; at least 32 characters
     data_dir: Path = Path("var/shelterwatch")
+    # Already loaded configs (the demo builds its site from the simulators), used with the files above.
+    sites: list[Any] = field(default_factory=list)  # cloud.site_config.SiteFile
+    alarm_sites: list[Any] = field(default_factory=list)  # cloud.alarms.config.AlarmSiteConfig
     tsdb: str = ""  # default: SQLite in data_dir
     host: str = "127.0.0.1"
     port: int = 8000
     mqtt_client: str = "gmqtt"
     mqtt_version: str = "auto"
     metrics_port: int | None = None
+    client_id: str = "sw-cloud"  # stable: the broker keeps this process's QoS 1 sessions (both lanes)
+    safety_lane: bool = True
+    engine_tick_s: float = 0.1  # how often timers (retard, escalation, offline) are checked
+    housekeeping_interval: float = 1.0
+    directory_refresh: float = 5.0
+    poll_ms: int | None = None  # live pages' refresh; None: WebSettings' default
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CloudService:
-    """Starts and stops the cloud parts in dependency order; each part is the one the tests use."""
+    """Starts and stops the cloud parts in dependency order; each part is the one the tests use.
+
+    After `start()` the parts are attributes (`registry`, `store`, `dispatcher`, `signer`, `engine`,
+    `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
+    production process runs."""
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.parts: list[tuple[str, Any]] = []  # (name, object with stop/close), newest last
         self.server: Any = None
-        self.ingest: Any = None
+        self.settings: Any = None
+        self.registry: Any = None
+        self.store: Any = None
+        self.dispatcher: Any = None
+        self.signer: Any = None
         self.engine: Any = None
+        self.ingest: Any = None
+        self.commander: Any = None
+        self.app: Any = None
 
-    def start(self) -> CloudService:
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.host}:{self.cfg.port}"
+
+    def start(self, wait_web: float = 20.0) -> CloudService:
         try:
-            self._start()
+            self._start(wait_web)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start(self) -> None:
+    def _start(self, wait_web: float) -> None:
+        import time
+
         import uvicorn
 
         from cloud.alarms.config import load_site_alarms
@@ -63,6 +89,7 @@ class CloudService:
         from cloud.api.estate import RegistrySource
         from cloud.api.server import build_app
         from cloud.api.settings import WebSettings
+        from cloud.auth.models import make_engine, make_sessionmaker
         from cloud.ingest.service import IngestConfig, IngestService
         from cloud.notify.dispatch import AppriseSender, Dispatcher
         from cloud.notify.links import AckSigner
@@ -71,39 +98,47 @@ class CloudService:
 
         c, d = self.cfg, self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
-        settings = WebSettings(db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret, mqtt_url=c.broker,
-                               gateway_broker_url=c.broker)
+        web_kw: dict[str, Any] = {} if c.poll_ms is None else {"poll_ms": c.poll_ms}
+        self.settings = settings = WebSettings(db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret,
+                                               mqtt_url=c.broker, gateway_broker_url=c.broker, **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
-        sites = [load_site(p) for p in c.site_files]  # located errors before anything starts
-        alarm_sites = [load_site_alarms(p) for p in c.alarm_files]
+        sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
+        alarm_sites = list(c.alarm_sites) + [load_site_alarms(p) for p in c.alarm_files]
 
         state_db = f"sqlite:///{d / 'state.db'}"
-        registry = Registry(state_db)
+        self.registry = registry = Registry(state_db)
         self.parts.append(("registry", registry))
         for s in sites:
             registry.register_site(s)
-        store = AlarmStore(f"sqlite:///{d / 'alarms.db'}")
-        self.parts.append(("alarm store", store))
-        dispatcher = Dispatcher(AppriseSender(), store.log_attempt)
-        self.parts.append(("dispatcher", dispatcher))
-        signer = AckSigner(secret)
-        self.engine = AlarmEngine(store, RegistryDirectory(registry), alarm_sites, dispatcher, signer).start()
+        self.store = AlarmStore(f"sqlite:///{d / 'alarms.db'}")
+        self.parts.append(("alarm store", self.store))
+        self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
+        self.parts.append(("dispatcher", self.dispatcher))
+        self.signer = AckSigner(secret)
+        self.engine = AlarmEngine(self.store, RegistryDirectory(registry), alarm_sites, self.dispatcher,
+                                  self.signer, tick_s=c.engine_tick_s).start()
         self.parts.append(("alarm engine", self.engine))
         self.ingest = IngestService(IngestConfig(
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
-            client_id="sw-cloud", shared_group=None, metrics_port=c.metrics_port), safety=self.engine).start()
+            client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
+            housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
+            safety=self.engine).start()
         self.parts.append(("ingest", self.ingest))
-        from cloud.auth.models import make_engine, make_sessionmaker
-
-        commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
-                              timeout_s=settings.command_timeout_s).start()
-        self.parts.append(("commander", commander))
-        app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=signer,
-                        commander=commander, db=commander.db)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=c.host, port=c.port, log_level="warning",
+        self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
+                                   timeout_s=settings.command_timeout_s).start()
+        self.parts.append(("commander", self.commander))
+        self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
+                             commander=self.commander, db=self.commander.db)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
-        threading.Thread(target=self.server.run, name="web", daemon=True).start()
+        web = threading.Thread(target=self.server.run, name="web", daemon=True)
+        web.start()
+        deadline = time.monotonic() + wait_web
+        while wait_web and not self.server.started:
+            if not web.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Newest first; every step runs even if an earlier one failed."""

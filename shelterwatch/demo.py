@@ -116,6 +116,7 @@ class DemoStack:
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.broker: Any = None
         self.inbox: Inbox | None = None
+        self.cloud: Any = None  # cloud.serve.CloudService; the attributes below are its parts
         self.ingest: Any = None
         self.engine: Any = None
         self.store: Any = None
@@ -207,19 +208,7 @@ class DemoStack:
         return self
 
     def _start(self) -> None:
-        import uvicorn
-
-        from cloud.alarms.directory import RegistryDirectory
-        from cloud.alarms.engine import AlarmEngine
-        from cloud.alarms.store import AlarmStore
-        from cloud.api.commands import Commander
-        from cloud.api.estate import RegistrySource
-        from cloud.api.server import build_app
-        from cloud.api.settings import WebSettings
-        from cloud.ingest.service import IngestConfig, IngestService
-        from cloud.notify.dispatch import AppriseSender, Dispatcher
-        from cloud.notify.links import AckSigner
-        from cloud.state.registry import Registry
+        from cloud.serve import CloudService, ServeConfig
         from simulators.site import SimSite
 
         w = self.workdir
@@ -231,21 +220,24 @@ class DemoStack:
         self.web_port = self.web_port or _free_port()
         for name in self.o.sims:
             self.sims[name] = SimSite.from_file(name).start()
-        state_db = f"sqlite:///{w / 'state.db'}"
-        self.registry = Registry(state_db)
-        self.registry.register_site(self.site_file())
-
         self.inbox = Inbox(echo=self.o.echo).start()
-        self.store = AlarmStore(f"sqlite:///{w / 'alarms.db'}")
-        self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
-        signer = AckSigner(self.secret)
-        self.engine = AlarmEngine(self.store, RegistryDirectory(self.registry), [self.alarm_config()],
-                                  self.dispatcher, signer, tick_s=0.1).start()
-        self.ingest = IngestService(IngestConfig(
-            broker=self.broker_url, mqtt_version="3.1.1" if self.broker is not None else "auto",  # amqtt: 3.1.1
-            mqtt_client="paho", tsdb=f"sqlite:///{w / 'ts.db'}",
-            state_db=state_db, spool_dir=str(w / "spool"), shared_group=None, client_id="sw-ingest-demo",
-            housekeeping_interval=0.5, directory_refresh=2.0), safety=self.engine).start()
+
+        # The cloud side is exactly `shelterwatch cloud serve` (CloudService), fed the site built
+        # from the simulators and the demo's alarm config instead of files.
+        self.cloud = CloudService(ServeConfig(
+            broker=self.broker_url, sites=[self.site_file()], alarm_sites=[self.alarm_config()], secret=self.secret,
+            data_dir=w, port=self.web_port, mqtt_client="gmqtt",
+            mqtt_version="3.1.1" if self.broker is not None else "auto",  # amqtt speaks 3.1.1 only
+            client_id="sw-ingest-demo", engine_tick_s=0.1, housekeeping_interval=0.5, directory_refresh=2.0,
+            poll_ms=self.o.poll_ms)).start()
+        cloud = self.cloud
+        self.registry, self.store, self.dispatcher = cloud.registry, cloud.store, cloud.dispatcher
+        self.engine, self.ingest, self.commander = cloud.engine, cloud.ingest, cloud.commander
+        self.app, self.server = cloud.app, cloud.server
+        for user, role, display in self.o.users:
+            pw = secrets.token_urlsafe(9)
+            self.app.state.auth.add_user(user, pw, role, [SITE], display_name=display, check_strength=False)
+            self.passwords[user] = pw
 
         for name in self.sims:
             cfg = self.edge_config(name)
@@ -254,20 +246,6 @@ class DemoStack:
                                                  stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
             logf.close()
-
-        settings = WebSettings(db_url=f"sqlite:///{w / 'web.db'}", secret=self.secret, mqtt_url=self.broker_url,
-                               gateway_broker_url=self.broker_url, poll_ms=self.o.poll_ms)
-        self.commander = Commander(_sessionmaker(settings.db_url), self.broker_url,
-                                   timeout_s=settings.command_timeout_s).start()
-        self.app = build_app(settings, RegistrySource(self.registry), alarm_engine=self.engine, ack_signer=signer,
-                             commander=self.commander, db=self.commander.db)
-        for user, role, display in self.o.users:
-            pw = secrets.token_urlsafe(9)
-            self.app.state.auth.add_user(user, pw, role, [SITE], display_name=display, check_strength=False)
-            self.passwords[user] = pw
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.web_port,
-                                                    log_level="warning", lifespan="off"))
-        threading.Thread(target=self.server.run, name="web", daemon=True).start()
         _wait_port(self.web_port)
 
     def wait_live(self, timeout: float = 60.0) -> None:
@@ -291,20 +269,15 @@ class DemoStack:
     def stop(self) -> None:
         """Stop everything we started, newest first; each step runs even if an earlier one failed."""
         steps: list[Any] = []
-        if self.server is not None:
-            steps.append(lambda: setattr(self.server, "should_exit", True))
-        if self.commander is not None:
-            steps.append(self.commander.stop)
         # The cloud side stops before the gateways, so shutting the demo down pages nobody.
-        for part, method in ((self.ingest, "stop"), (self.engine, "stop"), (self.dispatcher, "close"),
-                             (self.store, "close"), (self.inbox, "stop")):
-            if part is not None:
-                steps.append(getattr(part, method))
+        if self.cloud is not None:
+            steps.append(self.cloud.stop)
+        if self.inbox is not None:
+            steps.append(self.inbox.stop)
         steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
         steps += [s.stop for s in self.sims.values()]
-        for part in (self.registry, self.broker):
-            if part is not None:
-                steps.append(part.close if part is self.registry else part.stop)
+        if self.broker is not None:
+            steps.append(self.broker.stop)
         for step in steps:
             try:
                 step()
@@ -338,12 +311,6 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
-
-
-def _sessionmaker(url: str) -> Any:
-    from cloud.auth.models import make_engine, make_sessionmaker
-
-    return make_sessionmaker(make_engine(url))
 
 
 def _stop_proc(p: subprocess.Popen[bytes]) -> None:

@@ -117,7 +117,8 @@ def phase(stack: demo.DemoStack, cycles: int) -> tuple[list[float], list[float],
     d0 = len(stack.dispatcher.dispatch_latency)
     cyclers = [Cycler(stack, c) for c in SPRINKLERS]
     per = [cycles // 2 + cycles % 2, cycles // 2]
-    ts = [threading.Thread(target=c.run, args=(k,)) for c, k in zip(cyclers, per, strict=True)]
+    # Daemon threads: SIGTERM (KeyboardInterrupt in the main thread) must not wait for the cycles.
+    ts = [threading.Thread(target=c.run, args=(k,), daemon=True) for c, k in zip(cyclers, per, strict=True)]
     t = time.monotonic()
     for th in ts:
         th.start()
@@ -172,6 +173,8 @@ def main() -> None:
     ap.add_argument("--fleet-gateways", type=int, default=40)
     ap.add_argument("--lost-trials", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one push")
+    ap.add_argument("--single-lane", action="store_true",
+                    help="ingest on one MQTT connection (no safety lane), for comparison")
     a = ap.parse_args()
     # SIGTERM (e.g. `timeout`) unwinds through `finally`, so the broker, agents and fleet are stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -189,7 +192,8 @@ def main() -> None:
     url = f"mqtt://127.0.0.1:{port}"
     stack = demo.DemoStack(demo.DemoOptions(workdir=tmp / "stack", broker_url=url, waterflow_retard_s=0.0,
                                             tier2_after_s=3600.0, repeat_s=3600.0,
-                                            fire_lane_for_s=86400.0))  # only waterflow and offline push
+                                            fire_lane_for_s=86400.0,  # only waterflow and offline push
+                                            safety_lane=not a.single_lane))
     fleet: subprocess.Popen[str] | None = None
     try:
         stack.start()

@@ -102,6 +102,7 @@ class DemoOptions:
     fire_lane_for_s: float = 30.0
     poll_ms: int = 2000
     echo: bool = False
+    safety_lane: bool = True            # ingest status/events/health on their own MQTT connection
     users: list[tuple[str, str, str]] = field(default_factory=lambda: list(DEMO_USERS))
 
 
@@ -229,7 +230,7 @@ class DemoStack:
             data_dir=w, port=self.web_port, mqtt_client="gmqtt",
             mqtt_version="3.1.1" if self.broker is not None else "auto",  # amqtt speaks 3.1.1 only
             client_id="sw-ingest-demo", engine_tick_s=0.1, housekeeping_interval=0.5, directory_refresh=2.0,
-            poll_ms=self.o.poll_ms)).start()
+            poll_ms=self.o.poll_ms, safety_lane=self.o.safety_lane)).start()
         cloud = self.cloud
         self.registry, self.store, self.dispatcher = cloud.registry, cloud.store, cloud.dispatcher
         self.engine, self.ingest, self.commander = cloud.engine, cloud.ingest, cloud.commander

@@ -126,6 +126,23 @@ def gen_value(g: PointGen, rnd: random.Random) -> Scalar:
     return round(rnd.uniform(g.lo, g.hi), g.decimals)
 
 
+def next_value(g: PointGen, prev: Scalar | None, home: Scalar | None, rnd: random.Random) -> Scalar:
+    """The next reading of a point that moved. Numbers drift a little around the point's own
+    starting value (mean-reverting, noise 0.2 % of the range per step, spread ~0.5 %) instead of
+    jumping anywhere in the range: uniform jumps (18 °C → 45 °C between two reports) tripped the
+    profiles' rate-of-rise rules tens of times a second across a fleet, an alarm storm no routine
+    fleet sends. Other kinds as `gen_value`."""
+    if (
+        g.kind not in ("int", "float")
+        or not isinstance(prev, int | float)
+        or not isinstance(home, int | float)
+    ):
+        return gen_value(g, rnd)
+    span = g.hi - g.lo
+    v = min(g.hi, max(g.lo, prev + 0.1 * (home - prev) + rnd.gauss(0.0, 0.002 * span)))
+    return round(v) if g.kind == "int" else round(v, g.decimals)
+
+
 @dataclass(slots=True)
 class VDevice:
     id: str
@@ -135,6 +152,7 @@ class VDevice:
     bay_points: dict[int, str] = field(default_factory=dict)  # bay number → occupied point id
     seq: int = 0
     values: dict[str, Scalar] = field(default_factory=dict)
+    home: dict[str, Scalar] = field(default_factory=dict)  # starting values numbers drift around
 
 
 @dataclass(slots=True)
@@ -227,6 +245,7 @@ class FleetModel:
                 bays = {int(p.id.split(".")[1]): p.id for p in pts if p.key == "occupied" and "." in p.id}
                 vd = VDevice(d, prof, labels, pts, bays, seq=cfg.seq_start)
                 vd.values = {p.id: gen_value(p, self.rnd) for p in pts}
+                vd.home = dict(vd.values)
                 vdevs.append(vd)
             self.gateways.append(VGateway(gw, vdevs))
         self.tick = 0
@@ -271,7 +290,7 @@ class FleetModel:
                 if t % cfg.snapshot_every == 0:
                     for p in d.points:
                         if rnd.random() < 0.2:
-                            d.values[p.id] = gen_value(p, rnd)
+                            d.values[p.id] = next_value(p, d.values.get(p.id), d.home.get(p.id), rnd)
                     msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True)
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
                 else:
@@ -280,7 +299,7 @@ class FleetModel:
                     for p in rnd.sample(d.points, k):
                         if p.kind in ("str",) or (p.kind == "bool" and p.key != "occupied"):
                             continue
-                        v = gen_value(p, rnd)
+                        v = next_value(p, d.values.get(p.id), d.home.get(p.id), rnd)
                         d.values[p.id] = changed[p.id] = v
                     if changed:
                         msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed)

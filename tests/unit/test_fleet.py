@@ -49,3 +49,29 @@ def test_demo_site_topology() -> None:
     assert {g.id: [d.id for d in g.devices] for g in m.gateways} == {
         g.id: [d.id for d in g.devices] for g in load_site(DEMO_SITE).gateways
     }
+
+
+def test_routine_fleet_values_trip_no_rate_of_rise_alarm() -> None:
+    """The fleet is routine load: fed through the profiles' own rate-of-rise rules (connector
+    heating fast), its drifting values must raise nothing (uniform jumps raised tens a second)."""
+    from cloud.alarms.rules import Action, Track, step
+    from device_profiles.loader import get_profile
+    from device_profiles.model import AlarmKind
+
+    m = FleetModel(FleetConfig(gateways=4, ticks=400, sim_start=datetime(2026, 1, 1, tzinfo=UTC), tick_s=0.2))
+    profiles = {d.id: d.profile for g in m.gateways for d in g.devices}
+    tracks: dict[tuple[str, str, str], Track] = {}
+    fed = raised = 0
+    for topic, payload, _ in m.messages():
+        t = wire.parse_topic(topic)
+        if t.kind is not wire.Kind.TELEMETRY or t.device is None:
+            continue
+        msg = wire.decode(t.kind, payload)
+        rules = [r for r in get_profile(profiles[t.device]).alarms if r.kind is AlarmKind.RATE_OF_RISE]
+        for pid, v in msg.values.items():
+            for r in rules:
+                if pid.split(".")[-1] == r.point:
+                    tr = tracks.setdefault((t.device, pid, r.key), Track())
+                    fed += 1
+                    raised += step(r, tr, v, msg.ts.timestamp()) is Action.RAISE
+    assert fed > 1000 and raised == 0

@@ -47,7 +47,7 @@ class CloudService:
     """Starts and stops the cloud parts in dependency order; each part is the one the tests use.
 
     After `start()` the parts are attributes (`registry`, `store`, `dispatcher`, `signer`, `engine`,
-    `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
+    `gate`, `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
     production process runs."""
 
     def __init__(self, cfg: ServeConfig) -> None:
@@ -60,6 +60,7 @@ class CloudService:
         self.dispatcher: Any = None
         self.signer: Any = None
         self.engine: Any = None
+        self.gate: Any = None
         self.ingest: Any = None
         self.commander: Any = None
         self.app: Any = None
@@ -90,6 +91,7 @@ class CloudService:
         from cloud.api.server import build_app
         from cloud.api.settings import WebSettings
         from cloud.auth.models import make_engine, make_sessionmaker
+        from cloud.ingest.priority import PriorityGate
         from cloud.ingest.service import IngestConfig, IngestService
         from cloud.notify.dispatch import AppriseSender, Dispatcher
         from cloud.notify.links import AckSigner
@@ -118,12 +120,16 @@ class CloudService:
         self.engine = AlarmEngine(self.store, RegistryDirectory(registry), alarm_sites, self.dispatcher,
                                   self.signer, tick_s=c.engine_tick_s).start()
         self.parts.append(("alarm engine", self.engine))
+        # Status, events and device health go ahead of telemetry into the engine (the in-process
+        # half of the safety lane; cloud/ingest/priority.py).
+        self.gate = PriorityGate(self.engine).start()
+        self.parts.append(("safety gate", self.gate))
         self.ingest = IngestService(IngestConfig(
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
             housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
-            safety=self.engine).start()
+            safety=self.gate).start()
         self.parts.append(("ingest", self.ingest))
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
                                    timeout_s=settings.command_timeout_s).start()

@@ -124,6 +124,10 @@ class AlarmEngine:
             self._busy += 1
         self._q.put(msg)
 
+    def backlog(self) -> int:
+        """Messages put and not yet processed (cloud.ingest.priority keeps this short)."""
+        return self._busy
+
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until every message put so far is processed (tests, benchmarks)."""
         with self._idle:
@@ -263,6 +267,9 @@ class AlarmEngine:
                     and p.value is not None
                     and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0)
                 ):
+                    # Events travel ahead of telemetry (safety lane): older telemetry arriving
+                    # after this must not undo it, so it becomes history, not state.
+                    self._last_ts[dkey] = p.ts.timestamp()
                     self._value(msg, ref, by_point, p.point, p.value, now, touched)
                 for r in all_rules:
                     if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:

@@ -118,10 +118,25 @@ def test_one_lane_control_the_event_waits_behind_the_backlog(tmp_path: Path, mos
     assert stats["connected_lanes"] == [MAIN] and stats["accepted"] == BACKLOG + 2
 
 
+@pytest.fixture(params=["in-process", "amqtt-process"])
+def amqtt_any(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The demo's embedded broker (`cloud.broker.EmbeddedBroker`, in this process) and the same
+    amqtt as a separate server process."""
+    if request.param == "in-process":
+        from cloud.broker import EmbeddedBroker
+
+        b = EmbeddedBroker().start()
+        yield b
+        b.stop()
+    else:
+        yield request.getfixturevalue("amqtt_broker")
+
+
 @pytest.mark.parametrize("mqtt_client", ["gmqtt", "paho"])
-def test_both_lanes_on_embedded_amqtt(tmp_path: Path, amqtt_broker: Any, mqtt_client: str) -> None:
+def test_both_lanes_on_embedded_amqtt(tmp_path: Path, amqtt_any: Any, mqtt_client: str) -> None:
     """amqtt speaks 3.1.1 only: plain filters on two persistent sessions; status and events come on the
     safety lane, telemetry on the main lane."""
+    amqtt_broker = amqtt_any
     sink = OrderSink()
     svc = make_service(tmp_path, amqtt_broker.url, sink, mqtt_client=mqtt_client).start()
     try:
@@ -141,3 +156,23 @@ def test_both_lanes_on_embedded_amqtt(tmp_path: Path, amqtt_broker: Any, mqtt_cl
         assert {m.kind for m, _ in sink.others} == {wire.Kind.STATUS, wire.Kind.EVENT}
     finally:
         svc.stop()
+
+
+def test_older_telemetry_arriving_after_an_event_does_not_undo_it(tmp_path: Path) -> None:
+    """Lanes reorder: the waterflow event overtakes the telemetry polled just before it. That older
+    reading (waterflow false) must not cancel the running retard."""
+    from tests.integration.test_alarm_engine import Clock, Rig
+
+    rig = Rig(tmp_path, None, Clock())
+    try:
+        before = rig.ts()
+        rig.at(1.0)
+        ev = wire.Event(ts=rig.ts(), seq=2, id=wire.new_id(), kind="state", point="waterflow", value=True,
+                        previous=False)
+        rig.feed(rig.msg("riser-1", ev))
+        rig.feed(rig.tel("riser-1", {"waterflow": False}, seq=1, ts=before))  # late, via the main lane
+        rig.at(25.0)
+        [a] = rig.alarms("waterflow")
+        assert a.active and rig.engine.counters["stale"] == 1
+    finally:
+        rig.close()

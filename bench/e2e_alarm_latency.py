@@ -160,6 +160,17 @@ def gateway_lost(stack: demo.DemoStack, trials: int) -> list[float]:
                                               stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
         logf.close()
+        # Wait for the new agent's birth to clear the offline alarm. `wait_live` alone is not
+        # enough: the registry ignores the will (its ts is the agent's start, older than the birth
+        # it follows), so it still says "online" and the next kill could hit an agent that has not
+        # connected yet (no will, no push: a false "no push").
+        deadline = time.monotonic() + 60
+        def offline() -> bool:
+            active = stack.store.list_alarms(site=demo.SITE, active=True)
+            return any(a.gateway == gw and a.rule == "gateway_offline" for a in active)
+
+        while time.monotonic() < deadline and offline():
+            time.sleep(0.05)
         stack.wait_live(60)
         time.sleep(1.0)
     return out

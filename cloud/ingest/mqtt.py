@@ -94,9 +94,11 @@ class BaseIngestClient:
         site: str = "+",
         session_expiry: int = 3600,
         lanes: bool = True,
+        safety_handler: Callable[[str, bytes, float], object] | None = None,
     ) -> None:
         self.url = url
         self.handler = handler
+        self.handlers = {MAIN: handler, SAFETY: safety_handler or handler}  # per lane
         self.client_id = client_id
         self.version = version
         self.shared_group = shared_group
@@ -230,7 +232,7 @@ class IngestClient(BaseIngestClient):
         payload = bytes(msg.payload)
         with self._lock:
             self.lane_received[lane] += 1
-            self.handler(topic, payload, time.time())
+            self.handlers[lane](topic, payload, time.time())
 
     def stop(self) -> None:
         for c in self._clients.values():

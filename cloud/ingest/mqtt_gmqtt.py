@@ -99,7 +99,7 @@ class GmqttIngestClient(BaseIngestClient):
         if user:
             c.set_auth_credentials(user, pw)
         c.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-        handler = self.handler
+        handler = self.handlers[lane]
         counts = self.lane_received
 
         def on_message(client: Any, topic: Any, payload: bytes, qos: int, properties: Any) -> int:

@@ -37,7 +37,7 @@ class BackloggedSink(Protocol):
 
 
 class PriorityGate:
-    def __init__(self, sink: BackloggedSink, max_ahead: int = 32) -> None:
+    def __init__(self, sink: BackloggedSink, max_ahead: int = 8) -> None:
         self.sink = sink
         self.max_ahead = max_ahead
         self._routine: deque[SafetyMessage] = deque()

@@ -86,19 +86,78 @@ class IngestService:
             from cloud.ingest.mqtt_gmqtt import GmqttIngestClient
 
             client_cls = GmqttIngestClient
+        # Messages of a gateway not enrolled yet, held until its birth (safety lane) enrols it.
+        self._parked: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
+        self._parked_n = 0
+        self._parked_since = 0.0
+        self._enrol_dir: Any = None
+        self._enrol_sites: frozenset[str] = frozenset()
+        lanes = config.safety_lane
         self.client = client_cls(
             config.broker,
-            self.pipeline.handle,
+            self._handle_main if lanes else self.pipeline.handle,
             cid,
             config.mqtt_version,
             config.shared_group,
             config.site,
-            lanes=config.safety_lane,
+            lanes=lanes,
+            safety_handler=self._handle_safety if lanes else None,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
         self.started = 0.0
+
+    # ------------------------------------------------------------------ the two lanes
+    # Auto-enrolment needs a gateway's birth (safety lane) before its telemetry (main lane); the
+    # lanes do not keep that order. On a site with `auto_enrol`, main-lane messages of a gateway not
+    # enrolled yet are parked (bounded) and handled once a birth enrols it, or after PARK_S (then
+    # dead-lettered as before). Sites without auto-enrolment cost one attribute check per message.
+    # The client calls both handlers from one thread at a time (gmqtt: one loop; paho: a lock).
+    PARK_S = 5.0
+    PARK_MAX = 20_000
+
+    def _enrolling_sites(self) -> frozenset[str]:
+        d = self.pipeline.directory
+        if d is not self._enrol_dir:
+            self._enrol_dir = d
+            self._enrol_sites = frozenset(site for site, auto in d.sites.items() if auto)
+        return self._enrol_sites
+
+    def _handle_main(self, topic: str, payload: bytes, received: float) -> None:
+        sites = self._enrolling_sites()
+        if sites:
+            parts = topic.split("/", 4)
+            if (
+                len(parts) == 5
+                and parts[2] in sites
+                and (parts[2], parts[3]) not in self.pipeline.directory.gateways
+                and self._parked_n < self.PARK_MAX
+            ):
+                if not self._parked_n:
+                    self._parked_since = received
+                self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received))
+                self._parked_n += 1
+                return
+        self.pipeline.handle(topic, payload, received)
+        if self._parked_n and received - self._parked_since > self.PARK_S:
+            self._unpark(expired=True)
+
+    def _handle_safety(self, topic: str, payload: bytes, received: float) -> None:
+        self.pipeline.handle(topic, payload, received)
+        if self._parked_n:
+            self._unpark(expired=received - self._parked_since > self.PARK_S)
+
+    def _unpark(self, expired: bool) -> None:
+        """Handle parked messages of gateways now enrolled (all of them if they waited too long)."""
+        gws = self.pipeline.directory.gateways
+        for key in [k for k in self._parked if expired or k in gws]:
+            msgs = self._parked.pop(key)
+            self._parked_n -= len(msgs)
+            for m in msgs:
+                self.pipeline.handle(*m)
+        if self._parked_n:
+            self._parked_since = min(m[2] for msgs in self._parked.values() for m in msgs)
 
     # ------------------------------------------------------------------ status messages
     def _on_status(self, site: str, gateway: str, status: wire.Status) -> bool:
@@ -137,6 +196,8 @@ class IngestService:
 
     def stop(self) -> None:
         self.client.stop()
+        if self._parked_n:  # never enrolled: dead letters, kept like any refused message
+            self._unpark(expired=True)
         self._stop.set()
         if self._house:
             self._house.join(10)
@@ -197,5 +258,6 @@ class IngestService:
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
             "lane_received": dict(self.client.lane_received),
+            "parked": self._parked_n,
             "mqtt_protocol": self.client.protocol,
         }

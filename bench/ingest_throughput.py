@@ -310,7 +310,7 @@ def live(args: argparse.Namespace) -> None:
                     t0 = time.monotonic()
                     pubs.start()
                     time.sleep(dur)
-                    got = svc.stats()["received"]
+                    got = svc.pipeline.stats.received
                     cpu = time.process_time() - c0
                     elapsed = time.monotonic() - t0
                     pubs.stop()
@@ -318,7 +318,7 @@ def live(args: argparse.Namespace) -> None:
                     tq = time.monotonic()
                     sent = broker_received(mq.port)
                     exhausted = sent >= n_lines
-                    while svc.stats()["received"] < sent and time.monotonic() - tq < 120:
+                    while svc.pipeline.stats.received < sent and time.monotonic() - tq < 120:
                         time.sleep(0.05)
                     drain_s = time.monotonic() - tq
                     svc.flush(120)
@@ -437,7 +437,7 @@ def backlog(args: argparse.Namespace) -> None:
             cpu0 = time.process_time()
             t0 = time.monotonic()
             svc.start(wait=0)
-            while svc.stats()["received"] < n:
+            while svc.pipeline.stats.received < n:
                 time.sleep(0.005)
                 if time.monotonic() - t0 > 60:
                     raise SystemExit(f"stalled: {svc.stats()}")

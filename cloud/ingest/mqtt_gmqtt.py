@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from cloud.ingest.gmqtt_publish import LeanPublishClient
 from cloud.ingest.mqtt import BaseIngestClient, parse_broker, probe_version
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,11 @@ class GmqttIngestClient(BaseIngestClient):
 
         host, port, tls, user, pw = parse_broker(self.url)
         kw: dict[str, Any] = {"session_expiry_interval": self.session_expiry} if self.protocol == 5 else {}
-        c = gmqtt.Client(self.client_id, clean_session=False, optimistic_acknowledgement=True, **kw)
+        handler = self.handler
+        c = LeanPublishClient(self.client_id, handler, clean_session=False, optimistic_acknowledgement=True, **kw)
         if user:
             c.set_auth_credentials(user, pw)
         c.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-        handler = self.handler
 
         def on_message(client: Any, topic: Any, payload: bytes, qos: int, properties: Any) -> int:
             if isinstance(topic, bytes):
@@ -106,7 +107,7 @@ class GmqttIngestClient(BaseIngestClient):
         def on_connect(client: Any, flags: Any, rc: Any, properties: Any) -> None:
             conn = getattr(client, "_connection", None)
             if conn is not None and getattr(conn, "_protocol", None) is not None:
-                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())
+                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())  # acks of gmqtt's own road
             subs = [gmqtt.Subscription(f, qos=1) for f in self.filters()]
             client.subscribe(subs)
 

@@ -45,7 +45,7 @@ class PipelineStats:
     accepted: int = 0
     duplicates: int = 0
     dead: Counter[str] = field(default_factory=Counter)
-    by_kind: Counter[str] = field(default_factory=Counter)
+    by_kind: dict[Kind, int] = field(default_factory=lambda: dict.fromkeys(Kind, 0))
     points: int = 0
     last_edge_lag: float = 0.0  # receive time − edge timestamp of the last telemetry (seconds)
 
@@ -170,20 +170,21 @@ class Pipeline:
         elif kind is Kind.STATUS and self.on_status:
             self.on_status(site, gw, msg)
 
-        self.stats.accepted += 1
-        self.stats.by_kind[kind.value] += 1
+        stats = self.stats
+        stats.accepted += 1
+        stats.by_kind[kind] += 1
         # Safety first, and without waiting on anything.
         self.safety.put(SafetyMessage(site, gw, t.device, kind, msg, received))
 
         if kind is Kind.TELEMETRY and dev is not None:
             ts = msg.ts.timestamp()
-            ts_ms = round(ts * 1000)
-            pts = self._device_series(dev).points(msg.values, ts_ms)
-            if pts:
-                self.stats.points += len(pts)
-                self.storage.put(pts, received)
-            self.stats.last_edge_lag = received - ts
             key = (site, dev.id)
+            ds = self._series.get(key) or self._device_series(dev)
+            pts = ds.points(msg.values, round(ts * 1000))
+            if pts:
+                stats.points += len(pts)
+                self.storage.put(pts, received)
+            stats.last_edge_lag = received - ts
             prev = self.last_values.get(key)
             if prev is None:
                 self.last_values[key] = (dict(msg.values), ts)

@@ -172,7 +172,7 @@ class IngestService:
             "accepted": p.accepted,
             "duplicates": p.duplicates,
             "dead_letters": dict(p.dead),
-            "by_kind": dict(p.by_kind),
+            "by_kind": {k.value: n for k, n in p.by_kind.items() if n},
             "points": p.points,
             "written": s.written,
             "retries": s.retries,

@@ -36,7 +36,7 @@ PUBACK = b"\x40\x02"
 Sink = Callable[[str, bytes, float], object]
 
 
-class LeanPublishClient(gmqtt.Client):  # type: ignore[misc]
+class LeanPublishClient(gmqtt.Client):
     def __init__(self, client_id: str, sink: Sink, **kwargs: Any) -> None:
         super().__init__(client_id, **kwargs)
         self._sink = sink

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, and_, bindparam, create_engine, delete, func, insert, or_, select, update
+from sqlalchemy import JSON, Table, and_, bindparam, create_engine, delete, func, insert, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from cloud.site_config import SiteFile
@@ -168,6 +168,7 @@ class Registry:
         if not updates:
             return
         t = DeviceRow.__table__
+        assert isinstance(t, Table)
         newer = or_(t.c.last_ts.is_(None), t.c.last_ts <= bindparam("t"))
         key = and_(t.c.site_id == bindparam("k_site"), t.c.id == bindparam("k_id"))
         with self._lock, self.session.begin() as s:
@@ -195,6 +196,7 @@ class Registry:
         if not states:
             return
         t = SeqStateRow.__table__
+        assert isinstance(t, Table)
         with self._lock, self.session.begin() as s:
             existing = {(a, b) for a, b in s.execute(select(t.c.site_id, t.c.device_id))}
             upd = [{"k_site": k[0], "k_dev": k[1], "st": st} for k, st in states.items() if k in existing]

@@ -91,16 +91,16 @@ def lines(points: list[TsPoint]) -> bytes:
     (float, bool, cached field key) inlined, since a Python call per field value costs as much as the
     formatting. A point holding NaN/inf is skipped whole (InfluxDB refuses the whole batch otherwise);
     the reading stayed on the safety path."""
-    out = []
+    out: list[str] = []
     append = out.append
     keys = _KEYS
     for p in points:
-        parts = []
+        parts: list[str] = []
         for k, v in p.fields.items():
             ek = keys.get(k) or _key(k)
             t = type(v)
             if t is float:
-                if v - v != 0.0:  # NaN or ±inf
+                if v - v != 0.0:  # type: ignore[operator]  # NaN or ±inf (v is a float here)
                     break
                 parts.append(f"{ek}={v!r}")
             elif t is bool:

@@ -12,8 +12,8 @@ true → false (departure), in edge time. So:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 
 @dataclass(slots=True)

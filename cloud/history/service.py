@@ -49,7 +49,8 @@ class Storage(Protocol):
 def stay_keys(profile_id: str) -> frozenset[tuple[str | None, str]]:
     """(block, point key) pairs of a profile that feed STAY_FROM, from its timeseries mapping."""
     m, f = STAY_FROM
-    return frozenset((ts.block, f) for ts in get_profile(profile_id).timeseries if ts.measurement == m and f in ts.fields)
+    prof = get_profile(profile_id)
+    return frozenset((ts.block, f) for ts in prof.timeseries if ts.measurement == m and f in ts.fields)
 
 
 @dataclass
@@ -235,7 +236,7 @@ class HistoryService:
         keys = self._stay_keys.get(dev.profile, frozenset())
         ts = p.ts.timestamp()
         for pid, v in p.values.items():
-            if not isinstance(v, bool | int | float) or isinstance(v, str):
+            if not isinstance(v, bool | int | float):
                 continue
             block, _, key = split_point_id(pid)
             if (block, key) not in keys:

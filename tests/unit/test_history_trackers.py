@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -74,7 +75,7 @@ def test_any_sequence_gives_stays_that_never_overlap_and_fit_in_the_span(seq):
         for s in ss:
             assert s.dwell_s > 0
             assert min(times) <= s.arrived < s.departed <= max(times)
-        for x, y in zip(ss, ss[1:], strict=False):
+        for x, y in itertools.pairwise(ss):
             assert x.departed <= y.arrived  # in order, never overlapping
         if times:
             assert sum(s.dwell_s for s in ss) <= max(times) - min(times)
@@ -214,7 +215,7 @@ def test_written_points_always_describe_the_union(wins, polls):
     for s, d in wins:
         t.add("s", float(s), float(s + d))
     written: dict[int, bool] = {}
-    for now in sorted(polls) + [1000]:
+    for now in [*sorted(polls), 1000]:
         for p in t.due(float(now)):
             written[p.ts_ms] = bool(p.fields["active"])
     iv = union([(float(s), float(s + d)) for s, d in wins])

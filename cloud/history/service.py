@@ -135,8 +135,14 @@ class HistoryService:
             self._engine = engine
         return self
 
-    def start(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
+    def bind(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
+        """Where points go and where devices are looked up; `step()` then works without the thread
+        (dashboards/ingest_day.py replays a day that way)."""
         self._storage, self._directory = storage, directory
+        return self
+
+    def start(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
+        self.bind(storage, directory)
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
         return self

@@ -108,6 +108,7 @@ class HistoryService:
         self._directory: Callable[[], Directory] | None = None
         self._dir_seen: Directory | None = None
         self._stay_keys: dict[str, frozenset[tuple[str | None, str]]] = {}
+        self._watched: dict[str, dict[str, bool]] = {}  # profile → point id → feeds stays
         self._stay_series: dict[tuple[str, str, str], Series] = {}
         self._engine: Any = None
         self._stop = threading.Event()
@@ -239,13 +240,19 @@ class HistoryService:
         dev = self._dir_seen.devices.get((msg.site, msg.device))
         if dev is None:
             return
+        watched = self._watched.get(dev.profile)
+        if watched is None:
+            watched = self._watched[dev.profile] = {}
         keys = self._stay_keys.get(dev.profile, frozenset())
         ts = p.ts.timestamp()
         for pid, v in p.values.items():
-            if not isinstance(v, bool | int | float):
-                continue
-            block, _, key = split_point_id(pid)
-            if (block, key) not in keys:
+            ok = watched.get(pid)
+            if ok is None:
+                block, _, key = split_point_id(pid)
+                ok = (block, key) in keys
+                if len(watched) < 20_000:  # point ids per profile; bounded against junk ids
+                    watched[pid] = ok
+            if not ok or not isinstance(v, bool | int | float):
                 continue
             stay = self.stays.reading((msg.site, msg.device, pid), ts, bool(v))
             if stay is not None:

@@ -98,9 +98,11 @@ class CloudService:
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id="sw-cloud", shared_group=None, metrics_port=c.metrics_port),
             safety=self.history.fan_out(self.engine))
-        self.parts.append(("ingest", self.ingest.start()))
-        ingest = self.ingest  # stopped after history (parts stop newest first): its storage takes the last points
-        self.parts.append(("history", self.history.start(ingest.storage, lambda: ingest.pipeline.directory)))
+        ingest = self.ingest
+        self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
+        self.parts.append(("ingest", ingest.start()))
+        # stopped before ingest (parts stop newest first), so its last points still reach the storage
+        self.parts.append(("history", self.history.start()))
         from cloud.auth.models import make_engine, make_sessionmaker
 
         commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,

@@ -142,8 +142,12 @@ class HistoryService:
         self._storage, self._directory = storage, directory
         return self
 
-    def start(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
-        self.bind(storage, directory)
+    def start(self, storage: Storage | None = None, directory: Callable[[], Directory] | None = None) -> HistoryService:
+        """Start the thread; `storage` and `directory` as for `bind` (or already bound)."""
+        if storage is not None and directory is not None:
+            self.bind(storage, directory)
+        if self._storage is None or self._directory is None:
+            raise ValueError("HistoryService.start: nothing bound (storage, directory)")
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
         return self

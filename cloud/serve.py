@@ -43,6 +43,7 @@ class CloudService:
         self.server: Any = None
         self.ingest: Any = None
         self.engine: Any = None
+        self.history: Any = None
 
     def start(self) -> CloudService:
         try:
@@ -89,11 +90,19 @@ class CloudService:
         signer = AckSigner(secret)
         self.engine = AlarmEngine(store, RegistryDirectory(registry), alarm_sites, dispatcher, signer).start()
         self.parts.append(("alarm engine", self.engine))
+        from cloud.history.service import HistoryService
+
+        self.history = HistoryService().attach(self.engine)  # alarm, inspection, gateway_status, parking_stay
         self.ingest = IngestService(IngestConfig(
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
-            client_id="sw-cloud", shared_group=None, metrics_port=c.metrics_port), safety=self.engine).start()
-        self.parts.append(("ingest", self.ingest))
+            client_id="sw-cloud", shared_group=None, metrics_port=c.metrics_port),
+            safety=self.history.fan_out(self.engine))
+        ingest = self.ingest
+        self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
+        self.parts.append(("ingest", ingest.start()))
+        # stopped before ingest (parts stop newest first), so its last points still reach the storage
+        self.parts.append(("history", self.history.start()))
         from cloud.auth.models import make_engine, make_sessionmaker
 
         commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,

@@ -103,6 +103,10 @@ class AlarmEngine:
         for w in store.list_windows():
             self._windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
         self._restore_tracks(store.load_tracks())
+        # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
+        # Alarm, now) and ("window", (site, start, end), now). cloud/history writes them to the
+        # time-series store; it must only enqueue, never block.
+        self.on_change: Callable[[str, Any, float], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> AlarmEngine:
@@ -457,6 +461,7 @@ class AlarmEngine:
             a.suppressed = self._inspection(ctx.site, now)
         a, created = self.store.raise_alarm(a, now)
         self.active[k] = a
+        self._changed("raise", a, now)
         if created:
             self._notify(a, now, origin)
         return a
@@ -502,6 +507,7 @@ class AlarmEngine:
         self._pending.discard(k)
         self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
         a.active, a.cleared_at = False, now
+        self._changed("clear", a, now)
         if a.notified and self.dispatcher:
             cfg = self.sites.get(a.site)
             if cfg and cfg.escalation.notify_resolution:
@@ -635,6 +641,7 @@ class AlarmEngine:
             for a in self.active.values():
                 if a.id == alarm_id:
                     a.acked, a.acked_by, a.acked_at, a.acked_via, a.next_notify_at = True, who, now, via, None
+                    self._changed("ack", a, now)
             return ok
 
     def resolve(self, alarm_id: int, who: str, via: str, note: str = "") -> bool:
@@ -659,7 +666,16 @@ class AlarmEngine:
     def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
         with self.lock:
             self._windows.setdefault(site, []).append((start, end, reason))
-            return self.store.add_window(site, start, end, reason, by)
+            wid = self.store.add_window(site, start, end, reason, by)
+            self._changed("window", (site, start, end), self.clock())
+            return wid
+
+    def _changed(self, what: str, obj: Any, now: float) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(what, obj, now)
+            except Exception:  # history is a by-product: it must never break the safety path
+                log.exception("alarm engine: on_change hook failed (%s)", what)
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}

@@ -6,12 +6,13 @@ of an ingester that must keep up with half of what mosquitto_sub drains. Same in
 behaviour as `cloud.ingest.mqtt.IngestClient` (shared subscriptions on MQTT 5, 3.1.1 for amqtt,
 persistent session).
 
-Acknowledgement: gmqtt 0.8 sends no PUBACK at all for a plain-function handler when
-`optimistic_acknowledgement=True` (the callback is only wired for coroutines, and a coroutine per
-message costs a Task), so the PUBACK is queued just before the synchronous handler runs in the
-same event-loop step. The message is then in the ingester's memory exactly as long as any message
-waiting for its storage batch is: a crash of the process in that window loses it, the same risk as
-the in-memory batch (documented in docs/operations.md).
+Acknowledgement: plain PUBLISH packets take `gmqtt_publish.LeanPublishClient`'s short road, which
+queues the PUBACK after the handler has returned (acks of one read burst in one write). Packets
+with MQTT 5 properties take gmqtt's own road: gmqtt 0.8 sends no PUBACK for a plain-function
+handler when `optimistic_acknowledgement=True` (the callback is only wired for coroutines), so
+there the PUBACK is queued just before the handler runs in the same event-loop step
+(`coalesce_pubacks`). Either way the message is in the ingester's memory exactly as long as any
+message waiting for its storage batch is (docs/operations.md, "Limits to know").
 """
 
 from __future__ import annotations

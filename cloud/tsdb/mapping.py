@@ -44,15 +44,15 @@ class DeviceSeries:
         return out
 
     def points(self, values: dict[str, FieldValue], ts_ms: int) -> list[TsPoint]:
-        groups: dict[str, tuple[Series, dict[str, FieldValue]]] = {}
+        groups: dict[str, TsPoint] = {}
         targets = self._targets
         for pid, v in values.items():
             tl = targets.get(pid)
             if tl is None:
                 tl = self._resolve(pid)
             for s, f in tl:
-                g = groups.get(s.key)
-                if g is None:
-                    g = groups[s.key] = (s, {})
-                g[1][f] = v
-        return [TsPoint(s, fields, ts_ms) for s, fields in groups.values()]
+                p = groups.get(s.key)
+                if p is None:
+                    p = groups[s.key] = TsPoint(s, {}, ts_ms)
+                p.fields[f] = v
+        return list(groups.values())

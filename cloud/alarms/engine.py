@@ -65,6 +65,7 @@ class AlarmEngine:
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.1,
         seen_flush_s: float = 5.0,
+        restart_grace_s: float = 15.0,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -101,6 +102,9 @@ class AlarmEngine:
         self.seen_flush_s = seen_flush_s
         self._seen_dirty: set[tuple[str, str, str]] = set()  # (site, gw, device or "") to write
         self._next_seen_flush = 0.0
+        # Nothing was heard while the engine was down: give live gateways (QoS 1 backlog, health
+        # every few seconds) this long to speak before judging the silence that spans the outage.
+        self._quiet_until = now + restart_grace_s
         self._restore_seen(store.load_seen(), now)
         self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
         self._next_offline_check = 0.0
@@ -237,10 +241,8 @@ class AlarmEngine:
                 # rule's duration still applies, so a breaker that opens for a few seconds is no alarm.
                 silent_for = (p.ts - p.last_ok).total_seconds() if p.last_ok is not None else None
                 if silent_for is not None and offline_rule and silent_for < offline_rule.for_s:
-                    since = now - max(0.0, silent_for)
-                    if since < self.seen_dev.get(dkey, since + 1):
-                        self.seen_dev[dkey] = since
-                        self._seen_dirty.add(dkey)
+                    self.seen_dev[dkey] = now - max(0.0, silent_for)  # its last good poll, our clock
+                    self._seen_dirty.add(dkey)
                     return
                 self.seen_dev.setdefault(dkey, now)
                 if offline_rule:
@@ -600,6 +602,9 @@ class AlarmEngine:
             self._check_silence(now)
 
     def _check_silence(self, now: float) -> None:
+        """Offline by silence: fires at last-seen + silence, but not before the restart grace."""
+        if now < self._quiet_until:
+            return
         silent_gw: list[tuple[str, str, float]] = []
         for (site, gw), seen in self.seen_gw.items():
             cfg = self.sites.get(site)

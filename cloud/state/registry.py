@@ -20,7 +20,6 @@ from cloud.site_config import SiteFile
 from cloud.state.models import Base, DeviceRow, GatewayRow, SeqStateRow, SiteRow
 from device_profiles import wire
 
-
 T = TypeVar("T")
 
 

@@ -134,9 +134,12 @@ def test_replicas_enrolling_one_birth_at_once(tmp_path: Path, db_url: str) -> No
         barrier = threading.Barrier(2)
         got: list[int] = []
 
-        def enrol(r: Registry, b: wire.Status = birth, bar: threading.Barrier = barrier) -> None:
+        def enrol(
+            r: Registry, b: wire.Status = birth, bar: threading.Barrier = barrier, out: list[int] = got,
+            gw: str = f"gw-{round_}",
+        ) -> None:
             bar.wait()
-            got.append(r.enrol_from_birth("open", f"gw-{round_}", b))
+            out.append(r.enrol_from_birth("open", gw, b))
 
         threads = [threading.Thread(target=enrol, args=(r,)) for r in regs]
         for t in threads:

@@ -102,6 +102,7 @@ class AlarmEngine:
         self.seen_flush_s = seen_flush_s
         self._seen_dirty: set[tuple[str, str, str]] = set()  # (site, gw, device or "") to write
         self._next_seen_flush = 0.0
+        self._flusher: threading.Thread | None = None
         # Nothing was heard while the engine was down: give live gateways (QoS 1 backlog, health
         # every few seconds) this long to speak before judging the silence that spans the outage.
         self._quiet_until = now + restart_grace_s
@@ -126,6 +127,8 @@ class AlarmEngine:
             self._q.put(None)
             self._thread.join(10)
             self._thread = None
+        if self._flusher is not None:
+            self._flusher.join(30)
         try:
             self.flush_seen()
         except Exception:
@@ -595,7 +598,12 @@ class AlarmEngine:
             if now >= self._next_seen_flush:
                 self._next_seen_flush = now + self.seen_flush_s
                 self._seed_seen(now)
-                self.flush_seen()
+                if self._thread is None:
+                    self.flush_seen()  # driven by hand (tests, tools): write now
+                elif self._flusher is None or not self._flusher.is_alive():
+                    # thousands of rows take a database a few hundred ms: not on the alarm thread
+                    self._flusher = threading.Thread(target=self._flush_quietly, name="alarm-seen", daemon=True)
+                    self._flusher.start()
             if now < self._next_offline_check:
                 return
             self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
@@ -667,6 +675,13 @@ class AlarmEngine:
             if (d[0], d[1]) not in self.seen_gw:
                 self.seen_gw[(d[0], d[1])] = now
                 self._seen_dirty.add((d[0], d[1], ""))
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush_seen()
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save last-seen times (will retry)")
 
     def flush_seen(self) -> None:
         """Write the last-seen times that changed (called from `tick` every `seen_flush_s`, and at

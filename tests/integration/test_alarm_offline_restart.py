@@ -233,3 +233,27 @@ def test_replica_trusts_the_last_seen_another_replica_wrote(tmp_path: Path, db_u
     finally:
         rig.close()
         other_store.close()
+
+
+def test_running_engine_writes_last_seen_off_its_thread_and_at_stop(tmp_path: Path, db_url: str) -> None:
+    import time
+
+    rig = Rig(tmp_path, None, Clock(), db_url)
+    eng = rig.engine.start()
+    try:
+        rig.clock.t = T0 + 3
+        eng.put(rig.tel("riser-1", {"pipe_pressure": 3.0}))
+        eng.drain()
+        rig.clock.t = T0 + 6  # the next flush is due (every 5 s of engine time)
+        deadline = time.monotonic() + 10
+        while rig.store.load_seen().get(("demo", "gw-1", "riser-1")) != T0 + 3:
+            assert time.monotonic() < deadline, rig.store.load_seen()
+            time.sleep(0.05)
+        assert eng._flusher is not None and eng._flusher.name == "alarm-seen"
+        rig.clock.t = T0 + 7
+        eng.put(rig.tel("charger-a", {"smoke": False}))
+        eng.drain()
+    finally:
+        eng.stop()  # not due yet (next at 11 s): stop writes it
+    assert rig.store.load_seen()[("demo", "gw-1", "charger-a")] == T0 + 7
+    rig.close()

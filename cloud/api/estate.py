@@ -205,7 +205,8 @@ def device_health(d: DeviceRec, gw: GatewayRec | None, comm: dict[str, Any] | No
     age = None if d.last_ts is None else max(0.0, now - d.last_ts)
     answering = age is not None and age <= STALE_AFTER_S and (gw is None or gw.online is not False)
     if comm is not None and (comm.get("online") is False or comm.get("breaker") == "open"):
-        # An open circuit breaker means the gateway stopped polling it after repeated failures.
+        # Agents report online: false while a device's breaker is open or half-open (it stopped
+        # answering); `breaker == "open"` with online: true only comes from older agents.
         answering = False
     errors = None
     if comm is not None:

@@ -8,15 +8,31 @@ periodically, because an identity check per message must cost a dict lookup, not
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Table, and_, bindparam, create_engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from cloud.site_config import SiteFile
 from cloud.state.models import Base, DeviceRow, GatewayRow, SeqStateRow, SiteRow
 from device_profiles import wire
+
+T = TypeVar("T")
+
+
+def _retry_race(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Replicas (PostgreSQL) may insert the same new row at the same instant; the loser's
+    transaction fails on the primary key and is simply run again, now seeing the winner's row."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except IntegrityError:
+            if i == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,9 @@ class Registry:
     def enrol_from_birth(self, site: str, gateway: str, status: wire.Status) -> int:
         """Auto-enrolment: register the gateway and the devices its birth message lists, if the
         site allows it. A device already registered to another gateway is never moved."""
+        return _retry_race(lambda: self._enrol_from_birth(site, gateway, status))
+
+    def _enrol_from_birth(self, site: str, gateway: str, status: wire.Status) -> int:
         from device_profiles.loader import catalog
 
         known = catalog()
@@ -192,9 +211,12 @@ class Registry:
                 s.execute(update(t).where(key, newer).values(last_values=bindparam("v"), last_ts=bindparam("t")), rows)
 
     def save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
-        """Upsert replay windows: executemany UPDATE for the rows that exist, INSERT for the others."""
-        if not states:
-            return
+        """Upsert replay windows: executemany UPDATE for the rows that exist, INSERT for the others
+        (retried if another replica inserted the same row meanwhile)."""
+        if states:
+            _retry_race(lambda: self._save_seq_states(states))
+
+    def _save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
         t = SeqStateRow.__table__
         assert isinstance(t, Table)
         with self._lock, self.session.begin() as s:

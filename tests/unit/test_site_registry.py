@@ -157,3 +157,26 @@ def test_replicas_enrolling_one_birth_at_once(tmp_path: Path, db_url: str) -> No
     assert regs[0].load_seq_states() == {("open", "r0d0"): {"last": 7, "window": [5, 6]}}
     for r in regs:
         r.close()
+
+
+def test_last_values_merge_and_seq_states_upsert(tmp_path: Path, db_url: str) -> None:
+    """The ingester's once-a-second persistence (bulk statements; SQLite merges in SQL): values merge
+    per point, an older batch (backfill) never overwrites a newer one, unknown devices are skipped,
+    and replay windows are inserted, then updated."""
+    f = tmp_path / "s.yaml"
+    f.write_text("site: s1\ngateways:\n  - {id: g1, devices: [{id: d1, profile: voltpile-cp10}, "
+                 "{id: d2, profile: voltpile-cp10}]}\n")
+    reg = Registry(db_url)
+    reg.register_site(load_site(f))
+    reg.save_last_values({("s1", "d1"): ({"a": 1.5, "s": "idle", "b": True}, 100.0),
+                          ("s1", "ghost"): ({"a": 9.0}, 100.0)})
+    reg.save_last_values({("s1", "d1"): ({"a": 2.5}, 101.0), ("s1", "d2"): ({"x": 1}, 50.0)})
+    reg.save_last_values({("s1", "d1"): ({"a": 0.5, "c": 7}, 99.0)})  # older: ignored whole
+    d1, d2 = reg.device("s1", "d1"), reg.device("s1", "d2")
+    assert d1 is not None and d1.last_values == {"a": 2.5, "s": "idle", "b": True} and d1.last_ts == 101.0
+    assert d2 is not None and d2.last_values == {"x": 1} and d2.last_ts == 50.0
+    assert reg.device("s1", "ghost") is None
+    reg.save_seq_states({("s1", "d1"): {"floor": 3, "seen": [5]}})
+    reg.save_seq_states({("s1", "d1"): {"floor": 5, "seen": []}, ("s1", "d2"): {"floor": 0, "seen": []}})
+    assert reg.load_seq_states() == {("s1", "d1"): {"floor": 5, "seen": []}, ("s1", "d2"): {"floor": 0, "seen": []}}
+    reg.close()

@@ -184,6 +184,9 @@ def _bay_numbers(p: Profile, d: DeviceRec) -> range:
 
 
 # ---------------------------------------------------------------------------------------- health
+# Also the API's response model (FastAPI takes a dataclass as `response_model`): the health page and
+# /api/v1 show the same fields from this one definition. A comment, not a docstring: a docstring
+# would become the schema's description in /openapi.json.
 @dataclass(frozen=True, slots=True)
 class HealthView:
     device: str
@@ -195,7 +198,7 @@ class HealthView:
     last_seen_s: float | None
     comm_errors: int | None
     low_battery: list[int]
-    detail: str = ""
+    detail: str  # no default: the OpenAPI schema lists every field as required
 
 
 def device_health(d: DeviceRec, gw: GatewayRec | None, comm: dict[str, Any] | None = None,

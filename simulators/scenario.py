@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
 from simulators.devices import ChargerDevice, LineReceiverDevice, ParkingDevice, SprinklerDevice
+from simulators.shipped import find_shipped
 from simulators.site import SimSite, SiteSpec, find_site, load_site
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -310,14 +311,8 @@ def load_scenario(path: Path | str) -> Scenario:
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    shipped = SCENARIOS_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    known = ", ".join(sorted(x.stem for x in SCENARIOS_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"no scenario {name_or_path!r} (shipped: {known})")
+    """A shipped scenario name (`port-runaway`) or a path."""
+    return find_shipped(name_or_path, SCENARIOS_DIR, "scenario", "shipped")
 
 
 class ScenarioPlayer:

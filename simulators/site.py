@@ -21,6 +21,7 @@ from device_profiles.loader import get_profile, load_profile
 from device_profiles.located_yaml import ConfigError, Issue, format_key, located, read_yaml, validate
 from device_profiles.model import KEY_RE, Profile
 from simulators.devices import Device, LineReceiverDevice, ModbusDevice, device_class, make_device
+from simulators.shipped import find_shipped
 from simulators.transport.line import LinePort
 from simulators.transport.rtu import RtuBus
 from simulators.transport.tcp import TcpServer
@@ -188,14 +189,7 @@ def load_site(path: Path | str) -> SiteSpec:
 
 def find_site(name_or_path: str | Path) -> Path:
     """A shipped site name (`shelter-a`) or a path."""
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    shipped = SITES_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    known = ", ".join(sorted(x.stem for x in SITES_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"no site file {name_or_path!r} (shipped sites: {known})")
+    return find_shipped(name_or_path, SITES_DIR, "site file", "shipped sites")
 
 
 class SimSite:

@@ -6,7 +6,7 @@ sites; a site the user does not belong to answers 404 exactly like a site that d
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -56,21 +56,6 @@ class DeviceOut(BaseModel):
     labels: dict[str, str]
     last_values: dict[str, Any]
     health: estate.HealthView
-
-
-class PortOut(BaseModel):
-    device: str
-    gateway: str
-    port: int
-    state: str | None
-    enabled: bool | None
-    power_w: float | None
-    temperature_c: float | None
-    energy_kwh: float | None
-    energy_today_kwh: float | None
-    in_use: bool
-    cut_off: bool
-    zone: str
 
 
 class ZoneOut(BaseModel):
@@ -162,13 +147,13 @@ def health_of(request: Request, site: str) -> list[estate.HealthView]:
     return [estate.device_health(d, gws.get(d.gateway), comm.get((site, d.id))) for d in src.devices(site)]
 
 
-def ports_of(request: Request, site: str) -> list[PortOut]:
+def ports_of(request: Request, site: str) -> list[estate.PortView]:
     energy = request.app.state.energy
     out = []
     for d in source(request).devices(site):
         for p in estate.charger_ports(d):
             today = energy.today(site, p.device, p.port, p.energy_kwh) if p.energy_kwh is not None else None
-            out.append(PortOut(**asdict(p), energy_today_kwh=today))
+            out.append(replace(p, energy_today_kwh=today))
     return out
 
 
@@ -233,8 +218,9 @@ def devices(site: str, request: Request, p: Principal = Depends(require(Perm.VIE
             for d in source(request).devices(site)]
 
 
-@router.get("/sites/{site}/ports", response_model=list[PortOut])
-def ports(site: str, request: Request, p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[PortOut]:
+@router.get("/sites/{site}/ports", response_model=list[estate.PortView])
+def ports(site: str, request: Request,
+          p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[estate.PortView]:
     site_of(p, site, known_sites(request))
     return ports_of(request, site)
 

@@ -4,7 +4,6 @@ ingester's cached fast path)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from device_profiles import wire
 from device_profiles.loader import get_profile
 from device_profiles.timeseries import Mapping
 from simulators.fleet import FleetConfig, FleetResult, publish_fleet
+from tests.polling import wait_until
 
 DEMO_SITE = Path(__file__).resolve().parents[2] / "cloud" / "sites" / "demo-estate.yaml"
 SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -83,13 +83,7 @@ def running_ingester(
         svc.stop()
 
 
-def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = wait_until  # the name the ingest tests use
 
 
 def publish_demo_hour(broker: str, svc: IngestService, client_prefix: str) -> FleetResult:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
+from device_profiles.located_yaml import Path_, format_key, load_model
 from simulators.devices import ChargerDevice, LineReceiverDevice, ParkingDevice, SprinklerDevice
 from simulators.shipped import find_shipped
 from simulators.site import SimSite, SiteSpec, find_site, load_site
@@ -297,17 +297,15 @@ def site_path(scn: Scenario, base: Path | None) -> Path:
 def load_scenario(path: Path | str) -> Scenario:
     """Load a scenario and check it against its site; problems are located (file:line key)."""
     path = Path(path)
-    data, node = read_yaml(path)
-    scn = validate(Scenario, data, node, str(path))
-    try:
-        sp = site_path(scn, path.parent)
-    except FileNotFoundError as e:
-        raise ConfigError([Issue(str(path), line_of(node, ("site",)), "site", str(e).strip("'\""))]) from None
-    site = load_site(sp)
-    probs = check_steps(scn, site)
-    if probs:
-        raise ConfigError(located(str(path), node, probs))
-    return scn
+
+    def check(scn: Scenario) -> list[tuple[Path_, str]]:
+        try:
+            sp = site_path(scn, path.parent)
+        except FileNotFoundError as e:
+            return [(("site",), str(e).strip("'\""))]
+        return check_steps(scn, load_site(sp))
+
+    return load_model(Scenario, path, check=check)
 
 
 def find_scenario(name_or_path: str | Path) -> Path:

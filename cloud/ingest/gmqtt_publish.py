@@ -97,4 +97,5 @@ class LeanPublishClient(gmqtt.Client):
         conn, data = self._acks_conn, bytes(self._acks)
         self._acks.clear()
         if data and conn is not None and conn is self._package_handler._connection:
-            conn._protocol.write_data(data)
+            proto = conn._protocol
+            getattr(proto, "_sw_raw_write", proto.write_data)(data)

@@ -45,6 +45,7 @@ def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
     Patched per connection (gmqtt makes a new protocol object on each reconnect).
     """
     write = protocol.write_data
+    protocol._sw_raw_write = write  # the lean road (gmqtt_publish) coalesces its own acks: writes directly
     buf = bytearray()
     scheduled = False
 

@@ -130,15 +130,19 @@ class Pipeline:
     def _handle(self, topic: str, payload: bytes, received: float) -> str:
         route = self._routes.get(topic)
         if route is not None:
-            t, dev, dkey = route
+            rt, rdev, dkey = route
             try:
-                msg = wire.decode(t.kind, payload)
+                msg = wire.decode(rt.kind, payload)
             except wire.WireError as e:
                 return self._reject(topic, e.reason, e.detail, payload)
             if not self.dedupe.accept(dkey, msg.seq):
                 self.stats.duplicates += 1
                 return "duplicate"
-            return self._accept(t, msg, dev, received)
+            return self._accept(rt, msg, rdev, received)
+        return self._check(topic, payload, received)
+
+    def _check(self, topic: str, payload: bytes, received: float) -> str:
+        """The first message on a topic (or after a directory change): parse, validate identity."""
         t = self._topics.get(topic)
         if t is None:
             try:

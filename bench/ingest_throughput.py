@@ -64,6 +64,27 @@ def make_messages(n: int) -> list[tuple[str, bytes]]:
     return out[:n]
 
 
+def bench_ingest_config(d: Path, broker: str, vm_port: int, batch_points: int) -> IngestConfig:
+    """The ingester both modes measure: MQTT 5 without a shared group, VictoriaMetrics through the
+    v2 write API, the bench site (50 gateways, as in `make_messages`) registered in a fresh state db."""
+    site = d / "site.yaml"
+    site.write_text(site_file_text("bench", FleetModel(FleetConfig(site="bench", gateways=50)).topology))
+    cfg = IngestConfig(
+        broker=broker,
+        mqtt_version="5",
+        shared_group=None,
+        tsdb=f"influx2://127.0.0.1:{vm_port}?bucket=b&org=o",
+        state_db=f"sqlite:///{d}/state.db",
+        spool_dir=str(d / "spool"),
+        client_id="bench-ingest",
+        batch_points=batch_points,
+    )
+    reg = Registry(cfg.state_db)
+    reg.register_site(load_site(site))
+    reg.close()
+    return cfg
+
+
 def subscribe_persistent(port: int, client_id: str, topic: str, v5: bool) -> None:
     """Create the persistent session (so messages queue while the subscriber is away)."""
     if v5:
@@ -286,23 +307,7 @@ def live(args: argparse.Namespace) -> None:
                 else:
                     (d / "vm").mkdir()
                     vm = make_victoriametrics(d / "vm").start()
-                    site = d / "site.yaml"
-                    site.write_text(
-                        site_file_text("bench", FleetModel(FleetConfig(site="bench", gateways=50)).topology)
-                    )
-                    cfg = IngestConfig(
-                        broker=mq.url,
-                        mqtt_version="5",
-                        shared_group=None,
-                        tsdb=f"influx2://127.0.0.1:{vm.port}?bucket=b&org=o",
-                        state_db=f"sqlite:///{d}/state.db",
-                        spool_dir=str(d / "spool"),
-                        client_id="bench-ingest",
-                        batch_points=args.batch_points,
-                    )
-                    reg = Registry(cfg.state_db)
-                    reg.register_site(load_site(site))
-                    reg.close()
+                    cfg = bench_ingest_config(d, mq.url, vm.port, args.batch_points)
                     svc = IngestService(cfg, safety=QueueSafetySink())
                     svc.start()
                     pubs = Publishers(mq.port, files)
@@ -310,7 +315,7 @@ def live(args: argparse.Namespace) -> None:
                     t0 = time.monotonic()
                     pubs.start()
                     time.sleep(dur)
-                    got = svc.stats()["received"]
+                    got = svc.pipeline.stats.received
                     cpu = time.process_time() - c0
                     elapsed = time.monotonic() - t0
                     pubs.stop()
@@ -318,7 +323,7 @@ def live(args: argparse.Namespace) -> None:
                     tq = time.monotonic()
                     sent = broker_received(mq.port)
                     exhausted = sent >= n_lines
-                    while svc.stats()["received"] < sent and time.monotonic() - tq < 120:
+                    while svc.pipeline.stats.received < sent and time.monotonic() - tq < 120:
                         time.sleep(0.05)
                     drain_s = time.monotonic() - tq
                     svc.flush(120)
@@ -412,21 +417,7 @@ def backlog(args: argparse.Namespace) -> None:
             ref_s, ref_cpu = run_mosquitto_sub(mq.port, n)
 
             # Ingester
-            site = tmp / "site.yaml"
-            site.write_text(site_file_text("bench", FleetModel(FleetConfig(site="bench", gateways=50)).topology))
-            cfg = IngestConfig(
-                broker=mq.url,
-                mqtt_version="5",
-                shared_group=None,
-                tsdb=f"influx2://127.0.0.1:{vm.port}?bucket=b&org=o",
-                state_db=f"sqlite:///{tmp}/state.db",
-                spool_dir=str(tmp / "spool"),
-                client_id="bench-ingest",
-                batch_points=args.batch_points,
-            )
-            reg = Registry(cfg.state_db)
-            reg.register_site(load_site(site))
-            reg.close()
+            cfg = bench_ingest_config(tmp, mq.url, vm.port, args.batch_points)
             svc = IngestService(cfg, safety=QueueSafetySink()).start()  # creates the persistent session
             svc.stop()
             preload(mq.port, make_messages(n))
@@ -437,7 +428,7 @@ def backlog(args: argparse.Namespace) -> None:
             cpu0 = time.process_time()
             t0 = time.monotonic()
             svc.start(wait=0)
-            while svc.stats()["received"] < n:
+            while svc.pipeline.stats.received < n:
                 time.sleep(0.005)
                 if time.monotonic() - t0 > 60:
                     raise SystemExit(f"stalled: {svc.stats()}")

@@ -32,6 +32,7 @@ class EmbeddedBroker:
         self._broker: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._stopping = False
 
     @property
     def url(self) -> str:
@@ -53,6 +54,7 @@ class EmbeddedBroker:
 
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(self._on_loop_error)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
@@ -67,11 +69,30 @@ class EmbeddedBroker:
         self._ready.set()
         self._loop.run_forever()
 
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """amqtt 0.12's shutdown can leave a client task failing ("dictionary changed size during
+        iteration") after we have stopped: worth a debug line, not a traceback on the console."""
+        if self._stopping:
+            logging.getLogger(__name__).debug("embedded broker, while stopping: %s", context.get("message"))
+        else:
+            loop.default_exception_handler(context)
+
     def stop(self) -> None:
         loop, broker = self._loop, self._broker
         if loop is None or broker is None or not loop.is_running():
             return
-        fut = asyncio.run_coroutine_threadsafe(broker.shutdown(), loop)
+        self._stopping = True
+
+        async def shutdown() -> None:
+            try:
+                await broker.shutdown()
+            finally:  # whatever amqtt left running (client handlers) is cancelled and awaited here
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), loop)
         try:
             fut.result(10)
         except Exception:  # shutting down anyway: log and go on

@@ -7,14 +7,17 @@ independently of storage, so alarms stay fast while the time-series store lags o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from device_profiles import wire
 
 
-@dataclass(frozen=True, slots=True)
-class SafetyMessage:
+class SafetyMessage(msgspec.Struct, frozen=True, gc=False):
+    """One accepted message on its way to the alarm engine (a msgspec struct: made once per ingested
+    message, ~10x cheaper to build than a frozen dataclass; holds no cycles, so not GC-tracked)."""
+
     site: str
     gateway: str
     device: str | None  # None for gateway-level kinds (status, gateway health)

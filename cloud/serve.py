@@ -47,7 +47,7 @@ class CloudService:
     """Starts and stops the cloud parts in dependency order; each part is the one the tests use.
 
     After `start()` the parts are attributes (`registry`, `store`, `dispatcher`, `signer`, `engine`,
-    `gate`, `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
+    `gate`, `history`, `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
     production process runs."""
 
     def __init__(self, cfg: ServeConfig) -> None:
@@ -61,6 +61,7 @@ class CloudService:
         self.signer: Any = None
         self.engine: Any = None
         self.gate: Any = None
+        self.history: Any = None
         self.ingest: Any = None
         self.commander: Any = None
         self.app: Any = None
@@ -124,13 +125,19 @@ class CloudService:
         # half of the safety lane; cloud/ingest/priority.py).
         self.gate = PriorityGate(self.engine).start()
         self.parts.append(("safety gate", self.gate))
-        self.ingest = IngestService(IngestConfig(
+        from cloud.history.service import HistoryService
+
+        self.history = HistoryService().attach(self.engine)  # alarm, inspection, gateway_status, parking_stay
+        self.ingest = ingest = IngestService(IngestConfig(
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
             housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
-            safety=self.gate).start()
-        self.parts.append(("ingest", self.ingest))
+            safety=self.history.fan_out(self.gate))
+        self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
+        self.parts.append(("ingest", ingest.start()))
+        # stopped before ingest (parts stop newest first), so its last points still reach the storage
+        self.parts.append(("history", self.history.start()))
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
                                    timeout_s=settings.command_timeout_s).start()
         self.parts.append(("commander", self.commander))

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device_profiles.located_yaml import load_model
+from device_profiles.located_yaml import Path_, load_model
 
 Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 LabelValue = Annotated[str, Field(max_length=128)]
@@ -72,26 +72,15 @@ def load_site(path: Path | str) -> SiteFile:
     """Load and validate a site file; raises ConfigError (file:line key: message) on mistakes,
     including a profile id that the catalog does not know."""
     from device_profiles.loader import catalog
-    from device_profiles.located_yaml import ConfigError, Issue, line_of, read_yaml
 
-    site = load_model(SiteFile, path)
-    known = catalog()
-    issues = []
-    node = None
-    for gi, g in enumerate(site.gateways):
-        for di, d in enumerate(g.devices):
-            if d.profile not in known:
-                if node is None:
-                    node = read_yaml(Path(path))[1]
-                key = ("gateways", gi, "devices", di, "profile")
-                issues.append(
-                    Issue(
-                        str(path),
-                        line_of(node, key),
-                        f"gateways[{gi}].devices[{di}].profile",
-                        f"unknown profile {d.profile!r}; known: {', '.join(sorted(known))}",
-                    )
-                )
-    if issues:
-        raise ConfigError(issues)
-    return site
+    def unknown_profiles(site: SiteFile) -> list[tuple[Path_, str]]:
+        known = catalog()
+        names = ", ".join(sorted(known))
+        return [
+            (("gateways", gi, "devices", di, "profile"), f"unknown profile {d.profile!r}; known: {names}")
+            for gi, g in enumerate(site.gateways)
+            for di, d in enumerate(g.devices)
+            if d.profile not in known
+        ]
+
+    return load_model(SiteFile, path, check=unknown_profiles)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.builders import bargauge, dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard, DashboardCursorSync
 
@@ -78,23 +78,49 @@ def _count_over_time(measurement: str, field: str, where: str, by: str, cond: st
     )
 
 
+def _per_device(select: str, measurement: str, where: str = CH, alias: str = "$tag_shelter $tag_device") -> Q:
+    """One series per device (and its shelter) per interval, e.g. `select='max("ambient_temp")'`."""
+    return Q(
+        f'SELECT {select} FROM "{measurement}" WHERE {TF} AND {where} '
+        f'GROUP BY time({IV}), "shelter", "device" fill(none)',
+        alias,
+    )
+
+
+def _per_port(agg: str, field: str) -> list[Q]:
+    """One series per charger port per interval: `agg(field)` of `charger_port`."""
+    return [
+        Q(
+            f'SELECT {agg}("{field}") FROM "charger_port" WHERE {TF} AND {CH} '
+            f'GROUP BY time({IV}), "shelter", "device", "port" fill(none)',
+            "$tag_device port $tag_port",
+        )
+    ]
+
+
+def _free_bays(where: str, w: int) -> bargauge.Panel:
+    """Bays whose latest reading is free, per zone (the overview and the parking dashboard)."""
+    return bar_panel(
+        "Free bays per zone",
+        "Bays whose latest reading is free, per zone.",
+        "none",
+        [Q(_count_last("parking_bay", "occupied", where, '"device", "bay", "zone"', "= false", '"zone"'), "$tag_zone")],
+        w=w,
+        th=thresholds("red", (1, "orange"), (3, "green")),
+    )
+
+
 ENERGY = (
     f'SELECT sum("kwh") FROM (SELECT non_negative_difference(max("energy")) AS "kwh" FROM "charger_port" '
     f'WHERE {TF} AND {CH} GROUP BY time(5m), "device", "port")'
 )
 PRESSURE_KPA = [
-    Q(
-        f'SELECT mean("pipe_pressure") * 100 FROM "sprinkler" WHERE {TF} AND {CH} AND '
-        "\"pressure_unit\" = 'bar' "
-        f'GROUP BY time({IV}), "shelter", "device" fill(none)',
-        "$tag_shelter $tag_device",
-    ),
-    Q(
-        f'SELECT mean("pipe_pressure") FROM "sprinkler" WHERE {TF} AND {CH} AND "pressure_unit" = \'kPa\' '
-        f'GROUP BY time({IV}), "shelter", "device" fill(none)',
-        "$tag_shelter $tag_device",
-    ),
+    _per_device('mean("pipe_pressure") * 100', "sprinkler", f"{CH} AND \"pressure_unit\" = 'bar'"),
+    _per_device('mean("pipe_pressure")', "sprinkler", f"{CH} AND \"pressure_unit\" = 'kPa'"),
 ]
+# Colour steps shared by more than one panel (a level changed in schema.py changes them all).
+CONNECTOR_TEMP_TH = thresholds("green", (S.CONNECTOR_TEMP_WARN, "orange"), (S.CONNECTOR_TEMP_ALARM, "red"))
+BATTERY_TH = thresholds("red", (S.BATTERY_LOW_V, "orange"), (S.BATTERY_WARN_V, "green"))
 PRESSURE_TH = thresholds("red", (S.PIPE_PRESSURE_LOW_KPA, "orange"), (S.PIPE_PRESSURE_OK_KPA, "green"))
 PRESSURE_DESC = (
     "Pipe pressure in kPa. Monitors that report bar (pressure_unit=bar, e.g. Nanfang FSM-8) are "
@@ -184,28 +210,7 @@ def overview() -> dashboard.Dashboard:
             no_value="0",
         )
     )
-    d = d.with_panel(
-        bar_panel(
-            "Free bays per zone",
-            "Bays whose latest reading is free, per zone.",
-            "none",
-            [
-                Q(
-                    _count_last(
-                        "parking_bay",
-                        "occupied",
-                        PK.replace(f" AND {ZONE}", ""),
-                        '"device", "bay", "zone"',
-                        "= false",
-                        '"zone"',
-                    ),
-                    "$tag_zone",
-                )
-            ],
-            w=8,
-            th=thresholds("red", (1, "orange"), (3, "green")),
-        )
-    )
+    d = d.with_panel(_free_bays(PK.replace(f" AND {ZONE}", ""), w=8))
     d = d.with_panel(
         ts_panel("Sprinkler pipe pressure", PRESSURE_DESC, "pressurekpa", PRESSURE_KPA, w=16, th=PRESSURE_TH)
     )
@@ -219,8 +224,6 @@ def chargers() -> dashboard.Dashboard:
         "E-bike charging ports: temperature, current, power, energy, warnings, long sessions.",
         ["shelter"],
     )
-    by = f'GROUP BY time({IV}), "shelter", "device", "port" fill(none)'
-    alias = "$tag_device port $tag_port"
     d = d.with_panel(
         ts_panel(
             "Connector temperature per port",
@@ -228,8 +231,8 @@ def chargers() -> dashboard.Dashboard:
             f"({S.CONNECTOR_TEMP_WARN:g} °C), red from the lower cut-off alarm "
             f"({S.CONNECTOR_TEMP_ALARM:g} °C).",
             "celsius",
-            [Q(f'SELECT max("connector_temp") FROM "charger_port" WHERE {TF} AND {CH} {by}', alias)],
-            th=thresholds("green", (S.CONNECTOR_TEMP_WARN, "orange"), (S.CONNECTOR_TEMP_ALARM, "red")),
+            _per_port("max", "connector_temp"),
+            th=CONNECTOR_TEMP_TH,
         )
     )
     d = d.with_panel(
@@ -237,24 +240,17 @@ def chargers() -> dashboard.Dashboard:
             "Current per port",
             f"Highest current per interval; overcurrent warning from {S.CURRENT_ALARM:g} A.",
             "amp",
-            [Q(f'SELECT max("current") FROM "charger_port" WHERE {TF} AND {CH} {by}', alias)],
+            _per_port("max", "current"),
             th=thresholds("green", (S.CURRENT_WARN, "orange"), (S.CURRENT_ALARM, "red")),
         )
     )
-    d = d.with_panel(
-        ts_panel(
-            "Power per port",
-            "Mean power per interval.",
-            "watt",
-            [Q(f'SELECT mean("power") FROM "charger_port" WHERE {TF} AND {CH} {by}', alias)],
-        )
-    )
+    d = d.with_panel(ts_panel("Power per port", "Mean power per interval.", "watt", _per_port("mean", "power")))
     d = d.with_panel(
         ts_panel(
             "Session energy per port",
             "Energy of the running session (resets when a new session starts).",
             "kwatth",
-            [Q(f'SELECT last("energy") FROM "charger_port" WHERE {TF} AND {CH} {by}', alias)],
+            _per_port("last", "energy"),
         )
     )
     d = d.with_panel(
@@ -272,7 +268,7 @@ def chargers() -> dashboard.Dashboard:
                     f'"max_current" >= {S.CURRENT_WARN:g} GROUP BY "shelter", "device", "port"'
                 )
             ],
-            th=thresholds("green", (S.CONNECTOR_TEMP_WARN, "orange"), (S.CONNECTOR_TEMP_ALARM, "red")),
+            th=CONNECTOR_TEMP_TH,
             column_units={"max_temp": "celsius", "max_current": "amp"},
         )
     )
@@ -297,14 +293,7 @@ def chargers() -> dashboard.Dashboard:
             "Cabinet ambient temperature",
             f"Warning {S.CABINET_TEMP_WARN:g} °C, cabinet-hot alarm {S.CABINET_TEMP_ALARM:g} °C.",
             "celsius",
-            [
-                Q(
-                    f'SELECT max("ambient_temp") FROM "charger_cabinet" WHERE {TF} AND {CH} GROUP '
-                    f"BY time({IV}), "
-                    f'"shelter", "device" fill(none)',
-                    "$tag_shelter $tag_device",
-                )
-            ],
+            [_per_device('max("ambient_temp")', "charger_cabinet")],
             th=thresholds("green", (S.CABINET_TEMP_WARN, "orange"), (S.CABINET_TEMP_ALARM, "red")),
         )
     )
@@ -430,23 +419,7 @@ def parking() -> dashboard.Dashboard:
             w=6,
         )
     )
-    d = d.with_panel(
-        bar_panel(
-            "Free bays per zone",
-            "Bays whose latest reading is free, per zone.",
-            "none",
-            [
-                Q(
-                    _count_last(
-                        "parking_bay", "occupied", PK, '"device", "bay", "zone"', "= false", '"zone"'
-                    ),
-                    "$tag_zone",
-                )
-            ],
-            w=6,
-            th=thresholds("red", (1, "orange"), (3, "green")),
-        )
-    )
+    d = d.with_panel(_free_bays(PK, w=6))
     return d
 
 
@@ -460,19 +433,17 @@ def sprinklers() -> dashboard.Dashboard:
     d = d.with_panel(
         ts_panel("Pipe pressure", PRESSURE_DESC, "pressurekpa", PRESSURE_KPA, w=24, th=PRESSURE_TH)
     )
-    st_alias = "$tag_shelter $tag_device $col"
     d = d.with_panel(
         state_panel(
             "Waterflow, valve tamper, pump",
             "Latest state per interval: waterflow switch, control valve tamper switch, fire pump running.",
             "bool_on_off",
             [
-                Q(
-                    'SELECT last("waterflow") AS "waterflow", last("valve_tamper") AS "tamper", '
-                    'last("pump_running") AS '
-                    f'"pump" FROM "sprinkler" WHERE {TF} AND {CH} GROUP BY time({IV}), "shelter", '
-                    '"device" fill(none)',
-                    st_alias,
+                _per_device(
+                    'last("waterflow") AS "waterflow", last("valve_tamper") AS "tamper", '
+                    'last("pump_running") AS "pump"',
+                    "sprinkler",
+                    alias="$tag_shelter $tag_device $col",
                 )
             ],
             w=24,
@@ -507,14 +478,7 @@ def sprinklers() -> dashboard.Dashboard:
             "Monitor supply voltage",
             "Supply voltage of monitors that report it (Nanfang FSM-8).",
             "volt",
-            [
-                Q(
-                    f'SELECT mean("supply_voltage") FROM "sprinkler" WHERE {TF} AND {CH} GROUP BY '
-                    f'time({IV}), "shelter", '
-                    f'"device" fill(none)',
-                    "$tag_shelter $tag_device",
-                )
-            ],
+            [_per_device('mean("supply_voltage")', "sprinkler")],
         )
     )
     return d
@@ -603,7 +567,7 @@ def health() -> dashboard.Dashboard:
                     "$tag_device bay $tag_bay",
                 )
             ],
-            th=thresholds("red", (S.BATTERY_LOW_V, "orange"), (S.BATTERY_WARN_V, "green")),
+            th=BATTERY_TH,
         )
     )
     d = d.with_panel(
@@ -619,7 +583,7 @@ def health() -> dashboard.Dashboard:
                 )
             ],
             w=12,
-            th=thresholds("red", (S.BATTERY_LOW_V, "orange"), (S.BATTERY_WARN_V, "green")),
+            th=BATTERY_TH,
         )
     )
     return d

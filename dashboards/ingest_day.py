@@ -3,8 +3,11 @@
 The day's wire messages (`Day.messages`) go through the ingester's own `Pipeline` (topic and
 payload validation, registry identity checks, dedupe, profile mapping with the site file's labels)
 into its `StorageWriter` and InfluxDB 1.x sink: exactly what `IngestService` does with messages it
-receives over MQTT, minus the broker hop, so a day (~9,000 messages) loads in seconds. The
-measurements the cloud does not write yet (`Day.lines`) are posted as line protocol beside it.
+receives over MQTT, minus the broker hop, so a day (~9,000 messages) loads in seconds. The ingester's
+safety hand-over goes through cloud/history's fan-out, as in `cloud serve`, so `parking_stay` is
+written by the cloud's own writer. alarm, gateway_status and inspection, which cloud/history takes
+from the alarm engine and live status messages (not replayed here), are posted as line protocol
+(`Day.lines`) beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Loaded:
     written: int
     dead: dict[str, int]
     lines: int
+    stays: int = 0  # parking_stay points cloud/history wrote
 
 
 def ingest_day(day: Day, influx_url: str, database: str, work_dir: Path) -> Loaded:
@@ -30,6 +34,7 @@ def ingest_day(day: Day, influx_url: str, database: str, work_dir: Path) -> Load
     could not store every point (a dashboard test on partial data would prove nothing)."""
     from urllib.parse import urlsplit
 
+    from cloud.history.service import HistoryService
     from cloud.ingest.dead_letter import DeadLetterStore
     from cloud.ingest.pipeline import Pipeline
     from cloud.ingest.safety_queue import QueueSafetySink
@@ -49,19 +54,26 @@ def ingest_day(day: Day, influx_url: str, database: str, work_dir: Path) -> Load
     storage = StorageWriter(open_sink(f"influx1://{host}/{database}"), work_dir / "spool").start()
     dead = DeadLetterStore(work_dir / "dead-letters.db")
     # Nobody drains the safety queue here (no alarm engine runs): unbounded, discarded at the end.
-    pipeline = Pipeline(directory, dead, QueueSafetySink(), storage)
+    history = HistoryService(clock=lambda: day.end_ms / 1000)
+    pipeline = Pipeline(directory, dead, history.fan_out(QueueSafetySink()), storage)
+    history.bind(storage, lambda: pipeline.directory).step()  # learns which devices have bays
     try:
-        for topic, payload in day.messages:
+        for i, (topic, payload) in enumerate(day.messages):
             pipeline.handle(topic, payload, day.end_ms / 1000)
+            if i % 2000 == 1999:
+                history.step()
+        history.step()
         flushed = storage.flush(120)
     finally:
         storage.stop()
         dead.close()
     st, ss = pipeline.stats, storage.stats
-    if st.dead or st.duplicates or not flushed or ss.rejected or storage.pending or len(storage.spool):
+    if (st.dead or st.duplicates or not flushed or ss.rejected or storage.pending or len(storage.spool)
+            or history.stats.errors or history.stats.dropped):
         raise RuntimeError(
             f"ingester did not store the whole day: dead={dict(st.dead)} duplicates={st.duplicates} "
-            f"flushed={flushed} rejected={ss.rejected} pending={storage.pending} error={ss.last_error}"
+            f"flushed={flushed} rejected={ss.rejected} pending={storage.pending} error={ss.last_error} "
+            f"history={history.snapshot()}"
         )
     n = write_lines(influx_url, database, day.lines)
-    return Loaded(st.accepted, st.points, ss.written, dict(st.dead), n)
+    return Loaded(st.accepted, st.points, ss.written, dict(st.dead), n, history.stats.stays)

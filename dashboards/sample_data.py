@@ -3,8 +3,10 @@
 What the cloud ingester stores (telemetry and device_health) is produced here as wire-contract
 messages (`Day.messages`: topic, encoded `Telemetry` / `DeviceHealth`) for the site in
 `dashboards/maple-court.yaml`; `dashboards.ingest_day` feeds them through the ingester's own pipeline
-and InfluxDB 1.x sink. What nothing in the cloud writes yet (alarm, gateway_status, inspection,
-parking_stay) is produced as line protocol (`Day.lines`) following `dashboards.schema`.
+and InfluxDB 1.x sink, and through cloud/history, which writes `parking_stay` from them (the stays
+it should find are in `Day.stay_list`). alarm, gateway_status and inspection (which cloud/history
+derives from the alarm engine and from gateway status messages, not replayed here) are produced as
+line protocol (`Day.lines`) following `dashboards.schema`.
 
 Estate `maple-court`: shelter-1 (VoltPile CP-10 charger, Nanfang FSM-8 riser, bar), shelter-2
 (Hengtong EBC-12 charger, AquaGuard RM-4 riser, kPa), garage-b1 (ParkHub PH-48, 48 bays in zones
@@ -121,9 +123,10 @@ class _Port:
 class Day:
     end_ms: int
     seed: int = 7
-    lines: list[str] = field(default_factory=list)  # measurements the cloud does not write yet
+    lines: list[str] = field(default_factory=list)  # alarm, gateway_status, inspection
     messages: list[tuple[str, bytes]] = field(default_factory=list)  # wire messages for the ingester
     stays: int = 0
+    stay_list: list[tuple[int, int, float]] = field(default_factory=list)  # (bay, departure ms, dwell_s)
     seqs: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -257,7 +260,6 @@ def _sprinkler(day: Day, rnd: random.Random, dev: Device, bar: bool) -> None:
 
 
 def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
-    tags = bay_tags()
     changes: dict[int, list[tuple[int, bool]]] = {}
     for b in range(1, 49):
         ev: list[tuple[int, bool]] = []
@@ -275,7 +277,7 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
     battery = {b: 3.0 + 0.3 * rnd.random() for b in range(1, 49)}
     battery[12] = 2.95
     state = {b: False for b in range(1, 49)}
-    since = {b: 0 for b in range(1, 49)}
+    since: dict[int, int | None] = {b: None for b in range(1, 49)}
     for minute in range(DAY_MIN):
         snap = minute % SNAPSHOT_MIN == 0
         values: dict[str, FieldValue] = {}
@@ -285,16 +287,13 @@ def _parking(day: Day, rnd: random.Random, dev: Device) -> None:
                 if t == minute:
                     new = occ
             changed = new != state[b]
-            if changed and not new and minute > 0:
-                day.raw(
-                    "parking_stay",
-                    {**_base(dev), "bay": str(b), **tags[b]},
-                    {"dwell_s": float((minute - since[b]) * 60)},
-                    minute,
-                )
+            arrived = since[b]
+            if changed and not new and arrived is not None:
+                # the stay cloud/history writes from these readings (ingest_day runs it)
+                day.stay_list.append((b, day.ts(minute), float((minute - arrived) * 60)))
                 day.stays += 1
             if changed:
-                since[b] = minute
+                since[b] = minute if minute > 0 else None  # the first reading: arrival unknown
             state[b] = new
             if b == 12:
                 battery[b] = max(2.6, battery[b] - 0.0002)

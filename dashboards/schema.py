@@ -3,10 +3,10 @@
 The telemetry measurements come from the catalog profiles' `timeseries:` sections through
 `device_profiles.timeseries.Mapping` and are written by the cloud ingester; they are listed here
 only so the dashboards and the docs name them once. `device_health` is written by the ingester too
-(`cloud/ingest/pipeline.py`, from DeviceHealth messages). NOT YET WRITTEN BY THE CLOUD: alarm,
-gateway_status, inspection, parking_stay (`NOT_YET_WRITTEN`): this module is their definition, for
-the cloud engineers to write; the dashboard tests get them from `dashboards.sample_data`. (The
-ingester's `gateway_health` measurement is not charted by any dashboard yet.)
+(`cloud/ingest/pipeline.py`, from DeviceHealth messages). alarm, gateway_status, inspection and
+parking_stay are defined here and written by `cloud/history/` (one module each), which runs beside
+the ingester and the alarm engine in `cloud serve` and writes into the ingester's storage writer.
+(The ingester's `gateway_health` measurement is not charted by any dashboard yet.)
 
 Every numeric field is written as a float (no `i` suffix): two profiles may decode the same field
 as int and float (`power` is uint16 on one charger and float32 on the other), and InfluxDB 1.x
@@ -93,10 +93,11 @@ DEFINED_HERE = (
         "alarm",
         ("site", "device", "rule", "severity", "instance"),
         {"active": "bool", "acknowledged": "bool"},
-        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud alarms engine)",
-        "one point on every transition (raise, acknowledge, clear) and, for every active alarm, "
+        "cloud/history/alarm.py, from the alarm engine's transition hook",
+        "one point on every transition (raise, acknowledge, clear or resolve) and, for every active alarm, "
         f"again at least every {SNAPSHOT_PERIOD}; `instance` is the block instance (port 3 → '3'), "
-        "absent for device-level rules; severity is critical, major, minor or warning",
+        "absent for device-level rules; `device` is the gateway id for gateway-level alarms "
+        "(gateway_offline); severity is critical, major, minor or warning",
     ),
     Measurement(
         "device_health",
@@ -115,27 +116,28 @@ DEFINED_HERE = (
         "gateway_status",
         ("site", "gateway"),
         {"online": "bool"},
-        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud ingester, from the retained status and its last will)",
-        f"re-written at least every {SNAPSHOT_PERIOD} while known",
+        "cloud/history/gateway_status.py, from the retained status (birth) and its last will",
+        f"at the receive time; re-written at least every {SNAPSHOT_PERIOD} while known",
     ),
     Measurement(
         "inspection",
         ("site",),
         {"active": "bool"},
-        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud alarms engine)",
-        "true when an inspection window opens, false when it closes",
+        "cloud/history/inspection.py, from the alarm engine's inspection windows (API and site file)",
+        "true when an inspection window opens, false when it closes (overlapping windows: their union)",
     ),
     Measurement(
         "parking_stay",
         ("site", "gateway", "device", "bay", "shelter", "zone", "fire_lane"),
         {"dwell_s": "seconds the bay was occupied"},
-        "NOT YET WRITTEN BY THE CLOUD (meant for: cloud ingester, when a bay is freed)",
-        "one point per departure, at the departure time: turnover and dwell time come from it",
+        "cloud/history/parking_stay.py, from parking_bay occupied readings (true → false)",
+        "one point per departure, at the departure time (edge time): turnover and dwell time come "
+        "from it; tags are the bay's parking_bay tags",
     ),
 )
 
-# Measurements the dashboards query that no cloud component writes yet.
-NOT_YET_WRITTEN = ("alarm", "gateway_status", "inspection", "parking_stay")
+# Measurements the dashboards query that no cloud component writes yet (none since cloud/history).
+NOT_YET_WRITTEN: tuple[str, ...] = ()
 
 ALL = {m.name: m for m in (*TELEMETRY, *DEFINED_HERE)}
 

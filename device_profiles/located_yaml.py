@@ -7,6 +7,7 @@ edge configs and cloud site files alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -171,10 +172,23 @@ def validate(model: type[M], data: Any, node: yaml.Node | None, name: str, conte
         raise ConfigError(issues) from None
 
 
-def load_model(model: type[M], path: Path | str, display_name: str | None = None) -> M:
+def load_model(
+    model: type[M],
+    path: Path | str,
+    display_name: str | None = None,
+    check: Callable[[M], list[tuple[Path_, str]]] | None = None,
+) -> M:
+    """Read and validate `path`; then `check` (cross-references the schema cannot see: a profile
+    id the catalog lacks, a bus no device names) returns (key path, message) problems, raised
+    together as one ConfigError, each at its key's line."""
     path = Path(path)
+    name = display_name or str(path)
     data, node = read_yaml(path)
-    return validate(model, data, node, display_name or str(path))
+    obj = validate(model, data, node, name)
+    problems = check(obj) if check is not None else []
+    if problems:
+        raise ConfigError(located(name, node, problems))
+    return obj
 
 
 def line_of(node: yaml.Node | None, path: Path_) -> int:

@@ -56,10 +56,17 @@ class DeviceStats:
         return (len(recent) - 1) / span if span > 0 else None
 
     def online(self, stale_s: float) -> bool:
+        """Answering now: a recent good poll AND a closed breaker. An open breaker means the slave
+        failed `threshold` polls in a row and is no longer asked; half-open is only a probe, so the
+        device stays offline until a poll succeeds (which closes the breaker)."""
+        if self.breaker != "closed":
+            return False
         return self.last_ok is not None and time.time() - self.last_ok <= stale_s
 
     def message(self, seq: int, stale_s: float) -> wire.DeviceHealth:
         detail = self.last_error
+        if self.breaker != "closed":
+            detail = f"breaker {self.breaker.replace('_', '-')}: {self.last_error}"
         if self.line_errors:
             detail = ", ".join(f"{k}={v}" for k, v in sorted(self.line_errors.items()))
         return wire.DeviceHealth(

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
+from device_profiles.located_yaml import Path_, format_key, load_model
 from simulators.devices import ChargerDevice, LineReceiverDevice, ParkingDevice, SprinklerDevice
+from simulators.shipped import find_shipped
 from simulators.site import SimSite, SiteSpec, find_site, load_site
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
@@ -296,28 +297,20 @@ def site_path(scn: Scenario, base: Path | None) -> Path:
 def load_scenario(path: Path | str) -> Scenario:
     """Load a scenario and check it against its site; problems are located (file:line key)."""
     path = Path(path)
-    data, node = read_yaml(path)
-    scn = validate(Scenario, data, node, str(path))
-    try:
-        sp = site_path(scn, path.parent)
-    except FileNotFoundError as e:
-        raise ConfigError([Issue(str(path), line_of(node, ("site",)), "site", str(e).strip("'\""))]) from None
-    site = load_site(sp)
-    probs = check_steps(scn, site)
-    if probs:
-        raise ConfigError(located(str(path), node, probs))
-    return scn
+
+    def check(scn: Scenario) -> list[tuple[Path_, str]]:
+        try:
+            sp = site_path(scn, path.parent)
+        except FileNotFoundError as e:
+            return [(("site",), str(e).strip("'\""))]
+        return check_steps(scn, load_site(sp))
+
+    return load_model(Scenario, path, check=check)
 
 
 def find_scenario(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    shipped = SCENARIOS_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    known = ", ".join(sorted(x.stem for x in SCENARIOS_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"no scenario {name_or_path!r} (shipped: {known})")
+    """A shipped scenario name (`port-runaway`) or a path."""
+    return find_shipped(name_or_path, SCENARIOS_DIR, "scenario", "shipped")
 
 
 class ScenarioPlayer:

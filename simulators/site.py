@@ -18,9 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_profiles.loader import get_profile, load_profile
-from device_profiles.located_yaml import ConfigError, Issue, format_key, located, read_yaml, validate
+from device_profiles.located_yaml import ConfigError, Issue, format_key, load_model
 from device_profiles.model import KEY_RE, Profile
 from simulators.devices import Device, LineReceiverDevice, ModbusDevice, device_class, make_device
+from simulators.shipped import find_shipped
 from simulators.transport.line import LinePort
 from simulators.transport.rtu import RtuBus
 from simulators.transport.tcp import TcpServer
@@ -178,24 +179,12 @@ def check_site(spec: SiteSpec, base: Path | None = None) -> list[tuple[tuple[str
 def load_site(path: Path | str) -> SiteSpec:
     """Load and fully check a site file; every problem is a located Issue in one ConfigError."""
     path = Path(path)
-    data, node = read_yaml(path)
-    spec = validate(SiteSpec, data, node, str(path))
-    probs = check_site(spec, path.parent)
-    if probs:
-        raise ConfigError(located(str(path), node, probs))
-    return spec
+    return load_model(SiteSpec, path, check=lambda spec: check_site(spec, path.parent))
 
 
 def find_site(name_or_path: str | Path) -> Path:
     """A shipped site name (`shelter-a`) or a path."""
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    shipped = SITES_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
-        return shipped
-    known = ", ".join(sorted(x.stem for x in SITES_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"no site file {name_or_path!r} (shipped sites: {known})")
+    return find_shipped(name_or_path, SITES_DIR, "site file", "shipped sites")
 
 
 class SimSite:

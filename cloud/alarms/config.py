@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud.notify.config import EscalationPolicy, Person
-from device_profiles.located_yaml import ConfigError, located, read_yaml, validate
+from device_profiles.located_yaml import load_model
 from device_profiles.model import KEY_RE, AlarmRule, Profile
 
 
@@ -156,10 +156,6 @@ def load_site_alarms(path: Path | str, profiles: dict[str, Profile] | None = Non
     device_profiles.located_yaml.ConfigError with file:line:key issues."""
     from device_profiles.loader import catalog
 
-    path = Path(path)
-    data, node = read_yaml(path)
-    cfg = validate(AlarmSiteConfig, data, node, str(path))
-    probs = reference_problems(cfg, catalog() if profiles is None else profiles)
-    if probs:
-        raise ConfigError(located(str(path), node, probs))
-    return cfg
+    return load_model(
+        AlarmSiteConfig, path, check=lambda cfg: reference_problems(cfg, catalog() if profiles is None else profiles)
+    )

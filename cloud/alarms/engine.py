@@ -64,6 +64,8 @@ class AlarmEngine:
         profiles: dict[str, Profile] | None = None,
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.1,
+        seen_flush_s: float = 5.0,
+        restart_grace_s: float = 15.0,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -95,14 +97,26 @@ class AlarmEngine:
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         now = clock()
-        self.seen_dev: dict[tuple[str, str, str], float] = {d: now for d in directory.devices()}
-        self.seen_gw: dict[tuple[str, str], float] = {(s, g): now for s, g, _ in directory.devices()}
+        self.seen_dev: dict[tuple[str, str, str], float] = {}
+        self.seen_gw: dict[tuple[str, str], float] = {}
+        self.seen_flush_s = seen_flush_s
+        self._seen_dirty: set[tuple[str, str, str]] = set()  # (site, gw, device or "") to write
+        self._next_seen_flush = 0.0
+        self._flusher: threading.Thread | None = None
+        # Nothing was heard while the engine was down: give live gateways (QoS 1 backlog, health
+        # every few seconds) this long to speak before judging the silence that spans the outage.
+        self._quiet_until = now + restart_grace_s
+        self._restore_seen(store.load_seen(), now)
         self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
         self._next_offline_check = 0.0
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
         for w in store.list_windows():
             self._windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
         self._restore_tracks(store.load_tracks())
+        # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
+        # Alarm, now) and ("window", (site, start, end), now). cloud/history writes them to the
+        # time-series store; it must only enqueue, never block.
+        self.on_change: Callable[[str, Any, float], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> AlarmEngine:
@@ -117,6 +131,12 @@ class AlarmEngine:
             self._q.put(None)
             self._thread.join(10)
             self._thread = None
+        if self._flusher is not None:
+            self._flusher.join(30)
+        try:
+            self.flush_seen()
+        except Exception:
+            log.exception("alarm engine could not save last-seen times at stop")
 
     def put(self, msg: SafetyMessage) -> None:
         """SafetySink: enqueue and return at once."""
@@ -207,6 +227,7 @@ class AlarmEngine:
             p = msg.payload
             gw = (msg.site, msg.gateway)
             self.seen_gw[gw] = now
+            self._seen_dirty.add((msg.site, msg.gateway, ""))
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
                 if p.state == "offline":
                     self._raise_gateway(
@@ -223,10 +244,18 @@ class AlarmEngine:
                 self.counters["unknown_device"] += 1
                 return
             dkey = (msg.site, msg.gateway, msg.device)
-            self.seen_dev[dkey] = now
             by_point, all_rules = self.rules_for(msg.site, msg.device, ref.profile_id)
             offline_rule = next((r for r in all_rules if r.kind is AlarmKind.OFFLINE), None)
             if isinstance(p, wire.DeviceHealth) and not p.online:
+                # The gateway speaks, the device does not: its silence began at the edge's last good
+                # poll (an age on the edge's own clock, so clock skew does not matter). The offline
+                # rule's duration still applies, so a breaker that opens for a few seconds is no alarm.
+                silent_for = (p.ts - p.last_ok).total_seconds() if p.last_ok is not None else None
+                if silent_for is not None and offline_rule and silent_for < offline_rule.for_s:
+                    self.seen_dev[dkey] = now - max(0.0, silent_for)  # its last good poll, our clock
+                    self._seen_dirty.add(dkey)
+                    return
+                self.seen_dev.setdefault(dkey, now)
                 if offline_rule:
                     ctx = self._ctx(msg.site, msg.gateway, msg.device, ref, None, None)
                     self._raise(
@@ -238,6 +267,8 @@ class AlarmEngine:
                         msg.received,
                     )
                 return
+            self.seen_dev[dkey] = now
+            self._seen_dirty.add(dkey)
             if offline_rule:
                 self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
             seq = getattr(p, "seq", None)
@@ -464,6 +495,7 @@ class AlarmEngine:
             a.suppressed = self._inspection(ctx.site, now)
         a, created = self.store.raise_alarm(a, now)
         self.active[k] = a
+        self._changed("raise", a, now)
         if created:
             self._notify(a, now, origin)
         return a
@@ -509,6 +541,7 @@ class AlarmEngine:
         self._pending.discard(k)
         self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
         a.active, a.cleared_at = False, now
+        self._changed("clear", a, now)
         if a.notified and self.dispatcher:
             cfg = self.sites.get(a.site)
             if cfg and cfg.escalation.notify_resolution:
@@ -575,35 +608,116 @@ class AlarmEngine:
                     self.store.save_track(k, None)
                     self._raise(rule, ctx, now, rule.value, {"block": ctx.block} if ctx.block else {}, now)
             self._escalate(now)
+            if now >= self._next_seen_flush:
+                self._next_seen_flush = now + self.seen_flush_s
+                self._seed_seen(now)
+                if self._thread is None:
+                    self.flush_seen()  # driven by hand (tests, tools): write now
+                elif self._flusher is None or not self._flusher.is_alive():
+                    # thousands of rows take a database a few hundred ms: not on the alarm thread
+                    self._flusher = threading.Thread(target=self._flush_quietly, name="alarm-seen", daemon=True)
+                    self._flusher.start()
             if now < self._next_offline_check:
                 return
             self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
-            for (site, gw), seen in self.seen_gw.items():
-                cfg = self.sites.get(site)
-                silence = cfg.gateway_offline.silence_s if cfg else 45.0
-                if now - seen > silence and active_key(site, gw, "", GATEWAY_RULE, "") not in self.active:
+            self._check_silence(now)
+
+    def _check_silence(self, now: float) -> None:
+        """Offline by silence: fires at last-seen + silence, but not before the restart grace."""
+        if now < self._quiet_until:
+            return
+        silent_gw: list[tuple[str, str, float]] = []
+        for (site, gw), seen in self.seen_gw.items():
+            cfg = self.sites.get(site)
+            silence = cfg.gateway_offline.silence_s if cfg else 45.0
+            if now - seen > silence and active_key(site, gw, "", GATEWAY_RULE, "") not in self.active:
+                silent_gw.append((site, gw, silence))
+        if silent_gw:
+            fresher = self._others_saw()
+            for site, gw, silence in silent_gw:
+                seen = max(self.seen_gw[(site, gw)], fresher.get((site, gw, ""), 0.0))
+                self.seen_gw[(site, gw)] = seen
+                if now - seen > silence:
                     self._raise_gateway(site, gw, now, f"no message for {now - seen:.0f} s", now)
-            for (site, gw, dev), seen in self.seen_dev.items():
-                if active_key(site, gw, "", GATEWAY_RULE, "") in self.active:
-                    continue  # the gateway alarm says it all; no storm of device alarms
-                ref = self.directory.lookup(site, gw, dev)
-                if ref is None or ref.profile_id not in self.profiles:
-                    continue
-                _, all_rules = self.rules_for(site, dev, ref.profile_id)
-                for r in all_rules:
-                    if (
-                        r.kind is AlarmKind.OFFLINE
-                        and now - seen > r.for_s
-                        and active_key(site, gw, dev, r.key, "") not in self.active
-                    ):
-                        self._raise(
-                            r,
-                            self._ctx(site, gw, dev, ref, None, None),
-                            now,
-                            None,
-                            {"reason": f"no message for {now - seen:.0f} s"},
-                            now,
-                        )
+        fresher_dev: dict[tuple[str, str, str], float] | None = None
+        for (site, gw, dev), seen in list(self.seen_dev.items()):
+            if active_key(site, gw, "", GATEWAY_RULE, "") in self.active:
+                continue  # the gateway alarm says it all; no storm of device alarms
+            ref = self.directory.lookup(site, gw, dev)
+            if ref is None or ref.profile_id not in self.profiles:
+                continue
+            _, all_rules = self.rules_for(site, dev, ref.profile_id)
+            for r in all_rules:
+                if (
+                    r.kind is AlarmKind.OFFLINE
+                    and now - seen > r.for_s
+                    and active_key(site, gw, dev, r.key, "") not in self.active
+                ):
+                    if fresher_dev is None:
+                        fresher_dev = self._others_saw()
+                    seen = max(seen, fresher_dev.get((site, gw, dev), 0.0))
+                    self.seen_dev[(site, gw, dev)] = seen
+                    if now - seen <= r.for_s:
+                        continue
+                    self._raise(
+                        r,
+                        self._ctx(site, gw, dev, ref, None, None),
+                        now,
+                        None,
+                        {"reason": f"no message for {now - seen:.0f} s"},
+                        now,
+                    )
+
+    # ------------------------------------------------------------------ last seen, across restarts
+    def _restore_seen(self, saved: dict[tuple[str, str, str], float], now: float) -> None:
+        """Silence is judged from the last message stored before a restart; whatever the directory
+        knows but the store never saw starts its silence now (at worst, from the restart)."""
+        for (site, gw, dev), t in saved.items():
+            if dev:
+                self.seen_dev[(site, gw, dev)] = t
+            else:
+                self.seen_gw[(site, gw)] = t
+        self._seed_seen(now)
+
+    def _seed_seen(self, now: float) -> None:
+        """Devices the directory learnt since (a gateway enrolled at run time) start their silence now."""
+        for d in self.directory.devices():
+            if d not in self.seen_dev:
+                self.seen_dev[d] = now
+                self._seen_dirty.add(d)
+            if (d[0], d[1]) not in self.seen_gw:
+                self.seen_gw[(d[0], d[1])] = now
+                self._seen_dirty.add((d[0], d[1], ""))
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush_seen()
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save last-seen times (will retry)")
+
+    def flush_seen(self) -> None:
+        """Write the last-seen times that changed (called from `tick` every `seen_flush_s`, and at
+        stop): a message costs a set insertion, never a database write."""
+        with self.lock:
+            dirty, self._seen_dirty = self._seen_dirty, set()
+            rows = {k: self.seen_gw[(k[0], k[1])] if not k[2] else self.seen_dev[k] for k in dirty}
+        try:
+            self.store.save_seen(rows)
+        except Exception:
+            with self.lock:
+                self._seen_dirty |= dirty  # database away: try again at the next flush
+            raise
+
+    def _others_saw(self) -> dict[tuple[str, str, str], float]:
+        """Last-seen times in the store: another replica (shared subscriptions split one gateway's
+        messages between replicas) may have heard what this one did not. Read only before raising."""
+        try:
+            return self.store.load_seen()
+        except Exception:
+            log.exception("alarm engine could not read last-seen times; judging from its own")
+            self.counters["errors"] += 1
+            return {}
 
     def _escalate(self, now: float) -> None:
         for a in list(self.active.values()):
@@ -642,6 +756,7 @@ class AlarmEngine:
             for a in self.active.values():
                 if a.id == alarm_id:
                     a.acked, a.acked_by, a.acked_at, a.acked_via, a.next_notify_at = True, who, now, via, None
+                    self._changed("ack", a, now)
             return ok
 
     def resolve(self, alarm_id: int, who: str, via: str, note: str = "") -> bool:
@@ -666,7 +781,16 @@ class AlarmEngine:
     def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:
         with self.lock:
             self._windows.setdefault(site, []).append((start, end, reason))
-            return self.store.add_window(site, start, end, reason, by)
+            wid = self.store.add_window(site, start, end, reason, by)
+            self._changed("window", (site, start, end), self.clock())
+            return wid
+
+    def _changed(self, what: str, obj: Any, now: float) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(what, obj, now)
+            except Exception:  # history is a by-product: it must never break the safety path
+                log.exception("alarm engine: on_change hook failed (%s)", what)
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}

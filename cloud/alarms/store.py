@@ -7,6 +7,10 @@ Why the shapes below:
   PostgreSQL alike).
 - Timers are absolute epoch seconds (`tracks.pending_since`, `alarms.next_notify_at`), so a
   restart resumes a half-elapsed retard delay or escalation instead of starting it again.
+- `alarm_seen` keeps the last message time per gateway and device (written every few seconds),
+  so a gateway that died while the cloud was down is still reported offline after a restart.
+- Upserts go through `_upsert` (SQLite and PostgreSQL both have INSERT … ON CONFLICT), so two
+  replicas writing the same timer or last-seen row never trip over a primary key.
 - `audit` and `notify_log` are append-only: who did what, when, through which channel; every
   notification attempt with its outcome.
 """
@@ -33,10 +37,13 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 metadata = MetaData()
@@ -66,7 +73,7 @@ alarms = Table(
     Column("value", Text),
     Column("detail", Text, nullable=False, default="{}"),
     Column("labels", Text, nullable=False, default="{}"),
-    Column("suppressed", String(64)),  # why nobody was woken (inspection window), still recorded
+    Column("suppressed", Text),  # why nobody was woken (inspection window), still recorded
     Column("silenced_until", Float),
     Column("silence_reason", Text),
     Column("tier", Integer, nullable=False, default=0),  # highest tier notified so far
@@ -93,6 +100,17 @@ tracks = Table(
     metadata,
     Column("key", String(300), primary_key=True),
     Column("pending_since", Float, nullable=False),
+)
+
+# Last message per gateway (device "") and per device, so silence is still judged from the real
+# last message after an engine restart (the engine writes it throttled, from its timer tick).
+seen = Table(
+    "alarm_seen",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("gateway", String(64), primary_key=True),
+    Column("device", String(64), primary_key=True),
+    Column("seen", Float, nullable=False),
 )
 
 notify_log = Table(
@@ -360,13 +378,44 @@ class AlarmStore:
     # ------------------------------------------------------------------ tracks (persisted timers)
     def save_track(self, key: str, pending_since: float | None) -> None:
         with self.tx() as c:
-            c.execute(delete(tracks).where(tracks.c.key == key))
-            if pending_since is not None:
-                c.execute(insert(tracks).values(key=key, pending_since=pending_since))
+            if pending_since is None:
+                c.execute(delete(tracks).where(tracks.c.key == key))
+            else:
+                ins = self._insert(tracks).values(key=key, pending_since=pending_since)
+                c.execute(ins.on_conflict_do_update(index_elements=["key"], set_={"pending_since": pending_since}))
 
     def load_tracks(self) -> dict[str, float]:
         with self.tx() as c:
             return {r.key: r.pending_since for r in c.execute(select(tracks))}
+
+    # ------------------------------------------------------------------ last seen (offline timers)
+    def save_seen(self, rows: dict[tuple[str, str, str], float]) -> None:
+        """Upsert last-seen times; a row only moves forward, so a replica (or a late flush) holding
+        an older time never makes a live gateway look silent."""
+        if not rows:
+            return
+        values = [{"site": s, "gateway": g, "device": d, "seen": t} for (s, g, d), t in sorted(rows.items())]
+        ins = self._insert(seen)
+        newer = self._greatest(seen.c.seen, ins.excluded.seen)
+        stmt = ins.on_conflict_do_update(index_elements=["site", "gateway", "device"], set_={"seen": newer})
+        with self.tx() as c:
+            for i in range(0, len(values), 500):
+                c.execute(stmt, values[i : i + 500])
+
+    def load_seen(self) -> dict[tuple[str, str, str], float]:
+        """(site, gateway, device) → last message (device "" for the gateway itself)."""
+        with self.tx() as c:
+            return {(r.site, r.gateway, r.device): r.seen for r in c.execute(select(seen))}
+
+    def _insert(self, table: Table) -> Any:
+        """INSERT with ON CONFLICT support for this database (SQLite or PostgreSQL)."""
+        if self.engine.dialect.name == "postgresql":
+            return pg_insert(table)
+        return sqlite_insert(table)
+
+    def _greatest(self, a: Any, b: Any) -> Any:
+        # SQLite's two-argument max() is a scalar; PostgreSQL spells it greatest()
+        return func.greatest(a, b) if self.engine.dialect.name == "postgresql" else func.max(a, b)
 
     # ------------------------------------------------------------------ notifications
     def log_attempt(

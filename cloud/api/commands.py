@@ -41,6 +41,8 @@ class CommandRefused(ValueError):
         super().__init__(detail)
 
 
+# A stored command as the API answers it; also its `response_model` (FastAPI takes a dataclass), so
+# there is one definition. No docstring: it would become the schema's description in /openapi.json.
 @dataclass(frozen=True, slots=True)
 class CommandView:
     id: str

@@ -83,6 +83,8 @@ def _num(v: Any) -> float | None:
 
 
 # -------------------------------------------------------------------------------------- chargers
+# Also the API's response model for ports (see HealthView). `energy_today_kwh` needs the API's
+# EnergyToday store, so `charger_ports` leaves it None and `routes_api.ports_of` fills it in.
 @dataclass(frozen=True, slots=True)
 class PortView:
     device: str
@@ -93,9 +95,10 @@ class PortView:
     power_w: float | None
     temperature_c: float | None
     energy_kwh: float | None
+    energy_today_kwh: float | None
     in_use: bool
     cut_off: bool
-    zone: str = ""
+    zone: str
 
 
 def charger_ports(d: DeviceRec) -> list[PortView]:
@@ -115,7 +118,7 @@ def charger_ports(d: DeviceRec) -> list[PortView]:
             device=d.id, gateway=d.gateway, port=n, state=state_s,
             enabled=bool(enabled) if enabled is not None else None,
             power_w=_num(v.get(k + "power")), temperature_c=_num(v.get(k + "connector_temp")),
-            energy_kwh=_num(v.get(k + "energy")),
+            energy_kwh=_num(v.get(k + "energy")), energy_today_kwh=None,
             in_use=state_s == "charging" or (_num(v.get(k + "power")) or 0) > 0,
             cut_off=enabled is False or state_s == "disabled" or v.get("main_relay") is False,
             zone=labels.get("zone", ""),
@@ -184,6 +187,9 @@ def _bay_numbers(p: Profile, d: DeviceRec) -> range:
 
 
 # ---------------------------------------------------------------------------------------- health
+# Also the API's response model (FastAPI takes a dataclass as `response_model`): the health page and
+# /api/v1 show the same fields from this one definition. A comment, not a docstring: a docstring
+# would become the schema's description in /openapi.json.
 @dataclass(frozen=True, slots=True)
 class HealthView:
     device: str
@@ -195,7 +201,7 @@ class HealthView:
     last_seen_s: float | None
     comm_errors: int | None
     low_battery: list[int]
-    detail: str = ""
+    detail: str  # no default: the OpenAPI schema lists every field as required
 
 
 def device_health(d: DeviceRec, gw: GatewayRec | None, comm: dict[str, Any] | None = None,
@@ -205,7 +211,8 @@ def device_health(d: DeviceRec, gw: GatewayRec | None, comm: dict[str, Any] | No
     age = None if d.last_ts is None else max(0.0, now - d.last_ts)
     answering = age is not None and age <= STALE_AFTER_S and (gw is None or gw.online is not False)
     if comm is not None and (comm.get("online") is False or comm.get("breaker") == "open"):
-        # An open circuit breaker means the gateway stopped polling it after repeated failures.
+        # Agents report online: false while a device's breaker is open or half-open (it stopped
+        # answering); `breaker == "open"` with online: true only comes from older agents.
         answering = False
     errors = None
     if comm is not None:

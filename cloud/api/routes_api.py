@@ -6,7 +6,7 @@ sites; a site the user does not belong to answers 404 exactly like a site that d
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -47,19 +47,6 @@ class GatewayOut(BaseModel):
     agent: str
 
 
-class HealthOut(BaseModel):
-    device: str
-    gateway: str
-    profile: str
-    family: str
-    answering: bool
-    gateway_online: bool | None
-    last_seen_s: float | None
-    comm_errors: int | None
-    low_battery: list[int]
-    detail: str
-
-
 class DeviceOut(BaseModel):
     id: str
     gateway: str
@@ -68,22 +55,7 @@ class DeviceOut(BaseModel):
     name: str
     labels: dict[str, str]
     last_values: dict[str, Any]
-    health: HealthOut
-
-
-class PortOut(BaseModel):
-    device: str
-    gateway: str
-    port: int
-    state: str | None
-    enabled: bool | None
-    power_w: float | None
-    temperature_c: float | None
-    energy_kwh: float | None
-    energy_today_kwh: float | None
-    in_use: bool
-    cut_off: bool
-    zone: str
+    health: estate.HealthView
 
 
 class ZoneOut(BaseModel):
@@ -135,21 +107,6 @@ class CommandIn(BaseModel):
     value: bool | int | None = Field(default=None, examples=[False])
 
 
-class CommandOut(BaseModel):
-    id: str
-    site: str
-    gateway: str
-    device: str
-    command: str
-    index: int | None
-    value: int | None
-    by: str
-    requested: str
-    status: str
-    detail: str
-    answered: str | None
-
-
 class DeviceIn(BaseModel):
     id: str = IdStr
     profile: str = Field(min_length=1, max_length=64)
@@ -190,13 +147,13 @@ def health_of(request: Request, site: str) -> list[estate.HealthView]:
     return [estate.device_health(d, gws.get(d.gateway), comm.get((site, d.id))) for d in src.devices(site)]
 
 
-def ports_of(request: Request, site: str) -> list[PortOut]:
+def ports_of(request: Request, site: str) -> list[estate.PortView]:
     energy = request.app.state.energy
     out = []
     for d in source(request).devices(site):
         for p in estate.charger_ports(d):
             today = energy.today(site, p.device, p.port, p.energy_kwh) if p.energy_kwh is not None else None
-            out.append(PortOut(**asdict(p), energy_today_kwh=today))
+            out.append(replace(p, energy_today_kwh=today))
     return out
 
 
@@ -257,12 +214,13 @@ def devices(site: str, request: Request, p: Principal = Depends(require(Perm.VIE
     site_of(p, site, known_sites(request))
     health = {h.device: h for h in health_of(request, site)}
     return [DeviceOut(id=d.id, gateway=d.gateway, profile=d.profile, family=estate.family_of(d), name=d.name,
-                      labels=d.labels, last_values=d.last_values, health=HealthOut(**asdict(health[d.id])))
+                      labels=d.labels, last_values=d.last_values, health=health[d.id])
             for d in source(request).devices(site)]
 
 
-@router.get("/sites/{site}/ports", response_model=list[PortOut])
-def ports(site: str, request: Request, p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[PortOut]:
+@router.get("/sites/{site}/ports", response_model=list[estate.PortView])
+def ports(site: str, request: Request,
+          p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[estate.PortView]:
     site_of(p, site, known_sites(request))
     return ports_of(request, site)
 
@@ -278,10 +236,11 @@ def parking(site: str, request: Request) -> ParkingOut:
     return parking_of(request, site)
 
 
-@router.get("/sites/{site}/health", response_model=list[HealthOut])
-def health(site: str, request: Request, p: Principal = Depends(require(Perm.VIEW_HEALTH))) -> list[HealthOut]:
+@router.get("/sites/{site}/health", response_model=list[estate.HealthView])
+def health(site: str, request: Request,
+           p: Principal = Depends(require(Perm.VIEW_HEALTH))) -> list[estate.HealthView]:
     site_of(p, site, known_sites(request))
-    return [HealthOut(**asdict(h)) for h in health_of(request, site)]
+    return health_of(request, site)
 
 
 @router.get("/alarms", response_model=list[AlarmOut])
@@ -306,38 +265,37 @@ def ack(alarm_id: AlarmId, request: Request, p: Principal = Depends(require(Perm
     return AckOut(alarm=alarm_id, acknowledged=bool(done), by=p.username)
 
 
-@router.post("/sites/{site}/gateways/{gateway}/devices/{device}/commands", response_model=CommandOut,
+@router.post("/sites/{site}/gateways/{gateway}/devices/{device}/commands", response_model=CommandView,
              description="Send a command declared by the device's profile (port_enable with index and "
                          "value, main_cut, main_restore). Waits a few seconds for the gateway's answer; "
                          "`status` is `sent` when none came yet (poll /commands/{id}).")
 def command(site: str, gateway: str, device: str, body: CommandIn, request: Request,
-            p: Principal = Depends(require(Perm.COMMAND))) -> CommandOut:
+            p: Principal = Depends(require(Perm.COMMAND))) -> CommandView:
     site_of(p, site, known_sites(request))
     cmd = request.app.state.commander
     if cmd is None:
         raise HTTPException(503, "commands are not configured (no MQTT broker)")
     dev = next((d for d in source(request).devices(site) if d.id == device), None)
     try:
-        v: CommandView = cmd.send(dev, site, gateway, body.command, body.index, body.value, p.username)
+        return cmd.send(dev, site, gateway, body.command, body.index, body.value, p.username)
     except CommandRefused as e:
         raise HTTPException(e.status, str(e)) from None
-    return CommandOut(**asdict(v))
 
 
-@router.get("/sites/{site}/commands", response_model=list[CommandOut])
-def commands(site: str, request: Request, p: Principal = Depends(require(Perm.COMMAND))) -> list[CommandOut]:
+@router.get("/sites/{site}/commands", response_model=list[CommandView])
+def commands(site: str, request: Request, p: Principal = Depends(require(Perm.COMMAND))) -> list[CommandView]:
     site_of(p, site, known_sites(request))
     cmd = request.app.state.commander
-    return [CommandOut(**asdict(v)) for v in (cmd.recent([site]) if cmd else [])]
+    return cmd.recent([site]) if cmd else []
 
 
-@router.get("/commands/{command_id}", response_model=CommandOut)
-def command_status(command_id: str, request: Request, p: Principal = Depends(require(Perm.COMMAND))) -> CommandOut:
+@router.get("/commands/{command_id}", response_model=CommandView)
+def command_status(command_id: str, request: Request, p: Principal = Depends(require(Perm.COMMAND))) -> CommandView:
     cmd = request.app.state.commander
     v = cmd.get(command_id) if cmd else None
     if v is None or not p.sees(v.site):
         raise HTTPException(404, "no such command")
-    return CommandOut(**asdict(v))
+    return v
 
 
 @router.post("/sites/{site}/gateways", response_model=EnrolOut, status_code=201,

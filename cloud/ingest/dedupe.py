@@ -72,7 +72,9 @@ class SeqWindow:
         return out
 
     def missing(self) -> int:
-        return sum(b - a + 1 for a, b in self.gaps())
+        """Seqs not seen between the watermark and the highest seen (= the gaps' total, without
+        sorting: `seen` holds only numbers above floor + 1)."""
+        return max(self.seen) - self.floor - len(self.seen) if self.seen else 0
 
     def state(self) -> dict[str, object]:
         return {"floor": self.floor, "seen": sorted(self.seen), "lost": self.lost}

@@ -147,6 +147,10 @@ class BaseIngestClient:
         self.lane_connected[lane].clear()
         self.connected.clear()
 
+    def received_by_lane(self) -> dict[str, int]:
+        """Messages received per lane (tests, stats, /metrics)."""
+        return dict(self.lane_received)
+
     def connected_lanes(self) -> list[str]:
         return [lane for lane, e in self.lane_connected.items() if e.is_set()]
 

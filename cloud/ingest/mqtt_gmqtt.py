@@ -6,12 +6,13 @@ of an ingester that must keep up with half of what mosquitto_sub drains. Same in
 behaviour as `cloud.ingest.mqtt.IngestClient` (shared subscriptions on MQTT 5, 3.1.1 for amqtt,
 persistent session, a main and a safety lane).
 
-Acknowledgement: gmqtt 0.8 sends no PUBACK at all for a plain-function handler when
-`optimistic_acknowledgement=True` (the callback is only wired for coroutines, and a coroutine per
-message costs a Task), so the PUBACK is queued just before the synchronous handler runs in the
-same event-loop step. The message is then in the ingester's memory exactly as long as any message
-waiting for its storage batch is: a crash of the process in that window loses it, the same risk as
-the in-memory batch (documented in docs/operations.md).
+Acknowledgement: plain PUBLISH packets take `gmqtt_publish.LeanPublishClient`'s short road, which
+queues the PUBACK after the handler has returned (acks of one read burst in one write). Packets
+with MQTT 5 properties take gmqtt's own road: gmqtt 0.8 sends no PUBACK for a plain-function
+handler when `optimistic_acknowledgement=True` (the callback is only wired for coroutines), so
+there the PUBACK is queued just before the handler runs in the same event-loop step
+(`coalesce_pubacks`). Either way the message is in the ingester's memory exactly as long as any
+message waiting for its storage batch is (docs/operations.md, "Limits to know").
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from cloud.ingest.gmqtt_publish import LeanPublishClient
 from cloud.ingest.mqtt import BaseIngestClient, parse_broker, probe_version
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
     Patched per connection (gmqtt makes a new protocol object on each reconnect).
     """
     write = protocol.write_data
+    protocol._sw_raw_write = write  # the lean road (gmqtt_publish) coalesces its own acks: writes directly
     buf = bytearray()
     scheduled = False
 
@@ -95,12 +98,14 @@ class GmqttIngestClient(BaseIngestClient):
 
         host, port, tls, user, pw = parse_broker(self.url)
         kw: dict[str, Any] = {"session_expiry_interval": self.session_expiry} if self.protocol == 5 else {}
-        c = gmqtt.Client(self.lane_client_id(lane), clean_session=False, optimistic_acknowledgement=True, **kw)
+        handler = self.handlers[lane]
+        counts = self.lane_received  # gmqtt's own road; the lean road counts in `fast_path`
+        c = LeanPublishClient(
+            self.lane_client_id(lane), handler, clean_session=False, optimistic_acknowledgement=True, **kw
+        )
         if user:
             c.set_auth_credentials(user, pw)
         c.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-        handler = self.handlers[lane]
-        counts = self.lane_received
 
         def on_message(client: Any, topic: Any, payload: bytes, qos: int, properties: Any) -> int:
             if isinstance(topic, bytes):
@@ -112,7 +117,7 @@ class GmqttIngestClient(BaseIngestClient):
         def on_connect(client: Any, flags: Any, rc: Any, properties: Any) -> None:
             conn = getattr(client, "_connection", None)
             if conn is not None and getattr(conn, "_protocol", None) is not None:
-                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())
+                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())  # acks of gmqtt's own road
             stale = self.stale_filters(lane)
             if stale:
                 client.unsubscribe(stale)
@@ -142,6 +147,11 @@ class GmqttIngestClient(BaseIngestClient):
                 log.warning("cannot connect the %s lane to %s: %s; retrying", lane, self.url, e)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
+
+    def received_by_lane(self) -> dict[str, int]:
+        return {
+            lane: n + getattr(self._clients.get(lane), "fast_path", 0) for lane, n in self.lane_received.items()
+        }
 
     def stop(self) -> None:
         self._stopping = True

@@ -242,7 +242,7 @@ class IngestService:
             "accepted": p.accepted,
             "duplicates": p.duplicates,
             "dead_letters": dict(p.dead),
-            "by_kind": dict(p.by_kind),
+            "by_kind": {k.value: n for k, n in p.by_kind.items() if n},
             "points": p.points,
             "written": s.written,
             "retries": s.retries,
@@ -257,7 +257,7 @@ class IngestService:
             "missing_seqs": self.pipeline.dedupe.missing(),
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
-            "lane_received": dict(self.client.lane_received),
+            "lane_received": self.client.received_by_lane(),
             "parked": self._parked_n,
             "mqtt_protocol": self.client.protocol,
         }

@@ -8,15 +8,31 @@ periodically, because an identity check per message must cost a dict lookup, not
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, delete, select
+from sqlalchemy import JSON, Table, and_, bindparam, create_engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from cloud.site_config import SiteFile
 from cloud.state.models import Base, DeviceRow, GatewayRow, SeqStateRow, SiteRow
 from device_profiles import wire
+
+T = TypeVar("T")
+
+
+def _retry_race(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Replicas (PostgreSQL) may insert the same new row at the same instant; the loser's
+    transaction fails on the primary key and is simply run again, now seeing the winner's row."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except IntegrityError:
+            if i == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,9 @@ class Registry:
     def enrol_from_birth(self, site: str, gateway: str, status: wire.Status) -> int:
         """Auto-enrolment: register the gateway and the devices its birth message lists, if the
         site allows it. A device already registered to another gateway is never moved."""
+        return _retry_race(lambda: self._enrol_from_birth(site, gateway, status))
+
+    def _enrol_from_birth(self, site: str, gateway: str, status: wire.Status) -> int:
         from device_profiles.loader import catalog
 
         known = catalog()
@@ -159,25 +178,60 @@ class Registry:
                 g.agent = status.agent[:100]
 
     def save_last_values(self, updates: dict[tuple[str, str], tuple[dict[str, Any], float]]) -> None:
+        """Merge the newest values into each device's row, skipping values older than what is stored.
+
+        The ingester calls this every second with what changed since (one entry per device that
+        reported). An ORM get + flush per device cost ~15 % of its CPU at a few hundred devices, so:
+        on SQLite one executemany UPDATE merges in SQL (`json_patch`; values are never null, which a
+        JSON merge patch would read as "delete"); elsewhere one SELECT, merge here, one UPDATE."""
         if not updates:
             return
+        t = DeviceRow.__table__
+        assert isinstance(t, Table)
+        newer = or_(t.c.last_ts.is_(None), t.c.last_ts <= bindparam("t"))
+        key = and_(t.c.site_id == bindparam("k_site"), t.c.id == bindparam("k_id"))
         with self._lock, self.session.begin() as s:
-            for (site, dev), (values, ts) in updates.items():
-                d = s.get(DeviceRow, (site, dev))
-                if d is None:
-                    continue
-                if d.last_ts is None or ts >= d.last_ts:
-                    d.last_values = {**(d.last_values or {}), **values}
-                    d.last_ts = ts
+            if s.get_bind().dialect.name == "sqlite":
+                patch = func.json_patch(func.coalesce(t.c.last_values, "{}"), bindparam("v", type_=JSON))
+                rows = [{"k_site": k[0], "k_id": k[1], "v": v, "t": ts} for k, (v, ts) in updates.items()]
+                s.execute(update(t).where(key, newer).values(last_values=patch, last_ts=bindparam("t")), rows)
+                return
+            current: dict[tuple[str, str], dict[str, Any]] = {}
+            for site in {site for site, _ in updates}:
+                ids = [dev for st, dev in updates if st == site]
+                for i in range(0, len(ids), 500):
+                    q = select(t.c.id, t.c.last_values).where(t.c.site_id == site, t.c.id.in_(ids[i : i + 500]))
+                    current.update({(site, dev): lv or {} for dev, lv in s.execute(q)})
+            rows = [
+                {"k_site": k[0], "k_id": k[1], "v": {**current[k], **v}, "t": ts}
+                for k, (v, ts) in updates.items()
+                if k in current
+            ]
+            if rows:
+                s.execute(update(t).where(key, newer).values(last_values=bindparam("v"), last_ts=bindparam("t")), rows)
 
     def save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
-        if not states:
-            return
+        """Upsert replay windows: executemany UPDATE for the rows that exist, INSERT for the others
+        (retried if another replica inserted the same row meanwhile)."""
+        if states:
+            _retry_race(lambda: self._save_seq_states(states))
+
+    def _save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
+        t = SeqStateRow.__table__
+        assert isinstance(t, Table)
         with self._lock, self.session.begin() as s:
-            for (site, dev), st in states.items():
-                row = s.get(SeqStateRow, (site, dev)) or SeqStateRow(site_id=site, device_id=dev)
-                row.state = st
-                s.add(row)
+            existing = {(a, b) for a, b in s.execute(select(t.c.site_id, t.c.device_id))}
+            upd = [{"k_site": k[0], "k_dev": k[1], "st": st} for k, st in states.items() if k in existing]
+            new = [{"site_id": k[0], "device_id": k[1], "state": st} for k, st in states.items() if k not in existing]
+            if upd:
+                s.execute(
+                    update(t)
+                    .where(t.c.site_id == bindparam("k_site"), t.c.device_id == bindparam("k_dev"))
+                    .values(state=bindparam("st")),
+                    upd,
+                )
+            if new:
+                s.execute(insert(t), new)
 
     def load_seq_states(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self.session() as s:

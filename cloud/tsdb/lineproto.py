@@ -12,7 +12,7 @@ stay booleans, strings (enum labels) stay strings. Timestamps are milliseconds (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 FieldValue = bool | int | float | str
 
@@ -28,8 +28,7 @@ def escape_measurement(s: str) -> str:
     return s.translate(_MEAS_ESC)
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
+class Series(msgspec.Struct, frozen=True, gc=False):
     """One measurement + tag set, with its line-protocol prefix prepared once."""
 
     measurement: str
@@ -43,8 +42,12 @@ class Series:
         return cls(measurement, items, key)
 
 
-@dataclass(frozen=True, slots=True)
-class TsPoint:
+class TsPoint(msgspec.Struct, frozen=True, gc=False):
+    """One row: a series, its fields, a time. A msgspec struct rather than a frozen dataclass: one or
+    two are made per ingested message, and a frozen dataclass's `__init__` (one `object.__setattr__`
+    per field) costs ~0.7 µs against ~0.08 µs here. Not tracked by the garbage collector: it holds
+    no cycles, and at tens of thousands a second tracking would only trigger collections."""
+
     series: Series
     fields: dict[str, FieldValue]
     ts_ms: int
@@ -82,11 +85,31 @@ def line(p: TsPoint) -> str:
 
 
 def lines(points: list[TsPoint]) -> bytes:
-    """A batch as one line-protocol body (precision ms)."""
-    out = []
+    """A batch as one line-protocol body (precision ms).
+
+    The writer's hot loop (one to two points per ingested message): `line()` with the common cases
+    (float, bool, cached field key) inlined, since a Python call per field value costs as much as the
+    formatting. A point holding NaN/inf is skipped whole (InfluxDB refuses the whole batch otherwise);
+    the reading stayed on the safety path."""
+    out: list[str] = []
+    append = out.append
+    keys = _KEYS
     for p in points:
-        try:
-            out.append(line(p))
-        except ValueError:
-            continue  # NaN/inf cannot be written; the reading stayed on the safety path
-    return ("\n".join(out)).encode()
+        parts: list[str] = []
+        for k, v in p.fields.items():
+            ek = keys.get(k) or _key(k)
+            t = type(v)
+            if t is float:
+                if v - v != 0.0:  # type: ignore[operator]  # NaN or ±inf (v is a float here)
+                    break
+                parts.append(f"{ek}={v!r}")
+            elif t is bool:
+                parts.append(f"{ek}=true" if v else f"{ek}=false")
+            else:
+                try:
+                    parts.append(f"{ek}={field_value(v)}")
+                except ValueError:
+                    break
+        else:
+            append(f"{p.series.key} {','.join(parts)} {p.ts_ms}")
+    return "\n".join(out).encode()

@@ -130,9 +130,16 @@ class StorageWriter:
         self.batch_interval = batch_interval
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.stats = StorageStats()
+        # Hand-off from the producers (ingest thread, history writers) to the writer thread: the
+        # deque is appended and popped without a lock (both atomic in CPython); points in and out
+        # are counted apart (`_in` under a small lock, as producers may be several; `_out` by the
+        # writer alone), so the ingest thread never waits while the writer takes a batch.
         self._q: deque[tuple[float, list[TsPoint]]] = deque()
-        self._queued = 0
-        self._cv = threading.Condition()
+        self._in = 0
+        self._out = 0
+        self._inflight = 0  # taken from the queue, not yet in the store or on disk
+        self._in_lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
@@ -143,16 +150,20 @@ class StorageWriter:
         """Hand points over; never blocks on the store."""
         if not points:
             return
-        with self._cv:
+        with self._in_lock:
             self._q.append((received or time.time(), points))
-            self._queued += len(points)
-            if self._queued >= self.batch_points:
-                self._cv.notify()
+            self._in += len(points)
+        if self._in - self._out >= self.batch_points and not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def _queued(self) -> int:
+        return self._in - self._out
 
     @property
     def pending(self) -> int:
-        """Points not yet in the store: in memory plus on disk."""
-        return self._queued + self.spool.points
+        """Points not yet in the store: queued, being written, and on disk."""
+        return self._queued + self._inflight + self.spool.points
 
     # ------------------------------------------------------------------ writer thread
     def start(self) -> StorageWriter:
@@ -162,9 +173,8 @@ class StorageWriter:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is in memory (to the store, or to disk if the store is away) and stop."""
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
+        self._stop = True
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout)
         self.sink.close()
@@ -173,25 +183,26 @@ class StorageWriter:
         """Wait until nothing is pending (tests, shutdown); False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._cv:
-                self._cv.notify()
+            self._wake.set()
             if self.pending == 0:
                 return True
             time.sleep(0.02)
         return self.pending == 0
 
     def _take(self) -> tuple[float, list[TsPoint]]:
-        with self._cv:
-            if self._queued < self.batch_points and not self._stop:
-                self._cv.wait(self.batch_interval)
-            batch: list[TsPoint] = []
-            oldest = 0.0
-            while self._q and len(batch) < self.batch_points:
-                t, pts = self._q.popleft()
-                oldest = oldest or t
-                batch.extend(pts)
-            self._queued -= len(batch)
-            return oldest, batch
+        if self._queued < self.batch_points and not self._stop:
+            self._wake.wait(self.batch_interval)
+        self._wake.clear()  # a put racing with this finds the batch already taken below, or wakes us again
+        batch: list[TsPoint] = []
+        oldest = 0.0
+        q = self._q
+        while q and len(batch) < self.batch_points:
+            t, pts = q.popleft()
+            oldest = oldest or t
+            batch.extend(pts)
+        self._inflight = len(batch)
+        self._out += len(batch)
+        return oldest, batch
 
     def _run(self) -> None:
         while True:
@@ -199,24 +210,31 @@ class StorageWriter:
             oldest, batch = self._take()
             try:
                 if batch:
-                    if len(self.spool) == 0:
-                        try:
-                            if not self._write(batch, oldest):
-                                self._to_spool(batch)
-                        except SinkError as e:
-                            log.error(
-                                "store refused a batch (%s); kept in %s", e, self.spool.dir / "rejected"
-                            )
-                            self.stats.rejected += len(batch)
-                            self.spool.append(batch, rejected=True)
-                    else:
-                        self._to_spool(batch)  # something older waits on disk: keep the order
+                    self._store(batch, oldest)
                 self._drain(stopping)
             except Exception:  # never let the writer thread die
                 log.exception("storage writer")
                 time.sleep(0.5)
             if stopping and not self._q:
                 return
+
+    def _store(self, batch: list[TsPoint], oldest: float) -> None:
+        """Write a fresh batch, or put it on disk behind what already waits there; either way it is
+        no longer in flight when this returns (an unexpected error also leaves it on disk)."""
+        try:
+            if len(self.spool):
+                self._to_spool(batch)  # something older waits on disk: keep the order
+            elif not self._write(batch, oldest):
+                self._to_spool(batch)
+        except SinkError as e:
+            log.error("store refused a batch (%s); kept in %s", e, self.spool.dir / "rejected")
+            self.stats.rejected += len(batch)
+            self.spool.append(batch, rejected=True)
+        except Exception:
+            log.exception("storage writer failed on a batch; kept on disk for retry")
+            self._to_spool(batch)
+        finally:
+            self._inflight = 0
 
     def _to_spool(self, batch: list[TsPoint]) -> None:
         self.spool.append(batch)
@@ -259,6 +277,5 @@ class StorageWriter:
             self.spool.done(f)
             if stopping:
                 continue
-            with self._cv:
-                if self._queued >= self.batch_points:
-                    return  # let fresh data queue behind on disk; come back after it
+            if self._queued >= self.batch_points:
+                return  # let fresh data queue behind on disk; come back after it

@@ -16,19 +16,14 @@ import pytest
 
 from shelterwatch.demo import SITE, DemoOptions, DemoStack
 from tests.fixtures.web import screenshot
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIER2_AFTER_S = 8.0
 
 
 def wait(cond: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(cond, timeout, what, every=0.2)  # each check asks the browser: not too often
 
 
 @pytest.fixture(scope="module")

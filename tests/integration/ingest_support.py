@@ -4,7 +4,6 @@ ingester's cached fast path)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,6 +19,8 @@ from cloud.site_config import SiteFile, load_site
 from device_profiles import wire
 from device_profiles.loader import get_profile
 from device_profiles.timeseries import Mapping
+from simulators.fleet import FleetConfig, FleetResult, publish_fleet
+from tests.polling import wait_until
 
 DEMO_SITE = Path(__file__).resolve().parents[2] / "cloud" / "sites" / "demo-estate.yaml"
 SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -82,13 +83,26 @@ def running_ingester(
         svc.stop()
 
 
-def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = wait_until  # the name the ingest tests use
+
+
+def publish_demo_hour(broker: str, svc: IngestService, client_prefix: str) -> FleetResult:
+    """Publish a simulated hour of the demo estate as its gateways (1200 ticks of 3 s from SIM_START,
+    every message recorded in the result) and wait until the ingester received and stored all of it."""
+    cfg = FleetConfig(
+        broker=broker,
+        site_file=str(DEMO_SITE),
+        rate=0,
+        duration=None,
+        ticks=1200,
+        tick_s=3.0,
+        sim_start=SIM_START,
+        client_prefix=client_prefix,
+    )
+    res = publish_fleet(cfg, record=True)
+    wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
+    assert svc.flush(60)
+    return res
 
 
 class Publisher:

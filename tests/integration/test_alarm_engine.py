@@ -66,13 +66,16 @@ def site_cfg(rec: HttpReceiver | None, **extra: Any) -> AlarmSiteConfig:
 
 
 class Rig:
-    def __init__(self, tmp: Path, rec: HttpReceiver | None, clock: Clock, **extra: Any) -> None:
+    def __init__(
+        self, tmp: Path, rec: HttpReceiver | None, clock: Clock, url: str | None = None, **extra: Any
+    ) -> None:
         self.tmp, self.rec, self.clock, self.extra = tmp, rec, clock, extra
+        self.url = url or f"sqlite:///{tmp / 'alarms.db'}"
         self.seq = 0
         self.open()
 
     def open(self) -> None:
-        self.store = AlarmStore(f"sqlite:///{self.tmp / 'alarms.db'}")
+        self.store = AlarmStore(self.url)
         self.cfg = site_cfg(self.rec, **self.extra)
         self.disp = Dispatcher(AppriseSender(), self.store.log_attempt) if self.rec else None
         self.engine = AlarmEngine(
@@ -135,8 +138,9 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, http_receiver: HttpReceiver) -> Any:
-    r = Rig(tmp_path, http_receiver, Clock())
+def rig(tmp_path: Path, http_receiver: HttpReceiver, db_url: str) -> Any:
+    """Every rig test runs on SQLite and on PostgreSQL (`db_url` is parametrized)."""
+    r = Rig(tmp_path, http_receiver, Clock(), db_url)
     yield r
     r.close()
 

@@ -136,6 +136,17 @@ def test_turnover_counts_every_departure(estate_day) -> None:
     assert sum(_values(_series(estate_day, dash, panel, target))) == estate_day.stays
 
 
+def test_cloud_history_wrote_exactly_the_stays_of_the_day(estate_day) -> None:
+    """parking_stay comes from cloud/history's writer on the day's telemetry: every stay the generator
+    ended (bay, departure time, dwell), with the bay's zone and fire-lane labels, and nothing else."""
+    res = estate_day.db.query('SELECT "dwell_s", "bay", "zone", "fire_lane", "device" FROM "parking_stay"')
+    rows = [r for s in res["results"][0]["series"] for r in s["values"]]
+    assert sorted((int(r[2]), r[0], r[1]) for r in rows) == sorted(estate_day.stay_list)
+    assert {(r[2], r[3], r[4], r[5]) for r in rows} <= {
+        (str(b), sd.zone_of(b), "true" if b in sd.FIRE_LANE else "false", "hub-1") for b in range(1, 49)
+    }
+
+
 def test_free_bays_match_bays_known_per_zone(estate_day) -> None:
     """Free ≤ total per zone, with the total itself taken from InfluxDB (not from the simulator)."""
     tf = time_filter(estate_day.start_ms, estate_day.end_ms)

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from cloud.site_config import load_site
-from simulators.fleet import FleetConfig, publish_fleet
-from tests.integration.ingest_support import DEMO_SITE, SIM_START, expected_points, running_ingester, wait_for
+from tests.integration.ingest_support import DEMO_SITE, expected_points, publish_demo_hour, running_ingester
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,19 +43,7 @@ def test_simulated_hour_round_trip_influxdb1(tmp_path: Path, mosquitto, influxdb
         svc,
         _,
     ):
-        cfg = FleetConfig(
-            broker=mosquitto.url,
-            site_file=str(DEMO_SITE),
-            rate=0,
-            duration=None,
-            ticks=1200,
-            tick_s=3.0,
-            sim_start=SIM_START,
-            client_prefix="gw-influx1",
-        )
-        res = publish_fleet(cfg, record=True)
-        wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
-        assert svc.flush(60)
+        res = publish_demo_hour(mosquitto.url, svc, "gw-influx1")
         assert svc.stats()["dead_letters"] == {}
     expected = expected_points(res.sent, site)
     measurements = sorted({m for (m, _, _, _) in expected})

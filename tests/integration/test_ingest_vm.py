@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from cloud.site_config import load_site
-from simulators.fleet import FleetConfig, publish_fleet
 from tests.integration.ingest_support import (
     DEMO_SITE,
-    SIM_START,
     expected_points,
+    publish_demo_hour,
     running_ingester,
     vm_points,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,19 +43,7 @@ def test_simulated_hour_round_trip(tmp_path: Path, mosquitto, victoriametrics) -
     with running_ingester(
         tmp_path, mosquitto.url, f"influx2://127.0.0.1:{victoriametrics.port}?bucket=sw&org=sw"
     ) as (svc, safety):
-        cfg = FleetConfig(
-            broker=mosquitto.url,
-            site_file=str(DEMO_SITE),
-            rate=0,
-            duration=None,
-            ticks=1200,
-            tick_s=3.0,
-            sim_start=SIM_START,
-            client_prefix="gw-vm",
-        )
-        res = publish_fleet(cfg, record=True)
-        wait_for(lambda: svc.stats()["received"] >= res.published, 60, "ingester to receive everything")
-        assert svc.flush(60)
+        res = publish_demo_hour(mosquitto.url, svc, "gw-vm")
         st = svc.stats()
     expected = expected_points(res.sent, site)
     span = {ts for (_, _, _, ts) in expected}

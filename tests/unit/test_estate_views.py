@@ -67,6 +67,7 @@ def test_device_health() -> None:
     assert not device_health(fresh, GatewayRec("s", "gw", online=False), None, now=1010).answering
     assert not device_health(fresh, gw_on, {"online": False}, now=1010).answering
     assert not device_health(fresh, gw_on, {"online": True, "breaker": "open"}, now=1010).answering
+    assert not device_health(fresh, gw_on, {"online": False, "breaker": "half_open"}, now=1010).answering
     never = DeviceRec("s", "x", "gw", "voltpile-cp10")
     assert not device_health(never, gw_on, None).answering and device_health(never, gw_on).last_seen_s is None
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from device_profiles.located_yaml import ConfigError
-from simulators.scenario import SCENARIOS_DIR, load_scenario, parse_duration
-from simulators.site import SITES_DIR, SimSite, load_site
+from simulators.scenario import SCENARIOS_DIR, find_scenario, load_scenario, parse_duration
+from simulators.site import SITES_DIR, SimSite, find_site, load_site
 
 SITES = sorted(SITES_DIR.glob("*.yaml"))
 SCENARIOS = sorted(SCENARIOS_DIR.glob("*.yaml"))
@@ -158,3 +158,24 @@ def test_durations(text: str | int, secs: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)  # type: ignore[arg-type]
+
+
+def test_shipped_names_and_paths_are_found(tmp_path: Path) -> None:
+    assert find_site("shelter-a") == SITES_DIR / "shelter-a.yaml"
+    assert find_scenario(SCENARIOS[0].stem) == SCENARIOS[0]
+    own = write(tmp_path, "shelter-a.yaml", SITE_OK)
+    assert find_site(own) == own, "a path that exists wins over a shipped name"
+
+
+@pytest.mark.parametrize(
+    ("find", "expect", "folder"),
+    [
+        (find_site, "no site file 'nowhere' (shipped sites: ", SITES_DIR),
+        (find_scenario, "no scenario 'nowhere' (shipped: ", SCENARIOS_DIR),
+    ],
+)
+def test_unknown_names_list_the_shipped_ones(find: Callable[[str], Path], expect: str, folder: Path) -> None:
+    with pytest.raises(FileNotFoundError) as e:
+        find("nowhere")
+    names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+    assert str(e.value) == f"{expect}{names})"

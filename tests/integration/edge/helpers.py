@@ -18,6 +18,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles import wire
+from tests.polling import wait_until
 
 SITE, GW = "shelter-a", "gw1"
 
@@ -117,13 +118,7 @@ class Collector:
             return [(ts, p) for ts, t, p in self.msgs if t.kind is kind and (device is None or t.device == device)]
 
     def wait(self, cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            v = cond()
-            if v:
-                return v
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(cond, timeout, what)
 
     def latest_values(self, device: str) -> dict[str, Any]:
         out: dict[str, Any] = {}

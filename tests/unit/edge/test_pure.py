@@ -189,3 +189,26 @@ def test_combined_plan_reads_every_point_of_both_classes() -> None:
     want = {pt.id for pt in resolve_points(p) if pt.poll in (PollClass.SAFETY, PollClass.ROUTINE)}
     assert {pt.id for r in both for pt in r.points} == want
     assert len(both) < len(plan(p, PollClass.SAFETY)) + len(plan(p, PollClass.ROUTINE))
+
+
+# ------------------------------------------------------------------ device health
+
+
+@given(
+    st.sampled_from(["closed", "open", "half_open"]),
+    st.one_of(st.none(), st.floats(min_value=0, max_value=120)),
+)
+def test_health_online_needs_a_closed_breaker_and_a_recent_good_poll(breaker: str, ok_ago: float | None) -> None:
+    import time
+
+    from edge_agent.health import DeviceStats
+
+    s = DeviceStats("d", breaker=breaker, last_error="timeout")
+    s.last_ok = None if ok_ago is None else time.time() - ok_ago
+    m = s.message(1, stale_s=30.0)
+    expect = breaker == "closed" and ok_ago is not None and ok_ago <= 29.9
+    if ok_ago is None or abs(ok_ago - 30.0) > 0.1:  # the edge of `stale_s` is timing-dependent
+        assert m.online is expect
+    assert m.breaker == breaker
+    if breaker != "closed":
+        assert m.online is False and m.detail.startswith(f"breaker {breaker.replace('_', '-')}")

@@ -1,0 +1,291 @@
+"""Runs the history trackers beside the ingester and the alarm engine, off their hot paths.
+
+- `fan_out(primary)` wraps the engine as the ingester's SafetySink: every message goes to the engine
+  first, then only status messages and telemetry of devices with parking bays are appended to a
+  deque (one set lookup and one append; no lock, no wake-up).
+- The alarm engine calls `_on_change` from its own thread for raises, acknowledgements, clears and
+  new inspection windows: one point built and handed to the StorageWriter (thread-safe, never blocks).
+- One background thread drains the deque every `poll_s`, turns readings into `gateway_status` and
+  `parking_stay` points, and writes the periodic repeats (`gateway_status`, `alarm`) and due
+  `inspection` boundaries. Everything goes into the ingester's StorageWriter, so it reaches SQLite,
+  InfluxDB or VictoriaMetrics with the ingester's batching, spooling and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cloud.history.alarm import AlarmTracker
+from cloud.history.gateway_status import GatewayStatusTracker
+from cloud.history.inspection import InspectionTracker
+from cloud.history.parking_stay import StayTracker
+from cloud.history.stamp import ms
+from cloud.safety import SafetyMessage, SafetySink
+from cloud.state.registry import DeviceEntry, Directory
+from cloud.tsdb.lineproto import Series, TsPoint
+from dashboards.schema import SNAPSHOT_PERIOD_S
+from device_profiles import wire
+from device_profiles.loader import get_profile
+from device_profiles.model import split_point_id
+from device_profiles.timeseries import Mapping
+
+log = logging.getLogger(__name__)
+
+STAY_FROM = ("parking_bay", "occupied")  # a stay is a run of this measurement's field being true
+STAY_MEASUREMENT = "parking_stay"
+WINDOW_KEEP_S = 7 * 86400  # inspection windows ended longer ago are forgotten
+
+
+class Storage(Protocol):
+    def put(self, points: list[TsPoint], received: float | None = None) -> None: ...
+
+
+def stay_keys(profile_id: str) -> frozenset[tuple[str | None, str]]:
+    """(block, point key) pairs of a profile that feed STAY_FROM, from its timeseries mapping."""
+    m, f = STAY_FROM
+    prof = get_profile(profile_id)
+    return frozenset((ts.block, f) for ts in prof.timeseries if ts.measurement == m and f in ts.fields)
+
+
+@dataclass
+class HistoryStats:
+    messages: int = 0
+    dropped: int = 0  # deque full: the history thread fell far behind
+    points: int = 0
+    stays: int = 0
+    errors: int = 0
+
+
+class _FanOut:
+    """SafetySink: the primary sink first, then the history queue for the few messages it reads."""
+
+    def __init__(self, primary: SafetySink, history: HistoryService) -> None:
+        self.primary = primary
+        self.h = history
+        self.qsize = getattr(primary, "qsize", None)  # IngestService.stats() reads it if present
+
+    def put(self, msg: SafetyMessage) -> None:
+        self.primary.put(msg)
+        k = msg.kind
+        if k is wire.Kind.STATUS or (k is wire.Kind.TELEMETRY and (msg.site, msg.device) in self.h.watch):
+            q = self.h.queue
+            if len(q) >= self.h.maxlen:
+                self.h.stats.dropped += 1
+            q.append(msg)
+
+    def __getattr__(self, name: str) -> Any:  # drain(), stats()... of the engine
+        return getattr(self.primary, name)
+
+
+class HistoryService:
+    def __init__(
+        self,
+        period_s: float = SNAPSHOT_PERIOD_S / 2,  # half the panels' bucket: every bucket gets a point
+        poll_s: float = 0.2,
+        maxlen: int = 500_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.period_s = period_s
+        self.poll_s = poll_s
+        self.maxlen = maxlen
+        self.clock = clock
+        self.queue: deque[SafetyMessage] = deque(maxlen=maxlen)
+        self.watch: frozenset[tuple[str, str | None]] = frozenset()
+        self.stats = HistoryStats()
+        self.gateways = GatewayStatusTracker(period_s)
+        self.stays = StayTracker()
+        self.alarms = AlarmTracker(period_s)
+        self.inspections = InspectionTracker()
+        self._lock = threading.Lock()  # alarms and inspections: engine thread vs history thread
+        self._step_lock = threading.Lock()
+        self._storage: Storage | None = None
+        self._directory: Callable[[], Directory] | None = None
+        self._dir_seen: Directory | None = None
+        self._stay_keys: dict[str, frozenset[tuple[str | None, str]]] = {}
+        self._watched: dict[str, dict[str, bool]] = {}  # profile → point id → feeds stays
+        self._stay_series: dict[tuple[str, str, str], Series] = {}
+        self._engine: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_due = 0.0
+
+    # ------------------------------------------------------------------ wiring
+    def fan_out(self, primary: SafetySink) -> SafetySink:
+        return _FanOut(primary, self)
+
+    def attach(self, engine: Any) -> HistoryService:
+        """Follow an AlarmEngine: its active alarms and inspection windows now, its changes from now."""
+        with engine.lock:
+            now = engine.clock()
+            with self._lock:
+                for a in engine.active.values():
+                    self.alarms.known(a, now)
+                for w in engine.store.list_windows():
+                    self.inspections.add(w["site"], w["start"], w["end"])
+                for site, cfg in engine.sites.items():
+                    for iw in cfg.inspection_windows:
+                        self.inspections.add(site, iw.start.timestamp(), iw.end.timestamp())
+                self.inspections.prune(now - WINDOW_KEEP_S)
+            engine.on_change = self._on_change
+            self._engine = engine
+        return self
+
+    def bind(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
+        """Where points go and where devices are looked up; `step()` then works without the thread
+        (dashboards/ingest_day.py replays a day that way)."""
+        self._storage, self._directory = storage, directory
+        return self
+
+    def start(self, storage: Storage | None = None, directory: Callable[[], Directory] | None = None) -> HistoryService:
+        """Start the thread; `storage` and `directory` as for `bind` (or already bound)."""
+        if storage is not None and directory is not None:
+            self.bind(storage, directory)
+        if self._storage is None or self._directory is None:
+            raise ValueError("HistoryService.start: nothing bound (storage, directory)")
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._engine is not None and self._engine.on_change == self._on_change:
+            self._engine.on_change = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self.step()  # what was queued until now
+
+    # ------------------------------------------------------------------ engine hook (engine thread)
+    def _on_change(self, what: str, obj: Any, now: float) -> None:
+        with self._lock:
+            if what == "window":
+                site, start, end = obj
+                self.inspections.add(site, start, end)
+                self._next_due = 0.0  # a window opening now is written on the next poll
+                return
+            p = self.alarms.change(obj, now)
+        self._put([p])
+
+    # ------------------------------------------------------------------ history thread
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.step()
+
+    def step(self) -> None:
+        """Process what is queued and write what is due. Called by the thread; tests call it to sync."""
+        if self._storage is None or self._directory is None:
+            return
+        with self._step_lock:
+            try:
+                self._step()
+            except Exception:  # bad input or a bug costs one round, never the thread
+                self.stats.errors += 1
+                log.exception("history step failed")
+
+    def _step(self) -> None:
+        d = self._directory() if self._directory else None
+        if d is not None and d is not self._dir_seen:
+            self._set_directory(d)
+        out: list[TsPoint] = []
+        q = self.queue
+        while q:
+            msg = q.popleft()
+            self.stats.messages += 1
+            try:
+                self._message(msg, out)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("history: message from %s/%s", msg.site, msg.gateway)
+        now = self.clock()
+        if now >= self._next_due:
+            self._next_due = now + 1.0
+            out.extend(self.gateways.due(now))
+            with self._lock:
+                out.extend(self.alarms.due(now))
+                out.extend(self.inspections.due(now))
+                if self.inspections.windows:
+                    self.inspections.prune(now - WINDOW_KEEP_S)
+        self._put(out)
+
+    def _put(self, pts: list[TsPoint]) -> None:
+        if pts and self._storage is not None:
+            self.stats.points += len(pts)
+            self._storage.put(pts)
+
+    def _set_directory(self, d: Directory) -> None:
+        self._dir_seen = d
+        self._stay_series.clear()  # labels may have changed
+        watch = set()
+        for (site, dev_id), dev in d.devices.items():
+            keys = self._stay_keys.get(dev.profile)
+            if keys is None:
+                try:
+                    keys = stay_keys(dev.profile)
+                except KeyError:
+                    keys = frozenset()
+                self._stay_keys[dev.profile] = keys
+            if keys:
+                watch.add((site, dev_id))
+        self.watch = frozenset(watch)
+
+    def _message(self, msg: SafetyMessage, out: list[TsPoint]) -> None:
+        p = msg.payload
+        if isinstance(p, wire.Status):
+            out.append(self.gateways.status(msg.site, msg.gateway, p.state == "online", msg.received))
+            return
+        if not isinstance(p, wire.Telemetry) or msg.device is None or self._dir_seen is None:
+            return
+        dev = self._dir_seen.devices.get((msg.site, msg.device))
+        if dev is None:
+            return
+        watched = self._watched.get(dev.profile)
+        if watched is None:
+            watched = self._watched[dev.profile] = {}
+        keys = self._stay_keys.get(dev.profile, frozenset())
+        ts = p.ts.timestamp()
+        for pid, v in p.values.items():
+            ok = watched.get(pid)
+            if ok is None:
+                block, _, key = split_point_id(pid)
+                ok = (block, key) in keys
+                if len(watched) < 20_000:  # point ids per profile; bounded against junk ids
+                    watched[pid] = ok
+            if not ok or not isinstance(v, bool | int | float):
+                continue
+            stay = self.stays.reading((msg.site, msg.device, pid), ts, bool(v))
+            if stay is not None:
+                self.stats.stays += 1
+                s = self._stay_series_for(dev, pid)
+                out.append(TsPoint(s, {"dwell_s": float(stay.dwell_s)}, ms(stay.departed)))
+
+    def _stay_series_for(self, dev: DeviceEntry, pid: str) -> Series:
+        key = (dev.site, dev.id, pid)
+        s = self._stay_series.get(key)
+        if s is None:
+            d = self._dir_seen
+            # The same tags as the bay's parking_bay series (cf. cloud/ingest/pipeline.py's
+            # _device_series): gateway labels, device labels, identity, then the Mapping's block
+            # tag and instance labels (zone, fire_lane).
+            base = {
+                **(d.gateway_labels.get((dev.site, dev.gateway), {}) if d else {}),
+                **dev.labels,
+                "site": dev.site,
+                "gateway": dev.gateway,
+                "device": dev.id,
+            }
+            rows = Mapping(get_profile(dev.profile)).rows({pid: True}, base, dev.instance_labels)
+            tags = next(r.tags for r in rows if r.measurement == STAY_FROM[0])
+            s = self._stay_series[key] = Series.make(STAY_MEASUREMENT, tags)
+        return s
+
+    def snapshot(self) -> dict[str, int]:
+        st = self.stats
+        return {"messages": st.messages, "dropped": st.dropped, "points": st.points, "stays": st.stays,
+                "errors": st.errors, "queued": len(self.queue), "gateways": len(self.gateways.online),
+                "active_alarms": len(self.alarms.active)}

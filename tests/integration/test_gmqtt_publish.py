@@ -70,7 +70,7 @@ def test_both_roads_deliver_and_acknowledge(mosquitto, version):
             sent.append((t, p))
         got = rec.wait(len(sent))
         assert sorted(got) == sorted(sent)
-        lean = ingest._client.fast_path
+        lean = ingest.fast_path
         if version == "5":
             assert lean == len(sent) - 20  # every 10th carried properties
         else:
@@ -102,7 +102,7 @@ def test_embedded_amqtt_broker():
             for t, p in sent:
                 pub.publish(t, p, qos=1).wait_for_publish(5)
             assert sorted(rec.wait(len(sent))) == sorted(sent)
-            assert ingest._client.fast_path == len(sent)
+            assert ingest.fast_path == len(sent)
         finally:
             ingest.stop()
             pub.loop_stop()

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -61,7 +62,8 @@ class Uplink:
             )
             if t and t.insecure:
                 c.tls_insecure_set(True)
-        c.will_set(self.status_topic, wire.encode(wire.last_will()), qos=1, retain=True)
+        self.client_will_ts = wire.now()
+        c.will_set(self.status_topic, wire.encode(wire.last_will(self.client_will_ts)), qos=1, retain=True)
         c.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
         c.max_inflight_messages_set(cfg.window)
         c.max_queued_messages_set(0)
@@ -94,7 +96,11 @@ class Uplink:
             log.warning("MQTT %s", self.last_error)
             return
         client.subscribe(wire.cmd_topic(self.site, self.gateway), qos=1)
-        client.publish(self.status_topic, wire.encode(self.birth()), qos=1, retain=True)
+        # The birth carries the same time as this connection's last will: a status's time says which
+        # connection it is about. The will of this connection then ties with its birth (and, coming
+        # later, wins), while a stale will of an older connection is older than this birth.
+        birth = msgspec.structs.replace(self.birth(), ts=self.client_will_ts)
+        client.publish(self.status_topic, wire.encode(birth), qos=1, retain=True)
         with self._lock:
             self._need_reset = True
             self.connected = True
@@ -105,6 +111,9 @@ class Uplink:
         with self._lock:
             self.connected = False
         self.last_error = f"disconnected: {rc}"
+        # paho reconnects with the will set now: arm a fresh one, timed before the next connection.
+        self.client_will_ts = wire.now()
+        client.will_set(self.status_topic, wire.encode(wire.last_will(self.client_will_ts)), qos=1, retain=True)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         # paho calls this holding its own message lock: take none of ours (deque.append is atomic)

@@ -60,7 +60,8 @@ class PriorityGate:
             return
         self.routine += 1
         self._routine.append(msg)
-        self._wake.set()
+        if not self._wake.is_set():  # Event.set takes a lock: once per burst, not per message
+            self._wake.set()
 
     def _run(self) -> None:
         q, sink = self._routine, self.sink

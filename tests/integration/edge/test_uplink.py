@@ -55,3 +55,46 @@ def test_backlog_in_order_live_first_and_acks_delete(tmp_path: Path, mosquitto) 
             sock.close()
         col.wait(lambda: col.of(wire.Kind.STATUS)[-1].state == "offline", what="last will")
         col.close()
+
+
+def test_a_will_after_a_reconnect_wins_over_that_connections_birth(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """The cloud keeps the newest status by its time. A status's time names the connection it is
+    about: birth and last will of one connection carry the same time, so the will of the connection
+    that just died ties with its birth and (arriving later) wins — also after reconnects, where a
+    will armed once at start would be older than every later birth and be ignored."""
+    from cloud.site_config import SiteFile
+    from cloud.state.registry import Registry
+
+    reg = Registry(f"sqlite:///{tmp_path / 'state.db'}")
+    reg.register_site(SiteFile.model_validate({"site": SITE, "gateways": [{"id": GW, "devices": []}]}))
+    col = Collector(mosquitto.port, "will-test")
+    up = Uplink(UplinkCfg(url=f"mqtt://127.0.0.1:{mosquitto.port}", reconnect_min_s=1, reconnect_max_s=1),
+                SITE, GW, Outbox(tmp_path / "o.db"))
+    up.start()
+
+    def statuses() -> list[wire.Status]:
+        return col.of(wire.Kind.STATUS)
+
+    def apply_all() -> None:
+        for st in statuses():
+            reg.set_gateway_status(SITE, GW, st)
+
+    try:
+        col.wait(lambda: [s for s in statuses() if s.state == "online"], what="first birth")
+        mosquitto.stop()  # the link drops; the agent reconnects when the broker is back
+        mosquitto.start()
+        col.wait(lambda: len([s for s in statuses() if s.state == "online"]) >= 2, timeout=30, what="second birth")
+    finally:
+        up.client.loop_stop()  # now vanish without DISCONNECT: the broker publishes the will
+        sock = up.client.socket()
+        if sock is not None:
+            sock.close()
+    col.wait(lambda: statuses()[-1].state == "offline", timeout=30, what="last will")
+    births = [s for s in statuses() if s.state == "online"]
+    will = statuses()[-1]
+    assert will.ts == births[-1].ts > births[0].ts
+    apply_all()
+    g = reg.gateway(SITE, GW)
+    assert g is not None and g.online is False and g.status_reason == "connection lost"
+    col.close()
+    reg.close()

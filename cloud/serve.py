@@ -29,6 +29,10 @@ class ServeConfig:
     sites: list[Any] = field(default_factory=list)  # cloud.site_config.SiteFile
     alarm_sites: list[Any] = field(default_factory=list)  # cloud.alarms.config.AlarmSiteConfig
     tsdb: str = ""  # default: SQLite in data_dir
+    # SQLAlchemy URLs of the registry and the alarm store; default SQLite in data_dir. Replicas that
+    # share alarm state use PostgreSQL (postgresql+psycopg://user@host/db; docs/alarms.md).
+    state_db: str = ""
+    alarm_db: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     mqtt_client: str = "gmqtt"
@@ -117,12 +121,12 @@ class CloudService:
         sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
         alarm_sites = list(c.alarm_sites) + [load_site_alarms(p) for p in c.alarm_files]
 
-        state_db = f"sqlite:///{d / 'state.db'}"
+        state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)
         self.parts.append(("registry", registry))
         for s in sites:
             registry.register_site(s)
-        self.store = AlarmStore(f"sqlite:///{d / 'alarms.db'}")
+        self.store = AlarmStore(c.alarm_db or f"sqlite:///{d / 'alarms.db'}")
         self.parts.append(("alarm store", self.store))
         self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
         self.parts.append(("dispatcher", self.dispatcher))

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.integration
 SITE_FILE = Path(__file__).parents[2] / "cloud" / "sites" / "demo-estate.yaml"
 
 
-def test_serve_turns_a_gateways_waterflow_into_a_push_and_serves_pages(tmp_path, mosquitto, http_receiver):
+@pytest.mark.parametrize("state", ["sqlite", "postgresql"])
+def test_serve_turns_a_gateways_waterflow_into_a_push_and_serves_pages(tmp_path, mosquitto, http_receiver, state,
+                                                                       request):
+    """On SQLite files (the default) and with registry and alarm state in PostgreSQL (replicas)."""
     alarms = tmp_path / "alarms.yaml"
     alarms.write_text(
         "site: demo-estate\nname: Demo Estate\n"
@@ -32,9 +35,14 @@ def test_serve_turns_a_gateways_waterflow_into_a_push_and_serves_pages(tmp_path,
     )
     port = free_port()
     env = {**os.environ, "SHELTERWATCH_SECRET": "s" * 40}
+    state_args: list[str] = []
+    if state == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        state_args = ["--state-db", url, "--alarm-db", url]
     proc = subprocess.Popen(
         [sys.executable, "-m", "shelterwatch.cli", "cloud", "serve", "--site", str(SITE_FILE), "--alarms",
-         str(alarms), "--broker", mosquitto.url, "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+         str(alarms), "--broker", mosquitto.url, "--data-dir", str(tmp_path / "data"), "--port", str(port),
+         *state_args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_port(port, timeout=60, proc=proc)  # type: ignore[arg-type]
@@ -59,6 +67,17 @@ def test_serve_turns_a_gateways_waterflow_into_a_push_and_serves_pages(tmp_path,
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+    if state == "postgresql":  # the alarm and the registry live in PostgreSQL, not in data-dir files
+        from cloud.alarms.store import AlarmStore
+        from cloud.state.registry import Registry
+
+        store = AlarmStore(url)
+        assert [a.rule for a in store.list_alarms(site="demo-estate")] == ["waterflow"]
+        store.close()
+        reg = Registry(url)
+        assert reg.device("demo-estate", "spk1") is not None
+        reg.close()
+        assert not (tmp_path / "data" / "alarms.db").exists() and not (tmp_path / "data" / "state.db").exists()
 
 
 def test_serve_refuses_a_missing_secret_and_a_broken_file(tmp_path):

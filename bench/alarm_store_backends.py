@@ -15,12 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cloud.alarms.config import AlarmSiteConfig
-from cloud.alarms.directory import StaticDirectory
-from cloud.alarms.engine import AlarmEngine
+from bench.alarms_latency import drain_rate
 from cloud.alarms.store import Alarm, AlarmStore
-from cloud.safety import SafetyMessage
-from device_profiles import wire
 
 
 def _alarm(i: int) -> Alarm:
@@ -50,31 +46,6 @@ def flush_ms(url: str, devices: int = 10_000) -> float:
     ms = (time.perf_counter() - t) * 1000
     st.close()
     return ms
-
-
-def drain_rate(url: str, n: int, chargers: int = 200) -> float:
-    cfg = AlarmSiteConfig.model_validate({
-        "site": "bench", "gateway_offline": {"silence": 3600},
-        "devices": [{"id": f"charger-{i}", "profile": "voltpile-cp10", "gateway": "gw-0"} for i in range(chargers)],
-    })
-    st = AlarmStore(url)
-    engine = AlarmEngine(st, StaticDirectory([cfg]), [cfg])
-    msgs = [
-        SafetyMessage("bench", "gw-0", f"charger-{i % chargers}", wire.Kind.TELEMETRY,
-                      wire.Telemetry(ts=wire.now(), seq=i,
-                                     values={f"port.{p}.connector_temp": 30.0 + (i % 7) * 0.1 for p in range(1, 11)}),
-                      0.0)
-        for i in range(n)
-    ]
-    engine.start()
-    t = time.perf_counter()
-    for m in msgs:
-        engine.put(m)
-    engine.drain(120)
-    rate = n / (time.perf_counter() - t)
-    engine.stop()
-    st.close()
-    return rate
 
 
 def main() -> None:

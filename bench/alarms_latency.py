@@ -165,17 +165,20 @@ def run(
 
 def capacity(tmp: Path, n_chargers: int, n: int = 30_000) -> float:
     """Routine messages/s the engine drains when fed as fast as possible (headroom over the load)."""
+    return drain_rate(f"sqlite:///{tmp / 'cap.db'}", n, n_chargers)
+
+
+def drain_rate(url: str, n: int, chargers: int = 200) -> float:
+    """Messages/s an engine on the alarm store at `url` drains: `n` routine charger readings (ten
+    port temperatures each, no alarm), fed as fast as `put` takes them."""
     cfg = AlarmSiteConfig.model_validate(
         {
             "site": "bench",
             "gateway_offline": {"silence": 3600},
-            "devices": [
-                {"id": f"charger-{i}", "profile": "voltpile-cp10", "gateway": "gw-0"}
-                for i in range(n_chargers)
-            ],
+            "devices": [{"id": f"charger-{i}", "profile": "voltpile-cp10", "gateway": "gw-0"} for i in range(chargers)],
         }
     )
-    store = AlarmStore(f"sqlite:///{tmp / 'cap.db'}")
+    store = AlarmStore(url)
     engine = AlarmEngine(store, StaticDirectory([cfg]), [cfg])
     msgs = []
     for i in range(n):
@@ -183,7 +186,7 @@ def capacity(tmp: Path, n_chargers: int, n: int = 30_000) -> float:
             f"port.{p}.connector_temp": 30.0 + (i % 7) * 0.1 for p in range(1, 11)
         }
         p = wire.Telemetry(ts=wire.now(), seq=i, values=vals)
-        msgs.append(SafetyMessage("bench", "gw-0", f"charger-{i % n_chargers}", wire.Kind.TELEMETRY, p, 0.0))
+        msgs.append(SafetyMessage("bench", "gw-0", f"charger-{i % chargers}", wire.Kind.TELEMETRY, p, 0.0))
     engine.start()
     t = time.perf_counter()
     for m in msgs:

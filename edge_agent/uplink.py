@@ -63,7 +63,7 @@ class Uplink:
             if t and t.insecure:
                 c.tls_insecure_set(True)
         self.client_will_ts = wire.now()
-        c.will_set(self.status_topic, wire.encode(wire.last_will(self.client_will_ts)), qos=1, retain=True)
+        c.on_pre_connect = self._arm_will  # paho calls it before every connection attempt
         c.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
         c.max_inflight_messages_set(cfg.window)
         c.max_queued_messages_set(0)
@@ -90,6 +90,12 @@ class Uplink:
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
+    def _arm_will(self, client: mqtt.Client, userdata: Any) -> None:
+        """The last will of the connection about to be made, timed now (so the birth that follows
+        carries the time this connection was made; see `_on_connect`)."""
+        self.client_will_ts = wire.now()
+        client.will_set(self.status_topic, wire.encode(wire.last_will(self.client_will_ts)), qos=1, retain=True)
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             self.last_error = f"connect refused: {rc}"
@@ -111,9 +117,6 @@ class Uplink:
         with self._lock:
             self.connected = False
         self.last_error = f"disconnected: {rc}"
-        # paho reconnects with the will set now: arm a fresh one, timed before the next connection.
-        self.client_will_ts = wire.now()
-        client.will_set(self.status_topic, wire.encode(wire.last_will(self.client_will_ts)), qos=1, retain=True)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         # paho calls this holding its own message lock: take none of ours (deque.append is atomic)

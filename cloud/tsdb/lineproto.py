@@ -80,15 +80,18 @@ def _key(k: str) -> str:
 
 
 def line(p: TsPoint) -> str:
-    fields = ",".join([f"{_key(k)}={field_value(v)}" for k, v in p.fields.items()])
-    return f"{p.series.key} {fields} {p.ts_ms}"
+    """One point as one line (ValueError if it holds NaN/inf): the writer's own code, one point long."""
+    body = lines([p])
+    if not body:
+        raise ValueError("NaN/inf cannot be stored")
+    return body.decode()
 
 
 def lines(points: list[TsPoint]) -> bytes:
     """A batch as one line-protocol body (precision ms).
 
-    The writer's hot loop (one to two points per ingested message): `line()` with the common cases
-    (float, bool, cached field key) inlined, since a Python call per field value costs as much as the
+    The writer's hot loop (one to two points per ingested message), with the common cases (float,
+    bool, cached field key) inlined, since a Python call per field value costs as much as the
     formatting. A point holding NaN/inf is skipped whole (InfluxDB refuses the whole batch otherwise);
     the reading stayed on the safety path."""
     out: list[str] = []

@@ -151,4 +151,7 @@ class LeanPublishClient(gmqtt.Client):
     def _write_acks(self, conn: Any, data: bytes) -> None:
         if conn is self._package_handler._connection:
             proto = conn._protocol
+            transport = getattr(proto, "_transport", None)
+            if transport is not None and transport.is_closing():
+                return  # stopped or lost meanwhile: the broker delivers these again
             getattr(proto, "_sw_raw_write", proto.write_data)(data)

@@ -326,6 +326,17 @@ class IngestService:
         self._persist()
         return ok
 
+    def storage_status(self) -> dict[str, Any]:
+        """Is storage keeping up (health page, /metrics)? Points not yet in the store, how long the
+        oldest has waited, batches on disk, and acknowledgements held back for it."""
+        return {
+            "points_waiting": self.storage.pending,
+            "behind_s": self.storage.behind(),
+            "spooled_batches": len(self.storage.spool),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait_s": self.durable.oldest_wait(),
+        }
+
     def stats(self) -> dict[str, Any]:
         p, s = self.pipeline.stats, self.storage.stats
         q = getattr(self.safety, "qsize", None)
@@ -343,6 +354,9 @@ class IngestService:
             "pending": self.storage.pending,
             "spool_batches": len(self.storage.spool),
             "store_lag": s.last_write_lag,
+            "store_behind": self.storage.behind(),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait": self.durable.oldest_wait(),
             "edge_lag": p.last_edge_lag,
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,

@@ -136,7 +136,7 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
         expected = expected_points(sent, site)
         db = tmp_path / "ts.db"
         try:
-            wait_until(lambda: expected.keys() <= stored_keys(db)[0], 30, "every reading in the store")
+            wait_until(lambda: expected.keys() <= stored_keys(db)[0], 30, "every reading in the store", every=0.5)
         except AssertionError:
             missing = expected.keys() - stored_keys(db)[0]
             raise AssertionError(f"{len(missing)} of {len(expected)} values never reached the store") from None

@@ -54,7 +54,7 @@ class IngestConfig:
     batch_interval: float = 0.5
     # While a transport waits to acknowledge, the storage writer gathers points this long after the
     # oldest waiting request, then writes (acknowledgements wait about this plus one write).
-    ack_linger: float = 0.02
+    ack_linger: float = 0.05
     # MQTT 5 Receive Maximum per lane: unacknowledged messages the broker may send (cloud/ingest/mqtt.py).
     receive_maximum: int = 4096
     # `stop()`: how long points may take to reach the store; what has not by then goes to the spool.
@@ -348,6 +348,8 @@ class IngestService:
             "by_kind": {k.value: n for k, n in p.by_kind.items() if n},
             "points": p.points,
             "written": s.written,
+            "batches": s.batches,
+            "durable_points": self.durable.fired,  # `after` calls whose callbacks fired (acknowledgement bursts)
             "retries": s.retries,
             "rejected": s.rejected,
             "spooled": s.spooled,

@@ -142,7 +142,7 @@ class StorageWriter:
         batch_interval: float = 0.5,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
-        linger: float = 0.02,
+        linger: float = 0.05,
     ) -> None:
         self.sink = sink
         self.spool = Spool(Path(spool_dir))

@@ -281,14 +281,16 @@ class IngestService:
         self._stop.set()
         if self._house:
             self._house.join(10)
-        # Nothing is handled any more: one last point for the replay check's state (it waits for the
-        # alarm engine too, when there is one and it is still running).
+        # Nothing is handled any more: one last point for the replay check's state. Storage makes
+        # everything durable within `stop_wait` (the store, else the spool); the point also waits
+        # for the alarm engine when there is one and it still holds status, events or health.
         self._want_checkpoint = True
         durable = threading.Event()
         self.durable.after(durable.set)
-        durable.wait(self.config.stop_wait)
         self.storage.stop(self.config.stop_wait)
         self.side_commit.stop()
+        if not durable.wait(1.0):
+            log.warning("stopping with messages not yet durable: the broker delivers them again at the next start")
         self._persist()
         self.parked_store.close()
         self.dead.close()

@@ -194,6 +194,21 @@ async def alarms_ack(alarm_id: int, request: Request) -> Response:
     return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
 
 
+@router.post("/alarms/{alarm_id}/resolve")
+async def alarms_resolve(alarm_id: int, request: Request) -> Response:
+    """The page's Resolve button (edge actions such as an interlock clear no other way)."""
+    p = await page_user(request, Perm.RESOLVE_ALARMS)
+    if not 1 <= alarm_id <= 2**62:
+        raise HTTPException(404, "no such alarm")
+    from cloud.api.routes_api import engine_of, visible_alarm
+
+    a = visible_alarm(request, p, alarm_id)
+    form = await request.form()
+    note = str(form.get("note", ""))[:500]
+    engine_of(request).resolve(alarm_id, p.username, "web", note)
+    return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
+
+
 # ---------------------------------------------------------------------------------------- estate
 @router.get("/estate")
 async def estate_page(request: Request, site: str | None = None, cmd: str | None = None) -> HTMLResponse:

@@ -788,10 +788,14 @@ class AlarmEngine:
             return ok
 
     def resolve(self, alarm_id: int, who: str, via: str, note: str = "") -> bool:
+        """A person closes an active alarm (edge actions clear no other way). Whoever resolves it
+        has seen it: an alarm nobody acknowledged yet is acknowledged by them first."""
         with self.lock:
             now = self.clock()
             for k, a in list(self.active.items()):
                 if a.id == alarm_id:
+                    if not a.acked:
+                        self.acknowledge(alarm_id, who, via)
                     return self._clear(k, now, who=who, via=via, action="resolved", detail=note)
             return False
 

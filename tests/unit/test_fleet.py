@@ -139,19 +139,18 @@ def test_long_states_end_before_their_rule_fires_and_values_stay_in_range(tmp_pa
     the range its generator was given."""
     from cloud.alarms.rules import Action, Track, due, step
     from device_profiles.loader import get_profile
-    from device_profiles.model import AlarmKind, split_point_id
+    from device_profiles.model import AlarmKind, AlarmRule, split_point_id
 
     model, site_path = every_profile_site(tmp_path, 60.0, 600)
     tagged = {d.id: d.instance_labels for g in load_site(site_path).gateways for d in g.devices}
     gens = {(d.id, p.id): p for g in model.gateways for d in g.devices for p in d.points}
-    rules = {(d.id, r.block, r.point): [] for g in model.gateways for d in g.devices
-             for r in get_profile(d.profile).alarms}
+    rules: dict[tuple[str, str | None, str | None], list[AlarmRule]] = {}
     for g in model.gateways:
         for d in g.devices:
             for r in get_profile(d.profile).alarms:
                 if r.kind in (AlarmKind.STATE, AlarmKind.THRESHOLD):
-                    rules[(d.id, r.block, r.point)].append(r)
-    tracks: dict[tuple[str, str, str], tuple[Any, Track]] = {}
+                    rules.setdefault((d.id, r.block, r.point), []).append(r)
+    tracks: dict[tuple[str, str, str], tuple[AlarmRule, Track]] = {}
     raised: list[tuple[str, str, str]] = []
     charging = 0
     for _ in model.births():

@@ -80,9 +80,9 @@ def test_alarm_settings_come_from_one_file_per_site(tmp_path: Path) -> None:
     assert from_file.gateway_offline.silence_s == 30
     [defaults] = alarm_configs([("plain.yaml", load_site(plain))], [])
     assert defaults.site == "s1" and defaults.gateway_offline.silence_s == 45 and not defaults.people
-    with pytest.raises(ValueError, match=r"keyed.yaml \(gateway_offline\) and alarms.yaml"):
+    with pytest.raises(ValueError, match=r"keyed\.yaml \(gateway_offline\) and alarms\.yaml"):
         alarm_configs([("keyed.yaml", load_site(keyed))], [a])
-    with pytest.raises(ValueError, match="in both alarms.yaml and other.yaml"):
+    with pytest.raises(ValueError, match=r"in both alarms\.yaml and other\.yaml"):
         alarm_configs([], [a, ("other.yaml", a[1])])
     [same] = alarm_configs([("keyed.yaml", load_site(keyed))], [("keyed.yaml", load_site_alarms(keyed))])
     assert same.gateway_offline.silence_s == 90, "one file given as both site and alarm file is no conflict"

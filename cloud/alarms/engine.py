@@ -114,7 +114,8 @@ class AlarmEngine:
         self._load_windows()
         self._restore_tracks(store.load_tracks())
         # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
-        # Alarm, now) and ("window", (site, start, end), now). cloud/history writes them to the
+        # Alarm, now), ("window", (site, start, end), now) and ("window-end", (site, start, was_end,
+        # end), now). cloud/history writes them to the
         # time-series store; it must only enqueue, never block.
         self.on_change: Callable[[str, Any, float], None] | None = None
 
@@ -825,7 +826,7 @@ class AlarmEngine:
             w = self.store.end_window(window_id, now)
             if w is not None:
                 self._load_windows()
-                self._changed("window", (w["site"], w["start"], w["end"]), now)
+                self._changed("window-end", (w["site"], w["start"], w.pop("was_end"), w["end"]), now)
             return w
 
     def _load_windows(self) -> None:

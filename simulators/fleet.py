@@ -60,15 +60,17 @@ def _decimals(scale: float) -> int:
     return d
 
 
-def point_generators(profile: Profile, instance_labels: dict[int, dict[str, str]] | None = None) -> list[PointGen]:
+def point_generators(profile: Profile, instance_labels: dict[int, dict[str, str]] | None = None,
+                     follow_rules: bool = True) -> list[PointGen]:
     """Every point of `profile`, with its quiet behaviour (per instance: rules such as the fire lane's
-    apply only to instances the site tags so)."""
+    apply only to instances the site tags so); `follow_rules` False: nominal ranges only."""
     out: list[PointGen] = []
     tags = instance_labels or {}
 
     def gen(pid: str, key: str, kind: str, unit: str, decimals: int, labels: tuple[str, ...] = ()) -> PointGen:
         block, idx, _ = split_point_id(pid)
-        q = quiet(profile, block, key, kind, unit, 10.0**-decimals, tags.get(idx, {}) if idx else {}, labels)
+        q = quiet(profile, block, key, kind, unit, 10.0**-decimals, tags.get(idx, {}) if idx else {}, labels,
+                  follow_rules)
         return PointGen(pid, key, kind, q.lo, q.hi, decimals, labels, q.band, q.hold, q.avoid, q.dwell)
 
     tr = profile.transport
@@ -175,6 +177,9 @@ class FleetConfig:
     seq_start: int = 0
     connections: int = 8
     client_prefix: str = "sw-fleet"
+    # Values quiet by each profile's alarm rules (simulators/fleet_ranges.py); False: nominal ranges
+    # only, so cars park in fire lanes and ports charge for hours (tests that want alarm traffic).
+    quiet: bool = True
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ class FleetModel:
             for d in devs:
                 gk = (d.profile, repr(sorted(d.instance_labels.items())))
                 if gk not in gens:
-                    gens[gk] = point_generators(get_profile(d.profile), d.instance_labels)
+                    gens[gk] = point_generators(get_profile(d.profile), d.instance_labels, cfg.quiet)
                 pts = gens[gk]
                 # bays a car may park in (a fire-lane bay's rule keeps it free: `hold` False)
                 bays = {int(p.id.split(".")[1]): p.id for p in pts

@@ -148,6 +148,7 @@ class VDevice:
     values: dict[str, Scalar] = field(default_factory=dict)
     home: dict[str, Scalar] = field(default_factory=dict)  # starting values numbers drift around
     since: dict[str, float] = field(default_factory=dict)  # when a point with a `dwell` limit last changed
+    long_states: list[PointGen] = field(default_factory=list)  # the points with a `dwell` limit
 
 
 @dataclass(slots=True)
@@ -265,7 +266,8 @@ class FleetModel:
                 vd = VDevice(d.id, d.profile, d.labels, pts, bays, seq=cfg.seq_start)
                 vd.values = {p.id: gen_value(p, self.rnd) for p in pts}
                 vd.home = dict(vd.values)
-                vd.since = {p.id: t0 for p in pts if p.dwell}
+                vd.long_states = [p for p in pts if p.dwell]
+                vd.since = {p.id: t0 for p in vd.long_states}
                 vdevs.append(vd)
             self.gateways.append(VGateway(gw, vdevs))
         self.tick = 0
@@ -376,7 +378,7 @@ class FleetModel:
         """A value a long state rule names (a port charging, 8 h rule) is held at most half the
         rule's `for`: then the point moves on (the bike leaves), reported at once."""
         out: dict[str, Scalar] = {}
-        for p in d.points:
+        for p in d.long_states:
             for value, limit in p.dwell:
                 if d.values.get(p.id) == value and now - d.since.get(p.id, now) >= limit:
                     others = [x for x in p.labels if x != value and x != "fault" and x not in p.avoid]

@@ -55,8 +55,22 @@ class IngestCollector(Collector):
             p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
         )
         yield GaugeMetricFamily(
-            p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
+            p + "sequence_gaps", "open gaps in devices' sequences (may still backfill)", value=s["seq_gaps"]
         )
+        yield GaugeMetricFamily(
+            p + "sequence_missing", "sequence numbers in those gaps", value=s["missing_seqs"]
+        )
+        yield CounterMetricFamily(
+            p + "sequence_lost", "missing numbers given up (gap bound reached)", value=s["seq_lost"]
+        )
+        yield CounterMetricFamily(
+            p + "rebased", "messages whose ts was outside the time policy (stored at receive time)",
+            value=s["rebased"],
+        )
+        pr = CounterMetricFamily(p + "points_refused", "reported values dropped, by reason", labels=["reason"])
+        for reason, n in sorted(s["points_refused"].items()):
+            pr.add_metric([reason], n)
+        yield pr
         yield GaugeMetricFamily(
             p + "connected", "1 when every lane is connected to the broker", value=1 if s["connected"] else 0
         )

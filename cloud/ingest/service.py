@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from cloud.ingest.dedupe import Deduper
 from cloud.ingest.mqtt import IngestClient
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetySink
 from cloud.state.registry import Registry
 from cloud.tsdb.base import open_sink
@@ -52,6 +53,9 @@ class IngestConfig:
     # allocations) runs a collection every few messages; measured here it costs ~40 % of the
     # pipeline's CPU. Off for embedding in a process that tunes its own GC.
     tune_gc: bool = True
+    # What a gateway's `ts` is worth (cloud/ingest/timepolicy.py); `TimePolicy.off()` for replays
+    # of a simulated clock (benchmarks, tests with fixed dates).
+    time_policy: TimePolicy = field(default_factory=TimePolicy)
 
 
 class IngestService:
@@ -79,6 +83,7 @@ class IngestService:
             self.storage,
             deduper,
             on_status=self._on_status,
+            time_policy=config.time_policy,
         )
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
@@ -216,6 +221,7 @@ class IngestService:
         states = self.pipeline.dedupe.take_dirty()
         self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
         self.registry.save_last_values(self.pipeline.take_last_values())
+        self.registry.save_gateway_clocks(self.pipeline.take_clocks())
 
     def _housekeeping(self) -> None:
         last_refresh = time.monotonic()
@@ -255,6 +261,10 @@ class IngestService:
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,
             "missing_seqs": self.pipeline.dedupe.missing(),
+            "seq_gaps": self.pipeline.dedupe.gap_count(),
+            "seq_lost": self.pipeline.dedupe.lost(),
+            "rebased": p.rebased,
+            "points_refused": dict(p.points_refused),
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
             "lane_received": self.client.received_by_lane(),

@@ -189,7 +189,7 @@ def test_cli_register_and_ingest_process(tmp_path: Path, mosquitto) -> None:
         pub = Publisher(mosquitto.port)
         pub.send(
             T_CHG1,
-            wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=0, values={"smoke": False})),
+            wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=1, values={"smoke": False})),
         )
         pub.close()
         wait_for(

@@ -2,8 +2,9 @@
 
 A value is sent when it moved by at least its deadband since it was last *sent* (not last read, so a
 slow drift is still reported; a move of exactly the deadband is sent, docs/profiles.md), when it
-first appears, and in every periodic full snapshot so the cloud can rebuild state after any loss. Points declaring `event:` produce an event on every change of
-state (waterflow, tamper, smoke, bay occupied/freed, port state).
+first appears, and in every periodic full snapshot so the cloud can rebuild state after any loss.
+Points declaring `event:` produce an event on every change of state (waterflow, tamper, smoke, bay
+occupied/freed, port state).
 """
 
 from __future__ import annotations

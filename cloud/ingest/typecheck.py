@@ -30,6 +30,10 @@ _EXACT: dict[ValueKind, type] = {
 _BAD = object()
 
 
+def _int64(v: Any) -> bool:
+    return bool(-INT64 <= v < INT64)
+
+
 def coerce(kind: ValueKind, v: Any) -> Any:
     """`v` as a value of `kind`, or `_BAD` when that would change what it says."""
     t = type(v)
@@ -59,7 +63,7 @@ def check_values(values: dict[str, Any], kinds: dict[str, ValueKind]) -> Checked
     when every value already has its point's exact type."""
     for pid, v in values.items():
         k = kinds.get(pid)
-        if k is None or type(v) is not _EXACT[k] or (k is ValueKind.INT and not -INT64 <= int(v) < INT64):
+        if k is None or type(v) is not _EXACT[k] or (k is ValueKind.INT and not _int64(v)):
             break
     else:
         return Checked(values)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.mqtt import IngestClient
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     broker: str = "mqtt://127.0.0.1:1883"
+    account: BrokerAccount = field(default_factory=BrokerAccount)  # cloud/broker_account.py
     mqtt_version: str = "auto"  # auto | 5 | 3.1.1
     mqtt_client: str = "gmqtt"  # gmqtt (fast, asyncio) | paho
     tsdb: str = "sqlite:///var/shelterwatch/ts.db"
@@ -56,6 +58,7 @@ class IngestConfig:
     # What a gateway's `ts` is worth (cloud/ingest/timepolicy.py); `TimePolicy.off()` for replays
     # of a simulated clock (benchmarks, tests with fixed dates).
     time_policy: TimePolicy = field(default_factory=TimePolicy)
+    time_beacon_s: float | None = 5.0  # publish the cloud's clock on sw/v1/time this often (None: off)
 
 
 class IngestService:
@@ -107,10 +110,13 @@ class IngestService:
             config.site,
             lanes=lanes,
             safety_handler=self._handle_safety if lanes else None,
+            account=config.account or None,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
+        self.beacon: Any = None
+        self._cid = cid
         self.started = 0.0
 
     # ------------------------------------------------------------------ the two lanes
@@ -195,11 +201,19 @@ class IngestService:
                 make_registry(self.stats), self.config.metrics_port, self.config.metrics_addr
             )
         self.client.start()
+        if self.config.time_beacon_s:
+            from cloud.timebeacon import TimeBeacon
+
+            self.beacon = TimeBeacon(
+                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None
+            ).start()
         if wait and not self.client.wait_connected(wait):
-            log.warning("not connected to %s after %.0fs; still trying", self.config.broker, wait)
+            log.warning("not connected to %s after %.0fs; still trying", redact(self.config.broker), wait)
         return self
 
     def stop(self) -> None:
+        if self.beacon is not None:
+            self.beacon.stop()
         self.client.stop()
         if self._parked_n:  # never enrolled: dead letters, kept like any refused message
             self._unpark(expired=True)

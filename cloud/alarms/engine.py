@@ -224,13 +224,13 @@ class AlarmEngine:
     def process(self, msg: SafetyMessage) -> None:
         with self.lock:
             self.counters["messages"] += 1
+            if msg.clock_skew is not None or msg.kind is wire.Kind.GATEWAY_HEALTH:
+                self._gateway_clock(msg, self.clock())
             now = self.clock()
             p = msg.payload
             gw = (msg.site, msg.gateway)
             self.seen_gw[gw] = now
             self._seen_dirty.add((msg.site, msg.gateway, ""))
-            if msg.clock_skew is not None or msg.kind is wire.Kind.GATEWAY_HEALTH:
-                self._gateway_clock(msg, now)
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
                 if p.state == "offline":
                     self._raise_gateway(

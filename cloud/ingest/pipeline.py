@@ -292,11 +292,14 @@ class Pipeline:
             self._clock((site, gw)).edge_report(msg.clock_skew_s, received)
         if dev is not None and (kind is Kind.TELEMETRY or kind is Kind.EVENT):
             msg = self._typecheck(t, msg, dev, topic, payload)
-        # Safety first, and without waiting on anything.
-        self.safety.put(SafetyMessage(site, gw, t.device, kind, msg, received, skew))
+        # Safety first, and without waiting on anything. Nothing is made after it was received: a
+        # `ts` ahead by less than the policy's tolerance is stored as sent, but the alarm engine
+        # sees it at the receive time, so it can never make a later message look older.
+        ts = msg.ts.timestamp()
+        evidence = rebase(msg, received - ts) if ts > received else msg
+        self.safety.put(SafetyMessage(site, gw, t.device, kind, evidence, received, skew))
 
         if kind is Kind.TELEMETRY and dev is not None:
-            ts = msg.ts.timestamp()
             key = (site, dev.id)
             ds = self._series.get(key) or self._device_series(dev)
             pts = ds.points(msg.values, round(ts * 1000))

@@ -76,7 +76,8 @@ class Capture:
             parts = topic.split("/")
             k = parts[-1]
             dev = parts[4] if len(parts) == 6 else None
-            if k == kind and (device is None or dev == device) and (kind != "health" or (dev is None) == (device is None)):
+            same_level = kind != "health" or (dev is None) == (device is None)  # gateway vs device health
+            if k == kind and (device is None or dev == device) and same_level:
                 out.append(json.loads(payload))
         return out
 
@@ -110,7 +111,7 @@ def doc_points(profile: str) -> dict[str, tuple[type, float]]:
 def check_times(body: dict[str, Any], where: str) -> None:
     for k, v in body.items():
         if k in ("ts", "last_ok", "backlog_oldest", "expires"):
-            assert v is None and k in NULLABLE or isinstance(v, str) and TIME.match(v), f"{where}: {k}={v!r}"
+            assert (v is None and k in NULLABLE) or (isinstance(v, str) and TIME.match(v)), f"{where}: {k}={v!r}"
 
 
 def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
+def _by_reason(name: str, doc: str, counts: dict[str, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=["reason"])
+    for reason, n in sorted(counts.items()):
+        fam.add_metric([reason], n)
+    return fam
+
+
 class IngestCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self.stats = stats
@@ -28,10 +35,7 @@ class IngestCollector(Collector):
         yield CounterMetricFamily(
             p + "duplicates", "replayed messages dropped by sequence number", value=s["duplicates"]
         )
-        dl = CounterMetricFamily(p + "dead_letters", "messages refused, by reason", labels=["reason"])
-        for reason, n in sorted(s["dead_letters"].items()):
-            dl.add_metric([reason], n)
-        yield dl
+        yield _by_reason(p + "dead_letters", "messages refused, by reason", s["dead_letters"])
         yield CounterMetricFamily(
             p + "points_stored", "points the time-series store accepted", value=s["written"]
         )
@@ -67,10 +71,7 @@ class IngestCollector(Collector):
             p + "rebased", "messages whose ts was outside the time policy (stored at receive time)",
             value=s["rebased"],
         )
-        pr = CounterMetricFamily(p + "points_refused", "reported values dropped, by reason", labels=["reason"])
-        for reason, n in sorted(s["points_refused"].items()):
-            pr.add_metric([reason], n)
-        yield pr
+        yield _by_reason(p + "points_refused", "reported values dropped, by reason", s["points_refused"])
         yield GaugeMetricFamily(
             p + "connected", "1 when every lane is connected to the broker", value=1 if s["connected"] else 0
         )

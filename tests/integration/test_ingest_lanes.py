@@ -69,7 +69,7 @@ def run_backlog(tmp: Path, mosquitto: Any, mqtt_client: str, lanes: bool) -> tup
     first.stop()
 
     pub = Publisher(mosquitto.port, client_id="gw-shelter-a-test")
-    for seq in range(BACKLOG):
+    for seq in range(1, BACKLOG + 1):
         pub.send(T_CHG1, good(seq))
         if seq % 2000 == 1999:
             pub.wait()
@@ -146,7 +146,7 @@ def test_both_lanes_on_embedded_amqtt(tmp_path: Path, amqtt_any: Any, mqtt_clien
         assert set(svc.client.filters(SAFETY)) == set(wire.safety_subscriptions())
         pub = Publisher(amqtt_broker.port, client_id="gw-amqtt-lanes")
         pub.send(T_STATUS, wire.encode(wire.Status(ts=wire.now(), state="online")), retain=True)
-        for seq in range(20):
+        for seq in range(1, 21):
             pub.send(T_CHG1, good(seq))
         pub.send(T_SPK1_EVENT, waterflow_event(1))
         pub.close()

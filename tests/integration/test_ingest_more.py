@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,8 @@ def test_bad_payloads_are_dead_lettered_while_good_ones_are_stored(tmp_path: Pat
         n_good = 0
         for topic, payload, _ in HAND_WRITTEN:
             pub.send(topic, payload)
-            pub.send(T_CHG1, good(n_good))
             n_good += 1
+            pub.send(T_CHG1, good(n_good))  # seq from 1 (docs/wire.md)
         pub.close()
         wait_for(lambda: svc.stats()["received"] >= 2 * len(HAND_WRITTEN) - 2, 20, "all messages")
         assert svc.flush(10)
@@ -138,9 +137,9 @@ def test_metrics_endpoint(tmp_path: Path, mosquitto) -> None:
         _,
     ):
         pub = Publisher(mosquitto.port)
-        pub.send(T_CHG1, good(0))
+        pub.send(T_CHG1, good(1))
         pub.send(T_CHG1, b"nonsense")
-        pub.send(T_CHG1, good(0))
+        pub.send(T_CHG1, good(1))
         pub.close()
         wait_for(lambda: svc.stats()["received"] >= 3, 20, "messages")
         assert svc.flush(10)
@@ -189,7 +188,7 @@ def test_cli_register_and_ingest_process(tmp_path: Path, mosquitto) -> None:
         pub = Publisher(mosquitto.port)
         pub.send(
             T_CHG1,
-            wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=1, values={"smoke": False})),
+            wire.encode(wire.Telemetry(ts=wire.now(), seq=1, values={"smoke": False})),
         )
         pub.close()
         wait_for(

@@ -117,9 +117,12 @@ values = st.dictionaries(st.sampled_from(POINTS), scalars, max_size=5).filter(
 
 @st.composite
 def device_message(draw: st.DrawFn) -> tuple[str, bytes]:
-    kind = draw(st.sampled_from(["telemetry", "event", "health"]))
+    kind = draw(st.sampled_from(["telemetry", "event", "health", "cmd-result"]))
     body: dict[str, Any] = {"v": 1, "ts": draw(any_time), "seq": draw(seqs), "epoch": draw(epochs)}
-    if kind == "telemetry":
+    if kind == "cmd-result":
+        body = {"v": 1, "ts": body["ts"], "id": draw(st.text(max_size=70)),
+                "status": draw(st.sampled_from(["done", "refused", "failed", "expired", "maybe"]))}
+    elif kind == "telemetry":
         body["values"] = draw(values)
         body["snapshot"] = draw(st.booleans())
     elif kind == "event":

@@ -43,6 +43,11 @@ class SeqWindow:
         if seq <= self.floor:
             return False
         runs = self.runs
+        if not runs and seq == self.floor + 1:  # in order: the common case
+            self.floor = seq
+            if self.low is None:
+                self.low = seq
+            return True
         i = bisect.bisect_right(runs, (seq, float("inf"))) - 1  # the run starting at or below seq
         if i >= 0 and runs[i][1] >= seq:
             return False

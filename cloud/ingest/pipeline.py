@@ -18,6 +18,7 @@ Nothing in here may raise to the caller: an unexpected exception becomes dead le
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import msgspec
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.timepolicy import GatewayClock, TimePolicy, rebase
-from cloud.ingest.typecheck import check_scalar, check_values
+from cloud.ingest.typecheck import all_exact, check_scalar, check_values, exact_types
 from cloud.safety import SafetyMessage, SafetySink
 from cloud.state.registry import DeviceEntry, Directory
 from cloud.tsdb.lineproto import Series, TsPoint
@@ -83,9 +84,14 @@ class Pipeline:
         self.on_status = on_status  # returns True if the directory changed (auto-enrolment)
         self.stats = PipelineStats()
         self.time_policy = time_policy or TimePolicy()
+        # The policy's window as plain floats: checked on every message (inf: that side is off).
+        pol = self.time_policy
+        self._future_s = float("inf") if pol.future_s is None else pol.future_s
+        self._past_s = float("inf") if pol.past_s is None else pol.past_s
         self.clocks: dict[tuple[str, str], GatewayClock] = {}
         self.clocks_dirty: set[tuple[str, str]] = set()
         self._kinds: dict[str, dict[str, ValueKind]] = {}  # profile id → point id → kind
+        self._exact: dict[str, dict[str, type]] = {}  # profile id → point id → Python type
         self.last_values: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
         # Which message last set a device's values: (epoch, seq, time). Values are ordered by seq
         # (the gateway's own order), never by ts alone: a wrong clock cannot freeze them.
@@ -157,8 +163,8 @@ class Pipeline:
             if not self.dedupe.accept(dkey, msg.seq, msg.epoch):
                 self.stats.duplicates += 1
                 return "duplicate"
-            msg, skew = self._judge_time(rt, msg, received)
-            return self._accept(rt, msg, rdev, received, skew, topic, payload)
+            msg, skew, ts = self._judge_time(rt, msg, received)
+            return self._accept(rt, msg, rdev, received, ts, skew, topic, payload)
         return self._check(topic, payload, received)
 
     def _check(self, topic: str, payload: bytes, received: float) -> str:
@@ -178,7 +184,7 @@ class Pipeline:
             msg = wire.decode(kind, payload)
         except wire.WireError as e:
             return self._reject(topic, e.reason, e.detail, payload)
-        msg, skew = self._judge_time(t, msg, received)
+        msg, skew, ts = self._judge_time(t, msg, received)
 
         d = self.directory
         site, gw = t.site, t.gateway
@@ -214,21 +220,20 @@ class Pipeline:
                     return "duplicate"
         elif kind is Kind.STATUS and self.on_status:
             self.on_status(site, gw, msg)
-        return self._accept(t, msg, dev, received, skew, topic, payload)
+        return self._accept(t, msg, dev, received, ts, skew, topic, payload)
 
-    def _judge_time(self, t: wire.Topic, msg: Any, received: float) -> tuple[Any, float | None]:
-        """Apply the time policy: (message, None) or (rebased message, the gateway's skew).
-        Before the identity checks (a birth's time decides which status wins), so nothing is
-        recorded here: `_accept` records it for accepted messages only."""
+    def _judge_time(self, t: wire.Topic, msg: Any, received: float) -> tuple[Any, float | None, float]:
+        """Apply the time policy: (message, None, ts) or (rebased message, the gateway's skew, the
+        receive time). Before the identity checks (a birth's time decides which status wins), so
+        nothing is recorded here: `_accept` records it for accepted messages only."""
         ts = msg.ts.timestamp()
-        shift = self.time_policy.shift(ts, received)
-        if not shift:
-            return msg, None
+        if received - self._past_s <= ts <= received + self._future_s:
+            return msg, None, ts
         skew = round(ts - received, 3)
-        msg = rebase(msg, shift)
+        msg = rebase(msg, received - ts)
         if t.kind is Kind.GATEWAY_HEALTH and msg.clock_skew_s is None:
             msg = msgspec.structs.replace(msg, clock_skew_s=skew)  # what the engine judges it by
-        return msg, skew
+        return msg, skew, received
 
     def _clock(self, key: tuple[str, str]) -> GatewayClock:
         c = self.clocks.get(key)
@@ -245,17 +250,21 @@ class Pipeline:
 
     def _typecheck(self, t: wire.Topic, msg: Any, dev: DeviceEntry, topic: str, payload: bytes) -> Any:
         """Telemetry and event values against the device's profile; wrong points dropped alone."""
-        kinds = self._kinds_of(dev.profile)
         if t.kind is Kind.TELEMETRY:
-            c = check_values(msg.values, kinds)
+            exact = self._exact.get(dev.profile)
+            if exact is None:
+                exact = self._exact[dev.profile] = exact_types(self._kinds_of(dev.profile))
+            if all_exact(msg.values, exact):
+                return msg
+            c = check_values(msg.values, self._kinds_of(dev.profile))
+            msg = msgspec.structs.replace(msg, values=c.values)
             if not c.refused:
                 return msg
-            msg = msgspec.structs.replace(msg, values=c.values)
             refused = c.refused
         else:
             if msg.point is None or (msg.value is None and msg.previous is None):
                 return msg
-            k = kinds.get(msg.point)
+            k = self._kinds_of(dev.profile).get(msg.point)
             value, previous = check_scalar(k, msg.value), check_scalar(k, msg.previous)
             if value is msg.value and previous is msg.previous:
                 return msg
@@ -276,6 +285,7 @@ class Pipeline:
         msg: Any,
         dev: DeviceEntry | None,
         received: float,
+        ts: float,
         skew: float | None = None,
         topic: str = "",
         payload: bytes = b"",
@@ -290,12 +300,15 @@ class Pipeline:
             self._clock((site, gw)).rebase_seen(skew, received)
         if kind is Kind.GATEWAY_HEALTH and msg.clock_skew_s is not None and skew is None:
             self._clock((site, gw)).edge_report(msg.clock_skew_s, received)
-        if dev is not None and (kind is Kind.TELEMETRY or kind is Kind.EVENT):
+        if kind is Kind.TELEMETRY and dev is not None:
+            exact = self._exact.get(dev.profile)
+            if exact is None or not all_exact(msg.values, exact):
+                msg = self._typecheck(t, msg, dev, topic, payload)
+        elif kind is Kind.EVENT and dev is not None:
             msg = self._typecheck(t, msg, dev, topic, payload)
         # Safety first, and without waiting on anything. Nothing is made after it was received: a
         # `ts` ahead by less than the policy's tolerance is stored as sent, but the alarm engine
         # sees it at the receive time, so it can never make a later message look older.
-        ts = msg.ts.timestamp()
         evidence = rebase(msg, received - ts) if ts > received else msg
         self.safety.put(SafetyMessage(site, gw, t.device, kind, evidence, received, skew))
 
@@ -367,7 +380,7 @@ class Pipeline:
     def take_clocks(self) -> dict[tuple[str, str], GatewayClock]:
         """Gateway clocks that changed since the last call (copies: the ingest thread goes on)."""
         keys, self.clocks_dirty = self.clocks_dirty, set()
-        return {k: GatewayClock(*(getattr(self.clocks[k], f) for f in GatewayClock.__slots__)) for k in keys}
+        return {k: dataclasses.replace(self.clocks[k]) for k in keys}
 
     def take_last_values(self) -> dict[tuple[str, str], tuple[dict[str, Any], float]]:
         out, self.last_values = self.last_values, {}

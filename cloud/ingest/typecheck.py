@@ -58,15 +58,23 @@ class Checked:
     refused: list[tuple[str, str, str]] = field(default_factory=list)  # (point, reason, detail)
 
 
-def check_values(values: dict[str, Any], kinds: dict[str, ValueKind]) -> Checked:
-    """The values this profile can take, and what was refused. Returns `values` itself (no copy)
-    when every value already has its point's exact type."""
+def exact_types(kinds: dict[str, ValueKind]) -> dict[str, type]:
+    """Point id → the Python type its values have when nothing needs changing (see `all_exact`)."""
+    return {pid: _EXACT[k] for pid, k in kinds.items()}
+
+
+def all_exact(values: dict[str, Any], exact: dict[str, type]) -> bool:
+    """The common case, checked first and fast: every value already has its point's type (and an
+    int fits int64 — msgspec also decodes uint64)."""
     for pid, v in values.items():
-        k = kinds.get(pid)
-        if k is None or type(v) is not _EXACT[k] or (k is ValueKind.INT and not _int64(v)):
-            break
-    else:
-        return Checked(values)
+        t = type(v)
+        if exact.get(pid) is not t or (t is int and v >= INT64):
+            return False
+    return True
+
+
+def check_values(values: dict[str, Any], kinds: dict[str, ValueKind]) -> Checked:
+    """The values this profile can take, and what was refused."""
     out: dict[str, Any] = {}
     refused: list[tuple[str, str, str]] = []
     for pid, v in values.items():

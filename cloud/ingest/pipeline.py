@@ -96,6 +96,9 @@ class Pipeline:
         # Which message last set a device's values: (epoch, seq, time). Values are ordered by seq
         # (the gateway's own order), never by ts alone: a wrong clock cannot freeze them.
         self._lv_order: dict[tuple[str, str], tuple[str, int, float]] = {}
+        # Last time (ms) given to a rebased reading of a device: a rebased burst (a 1970 clock's
+        # backlog) gets one distinct millisecond per message, so the store keeps every reading.
+        self._rebased_ms: dict[tuple[str, str], int] = {}
         self._topics: dict[str, wire.Topic] = {}
         self._series: dict[tuple[str, str], DeviceSeries] = {}
         self._series_entry: dict[tuple[str, str], DeviceEntry] = {}
@@ -315,7 +318,11 @@ class Pipeline:
         if kind is Kind.TELEMETRY and dev is not None:
             key = (site, dev.id)
             ds = self._series.get(key) or self._device_series(dev)
-            pts = ds.points(msg.values, round(ts * 1000))
+            ts_ms = round(ts * 1000)
+            if skew is not None:
+                ts_ms = max(ts_ms, self._rebased_ms.get(key, 0) + 1)
+                self._rebased_ms[key] = ts_ms
+            pts = ds.points(msg.values, ts_ms)
             if pts:
                 stats.points += len(pts)
                 self.storage.put(pts, received)

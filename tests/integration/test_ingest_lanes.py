@@ -14,6 +14,7 @@ import pytest
 
 from cloud.ingest.mqtt import MAIN, SAFETY
 from cloud.ingest.service import IngestConfig, IngestService
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetyMessage
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
@@ -49,7 +50,7 @@ class OrderSink:
 def make_service(tmp: Path, broker: str, sink: Any, **kw: Any) -> IngestService:
     cfg = IngestConfig(broker=broker, tsdb=f"sqlite:///{tmp}/ts.db", state_db=f"sqlite:///{tmp}/state.db",
                        spool_dir=str(tmp / "spool"), client_id="ingest-lanes", batch_interval=0.2,
-                       tune_gc=False, **kw)
+                       tune_gc=False, time_policy=TimePolicy(past_s=None), **kw)  # replays 2026-03-02
     reg = Registry(cfg.state_db)
     reg.register_site(load_site(DEMO_SITE))
     reg.close()

@@ -16,6 +16,7 @@ from device_profiles import wire
 from simulators.fleet import FleetConfig, FleetModel, publish_fleet, site_file_text
 from tests.fixtures.servers import free_port
 from tests.integration.ingest_support import DEMO_SITE, SIM_START, Publisher, running_ingester, wait_for
+from tests.polling import wait_until
 from tests.unit.test_pipeline import HAND_WRITTEN, T_CHG1, good
 
 pytestmark = [pytest.mark.integration]
@@ -184,18 +185,17 @@ def test_cli_register_and_ingest_process(tmp_path: Path, mosquitto) -> None:
     )
     try:
         sink_path = tmp_path / "ts.db"
-        time.sleep(2)
         pub = Publisher(mosquitto.port)
-        pub.send(
-            T_CHG1,
-            wire.encode(wire.Telemetry(ts=wire.now(), seq=1, values={"smoke": False})),
-        )
+        seq = [0]
+
+        def stored() -> bool:
+            """One more reading each try: the process may still be starting (no subscription yet)."""
+            seq[0] += 1
+            pub.send(T_CHG1, wire.encode(wire.Telemetry(ts=wire.now(), seq=seq[0], values={"smoke": False})))
+            return sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) >= 1
+
+        wait_until(stored, 40, "the CLI ingester to store a reading", every=0.5)
         pub.close()
-        wait_for(
-            lambda: sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) == 1,
-            20,
-            "the CLI ingester to store the reading",
-        )
     finally:
         proc.terminate()
         proc.wait(15)

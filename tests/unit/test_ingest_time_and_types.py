@@ -128,3 +128,15 @@ def test_a_third_party_gateway_health_ahead_gets_the_ingesters_skew() -> None:
     assert p.handle("sw/v1/demo-estate/gw-shelter-a/health", gh, now) == "ok"
     m = safety.drain()[-1]
     assert m.payload.clock_skew_s == 120.0 and m.clock_skew == 120.0
+
+
+def test_a_rebased_burst_keeps_every_reading() -> None:
+    """A 1970 clock's backlog arrives in one burst: stored at receive time, one millisecond apart,
+    so the store (one value per series and time) keeps each of them."""
+    p, storage, _ = strict_pipeline()
+    now = time.time()
+    for seq in range(1, 6):
+        m = f'{{"v":1,"ts":"1970-01-01T00:00:0{seq}.000Z","seq":{seq},"values":{{"port.3.power":{seq}}}}}'
+        assert p.handle(T, m.encode(), now) == "ok"
+    stamps = [pt.ts_ms for pt in storage.points]
+    assert len(set(stamps)) == 5 and stamps == sorted(stamps) and stamps[0] == round(now * 1000)

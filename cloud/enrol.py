@@ -100,8 +100,9 @@ def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object
     if kind is TransportKind.MODBUS_TCP:
         return {"name": "tcp1", "transport": kind.value, "host": "192.0.2.10", "tcp_port": 502}
     if kind is TransportKind.SERIAL_LINE:
-        return {"name": f"line{serial_no}", "transport": kind.value, "port": f"/dev/ttyUSB{serial_no}", "baud": baud}
-    return {"name": f"rs485-{baud}", "transport": kind.value, "port": f"/dev/ttyUSB{serial_no}", "baud": baud}
+        return {"name": f"line{serial_no}", "transport": kind.value, "serial_port": f"/dev/ttyUSB{serial_no}",
+                "baud": baud}
+    return {"name": f"rs485-{baud}", "transport": kind.value, "serial_port": f"/dev/ttyUSB{serial_no}", "baud": baud}
 
 
 def edge_config(site: str, gateway: str, broker_url: str, username: str, password: str,
@@ -116,7 +117,7 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         p = profiles[d.profile]
         tr = p.transport
         baud = getattr(getattr(tr, "serial", None), "baud", None) or 9600
-        serial_no = sum(1 for b in buses.values() if "port" in b)
+        serial_no = sum(1 for b in buses.values() if "serial_port" in b)
         bus = _bus_for(tr.kind, int(baud), serial_no)
         if tr.kind is TransportKind.MODBUS_RTU and bus["name"] in buses:
             bus = buses[str(bus["name"])]  # same speed: share the line

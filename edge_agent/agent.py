@@ -66,8 +66,8 @@ class LineBus:
         self.name = bus.name
         self.bus, self.rt, self.on_values = bus, rt, on_values
         self.stats = BusStats(bus.name)
-        assert bus.port is not None
-        self.reader = LineReader(bus.port, bus.baud, rt.profile, self._record, bus.parity, bus.stop_bits)
+        assert bus.serial_port is not None
+        self.reader = LineReader(bus.serial_port, bus.baud, rt.profile, self._record, bus.parity, bus.stop_bits)
         self._stop = False
 
     def _record(self, rec: LineRecord) -> None:
@@ -104,8 +104,8 @@ def make_driver(bus: Bus) -> ModbusDriver:
         return TcpDriver(bus.host, bus.tcp_port, bus.timeout_s)
     from edge_agent.drivers.modbus_rtu import RtuDriver
 
-    assert bus.port is not None
-    return RtuDriver(bus.port, bus.baud, bus.parity, bus.stop_bits, bus.timeout_s)
+    assert bus.serial_port is not None
+    return RtuDriver(bus.serial_port, bus.baud, bus.parity, bus.stop_bits, bus.timeout_s)
 
 
 class Agent:

@@ -56,7 +56,7 @@ def test_edge_config_carries_credentials_and_devices() -> None:
                              "username": "gw.estate-a.gw1", "password": e.password}
     by_id = {d["id"]: d for d in doc["devices"]}
     assert by_id["hub"]["address"] == 7 and by_id["chg1"]["address"] == 1
-    ports = [b["port"] for b in doc["buses"] if "port" in b]
+    ports = [b["serial_port"] for b in doc["buses"] if "serial_port" in b]
     assert len(ports) == len(set(ports)), "every serial bus on its own port"
     assert enrol.check_passwd_line(e.passwd_line, e.password)
     assert e.password not in e.passwd_line

@@ -494,7 +494,7 @@ class Profile(_Strict):
         if is_line and reads:
             probs.append((("identify", "reads"), "a serial_line device is recognised by its lines; drop `reads:`"))
         if not is_line and not any(r.signature for r in reads):
-            probs.append((("identify", "reads"), "needs at least one read with `expect:` or `exception:` (a signature)"))
+            probs.append((("identify", "reads"), "needs a read with `expect:` or `exception:` (a signature)"))
         seen: set[str] = set()
         for i, r in enumerate(reads):
             if r.key in seen:

@@ -12,9 +12,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from device_profiles.model import Profile
+    from edge_agent.budget import Budget
+    from edge_agent.drivers.base import ModbusDriver
+    from edge_agent.scan import ScanReport
+    from edge_agent.scan_config import FoundDevice
 
 app = typer.Typer(
     help="shelterwatch edge agent: installer tools and the gateway service.",
@@ -57,7 +64,7 @@ def check(config: Cfg) -> None:
     _print_budgets(config_budgets(cfg, profiles))
 
 
-def _print_budgets(budgets: list) -> None:  # type: ignore[type-arg]
+def _print_budgets(budgets: list[Budget]) -> None:
     from edge_agent.budget import describe
 
     for b in budgets:
@@ -115,7 +122,6 @@ def scan(
     import asyncio
 
     from device_profiles.loader import load_catalog
-    from device_profiles.model import TransportKind
     from edge_agent import scan as sc
 
     if not serial_port and not host:
@@ -143,7 +149,7 @@ def scan(
 
 async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int, bauds: list[int],
                        parities: list[str], stop_bits: int, first: int, last: int, reply_s: float,
-                       tcp_timeout: float, profiles: dict):  # type: ignore[no-untyped-def,type-arg]
+                       tcp_timeout: float, profiles: dict[str, Profile]) -> ScanReport:
     from rich.progress import Progress
 
     from device_profiles.model import TransportKind
@@ -157,7 +163,7 @@ async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int,
         def timeout_of(s: sc.Setting) -> float:
             return tcp_timeout
 
-        def open_driver(s: sc.Setting):  # type: ignore[no-untyped-def]
+        def open_driver(s: sc.Setting) -> ModbusDriver:
             return _driver(None, host, tcp_port, 0, "N", 1, tcp_timeout)
     else:
         kind, where = TransportKind.MODBUS_RTU, str(serial_port)
@@ -166,7 +172,7 @@ async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int,
         def timeout_of(s: sc.Setting) -> float:
             return sc.rtu_timeout(s.baud, reply_s)
 
-        def open_driver(s: sc.Setting):  # type: ignore[no-untyped-def]
+        def open_driver(s: sc.Setting) -> ModbusDriver:
             return _driver(serial_port, None, 0, s.baud, s.parity, s.stop_bits, timeout_of(s))
     worst = sum(timeout_of(s) for s in settings) * len(units)
     typer.echo(f"scanning {where}: {len(settings)} setting(s) × unit ids {first}..{last}; a silent unit id costs "
@@ -180,7 +186,7 @@ async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int,
         return await sc.scan_modbus(kind, where, open_driver, settings, units, profiles.values(), timeout_of, step)
 
 
-def _report(rep, profiles: dict) -> list:  # type: ignore[no-untyped-def,type-arg]
+def _report(rep: ScanReport, profiles: dict[str, Profile]) -> list[FoundDevice]:
     """Print what was found; return the devices to configure (identified ones only)."""
     from rich.console import Console
     from rich.table import Table as RTable
@@ -245,7 +251,8 @@ def _report(rep, profiles: dict) -> list:  # type: ignore[no-untyped-def,type-ar
     return out
 
 
-def _write_scan_config(out: Path, found: list, profiles: dict, site: str, gateway: str, uplink: str) -> None:  # type: ignore[type-arg]
+def _write_scan_config(out: Path, found: list[FoundDevice], profiles: dict[str, Profile], site: str, gateway: str,
+                       uplink: str) -> None:
     import shutil
 
     import yaml
@@ -374,7 +381,7 @@ def run(config: Cfg, log_level: str = "INFO") -> None:
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, profiles = _load(config)
-    run_agent(cfg, profiles)
+    run_agent(cfg, profiles, config)
 
 
 @app.command()

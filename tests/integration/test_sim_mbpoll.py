@@ -56,9 +56,9 @@ def mbpoll(ep: dict[str, Any], table: Table, address: int, count: int) -> list[i
     ]
     if ep["transport"] == "modbus_rtu":
         parity = {"N": "none", "E": "even", "O": "odd"}[ep["parity"]]
-        args += ["-m", "rtu", "-b", str(ep["baud"]), "-P", parity, "-s", str(ep["stop_bits"]), ep["port"]]
+        args += ["-m", "rtu", "-b", str(ep["baud"]), "-P", parity, "-s", str(ep["stop_bits"]), ep["serial_port"]]
     else:
-        args += ["-m", "tcp", "-p", str(ep["port"]), ep["host"]]
+        args += ["-m", "tcp", "-p", str(ep["tcp_port"]), ep["host"]]
     r = subprocess.run(args, capture_output=True, text=True, timeout=20)
     found = {int(a): int(v, 0) for a, v in LINE.findall(r.stdout)}
     assert len(found) == count, f"{args}\n{r.stdout}\n{r.stderr}"
@@ -146,7 +146,7 @@ def test_mbpoll_write_switches_a_port_off(site: SimSite) -> None:
             "0",
             "-r",
             str(16 + 5),
-            ep["port"],
+            ep["serial_port"],
             "0",
         ],
         capture_output=True,

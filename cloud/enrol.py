@@ -6,7 +6,8 @@ publishing under gateway B's topics. Each enrolled gateway therefore gets:
 * a random password, shown once to the installer and never stored in clear;
 * a mosquitto password-file line (`user:$7$iterations$salt$hash`, PBKDF2-SHA512, the format
   mosquitto 2's `mosquitto_passwd` writes; tests check the real broker accepts it);
-* an ACL block: write only under `sw/v1/<site>/<gateway>/#`, read only its own `…/+/cmd`;
+* an ACL block: write only the topics it sends under `sw/v1/<site>/<gateway>/`, read only its own
+  `…/+/cmd` and its own config topics (`…/config`, `…/config-confirm`);
 * a starting edge config (edge_agent/config.py format) with its uplink credentials filled in.
 
 The pure functions here build those texts; `render_password_file` / `render_acl_file` assemble the
@@ -82,18 +83,26 @@ def check_passwd_line(line: str, password: str) -> bool:
 
 
 def gateway_acl(site: str, gateway: str) -> str:
+    """Write exactly what a gateway sends (its uplink topics, its config results and running
+    config), read its commands and ITS config topics; never write its own desired config."""
     wire.check_id("site", site)
     wire.check_id("gateway", gateway)
+    ups = [*wire.subscriptions(site, gateway),
+           *(wire.config_topic(site, gateway, k) for k in (wire.ConfigKind.RESULT, wire.ConfigKind.RUNNING))]
+    reads = [wire.cmd_topic(site, gateway), *wire.gateway_config_subscriptions(site, gateway)]
     return (f"user {mqtt_username(site, gateway)}\n"
-            f"topic write {wire.PREFIX}/{site}/{gateway}/#\n"
-            f"topic read {wire.cmd_topic(site, gateway)}\n")
+            + "".join(f"topic write {t}\n" for t in ups)
+            + "".join(f"topic read {t}\n" for t in reads))
 
 
 def cloud_acl(username: str) -> str:
-    """The cloud's service user (ingest, API): reads everything under v1, writes only commands."""
+    """The cloud's service user (ingest, API): reads everything under v1, writes only commands and
+    gateways' desired configs and confirmations."""
     return (f"user {username}\n"
             f"topic read {wire.PREFIX}/#\n"
-            f"topic write {wire.PREFIX}/+/+/+/cmd\n")
+            f"topic write {wire.PREFIX}/+/+/+/cmd\n"
+            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.DESIRED.value}\n"
+            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.CONFIRM.value}\n")
 
 
 def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object]:

@@ -94,7 +94,7 @@ class Applier:
             self.state.trial = None
             r = self._result(v, "rolled_back", "the agent stopped during the trial (crash, power loss or restart); "
                                                "it runs the previous config")
-        self.state.remember(v, msgspec.structs.asdict(r))
+        self.state.remember(v, msgspec.to_builtins(r))
         self.state.save(self.state_path)
         self._emit(r)
 
@@ -141,7 +141,7 @@ class Applier:
         if v <= self.state.last_seen:
             prev = self.state.results.get(str(v))
             if prev is not None:
-                self._emit(msgspec.convert({**prev, "ts": wire.now()}, wire.ConfigResult))
+                self._emit(msgspec.convert({**prev, "ts": wire.now()}, wire.ConfigResult, strict=False))
             elif v == self.state.version:
                 self._emit(self._result(v, "applied", "already running"))
             else:
@@ -151,7 +151,7 @@ class Applier:
         t0 = time.monotonic()
         r = await self._try(msg)
         r = msgspec.structs.replace(r, detail=f"{r.detail} ({time.monotonic() - t0:.1f} s)".strip())
-        self.state.remember(v, msgspec.structs.asdict(r))
+        self.state.remember(v, msgspec.to_builtins(r))
         self.state.trial = None
         self.state.save(self.state_path)
         self._emit(r)

@@ -25,12 +25,13 @@ class Perm(StrEnum):
     ACK_ALARMS = "ack_alarms"
     COMMAND = "command"              # remote port on/off, main cut
     ENROL = "enrol"                  # create gateways and their MQTT credentials
+    CONFIGURE = "configure"          # gateway configs: read, edit, diff, roll back, roll out
 
 
 POLICY: dict[Role, frozenset[Perm]] = {
     Role.MANAGER: frozenset(Perm),
     Role.VOLUNTEER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_ALARMS, Perm.ACK_ALARMS}),
-    Role.INSTALLER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_HEALTH, Perm.ENROL}),
+    Role.INSTALLER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_HEALTH, Perm.ENROL, Perm.CONFIGURE}),
     Role.RESIDENT: frozenset({Perm.VIEW_PARKING}),
 }
 

@@ -36,11 +36,27 @@ TABLE: dict[tuple[str, str], Perm | str] = {
     ("POST", "/api/v1/sites/{site}/gateways"): Perm.ENROL,
     ("GET", "/api/v1/sites/{site}/mosquitto/passwd"): Perm.ENROL,
     ("GET", "/api/v1/sites/{site}/mosquitto/acl"): Perm.ENROL,
+    ("GET", "/api/v1/sites/{site}/configs"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/gateways/{gateway}/config"): Perm.CONFIGURE,
+    ("PUT", "/api/v1/sites/{site}/gateways/{gateway}/config"): Perm.CONFIGURE,
+    ("POST", "/api/v1/sites/{site}/gateways/{gateway}/config/check"): Perm.CONFIGURE,
+    ("POST", "/api/v1/sites/{site}/gateways/{gateway}/config/rollback"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/gateways/{gateway}/config/versions"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/gateways/{gateway}/config/versions/{version}"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/gateways/{gateway}/config/diff"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/gateways/{gateway}/config/history"): Perm.CONFIGURE,
+    ("POST", "/api/v1/sites/{site}/config-rollouts"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/config-rollouts"): Perm.CONFIGURE,
+    ("GET", "/api/v1/sites/{site}/config-rollouts/{rollout_id}"): Perm.CONFIGURE,
 }
 BODIES = {
     "/api/v1/sites/{site}/gateways/{gateway}/devices/{device}/commands": {"command": "port_enable", "index": 1,
                                                                           "value": False},
     "/api/v1/sites/{site}/gateways": {"gateway": "gw-new", "devices": [{"id": "newdev", "profile": "voltpile-cp10"}]},
+    "/api/v1/sites/{site}/gateways/{gateway}/config": {"yaml": "site: estate-a\n"},
+    "/api/v1/sites/{site}/gateways/{gateway}/config/check": {"yaml": "site: estate-a\n"},
+    "/api/v1/sites/{site}/gateways/{gateway}/config/rollback": {"version": 1},
+    "/api/v1/sites/{site}/config-rollouts": {"gateways": ["gw-a1"], "patch": "snapshot_s: 120"},
 }
 
 
@@ -48,7 +64,8 @@ def fill(path: str, site: str) -> str:
     gw = {"estate-a": "gw-a1", "estate-b": "gw-b1"}[site]
     dev = {"estate-a": "chg1", "estate-b": "chg9"}[site]
     return (path.replace("{site}", site).replace("{gateway}", gw).replace("{device}", dev)
-            .replace("{alarm_id}", "1").replace("{command_id}", "0123456789abcdef"))
+            .replace("{alarm_id}", "1").replace("{command_id}", "0123456789abcdef").replace("{version}", "1")
+            .replace("{rollout_id}", "1"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +186,8 @@ def test_pages_anonymous_redirect_and_wrong_role_forbidden(env) -> None:  # type
 
     res = TestClient(env.app)
     assert _login(res, "res-a") == 303
-    for page in ("/alarms", "/estate", "/health", "/enrol"):
+    for page in ("/alarms", "/estate", "/health", "/enrol", "/config", "/config/estate-a/gw-a1",
+                 "/config/estate-a/gw-a1/diff?a=1", "/frag/config"):
         assert res.get(page).status_code == 403
     assert res.get("/parking/estate-a").status_code == 200
     assert res.get("/parking/estate-b").status_code == 404
@@ -179,6 +197,10 @@ def test_pages_anonymous_redirect_and_wrong_role_forbidden(env) -> None:  # type
     assert vol.get("/estate").status_code == 200
     assert vol.get("/estate?site=estate-b").status_code == 404
     assert vol.get("/health").status_code == 403 and vol.get("/enrol").status_code == 403
+    for page in ("/config", "/config/estate-a/gw-a1", "/frag/config/estate-a/gw-a1"):
+        assert vol.get(page).status_code == 403, page
+    for form in ("/config/estate-a/gw-a1", "/config/estate-a/gw-a1/rollback", "/config/estate-a/rollouts"):
+        assert vol.post(form, data={"yaml": "x", "version": "1", "csrf": "x"}).status_code == 403, form
     r = vol.post("/commands", data={"site": "estate-a", "gateway": "gw-a1", "device": "chg1",
                                     "command": "main_cut", "csrf": "x"})
     assert r.status_code == 403

@@ -29,8 +29,24 @@ def test_our_password_line_verifies_and_matches_mosquitto_format(tmp_path: Path)
 
 
 def test_acl_block() -> None:
+    # Written by hand from docs/web.md ("Enrolling a gateway"): exactly what a gateway sends, and
+    # its own commands and config topics to read; never its own desired config to write.
     assert enrol.gateway_acl("estate-a", "gw1") == (
-        "user gw.estate-a.gw1\ntopic write sw/v1/estate-a/gw1/#\ntopic read sw/v1/estate-a/gw1/+/cmd\n")
+        "user gw.estate-a.gw1\n"
+        "topic write sw/v1/estate-a/gw1/status\n"
+        "topic write sw/v1/estate-a/gw1/+/event\n"
+        "topic write sw/v1/estate-a/gw1/+/health\n"
+        "topic write sw/v1/estate-a/gw1/+/telemetry\n"
+        "topic write sw/v1/estate-a/gw1/health\n"
+        "topic write sw/v1/estate-a/gw1/+/cmd-result\n"
+        "topic write sw/v1/estate-a/gw1/config-result\n"
+        "topic write sw/v1/estate-a/gw1/config-running\n"
+        "topic read sw/v1/estate-a/gw1/+/cmd\n"
+        "topic read sw/v1/estate-a/gw1/config\n"
+        "topic read sw/v1/estate-a/gw1/config-confirm\n")
+    assert enrol.cloud_acl("cloud") == (
+        "user cloud\ntopic read sw/v1/#\ntopic write sw/v1/+/+/+/cmd\n"
+        "topic write sw/v1/+/+/config\ntopic write sw/v1/+/+/config-confirm\n")
     with pytest.raises(Exception, match="bad_id"):
         enrol.gateway_acl("estate-a", "gw/#")
 

@@ -101,7 +101,9 @@ class RolloutIn(BaseModel):
                        description="YAML merge patch (RFC 7396) applied to each gateway's config",
                        examples=["uplink: {url: mqtts://mqtt2.example.org:8883}"])
     comment: str = Field(default="", max_length=500)
-    step_timeout_s: float = Field(default=300.0, ge=10, le=3600)
+    step_timeout_s: float = Field(default=300.0, ge=10, le=3600, description="no result within this: stop")
+    probe_s: float = Field(default=20.0, ge=1, le=120)
+    confirm_s: float = Field(default=30.0, ge=5, le=300)
 
 
 class RolloutOut(BaseModel):
@@ -250,7 +252,7 @@ def start_rollout(site: str, body: RolloutIn, request: Request, p: Principal = C
     site_of(p, site, known_sites(request))
     try:
         r = service(request).start_rollout(site, body.gateways, body.patch, p.username, body.comment,
-                                           body.step_timeout_s)
+                                           body.step_timeout_s, body.probe_s, body.confirm_s)
     except ConfigRejected as e:
         raise rejected(e) from None
     return rollout_out(r)

@@ -285,7 +285,7 @@ class ConfigService:
 
     # ------------------------------------------------------------------ rollouts
     def start_rollout(self, site: str, gateways: list[str], patch: str, by: str, comment: str = "",
-                      step_timeout_s: float = 300.0) -> Rollout:
+                      step_timeout_s: float = 300.0, probe_s: float = 20.0, confirm_s: float = 30.0) -> Rollout:
         """Check the patched config of EVERY gateway first; start only if all pass."""
         if not gateways:
             raise ConfigRejected(422, "choose at least one gateway")
@@ -307,7 +307,8 @@ class ConfigService:
         if problems:
             raise ConfigRejected(422, "the change does not pass the checks on every gateway; nothing was started",
                                  problems)
-        r = self.store.create_rollout(site, list(dict.fromkeys(gateways)), patch, by, comment, step_timeout_s)
+        r = self.store.create_rollout(site, list(dict.fromkeys(gateways)), patch, by, comment, step_timeout_s,
+                                      probe_s, confirm_s)
         for gw in gateways:
             self.store.add_event(site, gw, None, by, "rollout", f"rollout {r.id} started: {comment}")
         return r
@@ -332,7 +333,7 @@ class ConfigService:
             try:
                 text = patched(self.base_text(r.site, gw), r.patch)
                 v = self.submit(r.site, gw, text, r.created_by, f"rollout {r.id}: {r.comment}".strip(": "),
-                                source="rollout")
+                                r.probe_s, r.confirm_s, source="rollout")
             except ConfigRejected as e:
                 detail = str(e) + "".join(f"; {p}" for p in e.problems)
                 self._stop_rollout(r, steps, i, "refused", f"{gw}: {detail}")

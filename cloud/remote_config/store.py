@@ -86,6 +86,8 @@ class RolloutRow(ConfigBase):
     state: Mapped[str] = mapped_column(String(16))  # running | done | stopped
     detail: Mapped[str] = mapped_column(Text, default="")
     step_timeout_s: Mapped[float] = mapped_column(Float, default=300.0)
+    probe_s: Mapped[float] = mapped_column(Float, default=20.0)
+    confirm_s: Mapped[float] = mapped_column(Float, default=30.0)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{gateway, state, version, detail, at}]
 
 
@@ -147,6 +149,8 @@ class Rollout:
     state: str
     detail: str
     step_timeout_s: float
+    probe_s: float
+    confirm_s: float
     steps: list[dict[str, Any]]
 
 
@@ -290,10 +294,11 @@ class ConfigStore:
 
     # ------------------------------------------------------------------ rollouts
     def create_rollout(self, site: str, gateways: list[str], patch: str, by: str, comment: str,
-                       step_timeout_s: float) -> Rollout:
+                       step_timeout_s: float, probe_s: float = 20.0, confirm_s: float = 30.0) -> Rollout:
         with self._lock, self.session.begin() as s:
             row = RolloutRow(site=site, created_at=time.time(), created_by=by[:128], comment=comment[:500],
                              patch=patch, state="running", detail="", step_timeout_s=step_timeout_s,
+                             probe_s=probe_s, confirm_s=confirm_s,
                              steps=[{"gateway": g, "state": "pending", "version": None, "detail": "", "at": None}
                                     for g in gateways])
             s.add(row)

@@ -190,7 +190,8 @@ class Applier:
         judged = plan.judged(before)
         devices, missing = await self._probe(judged, base, min(msg.probe_s, PROBE_MAX_S))
         for d in set(a.devices) - judged:
-            devices.setdefault(d, "not checked: its settings did not change" if d not in before else "kept polling")
+            devices[d] = ("settings unchanged, answering" if d in before
+                          else "not checked: was not answering before this change either, settings unchanged")
         if missing:
             await switch(a, old_cfg, old_profiles, plan_change(new_cfg, old_cfg, merged, self.data), old_rts)
             return self._result(v, "rolled_back", f"{', '.join(sorted(missing))} did not answer within "
@@ -203,7 +204,8 @@ class Applier:
                 return self._result(v, "rolled_back", f"{why}; the previous uplink and config run again",
                                     devices=devices)
         self._commit(v, text, new_sha, merged, new_cfg, checked.profiles, msg)
-        return self._result(v, "applied", "devices answered" + (", uplink confirmed" if plan.uplink_changed else ""),
+        what = f"{len(judged)} device(s) answered" if judged else "no device had to prove itself"
+        return self._result(v, "applied", what + (", uplink confirmed" if plan.uplink_changed else ""),
                             devices=devices)
 
     async def _probe(self, judged: set[str], base: dict[str, int],

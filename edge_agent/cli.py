@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from device_profiles.model import Profile
     from edge_agent.budget import Budget
     from edge_agent.drivers.base import ModbusDriver
-    from edge_agent.scan import ScanReport
+    from edge_agent.scan import Found, ScanReport
     from edge_agent.scan_config import FoundDevice
 
 app = typer.Typer(
@@ -143,7 +143,7 @@ def scan(
     found = _report(rep, profiles)
     if out is not None:
         _write_scan_config(out, found, profiles, site, gateway, uplink)
-    if not rep.found and not rep.lines:
+    if not rep.found and not any(lf.lines for lf in rep.lines):
         raise typer.Exit(1)
 
 
@@ -163,8 +163,8 @@ async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int,
         def timeout_of(s: sc.Setting) -> float:
             return tcp_timeout
 
-        def open_driver(s: sc.Setting) -> ModbusDriver:
-            return _driver(None, host, tcp_port, 0, "N", 1, tcp_timeout)
+        def open_driver(s: sc.Setting, timeout: float) -> ModbusDriver:
+            return _driver(None, host, tcp_port, 0, "N", 1, timeout)
     else:
         kind, where = TransportKind.MODBUS_RTU, str(serial_port)
         settings = [sc.Setting(b, p, stop_bits) for b in bauds for p in parities]
@@ -172,11 +172,12 @@ async def _scan_modbus(serial_port: str | None, host: str | None, tcp_port: int,
         def timeout_of(s: sc.Setting) -> float:
             return sc.rtu_timeout(s.baud, reply_s)
 
-        def open_driver(s: sc.Setting) -> ModbusDriver:
-            return _driver(serial_port, None, 0, s.baud, s.parity, s.stop_bits, timeout_of(s))
+        def open_driver(s: sc.Setting, timeout: float) -> ModbusDriver:
+            return _driver(serial_port, None, 0, s.baud, s.parity, s.stop_bits, timeout)
     worst = sum(timeout_of(s) for s in settings) * len(units)
+    cost = timeout_of(settings[0]) * 1000
     typer.echo(f"scanning {where}: {len(settings)} setting(s) × unit ids {first}..{last}; a silent unit id costs "
-               f"{timeout_of(settings[0]) * 1000:.0f} ms at {settings[0]}: at most about {worst:.0f} s")
+               f"{cost:.0f} ms at {settings[0]}: about {worst:.0f} s at most, unless late answers make it ask again")
     with Progress(transient=True) as prog:
         task = prog.add_task("scanning", total=len(settings) * len(units))
 
@@ -200,17 +201,18 @@ def _report(rep: ScanReport, profiles: dict[str, Profile]) -> list[FoundDevice]:
     out: list[FoundDevice] = []
     if rep.transport is TransportKind.SERIAL_LINE:
         for lf in rep.lines:
-            who = lf.profile or "unknown"
-            c.print(f"{rep.where} at {lf.setting}: {lf.lines} line(s); valid per profile {lf.valid or 'none'} → {who}")
+            who = lf.profile or ("unknown" if lf.lines else "nothing heard")
+            valid = lf.valid or "none"
+            typer.echo(f"{rep.where} at {lf.setting}: {lf.lines} line(s); valid per profile {valid} → {who}")
             if lf.profile is None:
-                c.print(f"  sample: {lf.sample}")
+                if lf.sample:
+                    typer.echo(f"  not recognised; lines heard: {lf.sample}")
             else:
                 out.append(FoundDevice(lf.profile, TransportKind.SERIAL_LINE, serial_port=rep.where,
                                        baud=lf.setting.baud, parity=lf.setting.parity, stop_bits=lf.setting.stop_bits))
-        if not rep.lines:
-            c.print(f"nothing heard on {rep.where} in {rep.seconds:.0f} s")
         return out
     chosen = rep.chosen()
+    unknown: list[Found] = []
     t = RTable(title=f"{rep.where}: {len(rep.devices())} device(s) at {chosen or '—'}, "
                      f"{rep.transactions} requests in {rep.seconds:.1f} s")
     for col in ("unit", "setting", "model", "firmware", "what was read / why not recognised"):
@@ -228,7 +230,8 @@ def _report(rep: ScanReport, profiles: dict[str, Profile]) -> list[FoundDevice]:
         else:
             fw = "—"
             model = "ambiguous: " + ", ".join(x.profile for x in f.fitting) if f.fitting else "unknown"
-            what = f.read_text()
+            what = "not recognised: what it answered is listed below the table"
+            unknown.append(f)
         if elsewhere:
             what = f"answers only at {f.setting}, the bus runs at {chosen}: set the device to {chosen}; " + what
         t.add_row(str(f.unit), str(f.setting), model, fw, what)
@@ -236,11 +239,20 @@ def _report(rep: ScanReport, profiles: dict[str, Profile]) -> list[FoundDevice]:
             s = f.setting
             if rep.transport is TransportKind.MODBUS_TCP:
                 host, _, port = rep.where.rpartition(":")
-                out.append(FoundDevice(m.profile, rep.transport, host=host, tcp_port=int(port), unit=f.unit))
+                out.append(FoundDevice(m.profile, rep.transport, host=host, tcp_port=int(port), unit=f.unit,
+                                       timeout_s=f.slow_s))
             else:
                 out.append(FoundDevice(m.profile, rep.transport, serial_port=rep.where, baud=s.baud,
-                                       parity=s.parity, stop_bits=s.stop_bits, unit=f.unit))
+                                       parity=s.parity, stop_bits=s.stop_bits, unit=f.unit, timeout_s=f.slow_s))
     c.print(t)
+    for f in unknown:  # plain lines, never wrapped: an installer may need to send this to a vendor
+        typer.echo(f"unit {f.unit} at {f.setting}, not recognised; it answered: {f.read_text()}")
+        for m in f.matches:
+            typer.echo(f"  not {m.profile}: {'; '.join(m.reasons[:2])}")
+    if rep.late:
+        where = ", ".join(f"unit {u} at {s}" for s, u in rep.late[:8])
+        c.print(f"Late or garbled answers ({where}): a device answers slower than the scan waits; the units "
+                "silent before were asked again, waiting 1 s. Poll such a device with a larger `timeout_s`.")
     if rep.every_unit:
         c.print("The device answered on every unit id tried (a Modbus TCP device that ignores the unit id): "
                 "configured once.")

@@ -55,6 +55,7 @@ class Found:
     setting: Setting
     answers: dict[ReadKey, Answer]
     matches: list[Match]
+    slow_s: float | None = None  # found only when waiting this long: poll it with a longer timeout
 
     @property
     def fitting(self) -> list[Match]:
@@ -97,6 +98,7 @@ class ScanReport:
     lines: list[LineFound] = field(default_factory=list)
     transactions: int = 0
     seconds: float = 0.0
+    late: list[tuple[Setting, int]] = field(default_factory=list)  # garbled or late answers, asked again
     every_unit: bool = False  # a Modbus TCP device answering on every unit id tried (collapsed to one)
     errors: list[str] = field(default_factory=list)
 
@@ -164,45 +166,79 @@ Progress = Callable[[Setting, int], None]
 async def scan_modbus(
     kind: TransportKind,
     where: str,
-    open_driver: Callable[[Setting], ModbusDriver],
+    open_driver: Callable[[Setting, float], ModbusDriver],
     settings: list[Setting],
     units: Iterable[int],
     profiles: Iterable[Profile],
     timeout_s: Callable[[Setting], float],
     progress: Progress | None = None,
+    slow_timeout_s: float = 1.0,
 ) -> ScanReport:
-    """Walk every setting × unit; identify every unit that answers."""
+    """Walk every setting × unit; identify every unit that answers.
+
+    Late answers: bytes that are not the asked unit's answer mean a slower slave answered a request
+    made before (on a half-duplex line its reply also delays or garbles the next ones). The units
+    that went silent since the last clean answer are then asked again at the end of that setting,
+    waiting `slow_timeout_s`, so neither the slow slave nor its neighbours are missed."""
     cands = candidates(profiles, kind)
     reads = [rk for rk in requests(cands) if rk != PRESENCE]
     unit_list = list(units)
     rep = ScanReport(kind, where, list(settings))
     t0 = time.monotonic()
     for s in settings:
-        drv = open_driver(s)
-        guard = timeout_s(s) * 3 + 1.0
-        try:
-            await drv.connect()
-        except TransactionError as e:
-            rep.errors.append(f"{where} at {s}: {e}")
-            continue
-        try:
-            for unit in unit_list:
-                if progress:
-                    progress(s, unit)
-                first = await ask(drv, unit, PRESENCE, guard)
-                rep.transactions += 1
-                if not present(first):
-                    continue
-                answers = {PRESENCE: first}
-                for rk in reads:
-                    answers[rk] = await ask(drv, unit, rk, guard)
-                    rep.transactions += 1
-                rep.found.append(Found(unit, s, answers, identify(cands, answers)))
-        finally:
-            await drv.close()
+        suspects: list[int] = []
+        silent: list[int] = []  # units that did not answer since the last clean answer
+        await _walk(rep, open_driver(s, timeout_s(s)), s, unit_list, reads, cands, timeout_s(s), progress,
+                    suspects, silent)
+        if suspects:
+            n = len(rep.found)
+            await _walk(rep, open_driver(s, slow_timeout_s), s, sorted(set(suspects)), reads, cands,
+                        slow_timeout_s, None, [], [])
+            for f in rep.found[n:]:
+                f.slow_s = slow_timeout_s
+    rep.found.sort(key=lambda f: (rep.settings.index(f.setting), f.unit))
     rep.seconds = time.monotonic() - t0
     _collapse_direct_device(rep, unit_list)
     return rep
+
+
+async def _walk(rep: ScanReport, drv: ModbusDriver, s: Setting, units: list[int], reads: list[ReadKey],
+                cands: list[Profile], timeout: float, progress: Progress | None, suspects: list[int],
+                silent: list[int]) -> None:
+    guard = timeout * 3 + 1.0
+    try:
+        await drv.connect()
+    except TransactionError as e:
+        rep.errors.append(f"{rep.where} at {s}: {e}")
+        return
+    try:
+        for unit in units:
+            if progress:
+                progress(s, unit)
+            first = await ask(drv, unit, PRESENCE, guard)
+            rep.transactions += 1
+            if first.failure == "crc":  # someone else's late answer (or noise): ask them all again, slowly
+                rep.late.append((s, unit))
+                suspects += [*silent, unit]
+                silent.clear()
+                await asyncio.sleep(timeout * 3)  # let the line go quiet
+                continue
+            if not present(first):
+                silent.append(unit)
+                continue
+            silent.clear()
+            answers = {PRESENCE: first}
+            for rk in reads:
+                answers[rk] = await ask(drv, unit, rk, guard)
+                rep.transactions += 1
+            if any(a.failure == "crc" for a in answers.values()):
+                rep.late.append((s, unit))
+                suspects.append(unit)
+                await asyncio.sleep(timeout * 3)
+                continue
+            rep.found.append(Found(unit, s, answers, identify(cands, answers)))
+    finally:
+        await drv.close()
 
 
 def _collapse_direct_device(rep: ScanReport, units: list[int]) -> None:
@@ -272,8 +308,7 @@ def scan_line(
                     buf.clear()  # no terminator at all: wrong baud or not a line device
         finally:
             port.close()
-        if lines:
-            rep.lines.append(LineFound(s, lines, {k: v for k, v in valid.items() if v}, sample, winner))
+        rep.lines.append(LineFound(s, lines, {k: v for k, v in valid.items() if v}, sample, winner))
         if winner is not None:
             break
     rep.seconds = time.monotonic() - t0

@@ -37,6 +37,7 @@ class FoundDevice:
     tcp_port: int = 502
     unit: int = 0  # Modbus unit id; 0 for a serial line receiver
     labels: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None  # a slow device: the bus's request timeout must be at least this
     id: str | None = None  # wanted id (the simulators' own), else one is made from the profile
     bus: str | None = None  # wanted name for a new bus, else one is made from where it is
 
@@ -125,6 +126,9 @@ def build_config(
             for k in ("baud", "parity", "stop_bits"):
                 if k in want:
                     bus[k] = want[k]
+        if f.timeout_s and f.timeout_s > float(bus.get("timeout_s", 0.3)):
+            bus["timeout_s"] = f.timeout_s
+            notes.append(f"unit {f.unit} on {bus['name']} answers slowly: the bus waits {f.timeout_s:g} s per request")
             if "port" in bus and "serial_port" not in bus:  # the old key name: write the new one
                 bus["serial_port"] = bus.pop("port")
         i = _reuse(devices, claimed, f, bus_kind, bus["name"])

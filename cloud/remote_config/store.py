@@ -10,6 +10,7 @@ Tables live in the registry's database (`cloud serve --state-db`), created on fi
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -171,7 +172,9 @@ class ConfigStore:
                        confirm_s: float = 30.0, desire: bool = True) -> Version:
         """The next version of this gateway's config (and, with `desire`, its desired config).
         Two replicas creating one at the same instant: the loser retries with the next number."""
-        for _ in range(5):
+        for attempt in range(30):
+            if attempt:
+                time.sleep(random.uniform(0.001, 0.02) * attempt)  # let the winner commit
             try:
                 with self._lock, self.session.begin() as s:
                     n = (s.scalar(select(func.max(VersionRow.version)).where(

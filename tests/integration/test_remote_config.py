@@ -95,26 +95,35 @@ class Seqs:
         self.client.loop_stop()
 
 
+def start_agent(tmp: Path, broker: Broker, sim: SimSite, gw: str) -> tuple[AgentProcess, Path]:
+    """An edge agent process for `gw` reading `sim`, with enrolment's credentials."""
+    e = broker.a if gw == "gw1" else broker.b
+    doc, _ = edge_config(SITE, sim.endpoints(), gw, broker.url, str(tmp / f"state-{gw}"),
+                         extra={"health_s": 2, "snapshot_s": 30})
+    doc["uplink"].update(client_id=f"edge-{gw}", username=e.mqtt_user, password=e.password,
+                         reconnect_min_s=0.5, reconnect_max_s=1)
+    for d in doc["devices"]:
+        d["poll"] = {"safety": 0.5, "routine": 1, "slow": 5}
+    cfg = tmp / f"edge-{gw}.yaml"
+    cfg.write_text(render(doc, "test", []))
+    return AgentProcess(cfg, tmp / f"agent-{gw}.log").start(), cfg
+
+
+def cloud(tmp: Path, broker: Broker) -> ConfigService:
+    store = ConfigStore(create_engine(f"sqlite:///{tmp}/state.db"))
+    return ConfigService(store, broker.url, catalog(), lambda site: ["gw1", "gw2"] if site == SITE else [],
+                         username="cloud", password=CLOUD_PW, rollout_tick_s=0.2).start()
+
+
 @pytest.fixture
 def parts(tmp_path: Path) -> Iterator[dict[str, Any]]:
     (tmp_path / "mq").mkdir()
     broker = Broker(tmp_path / "mq")
     sim = SimSite.from_file("shelter-a").start()
-    store = ConfigStore(create_engine(f"sqlite:///{tmp_path}/state.db"))
-    svc = ConfigService(store, broker.url, catalog(), lambda site: ["gw1", "gw2"] if site == SITE else [],
-                        username="cloud", password=CLOUD_PW, rollout_tick_s=0.2).start()
+    svc = cloud(tmp_path, broker)
     seqs = Seqs(broker.port)
-    doc, _ = edge_config(SITE, sim.endpoints(), "gw1", broker.url, str(tmp_path / "state"),
-                         extra={"health_s": 2, "snapshot_s": 30})
-    doc["uplink"].update(client_id="edge-gw1", username=broker.a.mqtt_user, password=broker.a.password,
-                         reconnect_min_s=0.5, reconnect_max_s=1)
-    for d in doc["devices"]:
-        d["poll"] = {"safety": 0.5, "routine": 1, "slow": 5}
-    cfg = tmp_path / "edge.yaml"
-    cfg.write_text(render(doc, "test", []))
-    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
-    yield {"broker": broker, "sim": sim, "svc": svc, "store": store, "seqs": seqs, "agent": agent, "cfg": cfg,
-           "tmp": tmp_path}
+    agent, cfg = start_agent(tmp_path, broker, sim, "gw1")
+    yield {"broker": broker, "sim": sim, "svc": svc, "seqs": seqs, "agent": agent, "cfg": cfg, "tmp": tmp_path}
     agent.stop()
     seqs.close()
     svc.stop()
@@ -122,9 +131,9 @@ def parts(tmp_path: Path) -> Iterator[dict[str, Any]]:
     broker.m.stop()
 
 
-def finished(svc: ConfigService, version: int, timeout: float = 40.0) -> Any:
+def finished(svc: ConfigService, version: int, timeout: float = 40.0, gw: str = "gw1") -> Any:
     def done() -> Any:
-        st = svc.store.state(SITE, "gw1")
+        st = svc.store.state(SITE, gw)
         return st if st and st.last_version == version and st.last_status in ("applied", "rolled_back",
                                                                                "refused") else None
 
@@ -139,7 +148,7 @@ def edited(svc: ConfigService, change: Any, base: int | None = None) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def test_remote_configuration_end_to_end(parts: dict[str, Any]) -> None:  # noqa: PLR0915 - one story, in order
+def test_remote_configuration_end_to_end(parts: dict[str, Any]) -> None:
     svc: ConfigService = parts["svc"]
     agent: AgentProcess = parts["agent"]
     seqs: Seqs = parts["seqs"]
@@ -308,3 +317,41 @@ def test_a_gateway_cannot_fetch_or_change_another_gateways_config(tmp_path: Path
             c.disconnect()
             c.loop_stop()
         broker.m.stop()
+
+
+def test_rollout_goes_one_by_one_and_stops_at_the_first_rollback(tmp_path: Path) -> None:
+    (tmp_path / "mq").mkdir()
+    broker = Broker(tmp_path / "mq")
+    sims = [SimSite.from_file("shelter-a").start(), SimSite.from_file("shelter-b").start()]
+    svc = cloud(tmp_path, broker)
+    agents = [start_agent(tmp_path, broker, sims[0], "gw1")[0], start_agent(tmp_path, broker, sims[1], "gw2")[0]]
+    try:
+        for gw in ("gw1", "gw2"):
+            wait_until(lambda g=gw: svc.store.version(SITE, g, 1), 30, f"{gw}'s running config")
+        # A change every gateway accepts: applied on gw1, then on gw2.
+        r = svc.start_rollout(SITE, ["gw1", "gw2"], "snapshot_s: 50", "manager:li", "longer snapshots")
+        done = wait_until(lambda: (x := svc.store.rollout(r.id)) and x.state != "running" and x, 60, "rollout 1")
+        assert done.state == "done", done.detail
+        assert [s["state"] for s in done.steps] == ["applied", "applied"]
+        applied = [svc.store.state(SITE, g).last_at for g in ("gw1", "gw2")]  # type: ignore[union-attr]
+        assert applied[0] < applied[1], "one after the other"
+        # A change the first gateway rolls back: the rollout stops there; gw2 never gets it.
+        gw2_versions = len(svc.store.versions(SITE, "gw2"))
+        r2 = svc.start_rollout(SITE, ["gw1", "gw2"], "uplink: {url: 'mqtt://127.0.0.1:1'}", "manager:li",
+                               "new broker", confirm_s=5)
+        done = wait_until(lambda: (x := svc.store.rollout(r2.id)) and x.state != "running" and x, 60, "rollout 2")
+        assert done.state == "stopped" and "gw1 rolled_back" in done.detail, done.detail
+        assert [s["state"] for s in done.steps] == ["rolled_back", "skipped"]
+        assert len(svc.store.versions(SITE, "gw2")) == gw2_versions
+        # A change that does not pass the checks on one gateway starts nowhere.
+        with pytest.raises(ConfigRejected, match="every gateway"):
+            svc.start_rollout(SITE, ["gw1", "gw2"], "devices: []", "manager:li")
+    finally:
+        for a in agents:
+            a.stop()
+        svc.stop()
+        for sim in sims:
+            sim.stop()
+        broker.m.stop()
+    for a in agents:
+        assert "Traceback" not in a.log(), a.log()

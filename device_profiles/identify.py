@@ -144,6 +144,8 @@ def firmware_in_range(spec: str, version: str) -> bool | None:
         if m is None:
             return None
         op, ref = m.group(1), m.group(2)
+        if op is None and ref[0] in "~=!<>":
+            return None  # an operator we do not know (`~=`): say we cannot tell
         if op is None:
             if not fnmatch.fnmatchcase(version.strip().lstrip("vV"), ref.lstrip("vV")):
                 ok = False

@@ -101,7 +101,7 @@ def build_config(
     if not base:
         notes.append(f"uplink: {uplink_url} is a placeholder unless you gave --uplink; enrolment's config "
                      "has the gateway's broker, user and password")
-    buses: list[dict[str, Any]] = [dict(b) for b in doc.get("buses") or [] if isinstance(b, dict)]
+    buses: list[dict[str, Any]] = [_new_keys(b) for b in doc.get("buses") or [] if isinstance(b, dict)]
     devices: list[dict[str, Any]] = [dict(d) for d in doc.get("devices") or [] if isinstance(d, dict)]
     by_key = {bus_key(b): b for b in buses}
     bus_kind = {b.get("name"): b.get("transport") for b in buses}
@@ -129,8 +129,6 @@ def build_config(
         if f.timeout_s and f.timeout_s > float(bus.get("timeout_s", 0.3)):
             bus["timeout_s"] = f.timeout_s
             notes.append(f"unit {f.unit} on {bus['name']} answers slowly: the bus waits {f.timeout_s:g} s per request")
-            if "port" in bus and "serial_port" not in bus:  # the old key name: write the new one
-                bus["serial_port"] = bus.pop("port")
         i = _reuse(devices, claimed, f, bus_kind, bus["name"])
         entry: dict[str, Any]
         if i is not None:
@@ -164,6 +162,13 @@ def build_config(
     if blank:
         notes.append(f"fill in the labels (name, location) of: {', '.join(blank)}")
     return doc, notes
+
+
+def _new_keys(bus: dict[str, Any]) -> dict[str, Any]:
+    """A bus entry with the old `port:` of a serial device written as `serial_port:`."""
+    if "port" in bus and "serial_port" not in bus and bus.get("transport") != TransportKind.MODBUS_TCP.value:
+        return {("serial_port" if k == "port" else k): v for k, v in bus.items()}
+    return dict(bus)
 
 
 def _reuse(devices: list[dict[str, Any]], claimed: set[int], f: FoundDevice, bus_kind: dict[Any, Any],

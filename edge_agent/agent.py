@@ -475,6 +475,7 @@ class Agent:
                 {"name": b.name, "utilisation": b.utilisation, "transactions": b.transactions, "budget_ok": b.budget_ok}
                 for b in gh.buses
             ],
+            "config": dict(zip(("version", "digest"), self.remote.running() if self.remote else (0, ""), strict=True)),
             "budget_warnings": self.budget_warnings,
             "interlock_actions": self.interlock_actions,
             "devices": [

@@ -414,7 +414,9 @@ def status(config: Cfg, as_json: Annotated[bool, typer.Option("--json")] = False
     age = time.time() - st["written"]
     c = Console()
     up = st["uplink"]
-    c.print(f"site {st['site']} gateway {st['gateway']} (pid {st['pid']}, status {age:.0f} s old)")
+    cv = st.get("config", {}).get("version", 0)
+    c.print(f"site {st['site']} gateway {st['gateway']} (pid {st['pid']}, status {age:.0f} s old), config "
+            + (f"version {cv} from the cloud" if cv else "written on site (no cloud version)"))
     c.print(
         f"uplink {up['url']}: {'connected' if up['connected'] else 'DISCONNECTED'}  sent {up['sent']} "
         f"acked {up['acked']}  outbox pending {st['outbox']['pending']} dropped {st['outbox']['dropped']}"

@@ -9,15 +9,15 @@ from device_profiles.identify import Answer, firmware_in_range, identify, match,
 from device_profiles.loader import catalog
 from device_profiles.model import Table
 
-H, I, DI = Table.HOLDING, Table.INPUT, Table.DISCRETE_INPUT
+H, IN, DI = Table.HOLDING, Table.INPUT, Table.DISCRETE_INPUT
 # docs/profiles.md: a VoltPile CP-10 answers input 900-901 "VOLT", 902 = 10, 903-904 "2.31".
-VOLTPILE = {(I, 900, 2): Answer(registers=(0x564F, 0x4C54)), (I, 902, 1): Answer(registers=(10,)),
-            (I, 903, 2): Answer(registers=(0x322E, 0x3331))}
+VOLTPILE = {(IN, 900, 2): Answer(registers=(0x564F, 0x4C54)), (IN, 902, 1): Answer(registers=(10,)),
+            (IN, 903, 2): Answer(registers=(0x322E, 0x3331))}
 # An AquaGuard stores registers byte-swapped: "AQUAGUARD" is AQ UA GU AR D\0 with the bytes swapped.
 AQUAGUARD = {(H, 0, 5): Answer(registers=(0x5141, 0x4155, 0x5547, 0x5241, 0x0044)),
              (H, 5, 2): Answer(registers=(0x4D52, 0x342D)), (H, 7, 2): Answer(registers=(0x2E31, 0x0036))}
 # A Nanfang FSM-8 has no identification registers: eight inputs, and exception 2 just past its map.
-NANFANG = {(DI, 7, 1): Answer(registers=(0,)), (DI, 8, 1): Answer(exception=2), (I, 2, 1): Answer(exception=2)}
+NANFANG = {(DI, 7, 1): Answer(registers=(0,)), (DI, 8, 1): Answer(exception=2), (IN, 2, 1): Answer(exception=2)}
 
 
 def test_hand_written_answers_identify_exactly_one_model() -> None:
@@ -32,12 +32,12 @@ def test_hand_written_answers_identify_exactly_one_model() -> None:
 
 
 def test_reasons_say_what_did_not_fit() -> None:
-    other = {**VOLTPILE, (I, 900, 2): Answer(registers=(0x4143, 0x4D45))}  # "ACME"
+    other = {**VOLTPILE, (IN, 900, 2): Answer(registers=(0x4143, 0x4D45))}  # "ACME"
     m = match(catalog()["voltpile-cp10"], other)
     assert not m.fits and m.reasons == ["vendor (input 900): expected 'VOLT', got 'ACME'"]
     silent = match(catalog()["nanfang-fsm8"], {**NANFANG, (DI, 8, 1): Answer(failure="timeout")})
     assert silent.reasons == ["after_inputs (discrete_input 8): expected exception 2, got timeout"]
-    old_fw = match(catalog()["voltpile-cp10"], {**VOLTPILE, (I, 903, 2): Answer(registers=(0x312E, 0x3900))})
+    old_fw = match(catalog()["voltpile-cp10"], {**VOLTPILE, (IN, 903, 2): Answer(registers=(0x312E, 0x3900))})
     assert old_fw.fits and old_fw.firmware == "1.9" and old_fw.firmware_ok is False
 
 

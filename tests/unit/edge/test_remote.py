@@ -15,11 +15,11 @@ from cloud.remote_config.store import State, Version
 from cloud.remote_config.validate import merge_patch, validate
 from device_profiles.loader import catalog
 from device_profiles.located_yaml import ConfigError
+from device_profiles.model import TransportKind
 from edge_agent.config import AgentConfig, parse_config
 from edge_agent.config_state import ConfigState
 from edge_agent.remote import check_remote, digest, merge_secrets, plan_change, redact
 from edge_agent.scan_config import FoundDevice, build_config
-from device_profiles.model import TransportKind
 
 BASE = textwrap.dedent("""\
     site: shelter-a
@@ -63,7 +63,7 @@ def test_remote_rules_are_located() -> None:
         check_remote(bad, "v7", "shelter-a", "gw1", running, Path("."), catalog())
     got = {(i.line, i.key) for i in e.value.issues}
     assert got == {(2, "gateway"), (3, "state_dir")}, e.value.issues
-    with pytest.raises(ConfigError, match="uplink.password: a remote config carries no password"):
+    with pytest.raises(ConfigError, match=r"uplink\.password: a remote config carries no password"):
         check_remote(BASE, "v7", "shelter-a", "gw1", running, Path("."), catalog())
     ok = check_remote(change(BASE, lambda d: d["uplink"].pop("password")), "v7", "shelter-a", "gw1", running,
                       Path("."), catalog())

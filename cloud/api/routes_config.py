@@ -16,7 +16,7 @@ from cloud.api.deps import require, site_of
 from cloud.api.routes_api import known_sites, source
 from cloud.auth.roles import Perm, Principal
 from cloud.remote_config.service import ConfigRejected, ConfigService, GatewayConfig
-from cloud.remote_config.store import Event, Rollout, Version
+from cloud.remote_config.store import Event, Rollout, Version, VersionInfo
 from device_profiles import wire
 
 router = APIRouter(prefix="/api/v1", tags=["config"])
@@ -48,26 +48,10 @@ class CheckOut(BaseModel):
     digest: str
 
 
-class VersionOut(BaseModel):
-    version: int
-    digest: str
-    created_at: float
-    created_by: str
-    comment: str
-    source: str
-    parent: int | None
-    probe_s: float
-    confirm_s: float
-
-
-class VersionText(VersionOut):
-    text: str
-
-
 class GatewayConfigOut(BaseModel):
     site: str
     gateway: str
-    desired: VersionOut | None
+    desired: VersionInfo | None
     running_version: int | None = Field(description="0: a config written on site; null: not reported yet")
     running_label: str
     running_digest: str
@@ -80,14 +64,6 @@ class GatewayConfigOut(BaseModel):
     last_at: float | None
     last_devices: dict[str, str]
     last_problems: list[ProblemOut]
-
-
-class EventOut(BaseModel):
-    version: int | None
-    at: float
-    who: str
-    what: str
-    detail: str
 
 
 class RollbackIn(BaseModel):
@@ -104,18 +80,6 @@ class RolloutIn(BaseModel):
     step_timeout_s: float = Field(default=300.0, ge=10, le=3600, description="no result within this: stop")
     probe_s: float = Field(default=20.0, ge=1, le=120)
     confirm_s: float = Field(default=30.0, ge=5, le=300)
-
-
-class RolloutOut(BaseModel):
-    id: int
-    site: str
-    created_at: float
-    created_by: str
-    comment: str
-    patch: str
-    state: str
-    detail: str
-    steps: list[dict[str, Any]]
 
 
 def service(request: Request) -> ConfigService:
@@ -140,14 +104,10 @@ def problem(i: Any) -> dict[str, Any]:
     return {"line": i.line, "key": i.key, "message": i.message, "where": i.file}
 
 
-def version_out(v: Version) -> VersionOut:
-    return VersionOut(**{k: getattr(v, k) for k in VersionOut.model_fields})
-
-
 def config_out(c: GatewayConfig) -> GatewayConfigOut:
     st = c.state
     return GatewayConfigOut(
-        site=c.site, gateway=c.gateway, desired=version_out(c.desired) if c.desired else None,
+        site=c.site, gateway=c.gateway, desired=c.desired.info() if c.desired else None,
         running_version=st.running_version if st else None, running_label=c.running_label,
         running_digest=st.running_digest if st else "", agent=st.agent if st else "", drift=c.drift,
         drift_text=c.drift_text, last_version=st.last_version if st else None, last_status=st.last_status if st else "",
@@ -155,14 +115,6 @@ def config_out(c: GatewayConfig) -> GatewayConfigOut:
         last_devices=dict(st.last_devices) if st else {},
         last_problems=[ProblemOut(line=x.get("line", 0), key=x.get("key", ""), message=x.get("message", ""))
                        for x in (st.last_problems if st else [])])
-
-
-def event_out(e: Event) -> EventOut:
-    return EventOut(version=e.version, at=e.at, who=e.who, what=e.what, detail=e.detail)
-
-
-def rollout_out(r: Rollout) -> RolloutOut:
-    return RolloutOut(**{k: getattr(r, k) for k in RolloutOut.model_fields})
 
 
 @router.get("/sites/{site}/configs", response_model=list[GatewayConfigOut],
@@ -179,16 +131,16 @@ def config(site: str, gateway: str, request: Request, p: Principal = Configure) 
     return config_out(service(request).view(site, gateway))
 
 
-@router.put("/sites/{site}/gateways/{gateway}/config", response_model=VersionOut, status_code=201,
+@router.put("/sites/{site}/gateways/{gateway}/config", response_model=VersionInfo, status_code=201,
             description="A new desired config: checked like `edge-agent check` (plus the remote rules) before it is "
                         "stored, then sent to the gateway. 422 with every problem when it does not pass.")
-def put_config(site: str, gateway: str, body: ConfigIn, request: Request, p: Principal = Configure) -> VersionOut:
+def put_config(site: str, gateway: str, body: ConfigIn, request: Request, p: Principal = Configure) -> VersionInfo:
     gateway_of(request, p, site, gateway)
     try:
         v = service(request).submit(site, gateway, body.yaml, p.username, body.comment, body.probe_s, body.confirm_s)
     except ConfigRejected as e:
         raise rejected(e) from None
-    return version_out(v)
+    return v.info()
 
 
 @router.post("/sites/{site}/gateways/{gateway}/config/check", response_model=CheckOut,
@@ -200,29 +152,29 @@ def check_config(site: str, gateway: str, body: CheckIn, request: Request, p: Pr
                     warnings=v.warnings, budgets=v.budgets, digest=v.digest)
 
 
-@router.post("/sites/{site}/gateways/{gateway}/config/rollback", response_model=VersionOut, status_code=201,
+@router.post("/sites/{site}/gateways/{gateway}/config/rollback", response_model=VersionInfo, status_code=201,
              description="Make an older version desired again (as a new version with its text).")
-def rollback(site: str, gateway: str, body: RollbackIn, request: Request, p: Principal = Configure) -> VersionOut:
+def rollback(site: str, gateway: str, body: RollbackIn, request: Request, p: Principal = Configure) -> VersionInfo:
     gateway_of(request, p, site, gateway)
     try:
-        return version_out(service(request).rollback(site, gateway, body.version, p.username, body.comment))
+        return service(request).rollback(site, gateway, body.version, p.username, body.comment).info()
     except ConfigRejected as e:
         raise rejected(e) from None
 
 
-@router.get("/sites/{site}/gateways/{gateway}/config/versions", response_model=list[VersionOut])
-def versions(site: str, gateway: str, request: Request, p: Principal = Configure) -> list[VersionOut]:
+@router.get("/sites/{site}/gateways/{gateway}/config/versions", response_model=list[VersionInfo])
+def versions(site: str, gateway: str, request: Request, p: Principal = Configure) -> list[VersionInfo]:
     gateway_of(request, p, site, gateway)
-    return [version_out(v) for v in service(request).store.versions(site, gateway)]
+    return [v.info() for v in service(request).store.versions(site, gateway)]
 
 
-@router.get("/sites/{site}/gateways/{gateway}/config/versions/{version}", response_model=VersionText)
-def version(site: str, gateway: str, version: int, request: Request, p: Principal = Configure) -> VersionText:
+@router.get("/sites/{site}/gateways/{gateway}/config/versions/{version}", response_model=Version)
+def version(site: str, gateway: str, version: int, request: Request, p: Principal = Configure) -> Version:
     gateway_of(request, p, site, gateway)
     v = service(request).store.version(site, gateway, version) if 1 <= version <= 2**31 else None
     if v is None:
         raise HTTPException(404, f"no version {version}")
-    return VersionText(**version_out(v).model_dump(), text=v.text)
+    return v
 
 
 @router.get("/sites/{site}/gateways/{gateway}/config/diff", response_class=Response,
@@ -237,37 +189,37 @@ def diff(site: str, gateway: str, request: Request, a: str = Query(default="runn
         raise rejected(e) from None
 
 
-@router.get("/sites/{site}/gateways/{gateway}/config/history", response_model=list[EventOut],
+@router.get("/sites/{site}/gateways/{gateway}/config/history", response_model=list[Event],
             description="Every change and every gateway answer, newest first, with who.")
 def history(site: str, gateway: str, request: Request, limit: int = Query(default=100, ge=1, le=1000),
-            p: Principal = Configure) -> list[EventOut]:
+            p: Principal = Configure) -> list[Event]:
     gateway_of(request, p, site, gateway)
-    return [event_out(e) for e in service(request).store.events(site, gateway, limit)]
+    return service(request).store.events(site, gateway, limit)
 
 
-@router.post("/sites/{site}/config-rollouts", response_model=RolloutOut, status_code=201,
+@router.post("/sites/{site}/config-rollouts", response_model=Rollout, status_code=201,
              description="Apply one change to several gateways, one at a time; stops at the first refusal, "
                          "rollback or silence. Every gateway's patched config is checked before the first is sent.")
-def start_rollout(site: str, body: RolloutIn, request: Request, p: Principal = Configure) -> RolloutOut:
+def start_rollout(site: str, body: RolloutIn, request: Request, p: Principal = Configure) -> Rollout:
     site_of(p, site, known_sites(request))
     try:
         r = service(request).start_rollout(site, body.gateways, body.patch, p.username, body.comment,
                                            body.step_timeout_s, body.probe_s, body.confirm_s)
     except ConfigRejected as e:
         raise rejected(e) from None
-    return rollout_out(r)
+    return r
 
 
-@router.get("/sites/{site}/config-rollouts", response_model=list[RolloutOut])
-def rollouts(site: str, request: Request, p: Principal = Configure) -> list[RolloutOut]:
+@router.get("/sites/{site}/config-rollouts", response_model=list[Rollout])
+def rollouts(site: str, request: Request, p: Principal = Configure) -> list[Rollout]:
     site_of(p, site, known_sites(request))
-    return [rollout_out(r) for r in service(request).store.rollouts(site)]
+    return service(request).store.rollouts(site)
 
 
-@router.get("/sites/{site}/config-rollouts/{rollout_id}", response_model=RolloutOut)
-def rollout(site: str, rollout_id: int, request: Request, p: Principal = Configure) -> RolloutOut:
+@router.get("/sites/{site}/config-rollouts/{rollout_id}", response_model=Rollout)
+def rollout(site: str, rollout_id: int, request: Request, p: Principal = Configure) -> Rollout:
     site_of(p, site, known_sites(request))
     r = service(request).store.rollout(rollout_id) if 1 <= rollout_id <= 2**62 else None
     if r is None or r.site != site:
         raise HTTPException(404, "no such rollout")
-    return rollout_out(r)
+    return r

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from cloud.remote_config.store import TERMINAL, ConfigStore, Rollout, State, Version
 from cloud.remote_config.validate import Verdict, patched, validate
@@ -87,7 +86,7 @@ class ConfigService:
                  gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
                  rollout_tick_s: float = 0.5) -> None:
         self.store = store
-        self.url = urlparse(mqtt_url) if mqtt_url else None
+        self.url = mqtt_url
         self.catalog = catalog
         self.gateways = gateways  # site → registered gateway ids
         self.username, self.password = username, password
@@ -100,28 +99,11 @@ class ConfigService:
     # ------------------------------------------------------------------ life cycle
     def start(self, wait_s: float = 10.0) -> ConfigService:
         if self.url is not None:
-            import paho.mqtt.client as mqtt
+            from cloud.paho_client import start_client
 
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sw-config-{wire.new_id()[:8]}",
-                            protocol=mqtt.MQTTv311)
-            if self.username:
-                c.username_pw_set(self.username, self.password)
-            connected = threading.Event()
-
-            def on_connect(cl: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-                if getattr(rc, "is_failure", False):
-                    return
-                cl.subscribe([(t, 1) for t in (*wire.config_subscriptions(), f"{wire.PREFIX}/+/+/status")])
-                connected.set()
-                threading.Thread(target=self._republish, name="config-republish", daemon=True).start()
-
-            c.on_connect = on_connect
-            c.on_message = self._on_message
-            c.reconnect_delay_set(1, 10)
-            c.connect_async(self.url.hostname or "127.0.0.1", self.url.port or 1883, keepalive=30)
-            c.loop_start()
-            self._client = c
-            connected.wait(wait_s)
+            subs = [(t, 1) for t in (*wire.config_subscriptions(), f"{wire.PREFIX}/+/+/status")]
+            self._client = start_client(self.url, "sw-config", subs, self._on_message, self.username, self.password,
+                                        on_connected=self._republish, wait_s=wait_s)
         self._thread = threading.Thread(target=self._rollouts, name="config-rollouts", daemon=True)
         self._thread.start()
         return self

@@ -92,20 +92,30 @@ class RolloutRow(ConfigBase):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{gateway, state, version, detail, at}]
 
 
+# A version without its text (lists) and with it. Both are also the API's response models (FastAPI
+# takes a dataclass), so there is one definition; no docstrings: they would become schema texts.
 @dataclass(frozen=True)
-class Version:
+class VersionInfo:
     site: str
     gateway: str
     version: int
-    text: str
     digest: str
     created_at: float
     created_by: str
     comment: str
-    source: str
-    parent: int | None
+    source: str  # edit | rollback | import | rollout
+    parent: int | None  # the version rolled back to
     probe_s: float
     confirm_s: float
+
+
+@dataclass(frozen=True)
+class Version(VersionInfo):
+    text: str
+
+    def info(self) -> VersionInfo:
+        info: VersionInfo = _of(VersionInfo, self)
+        return info
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,7 @@ class State:
     last_at: float | None
 
 
+# Also the API's response models (no docstrings: they would become schema texts).
 @dataclass(frozen=True)
 class Event:
     id: int

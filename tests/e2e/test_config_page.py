@@ -9,13 +9,11 @@ its mistakes located, reads the diff and rolls back. A volunteer sees no config 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from shelterwatch.demo import SITE, DemoOptions, DemoStack
-from tests.fixtures.web import screenshot
+from shelterwatch.demo import SITE, DemoStack
+from tests.fixtures.web import demo_login, running_demo, screenshot
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -24,28 +22,13 @@ GW = "gw-shelter-a"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, mosquitto_session) -> Iterator[DemoStack]:  # type: ignore[no-untyped-def]
-    st = DemoStack(DemoOptions(workdir=tmp_path_factory.mktemp("cfgstack"), broker_url=mosquitto_session.url,
-                               sims=("shelter-a",), poll_ms=500))
-    st.start()
-    try:
-        st.wait_live(60)
+    with running_demo(tmp_path_factory.mktemp("cfgstack"), mosquitto_session.url, sims=("shelter-a",),
+                      poll_ms=500) as st:
         yield st
-    finally:
-        st.stop()
-        for log in Path(st.workdir).glob("edge-*.log"):
-            assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-3000:]
-
-
-def login(page: Any, stack: DemoStack, user: str) -> None:
-    page.goto(f"{stack.url}/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", stack.passwords[user])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_load_state("domcontentloaded")
 
 
 def test_volunteer_has_no_config_pages(stack: DemoStack, phone) -> None:  # type: ignore[no-untyped-def]
-    login(phone, stack, "volunteer")
+    demo_login(phone, stack, "volunteer")
     assert phone.locator("#nav-config").count() == 0
     r = phone.goto(f"{stack.url}/config/{SITE}/{GW}")
     assert r is not None and r.status == 403
@@ -54,7 +37,7 @@ def test_volunteer_has_no_config_pages(stack: DemoStack, phone) -> None:  # type
 def test_installer_edits_sees_it_applied_rolls_back(stack: DemoStack, phone) -> None:  # type: ignore[no-untyped-def]
     configs = stack.cloud.configs
     wait_until(lambda: configs.store.version(SITE, GW, 1), 30, "the gateway's running config imported")
-    login(phone, stack, "installer")
+    demo_login(phone, stack, "installer")
     assert phone.url.startswith(f"{stack.url}/health")
     row = phone.locator(f"#gwcfg-{GW}")
     assert "not managed" in row.inner_text(timeout=10000) and "shelterwatch-edge" in row.inner_text()

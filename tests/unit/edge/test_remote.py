@@ -156,7 +156,8 @@ def _st(**kw: Any) -> State:
 
 
 def _v(n: int, d: str) -> Version:
-    return Version("s", "g", n, "", d, 0.0, "w", "", "edit", None, 20.0, 30.0)
+    return Version(site="s", gateway="g", version=n, text="", digest=d, created_at=0.0, created_by="w", comment="",
+                   source="edit", parent=None, probe_s=20.0, confirm_s=30.0)
 
 
 def test_drift() -> None:

@@ -151,6 +151,10 @@ def parse_yaml(text: str, name: str) -> tuple[Any, yaml.Node | None]:
         mark = e.problem_mark
         line = mark.line + 1 if mark else 0
         raise ConfigError([Issue(name, line, "", f"YAML syntax: {e.problem}")]) from None
+    except yaml.reader.ReaderError as e:  # a control character: not text a person typed
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError([Issue(name, line, "", f"not YAML text: character #x{e.character:04x} is not allowed")]) \
+            from None
     return data, node
 
 

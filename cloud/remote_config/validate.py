@@ -68,7 +68,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def patched(base_text: str, patch_text: str) -> str:
     """A gateway's config text with a rollout's patch (YAML) applied."""
     base = yaml.safe_load(base_text) or {}
-    patch = yaml.safe_load(patch_text) or {}
+    try:
+        patch = yaml.safe_load(patch_text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"the patch is not YAML: {e}") from None
     if not isinstance(patch, dict):
         raise ValueError("a rollout patch is a mapping of the keys to change, e.g. `snapshot_s: 120`")
     return yaml.safe_dump(merge_patch(base, patch), sort_keys=False, allow_unicode=True, width=110)

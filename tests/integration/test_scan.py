@@ -127,3 +127,27 @@ def test_sim_run_writes_the_matching_edge_config(tmp_path: Path) -> None:
     check = run("edge_agent", "check", str(out))
     assert check.returncode == 0, check.stderr
     assert "bus rs485-park: polls need" in check.stdout
+
+
+def test_a_master_at_the_wrong_parity_gets_no_answer_where_a_pty_can_tell() -> None:
+    """Odd against none: a real slave sees parity errors and stays silent, and so does the simulated
+    bus (a pty keeps PARODD; docs/simulators.md). mbpoll (libmodbus) is the master: pyserial cannot
+    reconfigure a pty at odd parity."""
+    import shutil
+
+    answered = {}
+    for bus_parity in ("O", "N"):
+        site = SimSite(SiteSpec(site="par", buses=[BusSpec(id="b", kind="rtu", baud=9600, parity=bus_parity)],
+                                devices=[DeviceSpec(id="chg", profile="voltpile-cp10", bus="b", unit=2)])).start()
+        try:
+            port = site.endpoints()["chg"]["serial_port"]
+            for master in ("odd", "none"):
+                r = subprocess.run([shutil.which("mbpoll") or "mbpoll", "-0", "-1", "-o", "0.5", "-m", "rtu", "-b",
+                                    "9600", "-P", master, "-a", "2", "-t", "3", "-r", "900", "-c", "2", port],
+                                   capture_output=True, text=True, timeout=20)
+                answered[(bus_parity, master)] = "[900]:" in r.stdout
+            mismatches = site.buses["b"].stats["parity_mismatch"]  # type: ignore[union-attr]
+        finally:
+            site.stop()
+        assert mismatches == 1
+    assert answered == {("O", "odd"): True, ("O", "none"): False, ("N", "odd"): False, ("N", "none"): True}

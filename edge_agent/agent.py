@@ -514,12 +514,13 @@ class Agent:
             self.write_status(gh)
 
     async def _pump_loop(self) -> None:
-        announced = 0
+        announced: tuple[int, int] = (0, 0)  # (which uplink, its connection count)
         while True:
             self.flush()
             self.uplink.pump()
-            if self.remote is not None and self.uplink.connected and self.uplink.connects != announced:
-                announced = self.uplink.connects
+            now = (id(self.uplink), self.uplink.connects)
+            if self.remote is not None and self.uplink.connected and now != announced:
+                announced = now
                 self.remote.announce()  # the running config, once per connection (retained)
             self._kick.clear()
             with contextlib.suppress(TimeoutError):

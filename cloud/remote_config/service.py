@@ -77,6 +77,9 @@ def drift_of(desired: Version | None, st: State | None, local_match: Version | N
         if st.last_status in ("rolled_back", "refused"):
             return st.last_status, f"v{desired.version} {st.last_status.replace('_', ' ')}: {st.last_detail}", running
     if (st.last_version or 0) < desired.version:
+        if st.sent != desired.version:
+            return "pending", f"v{desired.version} accepted, not sent yet (no broker connection): sent on reconnect", \
+                running
         return "pending", f"v{desired.version} sent; waiting for the gateway", running
     return "drift", f"runs {running}, desired v{desired.version}", running
 

@@ -183,10 +183,28 @@ class Applier:
             self._commit(v, text, new_sha, merged, new_cfg, checked.profiles, msg)
             return self._result(v, "applied", "same content as the running config")
         self._emit(self._result(v, "applying", _describe(plan)))
+        old_cfg, old_profiles, old_rts, old_uplink = a.cfg, a.profiles, dict(a.devices), a.uplink
+        try:
+            return await self._trial(msg, text, new_sha, merged, new_cfg, checked.profiles, plan)
+        except Exception:
+            # A bug half-way must not leave the gateway on half a config: the old one, as it was.
+            # (Cancelled because the agent stops: nothing to undo, the file still holds the old
+            # config and the trial is reported at the next start.)
+            if a.uplink is not old_uplink:
+                await asyncio.to_thread(a.uplink.stop, False)
+                a.uplink = a.make_uplink(old_uplink.cfg)
+                a.uplink.start()
+            await switch(a, old_cfg, old_profiles, plan_change(new_cfg, old_cfg, merged, self.data), old_rts)
+            raise
+
+    async def _trial(self, msg: wire.ConfigSet, text: str, new_sha: str, merged: dict[str, Any],
+                     new_cfg: AgentConfig, profiles: dict[str, Profile], plan: Plan) -> wire.ConfigResult:
+        a = self.agent
+        v = msg.version
         old_cfg, old_profiles, old_rts = a.cfg, a.profiles, dict(a.devices)
         stale = max(3 * old_cfg.health_s, 30.0)
         before = {d for d, rt in old_rts.items() if rt.stats.online(stale)}
-        base = await switch(a, new_cfg, checked.profiles, plan)
+        base = await switch(a, new_cfg, profiles, plan)
         judged = plan.judged(before)
         devices, missing = await self._probe(judged, base, min(msg.probe_s, PROBE_MAX_S))
         for d in set(a.devices) - judged:
@@ -203,7 +221,7 @@ class Applier:
                 await switch(a, old_cfg, old_profiles, plan_change(new_cfg, old_cfg, merged, self.data), old_rts)
                 return self._result(v, "rolled_back", f"{why}; the previous uplink and config run again",
                                     devices=devices)
-        self._commit(v, text, new_sha, merged, new_cfg, checked.profiles, msg)
+        self._commit(v, text, new_sha, merged, new_cfg, profiles, msg)
         what = f"{len(judged)} device(s) answered" if judged else "no device had to prove itself"
         return self._result(v, "applied", what + (", uplink confirmed" if plan.uplink_changed else ""),
                             devices=devices)

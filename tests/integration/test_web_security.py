@@ -222,6 +222,12 @@ def test_forms_need_csrf(env) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 200 and "gw.estate-a.gw-csrf" in r.text
     bad = c.post("/enrol", data={**form, "gateway": "gw-bad", "devices": "d9 no-such-profile", "csrf": csrf.group(1)})
     assert bad.status_code == 422 and "unknown profile" in bad.text and 'value="gw-bad"' in bad.text
+    # The config forms and the cookie-authenticated config API too.
+    assert c.post("/config/estate-a/gw-a1", data={"yaml": "site: estate-a"}).status_code == 403
+    assert c.post("/config/estate-a/gw-a1/rollback", data={"version": "1", "csrf": "wrong"}).status_code == 403
+    assert c.put("/api/v1/sites/estate-a/gateways/gw-a1/config", json={"yaml": "site: estate-a"}).status_code == 403
+    r = c.post("/config/estate-a/gw-a1", data={"yaml": "site: estate-a\n", "csrf": csrf.group(1)})
+    assert r.status_code == 422 and "required key is missing" in r.text, "checked, refused, shown"
     # Login itself is protected against login CSRF: no token from our login page, no session.
     other = TestClient(env.app)
     r = other.post("/login", data={"username": "inst-a", "password": password_of("inst-a")}, follow_redirects=False)

@@ -130,7 +130,10 @@ def deadletters(
 @app.command()
 def serve(
     site: Annotated[list[Path], typer.Option(help="site file(s) to register (gateways, devices)")],
-    alarms: Annotated[list[Path], typer.Option(help="alarm file(s): people, escalation, overrides")],
+    alarms: Annotated[
+        list[Path] | None,
+        typer.Option(help="alarm file(s): people, escalation, overrides… (default: the site file's alarm keys)"),
+    ] = None,
     broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
     data_dir: Annotated[Path, typer.Option(help="databases and spool")] = Path("var/shelterwatch"),
     tsdb: Annotated[str, typer.Option(help="as for `ingest`; default SQLite in --data-dir")] = "",
@@ -158,7 +161,7 @@ def serve(
     secret = os.environ.get("SHELTERWATCH_SECRET", "")
     if not secret and (f := os.environ.get("SHELTERWATCH_SECRET_FILE")):
         secret = Path(f).read_text().strip()
-    cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms, secret=secret, data_dir=data_dir,
+    cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms or [], secret=secret, data_dir=data_dir,
                       tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, host=host, port=port,
                       metrics_port=metrics_port)
     try:

@@ -107,7 +107,7 @@ class CloudService:
         from cloud.ingest.service import IngestConfig, IngestService
         from cloud.notify.dispatch import AppriseSender, Dispatcher
         from cloud.notify.links import AckSigner
-        from cloud.site_config import load_site
+        from cloud.site_config import alarm_configs, load_site
         from cloud.state.registry import Registry
 
         c, d = self.cfg, self.cfg.data_dir
@@ -120,8 +120,11 @@ class CloudService:
         self.settings = settings = WebSettings(db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret,
                                                mqtt_url=c.broker, gateway_broker_url=c.broker, **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
-        sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
-        alarm_sites = list(c.alarm_sites) + [load_site_alarms(p) for p in c.alarm_files]
+        site_files = [("(given)", s) for s in c.sites] + [(str(p), load_site(p)) for p in c.site_files]
+        sites = [s for _, s in site_files]  # located errors before anything starts
+        # An alarm file for a site, else the alarm keys of its site file (docs/alarms.md).
+        alarm_sites = alarm_configs(site_files, [("(given)", a) for a in c.alarm_sites]
+                                    + [(str(p), load_site_alarms(p)) for p in c.alarm_files])
 
         state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)

@@ -321,6 +321,7 @@ class Agent:
             "ok": ok,
             "reading": act.reading,
             "threshold": act.threshold,
+            "trip": act.trip,  # the cloud raises one alarm per trip (docs/alarms.md)
         }
         if act.index is not None:
             data["index"] = act.index

@@ -69,11 +69,8 @@ class Registry:
     def register_site(self, site: SiteFile) -> dict[str, int]:
         """Make the registry match the site file: upsert its gateways and devices, remove devices
         and gateways of this site that the file no longer lists (but keep auto-enrolled ones)."""
-        extra = {
-            k: v
-            for k in ("people", "escalation", "alarm_overrides", "inspection_windows")
-            if (v := getattr(site, k)) is not None
-        }
+        extra = site.model_dump(mode="json", by_alias=True, exclude_none=True,
+                                include={"people", "escalation", "alarm_overrides", "inspection_windows"})
         with self._lock, self.session.begin() as s:
             row = s.get(SiteRow, site.site) or SiteRow(id=site.site)
             row.name, row.name_zh, row.auto_enrol, row.extra = site.name, site.name_zh, site.auto_enrol, extra

@@ -81,6 +81,7 @@ class ChargerModel:
     ports: dict[int, Port] = field(default_factory=dict)
     first: int = 1
     elapsed_s: float = 0.0
+    ambient_ramp: tuple[float, float, float, float] | None = None  # (from °C, to °C, start, duration s)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -138,6 +139,15 @@ class ChargerModel:
 
     runaway = start_runaway
 
+    def set_ambient(self, celsius: float, over_s: float = 0.0) -> None:
+        """The cabinet's ambient temperature: at once (a step), or a straight ramp from the
+        current value over `over_s` simulated seconds (a hot afternoon, a failing fan)."""
+        if over_s <= 0:
+            self.ambient_ramp = None
+            self.ambient_temp = self.params.ambient_c = celsius
+        else:
+            self.ambient_ramp = (self.ambient_temp, celsius, self.elapsed_s, over_s)
+
     def set_fault(self, number: int, on: bool = True) -> None:
         self.port(number).fault = on
         self._update_meters()
@@ -151,6 +161,12 @@ class ChargerModel:
             return
         self.elapsed_s += dt
         prm, rng = self.params, self.rng
+        if self.ambient_ramp is not None:
+            start_c, end_c, t0, over = self.ambient_ramp
+            frac = min(1.0, (self.elapsed_s - t0) / over)
+            self.ambient_temp = prm.ambient_c = start_c + (end_c - start_c) * frac
+            if frac >= 1.0:
+                self.ambient_ramp = None
         # Ambient wanders slowly around its set point (cabinet ventilation, sun).
         self.ambient_temp += (prm.ambient_c - self.ambient_temp) * min(1.0, dt / 600) + rng.gauss(
             0, 0.01

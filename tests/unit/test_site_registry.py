@@ -25,16 +25,6 @@ def test_demo_estate_matches_the_simulators_sites() -> None:
     }
 
 
-def test_alarm_sections_are_accepted_verbatim(tmp_path: Path) -> None:
-    f = tmp_path / "s.yaml"
-    f.write_text(
-        "site: s1\npeople: [{name: Li}]\nescalation: {tier1: [Li]}\nalarm_overrides: {}\n"
-        "inspection_windows: []\ngateways: []\n"
-    )
-    s = load_site(f)
-    assert s.people == [{"name": "Li"}] and s.escalation == {"tier1": ["Li"]}
-
-
 @pytest.mark.parametrize(
     ("text", "line", "key", "msg"),
     [

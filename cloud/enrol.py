@@ -7,8 +7,11 @@ publishing under gateway B's topics. Each enrolled gateway therefore gets:
 * a mosquitto password-file line (`user:$7$iterations$salt$hash`, PBKDF2-SHA512, the format
   mosquitto 2's `mosquitto_passwd` writes; tests check the real broker accepts it);
 * an ACL block: write only the topics it sends under `sw/v1/<site>/<gateway>/`, read only its own
-  `…/+/cmd` and its own config topics (`…/config`, `…/config-confirm`);
-* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in.
+  `…/+/cmd`, its own config topics (`…/config`, `…/config-confirm`) and the cloud's time beacon
+  `sw/v1/time`;
+* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in: its
+  own account and the broker's address, never the cloud's account (credentials that reach this
+  module inside a URL are dropped). It passes `edge-agent check` as returned.
 
 The pure functions here build those texts; `render_password_file` / `render_acl_file` assemble the
 broker's files from every enrolled gateway plus the cloud's own service users.
@@ -84,12 +87,13 @@ def check_passwd_line(line: str, password: str) -> bool:
 
 def gateway_acl(site: str, gateway: str) -> str:
     """Write exactly what a gateway sends (its uplink topics, its config results and running
-    config), read its commands and ITS config topics; never write its own desired config."""
+    config), read its commands, ITS config topics and the time beacon; never write its own desired
+    config."""
     wire.check_id("site", site)
     wire.check_id("gateway", gateway)
     ups = [*wire.subscriptions(site, gateway),
            *(wire.config_topic(site, gateway, k) for k in (wire.ConfigKind.RESULT, wire.ConfigKind.RUNNING))]
-    reads = [wire.cmd_topic(site, gateway), *wire.gateway_config_subscriptions(site, gateway)]
+    reads = [wire.cmd_topic(site, gateway), *wire.gateway_config_subscriptions(site, gateway), wire.TIME_TOPIC]
     return (f"user {mqtt_username(site, gateway)}\n"
             + "".join(f"topic write {t}\n" for t in ups)
             + "".join(f"topic read {t}\n" for t in reads))
@@ -97,12 +101,13 @@ def gateway_acl(site: str, gateway: str) -> str:
 
 def cloud_acl(username: str) -> str:
     """The cloud's service user (ingest, API): reads everything under v1, writes only commands and
-    gateways' desired configs and confirmations."""
+    gateways' desired configs and confirmations, and the time beacon."""
     return (f"user {username}\n"
             f"topic read {wire.PREFIX}/#\n"
             f"topic write {wire.PREFIX}/+/+/+/cmd\n"
             f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.DESIRED.value}\n"
-            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.CONFIRM.value}\n")
+            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.CONFIRM.value}\n"
+            f"topic write {wire.TIME_TOPIC}\n")
 
 
 def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object]:
@@ -141,10 +146,13 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         if d.labels:
             entry["labels"] = dict(d.labels)
         devs.append(entry)
+    from cloud.broker_account import without_credentials
+
+    url = without_credentials(broker_url).rstrip("/")
     doc = {
         "site": site,
         "gateway": gateway,
-        "uplink": {"url": broker_url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
+        "uplink": {"url": url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
         "buses": list(buses.values()),
         "devices": devs,
     }

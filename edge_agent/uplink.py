@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles import wire
+from edge_agent.clock import ClockSkew
 from edge_agent.config import Uplink as UplinkConfig
 from edge_agent.outbox import Outbox, Row
 
@@ -83,6 +84,7 @@ class Uplink:
         self._backlog_cur = 0
         self._need_reset = False
         self.wake = threading.Event()
+        self.clock = ClockSkew()  # our clock against the cloud's time beacon
         # While held (an uplink on trial, edge_agent/apply.py) nothing leaves the outbox: a broker
         # the cloud does not read would acknowledge, and so delete, what the cloud never got.
         self.hold = False
@@ -104,8 +106,8 @@ class Uplink:
             self.last_error = f"connect refused: {rc}"
             log.warning("MQTT %s", self.last_error)
             return
-        client.subscribe([(t, 1) for t in (wire.cmd_topic(self.site, self.gateway),
-                                            *wire.gateway_config_subscriptions(self.site, self.gateway))])
+        client.subscribe([(wire.cmd_topic(self.site, self.gateway), 1), (wire.TIME_TOPIC, 0),
+                          *((t, 1) for t in wire.gateway_config_subscriptions(self.site, self.gateway))])
         # The birth carries the same time as this connection's last will: a status's time says which
         # connection it is about. The will of this connection then ties with its birth (and, coming
         # later, wins), while a stale will of an older connection is older than this birth.
@@ -128,6 +130,13 @@ class Uplink:
         self.wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == wire.TIME_TOPIC:
+            try:
+                beacon = wire.decode_beacon(bytes(msg.payload))
+            except wire.WireError:
+                return  # a malformed beacon is no sample (and not worth a log line each)
+            self.clock.sample(time.time(), beacon.ts.timestamp(), time.monotonic())
+            return
         if self.on_command is not None:
             try:
                 self.on_command(msg.topic, bytes(msg.payload))

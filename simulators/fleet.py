@@ -175,7 +175,8 @@ class FleetConfig:
     health_every: int = 30
     event_probability: float = 0.05  # per parking device per tick
     points_per_report: tuple[int, int] = (1, 4)
-    seq_start: int = 0
+    seq_start: int = 1  # a device's first message is seq 1 (docs/wire.md, "Sequence numbers")
+    epoch: str | None = None  # the virtual outboxes' epoch; None: a new random one per model
     connections: int = 8
     client_prefix: str = "sw-fleet"
     # Values quiet by each profile's alarm rules (simulators/fleet_ranges.py); False: nominal ranges
@@ -250,6 +251,8 @@ class FleetModel:
         else:
             self.site, topo = cfg.site, synthetic_topology(cfg.gateways, cfg.site)
         self.topology = topo
+        # Like a fresh outbox: a rerun against the same cloud is new traffic, not a replay.
+        self.epoch = cfg.epoch if cfg.epoch is not None else wire.new_id()[:8]
         self.gateways: list[VGateway] = []
         gens: dict[tuple[str, str], list[PointGen]] = {}
         t0 = self.clock(0).timestamp()
@@ -277,7 +280,7 @@ class FleetModel:
             return wire.now()
         # `sub` spreads the messages of one tick by a millisecond each, so that no two readings of
         # one device share a timestamp (a store keeps one value per series and time).
-        return self.cfg.sim_start + timedelta(seconds=tick * self.cfg.tick_s, milliseconds=sub)
+        return wire.wire_time(self.cfg.sim_start + timedelta(seconds=tick * self.cfg.tick_s, milliseconds=sub))
 
     def topic(self, gw: str, kind: wire.Kind, dev: str | None = None) -> str:
         return wire.topic(self.site, gw, kind, dev)
@@ -315,7 +318,9 @@ class FleetModel:
                     for p in d.points:
                         if rnd.random() < 0.2:
                             self._set(d, p, next_value(p, d.values.get(p.id), d.home.get(p.id), rnd), now)
-                    msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True)
+                    msg = wire.Telemetry(
+                        ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True, epoch=self.epoch
+                    )
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
                 else:
                     k = min(len(d.points), rnd.randint(*cfg.points_per_report))
@@ -326,7 +331,7 @@ class FleetModel:
                         self._set(d, p, v, now)
                         changed[p.id] = v
                     if changed:
-                        msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed)
+                        msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed, epoch=self.epoch)
                         yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
                 if d.bay_points and rnd.random() < cfg.event_probability:
                     bay = rnd.choice(list(d.bay_points))
@@ -344,9 +349,10 @@ class FleetModel:
                         value=not prev,
                         previous=prev,
                         text="car arrived" if not prev else "bay freed",
+                        epoch=self.epoch,
                     )
                     yield self.topic(g.id, wire.Kind.EVENT, d.id), wire.encode(ev), False
-                    tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev})
+                    tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev}, epoch=self.epoch)
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(tm), False
                 if t % cfg.health_every == cfg.health_every - 1:
                     polls = (t + 1) * 10
@@ -358,6 +364,7 @@ class FleetModel:
                         ok=polls,
                         latency_ms=round(rnd.uniform(8, 40), 1),
                         poll_rate_hz=1.0,
+                        epoch=self.epoch,
                     )
                     yield self.topic(g.id, wire.Kind.HEALTH, d.id), wire.encode(h), False
             if t % cfg.health_every == cfg.health_every - 1:

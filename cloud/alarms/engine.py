@@ -38,6 +38,7 @@ from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
 log = logging.getLogger(__name__)
 
 GATEWAY_RULE = "gateway_offline"
+CLOCK_RULE = "gateway_clock"
 COMM_RULE = "comm_errors"
 TRUE_TAGS = ("true", "yes", "1", "on")
 
@@ -224,6 +225,8 @@ class AlarmEngine:
     def process(self, msg: SafetyMessage) -> None:
         with self.lock:
             self.counters["messages"] += 1
+            if msg.clock_skew is not None or msg.kind is wire.Kind.GATEWAY_HEALTH:
+                self._gateway_clock(msg, self.clock())
             now = self.clock()
             p = msg.payload
             gw = (msg.site, msg.gateway)
@@ -319,6 +322,37 @@ class AlarmEngine:
                         touched.add(ctx.instance)
             if touched:
                 self._composites(msg, ref, all_rules, touched, now)
+
+    def _gateway_clock(self, msg: SafetyMessage, now: float) -> None:
+        """`gateway_clock` (minor, trouble): the gateway's clock is more than CLOCK_TOLERANCE_S off
+        the cloud's, by its own measurement (gateway health `clock_skew_s`, from the time beacon)
+        or because the ingester had to rebase one of its messages (docs/wire.md, "Time"). Cleared
+        by a gateway health that reports a skew within the tolerance."""
+        p = msg.payload
+        skew = p.clock_skew_s if isinstance(p, wire.GatewayHealth) else msg.clock_skew
+        if skew is None:
+            return
+        k = active_key(msg.site, msg.gateway, "", CLOCK_RULE, "")
+        if abs(skew) <= wire.CLOCK_TOLERANCE_S:
+            if isinstance(p, wire.GatewayHealth):
+                self._clear(k, now)
+            return
+        if k in self.active:
+            return
+        rule = AlarmRule.model_validate(
+            {
+                "key": CLOCK_RULE,
+                "name": "Gateway clock wrong",
+                "name_zh": "网关时钟错误",
+                "kind": "event",
+                "event_kind": "clock",
+                "severity": "minor",
+            }
+        )
+        how = "ahead of" if skew > 0 else "behind"
+        reason = f"gateway clock {abs(skew):.0f} s {how} the cloud's; its timestamps beyond the tolerance are replaced"
+        ctx = _Ctx(msg.site, msg.gateway, "", "", None, {"gateway": msg.gateway})
+        self._raise(rule, ctx, now, skew, {"reason": reason, "skew_s": skew}, msg.received)
 
     def _track_seq(self, dkey: tuple[str, str, str], seq: int) -> None:
         """One counter per device across telemetry, events and health (docs/wire.md). A jump is a

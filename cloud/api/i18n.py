@@ -62,6 +62,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "battery_low": ("Low battery: bay {bays}", "低电量：车位 {bays}"),
     "last_seen": ("Last seen", "最近上报"),
     "seconds_ago": ("{s} s ago", "{s} 秒前"),
+    "clock_off": ("clock {s} s off", "时钟偏差 {s} 秒"),
+    "clock_rebased": ("{n} messages stored at arrival time", "{n} 条消息按接收时间存储"),
     "never": ("never", "从未"),
     "enrol": ("Enrol a gateway", "注册网关"),
     "site": ("Site", "小区"),

@@ -46,6 +46,8 @@ class GatewayOut(BaseModel):
     online: bool | None
     status_reason: str
     agent: str
+    clock_skew_s: float | None = None  # the gateway's clock minus the cloud's, seconds
+    clock_trouble: bool = False  # off by more than the tolerance, or its timestamps rebased lately
 
 
 class DeviceOut(BaseModel):
@@ -214,7 +216,8 @@ def sites(request: Request, p: Principal = Depends(require(Perm.VIEW_PARKING))) 
 def gateways(site: str, request: Request, p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[GatewayOut]:
     site_of(p, site, known_sites(request))
     return [GatewayOut(site=g.site, id=g.id, name=g.name, location=g.location, online=g.online,
-                       status_reason=g.status_reason, agent=g.agent) for g in source(request).gateways(site)]
+                       status_reason=g.status_reason, agent=g.agent, clock_skew_s=g.clock_skew_s,
+                       clock_trouble=g.clock_trouble) for g in source(request).gateways(site)]
 
 
 @router.get("/sites/{site}/devices", response_model=list[DeviceOut])

@@ -202,8 +202,10 @@ class Agent:
         self._bus_tasks[name] = asyncio.create_task(bus.run(), name=f"bus-{name}")
 
     async def stop_bus(self, name: str, timeout: float = 10.0) -> None:
-        """Stop one bus: queued writes (interlocks, commands) finish first, then its port closes."""
-        bus = self.buses.pop(name, None)
+        """Stop one bus: queued writes (interlocks, commands) finish first, then its port closes.
+        It stays the bus of its devices until then, so a write asked for meanwhile (an interlock
+        tripping on its last poll) is still carried out."""
+        bus = self.buses.get(name)
         task = self._bus_tasks.pop(name, None)
         if bus is not None:
             bus.stop()
@@ -214,6 +216,8 @@ class Agent:
                 task.cancel()
             except Exception:
                 log.exception("bus %s stopped with an error", name)
+        if self.buses.get(name) is bus:
+            self.buses.pop(name, None)
 
     def _birth(self) -> wire.Status:
         devs = [
@@ -300,6 +304,8 @@ class Agent:
             return
         sched = self.buses.get(rt.bus)
         if not isinstance(sched, BusScheduler):
+            # no scheduler for this bus at this instant: not pending, so the next poll acts again
+            rt.interlocks.result(act, False, time.monotonic())
             return
         fut = sched.submit_write(rt.cfg.id, w.table, w.address, w.value)
         fut.add_done_callback(lambda f: self._interlock_done(rt, act, f))

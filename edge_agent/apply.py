@@ -94,7 +94,7 @@ class Applier:
             self.state.trial = None
             r = self._result(v, "rolled_back", "the agent stopped during the trial (crash, power loss or restart); "
                                                "it runs the previous config")
-        self.state.remember(v, msgspec.to_builtins(r))
+        self.state.remember(v, msgspec.json.decode(wire.encode(r)))
         self.state.save(self.state_path)
         self._emit(r)
 
@@ -141,7 +141,8 @@ class Applier:
         if v <= self.state.last_seen:
             prev = self.state.results.get(str(v))
             if prev is not None:
-                self._emit(msgspec.convert({**prev, "ts": wire.now()}, wire.ConfigResult, strict=False))
+                again = msgspec.convert(prev, wire.ConfigResult, strict=False)
+                self._emit(msgspec.structs.replace(again, ts=wire.now()))
             elif v == self.state.version:
                 self._emit(self._result(v, "applied", "already running"))
             else:
@@ -151,7 +152,7 @@ class Applier:
         t0 = time.monotonic()
         r = await self._try(msg)
         r = msgspec.structs.replace(r, detail=f"{r.detail} ({time.monotonic() - t0:.1f} s)".strip())
-        self.state.remember(v, msgspec.to_builtins(r))
+        self.state.remember(v, msgspec.json.decode(wire.encode(r)))
         self.state.trial = None
         self.state.save(self.state_path)
         self._emit(r)
@@ -343,6 +344,7 @@ def _carry(a: Agent, old: DeviceRuntime, d: Any, prof: Profile) -> DeviceRuntime
         fresh = Interlocks.for_profile(prof, {k: (o.value, o.enabled) for k, o in d.interlocks.items()})
         keys = {r.key for r in fresh.rules}
         fresh.done = {slot: t for slot, t in il.done.items() if slot[0] in keys}
+        fresh.trips = {slot: t for slot, t in il.trips.items() if slot[0] in keys}  # the same episodes go on
         il = fresh
     old.reporter.snapshot_s = a.cfg.snapshot_s
     return replace(old, cfg=d, bus=d.bus, interlocks=il)

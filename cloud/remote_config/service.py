@@ -157,7 +157,8 @@ class ConfigService:
             self.store.add_event(site, gw, r.version, "cloud", "confirmed",
                                  "heard the gateway over its new uplink: confirmed")
         problems = [{"line": p.line, "key": p.key, "message": p.message} for p in r.problems]
-        self.store.record_result(site, gw, r.version, r.status, r.running, r.detail, dict(r.devices), problems)
+        self.store.record_result(site, gw, r.version, r.status, r.running, r.detail, dict(r.devices), problems,
+                                 r.ts.timestamp())
         with self.changed:
             self.changed.notify_all()
 

@@ -60,6 +60,7 @@ class StateRow(ConfigBase):
     last_devices: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     last_problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     last_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_ts: Mapped[float | None] = mapped_column(Float, nullable=True)  # the gateway's time of that result
 
 
 class EventRow(ConfigBase):
@@ -135,6 +136,7 @@ class State:
     last_devices: dict[str, str]
     last_problems: list[dict[str, Any]]
     last_at: float | None
+    last_ts: float | None
 
 
 # Also the API's response models (no docstrings: they would become schema texts).
@@ -230,7 +232,7 @@ class ConfigStore:
         st = s.get(StateRow, (site, gateway))
         if st is None:
             st = StateRow(site=site, gateway=gateway, running_digest="", running_text="", agent="", last_status="",
-                          last_detail="", last_devices={}, last_problems=[])
+                          last_detail="", last_devices={}, last_problems=[], last_ts=None)
             s.add(st)
         return st
 
@@ -262,20 +264,30 @@ class ConfigStore:
                                what="sent", detail="published to the gateway (retained)"))
 
     def record_result(self, site: str, gateway: str, version: int, status: str, running: int, detail: str,
-                      devices: dict[str, str], problems: list[dict[str, Any]]) -> bool:
-        """A gateway's config-result. False when it repeats what is already recorded (a result the
-        gateway sent again), so the history has one line per step."""
+                      devices: dict[str, str], problems: list[dict[str, Any]], ts: float = 0.0) -> bool:
+        """A gateway's config-result, `ts` its time on the gateway. Results may arrive late and out of
+        order (an `applying` left in the outbox by the uplink a trial replaced goes out behind the
+        newer `applied`): only a result newer than the recorded one, by (version, ts), becomes the
+        gateway's state; a late one only adds its history line if that step has none yet. False when
+        nothing was recorded (a result the gateway sent again)."""
         who = f"gateway {gateway}"
+        detail = detail[:2000]
         with self._lock, self.session.begin() as s:
             st = self._state_row(s, site, gateway)
-            if (st.last_version, st.last_status, st.last_detail) == (version, status, detail[:2000]):
-                return False
-            st.last_version, st.last_status, st.last_detail = version, status, detail[:2000]
-            st.last_devices, st.last_problems, st.last_at = dict(devices), list(problems), time.time()
-            if status in TERMINAL:
-                st.running_version = running
+            newer = st.last_version is None or (version, ts) > (st.last_version, st.last_ts or 0.0)
+            if not newer or (st.last_version, st.last_status, st.last_detail) == (version, status, detail):
+                seen = s.scalar(select(EventRow.id).where(
+                    EventRow.site == site, EventRow.gateway == gateway, EventRow.version == version,
+                    EventRow.what == status, EventRow.detail == detail).limit(1))
+                if seen is not None:
+                    return False
+            if newer:
+                st.last_version, st.last_status, st.last_detail, st.last_ts = version, status, detail, ts
+                st.last_devices, st.last_problems, st.last_at = dict(devices), list(problems), time.time()
+                if status in TERMINAL:
+                    st.running_version = running
             s.add(EventRow(site=site, gateway=gateway, version=version, at=time.time(), who=who, what=status,
-                           detail=detail[:2000]))
+                           detail=detail))
         return True
 
     def record_running(self, site: str, gateway: str, version: int, digest: str, text: str | None,

@@ -24,15 +24,19 @@ def test_versions_state_history_and_rollouts(db_url: str) -> None:
     assert s.by_digest("s1", "gw1", "b" * 64) == v2
     s.mark_sent("s1", "gw1", 2)
     s.mark_sent("s1", "gw1", 2)
-    assert s.record_result("s1", "gw1", 2, "applying", 0, "rebuilding", {}, [])
-    assert not s.record_result("s1", "gw1", 2, "applying", 0, "rebuilding", {}, []), "a repeat is one line"
-    assert s.record_result("s1", "gw1", 2, "applied", 2, "ok", {"chg1": "ok"}, [])
+    assert s.record_result("s1", "gw1", 2, "applying", 0, "rebuilding", {}, [], ts=10.0)
+    assert not s.record_result("s1", "gw1", 2, "applying", 0, "rebuilding", {}, [], ts=10.0), "a repeat is one line"
+    assert s.record_result("s1", "gw1", 2, "applied", 2, "ok", {"chg1": "ok"}, [], ts=12.0)
+    # `applying` again, late (left in the outbox by the uplink a trial replaced): not the state
+    assert not s.record_result("s1", "gw1", 2, "applying", 0, "rebuilding", {}, [], ts=10.0)
     st = s.state("s1", "gw1")
     assert st is not None and (st.running_version, st.last_status, st.last_devices) == (2, "applied", {"chg1": "ok"})
+    assert s.record_result("s1", "gw1", 1, "refused", 0, "late answer to v1", {}, [], ts=20.0), "a history line"
+    assert s.state("s1", "gw1").last_status == "applied"  # type: ignore[union-attr]
     s.record_running("s1", "gw1", 2, "b" * 64, "site: s1\n", "shelterwatch-edge 0.1.0")
     s.record_running("s1", "gw1", 2, "b" * 64, None, "shelterwatch-edge 0.1.0")
     whats = [e.what for e in s.events("s1", "gw1")]
-    assert whats == ["running", "applied", "applying", "sent", "desired", "edit", "import"], whats
+    assert whats == ["running", "refused", "applied", "applying", "sent", "desired", "edit", "import"], whats
     r = s.create_rollout("s1", ["gw1", "gw2"], "snapshot_s: 50", "manager:li", "c", 60, 5, 10)
     assert r.steps[0] == {"gateway": "gw1", "state": "pending", "version": None, "detail": "", "at": None}
     s.save_rollout(r.id, "stopped", "stopped at gw1", [{**r.steps[0], "state": "rolled_back"}, r.steps[1]])

@@ -15,7 +15,7 @@ from cloud.remote_config.store import State, Version
 from cloud.remote_config.validate import merge_patch, validate
 from device_profiles.loader import catalog
 from device_profiles.located_yaml import ConfigError
-from device_profiles.model import TransportKind
+from device_profiles.model import PollClass, TransportKind
 from edge_agent.config import AgentConfig, parse_config
 from edge_agent.config_state import ConfigState
 from edge_agent.remote import check_remote, digest, merge_secrets, plan_change, redact
@@ -151,7 +151,7 @@ def test_cloud_validation_and_merge_patch() -> None:
 def _st(**kw: Any) -> State:
     base = dict(site="s", gateway="g", desired=None, sent=None, running_version=None, running_digest="",
                 running_text="", running_at=None, agent="", last_version=None, last_status="", last_detail="",
-                last_devices={}, last_problems=[], last_at=None)
+                last_devices={}, last_problems=[], last_at=None, last_ts=None)
     return State(**{**base, **kw})
 
 
@@ -169,3 +169,25 @@ def test_drift() -> None:
     assert drift_of(_v(2, "b"), _st(running_version=0, running_digest="c", last_version=2, last_status="applied")
                     )[0] == "drift", "edited on site after v2"
     assert drift_of(None, _st(running_version=0, running_digest="a"), _v(1, "a"))[2] == "local (same as v1)"
+
+
+def test_an_interlock_with_no_bus_for_a_moment_is_tried_again(tmp_path: Path) -> None:
+    """While a bus is rebuilt for a new config its devices may have no scheduler for an instant; an
+    interlock tripping then must not stay pending forever (it would never act again)."""
+    import asyncio
+
+    from edge_agent.agent import Agent
+
+    cfg, profiles, _ = parse_config(change(BASE, lambda d: (d.update(state_dir=str(tmp_path)),
+                                                            d["uplink"].pop("password"))), "t", Path("."), catalog())
+
+    async def go() -> set[Any]:
+        agent = Agent(cfg, {k: catalog()[k] for k in profiles})
+        agent.loop = asyncio.get_running_loop()
+        try:
+            agent.on_values("chg1", {"port.3.connector_temp": 80.0}, PollClass.SAFETY)  # no buses built yet
+            return set(agent.devices["chg1"].interlocks.pending)
+        finally:
+            agent.outbox.close()
+
+    assert asyncio.run(go()) == set()

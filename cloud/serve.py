@@ -50,6 +50,7 @@ class ServeConfig:
     # hand-over can wait a full interval behind bulk work. 1 ms cut ingest → dispatch p99 under a
     # 2,200 msg/s fleet from ~120 ms to ~60 ms (docs/e2e-latency.md). None: leave it alone.
     gil_switch_interval_s: float | None = 0.001
+    remote_config: bool = True  # desired gateway configs, sent over MQTT (cloud/remote_config/)
     extra: dict[str, Any] = field(default_factory=dict)
     account: Any = None  # cloud.broker_account.BrokerAccount: the cloud's own broker user
     # The broker address written into enrolled gateways' configs (default: `broker`); never an account.
@@ -61,8 +62,8 @@ class CloudService:
     """Starts and stops the cloud parts in dependency order; each part is the one the tests use.
 
     After `start()` the parts are attributes (`registry`, `store`, `dispatcher`, `signer`, `engine`,
-    `gate`, `history`, `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
-    production process runs."""
+    `gate`, `history`, `ingest`, `commander`, `configs`, `app`, `server`), so the demo and tests drive the
+    very objects the production process runs."""
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
@@ -78,6 +79,7 @@ class CloudService:
         self.history: Any = None
         self.ingest: Any = None
         self.commander: Any = None
+        self.configs: Any = None  # cloud.remote_config.service.ConfigService
         self.app: Any = None
 
     @property
@@ -166,8 +168,18 @@ class CloudService:
                                    account.username, account.password,
                                    timeout_s=settings.command_timeout_s).start()
         self.parts.append(("commander", self.commander))
+        if c.remote_config:
+            from cloud.remote_config.service import ConfigService
+            from cloud.remote_config.store import ConfigStore
+            from device_profiles.loader import catalog
+
+            self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
+                                         lambda site: [g.id for g in registry.gateways(site)],
+                                         account.username, account.password).start()
+            self.parts.append(("remote config", self.configs))
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
-                             commander=self.commander, db=self.commander.db, storage=ingest.storage_status)
+                             commander=self.commander, db=self.commander.db, storage=ingest.storage_status,
+                             configs=self.configs)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
         web = threading.Thread(target=self.server.run, name="web", daemon=True)

@@ -188,12 +188,16 @@ class DeviceInfo(msgspec.Struct, omit_defaults=True):
 
 
 class Status(_Msg, kw_only=True):
-    """Retained on `…/status`. Birth says online; the last will (set at connect) says offline."""
+    """Retained on `…/status`. Birth says online; the last will (set at connect) says offline.
+    A birth names the running config: `config_version` (the cloud version it applied; 0 = a
+    config written on site) and `config_digest` (`edge_agent.remote.digest` of its content)."""
 
     state: Literal["online", "offline"]
     reason: str = ""
     agent: str = ""
     devices: list[DeviceInfo] = []
+    config_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    config_digest: str = ""
 
 
 class Telemetry(_Msg, kw_only=True):
@@ -375,3 +379,125 @@ def new_id() -> str:
 def last_will(ts: datetime | None = None) -> Status:
     """The offline status a gateway registers as its MQTT last will when it connects."""
     return Status(ts=ts or now(), state="offline", reason="connection lost")
+
+
+# ------------------------------------------------------------------------------ remote configuration
+# Gateway-level topics (five levels, like `status`), so they can never be mistaken for a device's:
+#   sw/v1/<site>/<gateway>/config          down, retained: the desired config (ConfigSet)
+#   sw/v1/<site>/<gateway>/config-confirm  down: the cloud heard the gateway over its new uplink
+#   sw/v1/<site>/<gateway>/config-result   up: what the gateway did with a version (ConfigResult)
+#   sw/v1/<site>/<gateway>/config-running  up, retained: the config it runs, without secrets
+
+
+class ConfigKind(StrEnum):
+    DESIRED = "config"
+    CONFIRM = "config-confirm"
+    RESULT = "config-result"
+    RUNNING = "config-running"
+
+
+MAX_CONFIG_TEXT = 48 * 1024  # the YAML inside a ConfigSet / ConfigRunning (the payload stays under 64 KiB)
+
+
+def config_topic(site: str, gateway: str, kind: ConfigKind) -> str:
+    check_id("site", site)
+    check_id("gateway", gateway)
+    return f"{PREFIX}/{site}/{gateway}/{kind.value}"
+
+
+_CONFIG_KIND = {k.value: k for k in ConfigKind}
+
+
+def parse_config_topic(name: str) -> tuple[str, str, ConfigKind]:
+    """`sw/v1/<site>/<gateway>/config…` → (site, gateway, kind), or WireError('bad_topic')."""
+    parts = name.split("/")
+    if (len(parts) != 5 or parts[0] != "sw" or parts[1] != "v1" or parts[4] not in _CONFIG_KIND
+            or not (ID_RE.match(parts[2]) and ID_RE.match(parts[3]))):
+        raise WireError("bad_topic", f"{name!r} is not a v1 config topic")
+    return parts[2], parts[3], _CONFIG_KIND[parts[4]]
+
+
+def config_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """What the cloud reads: every gateway's config results and running configs."""
+    b = f"{PREFIX}/{site}/{gateway}"
+    return [f"{b}/{ConfigKind.RESULT.value}", f"{b}/{ConfigKind.RUNNING.value}"]
+
+
+def gateway_config_subscriptions(site: str, gateway: str) -> list[str]:
+    """What a gateway reads: its own desired config and confirmations, nothing else's."""
+    return [config_topic(site, gateway, ConfigKind.DESIRED), config_topic(site, gateway, ConfigKind.CONFIRM)]
+
+
+ConfigText = Annotated[str, msgspec.Meta(max_length=MAX_CONFIG_TEXT)]
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**31)]
+
+
+class ConfigSet(_Msg, kw_only=True):
+    """The cloud's desired config for one gateway (retained). `config` is the edge config's YAML
+    text without the uplink password (the gateway keeps its own); `digest` is its content's
+    digest. The gateway tries a version newer than any it handled: devices must answer within
+    `probe_s`, a changed uplink must be confirmed by the cloud within `confirm_s`, or it rolls back."""
+
+    version: Version
+    config: ConfigText
+    digest: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    by: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    comment: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    probe_s: Annotated[float, msgspec.Meta(ge=1, le=120)] = 20.0
+    confirm_s: Annotated[float, msgspec.Meta(ge=5, le=300)] = 30.0
+
+
+class ConfigConfirm(_Msg, kw_only=True):
+    """The cloud received `confirming` for `version` over the gateway's new uplink: keep it."""
+
+    version: Version
+
+
+class ConfigProblem(msgspec.Struct, omit_defaults=True):
+    line: int
+    key: str
+    message: str
+
+
+class ConfigResult(_Msg, kw_only=True):
+    """One step of a version on the gateway: `applying`, `confirming` (new uplink connected,
+    waiting for ConfigConfirm), then `applied`, `rolled_back` or `refused`. `running` is the
+    version running after this step (0: a config written on site)."""
+
+    version: Version
+    status: Literal["applying", "confirming", "applied", "rolled_back", "refused"]
+    running: Annotated[int, msgspec.Meta(ge=0)] = 0
+    detail: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    problems: list[ConfigProblem] = []
+    devices: dict[str, str] = {}
+
+
+class ConfigRunning(_Msg, kw_only=True):
+    """Retained: the config the gateway runs, without the uplink password."""
+
+    version: Annotated[int, msgspec.Meta(ge=0)]
+    digest: str
+    config: ConfigText
+    agent: str = ""
+
+
+CONFIG_PAYLOAD_TYPES: dict[ConfigKind, type[_Msg]] = {
+    ConfigKind.DESIRED: ConfigSet,
+    ConfigKind.CONFIRM: ConfigConfirm,
+    ConfigKind.RESULT: ConfigResult,
+    ConfigKind.RUNNING: ConfigRunning,
+}
+_config_decoders = {k: msgspec.json.Decoder(t) for k, t in CONFIG_PAYLOAD_TYPES.items()}
+
+
+def decode_config(kind: ConfigKind, data: bytes) -> Any:
+    """Validate and decode a config payload; WireError as `decode`."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _config_decoders[kind].decode(data)
+    except UnicodeDecodeError:
+        raise WireError("not_utf8", "payload is not UTF-8") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        reason = "bad_schema" if isinstance(e, msgspec.ValidationError) else "bad_json"
+        raise WireError(reason, str(e)) from None

@@ -197,6 +197,12 @@ class Outbox:
             cur.execute("COMMIT")
         return dropped
 
+    def set_limits(self, max_bytes: int, synchronous: str) -> None:
+        """A new config's disk budget and commit durability, at once (remote configuration)."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+
     def dropped(self) -> int:
         with self._lock:
             r = self.db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()

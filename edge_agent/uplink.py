@@ -85,6 +85,9 @@ class Uplink:
         self._need_reset = False
         self.wake = threading.Event()
         self.clock = ClockSkew()  # our clock against the cloud's time beacon
+        # While held (an uplink on trial, edge_agent/apply.py) nothing leaves the outbox: a broker
+        # the cloud does not read would acknowledge, and so delete, what the cloud never got.
+        self.hold = False
         self.sent = 0
         self.acks = 0
         self.connects = 0
@@ -103,7 +106,8 @@ class Uplink:
             self.last_error = f"connect refused: {rc}"
             log.warning("MQTT %s", self.last_error)
             return
-        client.subscribe([(wire.cmd_topic(self.site, self.gateway), 1), (wire.TIME_TOPIC, 0)])
+        client.subscribe([(wire.cmd_topic(self.site, self.gateway), 1), (wire.TIME_TOPIC, 0),
+                          *((t, 1) for t in wire.gateway_config_subscriptions(self.site, self.gateway))])
         # The birth carries the same time as this connection's last will: a status's time says which
         # connection it is about. The will of this connection then ties with its birth (and, coming
         # later, wins), while a stale will of an older connection is older than this birth.
@@ -192,7 +196,7 @@ class Uplink:
             self._live.clear()
             self._backlog_hi = self.outbox.max_id()
             self._backlog_cur = 0
-        if not connected:
+        if not connected or self.hold:
             return 0
         n = 0
         room = min(budget, self.cfg.window - len(self._inflight))
@@ -225,6 +229,16 @@ class Uplink:
         self._inflight_rows.add(r.id)
         self.sent += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_now(self, topic: str, payload: bytes, retain: bool = False, qos: int = 0) -> None:
+        """Not durable (gateway health, the running config): best effort, only while connected."""
+        if self.connected:
+            self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def republish_birth(self) -> None:
+        """The birth again, with this connection's time (the running config changed)."""
+        birth = msgspec.structs.replace(self.birth(), ts=self.client_will_ts)
+        self.publish_now(self.status_topic, wire.encode(birth), retain=True, qos=1)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until nothing is in flight and nothing is waiting (tests, shutdown)."""

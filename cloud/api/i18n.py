@@ -88,6 +88,46 @@ TEXT: dict[str, tuple[str, str]] = {
     "sev_minor": ("minor", "故障"),
     "sev_warning": ("warning", "提示"),
     "sev_info": ("info", "信息"),
+    "configs": ("Gateway configs", "网关配置"),
+    "config_of": ("Config of gateway {gw}", "网关 {gw} 的配置"),
+    "gateway": ("Gateway", "网关"),
+    "desired": ("Desired", "目标版本"),
+    "running": ("Running", "运行版本"),
+    "agent": ("Agent", "网关软件"),
+    "drift_in_sync": ("in sync", "已同步"),
+    "drift_pending": ("sent, waiting", "已下发，等待中"),
+    "drift_applying": ("applying", "正在应用"),
+    "drift_rolled_back": ("rolled back", "已回滚"),
+    "drift_refused": ("refused", "被拒绝"),
+    "drift_drift": ("differs", "不一致"),
+    "drift_unmanaged": ("not managed", "未托管"),
+    "drift_unknown": ("not reported", "未上报"),
+    "edit_config": ("Edit and send", "编辑并下发"),
+    "config_help": ("Checked like `edge-agent check` before it is kept. The gateway keeps it only if its devices "
+                    "answer (and a new uplink is confirmed); otherwise it rolls back by itself. No password here: "
+                    "the gateway keeps its own.",
+                    "保存前按 `edge-agent check` 校验。网关只有在设备应答（新上行链路经确认）后才保留，否则自动回滚。"
+                    "此处不填密码，网关保留自己的密码。"),
+    "config_send": ("Check and send", "校验并下发"),
+    "config_saved": ("Version {v} accepted and sent.", "版本 {v} 已通过校验并下发。"),
+    "line": ("line", "行"),
+    "comment": ("Comment", "说明"),
+    "versions": ("Versions", "版本"),
+    "who": ("Who", "操作人"),
+    "when": ("When", "时间"),
+    "diff_running": ("diff with running", "与运行版本比较"),
+    "diff_previous": ("diff with previous", "与上一版本比较"),
+    "rollback_to": ("roll back to this", "回滚到此版本"),
+    "back": ("back", "返回"),
+    "no_difference": ("No difference.", "没有差异。"),
+    "rollout": ("Roll out a change", "批量下发"),
+    "rollouts": ("Rollouts", "批量下发记录"),
+    "rollout_help": ("One change (a YAML merge patch, e.g. `snapshot_s: 120`) to the chosen gateways, one at a "
+                     "time; it stops at the first gateway that refuses it, rolls back or does not answer.",
+                     "同一修改（YAML 合并补丁，如 `snapshot_s: 120`）逐个下发到所选网关；"
+                     "任一网关拒绝、回滚或无应答即停止。"),
+    "patch": ("Change (YAML)", "修改内容（YAML）"),
+    "rollout_start": ("Check all, then start", "全部校验后开始"),
 }
 
 

@@ -304,7 +304,7 @@ async def health_page(request: Request, site: str | None = None) -> HTMLResponse
     site_id, sites = pick_site(request, p, site)
     return render(request, "health.html", site=site_id, sites=sites, live=f"/frag/health?site={quote(site_id)}",
                   rows=health_of(request, site_id), gateways=source(request).gateways(site_id),
-                  storage=storage_of(request))
+                  storage=storage_of(request), configs=_configs(request, p, site_id))
 
 
 @router.get("/frag/health")
@@ -312,12 +312,21 @@ async def health_frag(request: Request, site: str | None = None) -> HTMLResponse
     p = await page_user(request, Perm.VIEW_HEALTH)
     site_id, _ = pick_site(request, p, site)
     return render(request, "_health.html", site=site_id, rows=health_of(request, site_id),
-                  gateways=source(request).gateways(site_id), storage=storage_of(request))
+                  gateways=source(request).gateways(site_id), storage=storage_of(request),
+                  configs=_configs(request, p, site_id))
 
 
 def storage_of(request: Request) -> StorageView | None:
     status = getattr(request.app.state, "storage", None)
     return storage_view(status()) if status is not None else None
+
+
+def _configs(request: Request, p: Principal, site: str) -> list[Any]:
+    """Each gateway's running config and agent version, and the drift from its desired config."""
+    svc = getattr(request.app.state, "configs", None)
+    if svc is None or not p.can(Perm.CONFIGURE):
+        return []
+    return [svc.view(site, g.id) for g in source(request).gateways(site)]
 
 
 # ---------------------------------------------------------------------------------------- enrol

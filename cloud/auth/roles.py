@@ -30,6 +30,7 @@ class Perm(StrEnum):
     VIEW_PEOPLE = "view_people"      # who is notified, how (channels redacted) and the escalation
     COMMAND = "command"              # remote port on/off, main cut
     ENROL = "enrol"                  # create gateways and their MQTT credentials
+    CONFIGURE = "configure"          # gateway configs: read, edit, diff, roll back, roll out
 
 
 POLICY: dict[Role, frozenset[Perm]] = {
@@ -37,7 +38,7 @@ POLICY: dict[Role, frozenset[Perm]] = {
     Role.VOLUNTEER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_ALARMS, Perm.ACK_ALARMS,
                                Perm.RESOLVE_ALARMS, Perm.VIEW_WINDOWS}),
     Role.INSTALLER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_HEALTH, Perm.ENROL,
-                               Perm.VIEW_WINDOWS}),
+                               Perm.VIEW_WINDOWS, Perm.CONFIGURE}),
     Role.RESIDENT: frozenset({Perm.VIEW_PARKING}),
 }
 

@@ -30,7 +30,9 @@ def test_every_page_renders_for_its_role(tmp_path: Path, phone) -> None:  # type
         phone.fill("textarea[name=devices]", "chg7 voltpile-cp10 2\nbay7 geomag-rx200")
         phone.click("#enrol-form button[type=submit]")
         assert phone.locator("#mqtt-user").inner_text() == "gw.estate-a.gw-a9"
-        assert "topic write sw/v1/estate-a/gw-a9/#" in phone.locator("#acl").inner_text()
+        acl = phone.locator("#acl").inner_text()
+        assert "topic write sw/v1/estate-a/gw-a9/+/telemetry" in acl
+        assert "topic read sw/v1/estate-a/gw-a9/config\n" in acl
         with phone.expect_download() as dl:
             phone.click("#download")
         cfg = Path(dl.value.path()).read_text()

@@ -29,9 +29,25 @@ def test_our_password_line_verifies_and_matches_mosquitto_format(tmp_path: Path)
 
 
 def test_acl_block() -> None:
+    # Written by hand from docs/web.md ("Enrolling a gateway"): exactly what a gateway sends, and
+    # its own commands and config topics to read; never its own desired config to write.
     assert enrol.gateway_acl("estate-a", "gw1") == (
-        "user gw.estate-a.gw1\ntopic write sw/v1/estate-a/gw1/#\ntopic read sw/v1/estate-a/gw1/+/cmd\n"
+        "user gw.estate-a.gw1\n"
+        "topic write sw/v1/estate-a/gw1/status\n"
+        "topic write sw/v1/estate-a/gw1/+/event\n"
+        "topic write sw/v1/estate-a/gw1/+/health\n"
+        "topic write sw/v1/estate-a/gw1/+/telemetry\n"
+        "topic write sw/v1/estate-a/gw1/health\n"
+        "topic write sw/v1/estate-a/gw1/+/cmd-result\n"
+        "topic write sw/v1/estate-a/gw1/config-result\n"
+        "topic write sw/v1/estate-a/gw1/config-running\n"
+        "topic read sw/v1/estate-a/gw1/+/cmd\n"
+        "topic read sw/v1/estate-a/gw1/config\n"
+        "topic read sw/v1/estate-a/gw1/config-confirm\n"
         "topic read sw/v1/time\n")
+    assert enrol.cloud_acl("cloud") == (
+        "user cloud\ntopic read sw/v1/#\ntopic write sw/v1/+/+/+/cmd\n"
+        "topic write sw/v1/+/+/config\ntopic write sw/v1/+/+/config-confirm\ntopic write sw/v1/time\n")
     with pytest.raises(Exception, match="bad_id"):
         enrol.gateway_acl("estate-a", "gw/#")
 
@@ -57,7 +73,7 @@ def test_edge_config_carries_credentials_and_devices() -> None:
                              "username": "gw.estate-a.gw1", "password": e.password}
     by_id = {d["id"]: d for d in doc["devices"]}
     assert by_id["hub"]["address"] == 7 and by_id["chg1"]["address"] == 1
-    ports = [b["port"] for b in doc["buses"] if "port" in b]
+    ports = [b["serial_port"] for b in doc["buses"] if "serial_port" in b]
     assert len(ports) == len(set(ports)), "every serial bus on its own port"
     assert enrol.check_passwd_line(e.passwd_line, e.password)
     assert e.password not in e.passwd_line

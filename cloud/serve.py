@@ -155,7 +155,7 @@ class CloudService:
                                    timeout_s=settings.command_timeout_s).start()
         self.parts.append(("commander", self.commander))
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
-                             commander=self.commander, db=self.commander.db)
+                             commander=self.commander, db=self.commander.db, sessions=self.history.sessions)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
         web = threading.Thread(target=self.server.run, name="web", daemon=True)

@@ -25,6 +25,7 @@ from device_profiles.model import PollClass, Profile, TransportKind
 from device_profiles.points import CommandError, resolve_command
 from edge_agent import commands
 from edge_agent.budget import budget
+from edge_agent.charge_watch import EdgeChargeWatch
 from edge_agent.config import AgentConfig, Bus, Device
 from edge_agent.drivers.base import ModbusDriver, TransactionError
 from edge_agent.drivers.serial_line import LineReader
@@ -49,6 +50,7 @@ class DeviceRuntime:
     stats: DeviceStats
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
+    charge: EdgeChargeWatch | None = None
 
 
 def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, seq: int) -> bytes:
@@ -131,6 +133,7 @@ class Agent:
                 Interlocks.for_profile(prof, ovr),
                 DeviceStats(d.id),
                 d.bus,
+                charge=EdgeChargeWatch.for_device(prof, d.charge_analytics),
             )
         self.buses: dict[str, BusScheduler | LineBus] = {}
         self.budget_warnings: list[str] = []
@@ -224,7 +227,18 @@ class Agent:
             )
         for ch in out.events:
             items.append(self._state_event(device, ch, ts))
+        if rt.charge is not None:
+            for f in rt.charge.observe(values, time.time()):
+                items.append(self._charge_event(device, rt.charge, f, ts))
+                stop = rt.charge.stop(f)
+                if stop is not None:
+                    self._start_interlock(rt, stop)
         self.emit(items)
+
+    def _charge_event(self, device: str, watch: EdgeChargeWatch, f: Any, ts: Any) -> New:
+        return New(
+            self.topic(wire.Kind.EVENT, device), lambda seq: wire.encode(watch.event(f, ts, seq)), device, SAFETY
+        )
 
     def _state_event(self, device: str, ch: StateChange, ts: Any) -> New:
         def build(seq: int) -> bytes:

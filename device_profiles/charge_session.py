@@ -197,7 +197,8 @@ class ChargeWatch:
 
     `observe(values, now)` takes wire point ids (`port.3.current`, `ambient_temp`) and returns the
     findings of the buckets it closed. `cutoff_c` is the edge's cut-off (the profile's interlock),
-    used for the time-to-cut-off estimate."""
+    used for the time-to-cut-off estimate. With `judge=False` (the cloud, which takes the edge's
+    verdict) it keeps the sessions and their curves and finds nothing."""
 
     def __init__(
         self,
@@ -206,8 +207,10 @@ class ChargeWatch:
         settings: Settings | None = None,
         keep_curves: bool = False,
         keep_ended: int = 0,
+        judge: bool = True,
     ) -> None:
         self.s = settings or Settings()
+        self.judge = judge  # False: bookkeeping only (sessions, model, curves), no findings
         self.cutoff_c = cutoff_c
         self.keep_curves = keep_curves
         self.ports: dict[int, _Port] = {n: _Port(n) for n in ports}
@@ -424,7 +427,7 @@ class ChargeWatch:
         if ses.learned:
             p.excess.append((age, excess, p.temp))
             ses.peak_excess_c = max(ses.peak_excess_c, excess)
-        return self._judge(ses, p, t, excess, explained)
+        return self._judge(ses, p, t, excess, explained) if self.judge else None
 
     def _phase(self, ses: Session, p: _Port, t: float) -> None:
         i = p.current

@@ -66,7 +66,7 @@ class ChargeSessions:
         with self._lock:
             d = self.devices.get((site, device))
             if d is None:
-                w = ChargeWatch.for_profile(profile, keep_curves=True, keep_ended=64)
+                w = ChargeWatch.for_profile(profile, keep_curves=True, keep_ended=64, judge=False)
                 d = self.devices[(site, device)] = _Device(w)
             w = d.watch
             if w.closed_at is not None and ts < w.closed_at - w.s.bucket_s:

@@ -101,6 +101,7 @@ class Rec:
     failure_peak_k: float = 0.0  # ground truth: the most the failure added at the sensor (steady state)
     peak_excess: float = 0.0  # the analytics' view of the session (for tuning)
     peak_slope: float = 0.0
+    peak_sustained: float = 0.0
     neighbour_of_failure: bool = False
 
 
@@ -306,6 +307,7 @@ def _finish(lv: _Live, t: float, live: dict[int, _Live], done: list[Rec], model:
     ses = watch.ports[n].session  # still the analytics' session: it ends at its next bucket
     if ses is not None and abs(ses.start - lv.rec.start) <= 2 * watch.s.bucket_s:
         lv.rec.peak_excess, lv.rec.peak_slope = ses.peak_excess_c, ses.peak_slope_c_per_min
+        lv.rec.peak_sustained = ses.peak_sustained_c
     lv.rec.end = t
     done.append(lv.rec)
     del live[n]

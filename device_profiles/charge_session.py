@@ -68,7 +68,12 @@ class Settings:
     neighbour_k_per_k: float = 0.25  # warmth per K a neighbouring port runs above the cabinet
     warn_excess_c: float = 5.0  # unexplained heat that, rising, makes a warning
     warn_slope_c_per_min: float = 0.08
-    high_excess_c: float = 9.0  # unexplained heat that makes a warning even when steady
+    high_excess_c: float = 9.0  # unexplained heat that makes a warning even when steady ...
+    sustain_excess_c: float = 4.0  # ... and less of it, when it lasts
+    sustain_buckets: int = 20
+    early_from_s: float = 360.0  # before the model is learnt: heat rising faster than the warm-up can ...
+    early_slope_c_per_min: float = 0.8  # ... (after `early_from_s`, beyond the steepest healthy connector)
+    early_k_per_a2: float = 3.0  # the steepest healthy warm-up, K/A²
     confirm_buckets: int = 3  # consecutive buckets a condition must hold
     trend_buckets: int = 12  # buckets in the trend (slope) fit
     severe_excess_c: float = 14.0  # a severe finding: the edge may stop the port
@@ -141,6 +146,7 @@ class Session:
     peak_c: float = -273.0
     peak_excess_c: float = 0.0
     peak_slope_c_per_min: float = 0.0  # of the excess, while it was above 2 °C
+    peak_sustained_c: float = 0.0  # the most excess held for `sustain_buckets`
     cc_current_a: float = 0.0
     cc_s: float = 0.0
     taper_at: float | None = None
@@ -466,10 +472,10 @@ class ChargeWatch:
         ses.offset_c, ses.a_k_per_a2 = float(off), float(a)
 
     # ------------------------------------------------------------------ judging
-    def _held(self, p: _Port, key: str, cond: bool) -> bool:
+    def _held(self, p: _Port, key: str, cond: bool, need: int = 0) -> bool:
         n = p.hold.get(key, 0) + 1 if cond else 0
         p.hold[key] = n
-        return n >= self.s.confirm_buckets
+        return n >= (need or self.s.confirm_buckets)
 
     def _judge(self, ses: Session, p: _Port, t: float, excess: float, explained: float) -> Finding | None:
         s = self.s
@@ -493,6 +499,13 @@ class ChargeWatch:
         if cond and not rising and slope >= s.steep_c_per_min and p.hold["rising"] >= s.confirm_buckets - 1:
             rising = True
         high = self._held(p, "high", ses.learned and level >= s.high_excess_c)
+        if ses.learned and len(p.excess) >= s.sustain_buckets:
+            held = min(e for _, e, _ in list(p.excess)[-s.sustain_buckets :])
+            ses.peak_sustained_c = max(ses.peak_sustained_c, held)
+            high = high or held >= s.sustain_excess_c
+        warming = not ses.learned and age >= s.early_from_s and self._early(p) >= s.early_slope_c_per_min
+        early = self._held(p, "early", warming, 2)
+        rising = rising or early
         # hotter than any healthy connector at this current, learnt or not
         raw = p.temp - (self.ambient or 0.0) if p.temp is not None else 0.0
         envelope = s.envelope_k_per_a2 * p.f_fast + s.pack_allowance_k_per_w * p.s_slow + s.envelope_margin_c
@@ -549,6 +562,17 @@ class ChargeWatch:
             session_s=age,
             spikes=spikes if spiky else 0,
         )
+
+    def _early(self, p: _Port) -> float:
+        """During the warm-up: how much faster (K/min) the connector warms than the steepest healthy
+        connector could at this current (its fast lag still settling)."""
+        rows = p.rows[-4:]
+        if len(rows) < 4 or min(r[5] for r in rows) < 0.9 * max(r[5] for r in rows):
+            return 0.0  # too few buckets, or the current moved
+        mins = [r[0] / 60.0 for r in rows]
+        slope = linear_regression(mins, [r[1] for r in rows]).slope
+        f_slope = linear_regression(mins, [r[2] for r in rows]).slope
+        return slope - self.s.early_k_per_a2 * max(0.0, f_slope)
 
     def _peers(self, p: _Port) -> tuple[float, float] | None:
         """(this port's own heating, the median of its peers') at this port's current: each learnt,

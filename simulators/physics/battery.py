@@ -35,6 +35,7 @@ FAILURE_MODES: tuple[str, ...] = get_args(FailureMode)
 
 RUNAWAY_C = 80.0  # pack temperature where its chemistry takes over
 RUNAWAY_K_PER_S = 2.5
+BURNT_C = 600.0  # a runaway pack burns at about this and gets no hotter
 CHARGER_EFF = 0.88  # AC → DC of the charger brick; the rest heats the locker
 HEALTHY_LOSS = 0.03  # share of DC power a new pack turns into heat
 AGED_LOSS = 0.03  # extra loss of a worn pack (age 1)

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.physics.battery import (
+    BURNT_C,
     CHARGER_EFF,
     RUNAWAY_C,
     RUNAWAY_K_PER_S,
@@ -313,7 +314,7 @@ class ChargerModel:
                 if pk.temp >= RUNAWAY_C:
                     pk.runaway = True
                 if pk.runaway:
-                    pk.temp += RUNAWAY_K_PER_S * dt
+                    pk.temp = min(BURNT_C, pk.temp + RUNAWAY_K_PER_S * dt)
                 coeff = prm.heat_c_per_a2 if p.heat_coeff is None else p.heat_coeff
                 r = contact_factor(p.connector) if p.connector is not None else 1.0
                 amps = p.i_true

@@ -138,8 +138,8 @@ def test_a_connector_far_hotter_than_its_peers_under_the_same_load() -> None:
 
 
 def test_settings_move_the_thresholds() -> None:
-    strict = Settings(warn_excess_c=50.0, high_excess_c=60.0, severe_excess_c=70.0, envelope_margin_c=60.0,
-                      spikes_warn=1000)
+    strict = Settings(warn_excess_c=50.0, high_excess_c=60.0, sustain_excess_c=60.0, severe_excess_c=70.0,
+                      envelope_margin_c=60.0, spikes_warn=1000, early_slope_c_per_min=50.0)
     m = cabinet()
     w = ChargeWatch.for_profile(get_profile("voltpile-cp10"), strict)
     assert w.cutoff_c == 75.0 and ChargeWatch.for_profile(get_profile("hengtong-ebc12")).cutoff_c == 70.0

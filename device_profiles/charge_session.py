@@ -85,8 +85,9 @@ class Settings:
     spikes_warn: int = 3  # spikes within `ripple_buckets` buckets ...
     ripple_rel: float = 0.015  # ... with this much ripple (relative, against the local trend)
     ripple_buckets: int = 10
-    peer_ratio: float = 2.0  # a port's own heating (its model, at its current) this many times its peers' ...
+    peer_ratio: float = 2.0  # a port heating this many times as much as its peers at the same load ...
     peer_excess_c: float = 8.0  # ... and this many °C more
+    peer_load: float = 0.25  # peers: ports charging within ±25 % of its current
     stuck_s: float = 300.0  # a reading that has not moved for this long (and `stuck_samples` reads) ...
     stuck_samples: int = 10  # ... is not judged
     steep_c_per_min: float = 0.5  # an excess growing this fast needs one bucket less to confirm
@@ -452,14 +453,16 @@ class ChargeWatch:
             ses.taper_at = t
 
     def _learn(self, ses: Session, p: _Port, t: float) -> None:
-        """Fit offset + a·F over the settled minutes of the warm-up, by least squares pulled
-        towards priors: the port's idle offset (or 0) and a typical `a`. With a steady current the
-        data fix the level and the priors share it out; a current that changed fixes both."""
+        """Fit offset + a·F over the settled minutes of the warm-up (or, if the reading was stuck then,
+        the first minutes it moved again), by least squares pulled towards priors: the port's idle
+        offset (or 0) and a typical `a`. With a steady current the data fix the level and the priors
+        share it out; a current that changed fixes both."""
         s = self.s
+        need = max(4, round((s.learn_s - s.learn_from_s) / s.bucket_s))
+        rows = [r for r in p.rows if r[0] >= s.learn_from_s][:need]
+        if len(rows) < need:
+            return  # not enough readings yet: learn later, judge nothing until then
         ses.learned = True
-        rows = [r for r in p.rows if s.learn_from_s <= r[0] <= s.learn_s]
-        if not rows:
-            return
         recent_idle = p.idle_offset is not None and t - p.idle_at < ses.start - p.idle_at + 1800
         off0 = p.idle_offset if recent_idle and p.idle_offset is not None else 0.0
         noise = 0.3  # K, per bucket
@@ -569,27 +572,29 @@ class ChargeWatch:
         rows = p.rows[-4:]
         if len(rows) < 4 or min(r[5] for r in rows) < 0.9 * max(r[5] for r in rows):
             return 0.0  # too few buckets, or the current moved
+        if rows[-1][0] - rows[0][0] > 3.5 * self.s.bucket_s:
+            return 0.0  # a gap (a reading that was stuck): no slope across it
         mins = [r[0] / 60.0 for r in rows]
         slope = linear_regression(mins, [r[1] for r in rows]).slope
         f_slope = linear_regression(mins, [r[2] for r in rows]).slope
         return slope - self.s.early_k_per_a2 * max(0.0, f_slope)
 
     def _peers(self, p: _Port) -> tuple[float, float] | None:
-        """(this port's own heating, the median of its peers') at this port's current: each learnt,
-        charging port's modelled rise (offset + a·I²) scaled to the same current."""
+        """(this port's heating at its current, what its peers' would be): from the learnt `a` of the
+        ports charging at a similar current (within `peer_load`), as at least two must be."""
         ses = p.session
         if ses is None or not ses.learned or p.current < 0.8:
             return None
-        own = ses.offset_c + ses.a_k_per_a2 * p.current**2
-        others = []
-        for q in self.ports.values():
-            qs = q.session
-            if q is p or qs is None or not qs.learned or q.current < 0.8:
-                continue
-            others.append((qs.offset_c + qs.a_k_per_a2 * q.current**2) * (p.current / q.current) ** 2)
+        lo, hi = p.current / (1 + self.s.peer_load), p.current * (1 + self.s.peer_load)
+        others = [
+            q.session.a_k_per_a2
+            for q in self.ports.values()
+            if q is not p and q.session is not None and q.session.learned and lo <= q.current <= hi
+        ]
         if len(others) < 2:
             return None
-        return own, max(float(median(others)), 0.5)
+        i2 = p.current * p.current
+        return ses.a_k_per_a2 * i2, max(float(median(others)), 0.1) * i2
 
     def _eta(self, p: _Port, explained: float) -> float | None:
         """Seconds until the connector reaches the cut-off if the excess keeps growing as it has:

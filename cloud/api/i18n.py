@@ -72,6 +72,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "language": ("中文", "English"),
     "updated": ("live", "实时"),
     "session": ("Charge session", "本次充电"),
+    "ended": ("ended", "已结束"),
     "peak": ("max", "最高"),
     "phase_cc": ("constant current", "恒流充电"),
     "phase_taper": ("tapering", "涓流充电"),

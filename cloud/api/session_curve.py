@@ -44,10 +44,13 @@ def svg(curve: Sequence[tuple[float, float, float, float]], title: str = "", fla
     cur = _path([(x(c[0]), y(c[3], imax * 1.05, 0.0)) for c in pts])
     cls = "curve flagged" if flagged else "curve"
     return (
-        f'<svg class="{cls}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        f'<svg class="{cls}" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
-        f'<path class="current" d="{cur}" fill="none" stroke="#9aa" stroke-width="1"/>'
-        f'<path class="explained" d="{expl}" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="3 2"/>'
-        f'<path class="temp" d="{temp}" fill="none" stroke="{"#c22" if flagged else "#d60"}" stroke-width="1.6"/>'
+        f'<path class="current" d="{cur}" fill="none" stroke="#9aa" stroke-width="1" '
+        'vector-effect="non-scaling-stroke"/>'
+        f'<path class="explained" d="{expl}" fill="none" stroke="#888" stroke-width="1.2" stroke-dasharray="3 2" '
+        'vector-effect="non-scaling-stroke"/>'
+        f'<path class="temp" d="{temp}" fill="none" stroke="{"#c22" if flagged else "#d60"}" stroke-width="1.6" '
+        'vector-effect="non-scaling-stroke"/>'
         "</svg>"
     )

@@ -163,8 +163,8 @@ def _values(m: ChargerModel, q: dict[str, float], states: frozenset[str]) -> dic
 _KEYS: dict[int, tuple[str, ...]] = {}
 
 
-def simulate(spec: RunSpec, dt: float = 10.0, settings: Settings | None = None) -> list[Rec]:
-    """One cabinet for RUN_HOURS (then until its sessions end): every session with its verdicts."""
+def simulate(spec: RunSpec, dt: float = 10.0, settings: Settings | None = None, hours: float = RUN_HOURS) -> list[Rec]:
+    """One cabinet for `hours` (then until its sessions end): every session with its verdicts."""
     rng = random.Random(spec.seed)
     profile = get_profile(spec.profile)
     n_ports = len(profile.instance_range("port"))
@@ -190,7 +190,7 @@ def simulate(spec: RunSpec, dt: float = 10.0, settings: Settings | None = None) 
     done: list[Rec] = []
     fail_port = rng.choice(list(model.ports)) if spec.mode else None
     fail_plug_at = rng.uniform(600, 3600) if spec.mode else -1.0
-    end_window = RUN_HOURS * 3600
+    end_window = hours * 3600
     t = 0.0
     arrive = 1 - math.exp(-2.0 * dt / 3600)  # per idle port and step: about two bikes an hour
     taken = 1 - math.exp(-0.03 * dt / 3600)  # a bike taken away before it is full
@@ -505,6 +505,19 @@ def report(recs: list[Rec], elapsed: float, args: argparse.Namespace) -> dict[st
     if ft:
         print("  today's false alarms by rule / glitch:", dict(Counter(r.today_rule for r in ft)),
               dict(Counter(r.glitch or "-" for r in ft)))
+    print("\ntargets (DESIGN.md):")
+    ok_det = all(v["detected"] >= 0.95 for k, v in out["modes"].items() if "(" not in k)
+    print(f"  every failure mode detected >= 95 %:                      {'met' if ok_det else 'NOT met'} ("
+          + ", ".join(f"{k} {v['detected']:.1%}" for k, v in out["modes"].items() if "(" not in k) + ")")
+    slow = {k: v for k, v in out["modes"].items() if k.endswith("(slow)")}
+    leads = [v["lead_today_median_min"] for v in slow.values() if v["lead_today_median_min"] is not None]
+    ok_lead = all(x >= 10 for x in leads)
+    print(f"  median lead >= 10 min over today's rules, slow modes:     {'met' if ok_lead else 'NOT met'} ("
+          + ", ".join(f"{k} " + (f"{v['lead_today_median_min']:.1f} min" if v["lead_today_median_min"] is not None
+                                 else "today's rules never fired") for k, v in slow.items()) + ")")
+    ok_false = len(fw) * per10k <= 1.0
+    print(f"  <= 1 false warning per 10,000 normal sessions:            {'met' if ok_false else 'NOT met'} "
+          f"({len(fw) * per10k:.1f})")
     out.update(normal=len(normal), failing=len(failing), shown=len(shown),
                false_warn_per_10k=len(fw) * per10k, false_severe_per_10k=len(fs) * per10k,
                today_false_per_10k=len(ft) * per10k, today_cut_per_10k=len(fc) * per10k)

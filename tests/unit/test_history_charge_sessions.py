@@ -79,7 +79,7 @@ def test_sessions_become_points_and_the_edge_flags_them() -> None:
                     "estate_zone": "north", "reason": "no_taper"}
     assert 88 * 60 <= fields["duration_s"] <= 92 * 60 and 0.45 < fields["energy_kwh"] < 0.6
     assert fields["peak_temp_c"] > 29 and fields["severe"] is False
-    assert all(isinstance(v, float) or isinstance(v, bool) for v in fields.values()), "numbers as floats"
+    assert all(isinstance(v, float | bool) for v in fields.values()), "numbers as floats"
     views = h.sessions.view(SITE)
     assert views[0].end is not None, "the last session stays on the page after the bike left"
     assert h.snapshot()["errors"] == 0

@@ -219,8 +219,9 @@ def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: s
                 target = 78.0
             s.temp += (target - s.temp) * 0.3 + rnd.uniform(-0.2, 0.2)
             if hot_port == p and minute == FLAGGED_AT_MIN:
-                data: dict[str, wire.Scalar] = {"reason": "unexplained_heat", "reasons": "unexplained_heat", "severe": False,
-                        "excess_c": 6.1, "slope_c_per_min": 0.5, "temp_c": round(s.temp, 1), "index": p}
+                data: dict[str, wire.Scalar] = {
+                    "reason": "unexplained_heat", "reasons": "unexplained_heat", "severe": False, "excess_c": 6.1,
+                    "slope_c_per_min": 0.5, "temp_c": round(s.temp, 1), "index": p}
                 day.event(dev, wire.Event(ts=day._at(minute), seq=0, id="x" * 8, kind="abnormal_charge",
                                           severity="major", point=f"port.{p}.connector_temp", value=round(s.temp, 1),
                                           data=data), minute)

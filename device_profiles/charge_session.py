@@ -81,7 +81,7 @@ class Settings:
     envelope_k_per_a2: float = 2.6  # hotter than any healthy connector at this current ...
     envelope_margin_c: float = 14.0  # ... by this much
     energy_limit_kwh: float = 2.2  # more than any e-bike pack takes in one charge
-    spike_rel: float = 0.15  # a current sample this far from its bucket's median is a spike
+    spike_rel: float = 0.15  # a current sample this far above the mean of its neighbours is a spike
     spikes_warn: int = 3  # spikes within `ripple_buckets` buckets ...
     ripple_rel: float = 0.015  # ... with this much ripple (relative, against the local trend)
     ripple_buckets: int = 10

@@ -125,38 +125,38 @@ def contact_factor(f: Failure | None) -> float:
     return 1.0 + f.severity * 3.0 * (math.exp(1.3 * f.x) - 1.0)
 
 
-def pack_heat_w(pack: Pack, p_ac: float) -> float:
-    """Heat released inside the pack this instant (W): normal losses, plus what a failure adds."""
-    p_dc = p_ac * CHARGER_EFF
+def loss_share(pack: Pack) -> float:
+    """Share of the DC power the pack turns into heat: more with age, much more when an ageing
+    failure feeds on the pack's temperature."""
     loss = HEALTHY_LOSS + AGED_LOSS * pack.age
+    f = pack.failure
+    if f is not None and f.active and f.mode == "ageing_pack":
+        loss += ageing_loss(f, pack.temp)
+    return min(loss, 0.9)
+
+
+def pack_heat_w(pack: Pack, p_ac: float) -> float:
+    """Heat released inside the pack this instant (W): its losses, plus what a short or an
+    overcharge adds."""
+    p_dc = p_ac * CHARGER_EFF
     f = pack.failure
     q = 0.0
     if f is not None and f.active:
-        if f.mode == "ageing_pack":
-            # losses grow with wear and feed on the pack's temperature (Arrhenius-like)
-            loss += ageing_loss(f, pack.temp)
-        elif f.mode == "micro_short":
+        if f.mode == "micro_short":
             q += short_heat_w(f)
         elif f.mode == "bms_failure" and pack.overcharge_kwh > 0:
             over = pack.overcharge_kwh / max(pack.usable_kwh, 0.05)  # share of capacity past full
             q += f.severity * p_dc * min(1.0, f.speed * over / 0.15)
-    return q + min(loss, 0.9) * p_dc
+    return q + loss_share(pack) * p_dc
 
 
 def charge(pack: Pack, p_ac: float, dt: float) -> None:
     """Store what the brick delivers (less losses and what a short drains)."""
     if p_ac <= 0 and pack.failure is None:
         return
-    p_dc = p_ac * CHARGER_EFF
-    loss = HEALTHY_LOSS + AGED_LOSS * pack.age
     f = pack.failure
-    drain = 0.0
-    if f is not None and f.active:
-        if f.mode == "ageing_pack":
-            loss += ageing_loss(f, pack.temp)
-        elif f.mode == "micro_short":
-            drain = short_heat_w(f)
-    stored_w = max(0.0, p_dc * (1.0 - min(loss, 0.9))) - drain
+    drain = short_heat_w(f) if f is not None and f.active and f.mode == "micro_short" else 0.0
+    stored_w = max(0.0, p_ac * CHARGER_EFF * (1.0 - loss_share(pack))) - drain
     d_soc = stored_w * dt / 3.6e6 / max(pack.usable_kwh, 0.05)
     if pack.soc >= 1.0 and d_soc > 0 and pack.fails("bms_failure") is not None:
         pack.overcharge_kwh += stored_w * dt / 3.6e6

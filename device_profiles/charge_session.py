@@ -420,6 +420,8 @@ class ChargeWatch:
             p.rows.append((age, y, p.f_fast, p.s_slow, p.n_cab, p.current))
         if not ses.learned and age >= s.learn_s:
             self._learn(ses, p, t)
+        if ses.learned and len(p.rows) > 32:
+            del p.rows[:-8]  # learnt: only the last few are still read (a bike may stay plugged for days)
         explained = self.ambient + ses.offset_c + ses.a_k_per_a2 * p.f_fast
         explained += s.pack_k_per_w * p.s_slow + s.neighbour_k_per_k * p.n_cab
         excess = p.temp - explained if ses.learned else 0.0

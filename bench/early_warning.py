@@ -23,8 +23,9 @@ before the cut-off (median, p10), and, on normal sessions, false warnings per 10
 both sides. Targets (DESIGN.md): every mode detected ≥ 95 %, median lead ≥ 10 min over today's
 rules for the slow modes, ≤ 1 false warning per 10,000 normal sessions.
 
-Tune on one seed, report another (`--seed`, default 2; the thresholds in
-`charge_session.Settings` were tuned on seed 1).
+Tune on one seed, report another (`--seed`, default 3): the thresholds in `charge_session.Settings`
+were tuned on seed 1; a first run on seed 2 found two defects (a stuck reading during the warm-up
+corrupted the port's model), fixed since, so the figures in docs/charging.md are seed 3's.
 
     .venv/bin/python bench/early_warning.py [--seed 2] [--normal 10000] [--reps 8] [--workers 2] [--dt 10]
 """
@@ -526,7 +527,7 @@ def report(recs: list[Rec], elapsed: float, args: argparse.Namespace) -> dict[st
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--normal", type=int, default=10_000, help="at least this many normal sessions")
     ap.add_argument("--reps", type=int, default=8, help="runs per failure mode × onset × speed")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -537,14 +538,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     specs = plan(args.seed, args.reps)
     recs = list(play(specs, args.dt, args.workers))
-    normal = sum(r.label == "normal" for r in recs)
+
+    def counted(rs: list[Rec]) -> int:  # the normal sessions the false-warning figure is over
+        return sum(r.label == "normal" and not r.neighbour_of_failure for r in rs)
+
+    normal = counted(recs)
     nxt = len(specs)
     while normal < args.normal:
         per_run = max(5.0, normal / max(1, nxt))
         batch = normal_runs(args.seed, nxt, max(args.workers, math.ceil((args.normal - normal) / per_run * 1.05)))
         nxt += len(batch)
         more = list(play(batch, args.dt, args.workers))
-        normal += sum(r.label == "normal" for r in more)
+        normal += counted(more)
         recs += more
     if args.dump:
         import json

@@ -62,7 +62,8 @@ class Settings:
     learn_s: float = 720.0
     prior_a: float = 1.6  # ... pulled towards a typical port (K/A², the brick's heat included)
     prior_a_sd: float = 1.0
-    prior_offset_sd: float = 2.0  # and towards the port's idle offset (0 if unknown)
+    prior_offset_sd: float = 2.0  # and towards the port's idle offset (0 if unknown) ...
+    offset_max_c: float = 4.0  # ... which is never further than this from the cabinet's air
     pack_k_per_w: float = 0.0035  # typical pack warmth at the sensor per W of charging power
     pack_allowance_k_per_w: float = 0.006  # the most a healthy (old, big, fast) pack adds
     neighbour_k_per_k: float = 0.25  # warmth per K a neighbouring port runs above the cabinet
@@ -391,8 +392,9 @@ class ChargeWatch:
                 p.session = None
             if p.idle_since is None:
                 p.idle_since = t
-            if p.temp is not None and self.ambient is not None and p.f_fast < 0.02 and p.s_slow < 20:
-                d = p.temp - self.ambient - s.neighbour_k_per_k * p.n_cab
+            stuck = t - p.moved_at >= s.stuck_s and p.same >= s.stuck_samples
+            if p.temp is not None and self.ambient is not None and p.f_fast < 0.02 and p.s_slow < 20 and not stuck:
+                d = min(s.offset_max_c, max(-s.offset_max_c, p.temp - self.ambient - s.neighbour_k_per_k * p.n_cab))
                 p.idle_offset = d if p.idle_offset is None or t - p.idle_at > 1800 else p.idle_offset * 0.8 + d * 0.2
                 p.idle_at = t
             return None
@@ -418,6 +420,9 @@ class ChargeWatch:
         stuck = t - p.moved_at >= s.stuck_s and p.same >= s.stuck_samples
         if not stuck:
             p.rows.append((age, y, p.f_fast, p.s_slow, p.n_cab, p.current))
+        elif p.rows and p.rows[-1][0] >= p.moved_at - ses.start:
+            frozen = p.moved_at - ses.start  # recognised late: what was recorded since is not a reading
+            p.rows = [r for r in p.rows if r[0] < frozen]
         if not ses.learned and age >= s.learn_s:
             self._learn(ses, p, t)
         if ses.learned and len(p.rows) > 32:
@@ -474,6 +479,11 @@ class ChargeWatch:
         (off, a), *_ = np.linalg.lstsq(np.asarray(a_mat), np.asarray(b_vec), rcond=None)
         if a < 0:
             off, a = float(median([r[1] for r in rows])), 0.0
+        if abs(off) > s.offset_max_c:  # no port sits that far from its cabinet: keep the level, not the split
+            f = float(median([r[2] for r in rows]))
+            level = off + a * f
+            off = math.copysign(s.offset_max_c, off)
+            a = max(0.0, (level - off) / f) if f > 0.05 else a
         ses.offset_c, ses.a_k_per_a2 = float(off), float(a)
 
     # ------------------------------------------------------------------ judging

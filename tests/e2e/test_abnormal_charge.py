@@ -1,6 +1,6 @@
-"""A failing battery, end to end: the simulator's BMS-failure scenario on charger chg1 (RTU bytes on a
-pty) → the edge agent (charge-session analytics) → mosquitto → `cloud serve` → pushes. The
-`abnormal_charge` warning must be pushed before the overheating threshold alarm (70 °C).
+"""A failing battery, end to end: the simulator's BMS-failure scenario on cabinet chg2 (a Hengtong
+EBC-12 on Modbus TCP) → the edge agent (charge-session analytics) → mosquitto → `cloud serve` →
+pushes. The `abnormal_charge` warning must be pushed before the overheating threshold alarm (65 °C).
 
 The site runs 60× faster than the wall clock (an hour of charging in a minute) and the edge's
 analytics clock with it (`charge_analytics.time_scale: 60`). The cloud's rate-of-rise rule judges on
@@ -44,10 +44,9 @@ def test_a_failed_bms_is_warned_of_before_the_port_overheats(tmp_path, mosquitto
     try:
         wait_port(port, timeout=60, proc=cloud)  # type: ignore[arg-type]
         sim = sim_process("bms-failure", "--speed", str(SPEED))
-        ep = sim.endpoints["chg1"]
-        bus = {"name": "rs485-1", "transport": "modbus_rtu", "port": ep["port"], "baud": ep["baud"],
-               "timeout_s": 0.3}
-        dev = {"id": "chg1", "profile": "voltpile-cp10", "bus": "rs485-1", "address": ep["unit"],
+        ep = sim.endpoints["chg2"]
+        bus = {"name": "lan", "transport": "modbus_tcp", "host": ep["host"], "tcp_port": ep["port"], "timeout_s": 1.0}
+        dev = {"id": "chg2", "profile": "hengtong-ebc12", "bus": "lan", "address": ep["unit"],
                "poll": {"safety": 0.5, "routine": 1.0, "slow": 30.0},
                "charge_analytics": {"time_scale": SPEED}}
         cfg = write_config(tmp_path, mosquitto.port, [bus], [dev], site="demo-estate", gateway="gw-shelter-a")
@@ -72,7 +71,7 @@ def test_a_failed_bms_is_warned_of_before_the_port_overheats(tmp_path, mosquitto
         assert "Seen: " in body and "发现：" in body, body
         assert all("port 3" in r.body["message"] for r in warned), "no other port is warned of"
         lead_min = (hot[0].at - first.at) * SPEED / 60
-        print(f"abnormal_charge pushed {lead_min:.1f} simulated minutes before the 70 °C alarm")
+        print(f"abnormal_charge pushed {lead_min:.1f} simulated minutes before the 65 °C alarm")
         assert lead_min >= 5
     finally:
         if agent is not None:

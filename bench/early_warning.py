@@ -269,6 +269,7 @@ def simulate(spec: RunSpec, dt: float = 10.0, settings: Settings | None = None, 
                 if lv2 is not None and lv2.rec.cut_t is None:
                     lv2.rec.cut_t = t
                     lv2.cut_leave = t + 300
+                    _peaks(lv2.rec, watch, act.index)
         # the analytics, fed like the edge feeds it
         for f in watch.observe(values, t):
             lv3 = live.get(f.port)
@@ -305,16 +306,22 @@ def _start(spec: RunSpec, port: int, t: float, label: str) -> _Live:
 
 def _finish(lv: _Live, t: float, live: dict[int, _Live], done: list[Rec], model: ChargerModel, n: int,
             watch: ChargeWatch) -> None:
-    ses = watch.ports[n].session  # still the analytics' session: it ends at its next bucket
-    if ses is not None and abs(ses.start - lv.rec.start) <= 2 * watch.s.bucket_s:
-        lv.rec.peak_excess, lv.rec.peak_slope = ses.peak_excess_c, ses.peak_slope_c_per_min
-        lv.rec.peak_sustained = ses.peak_sustained_c
+    _peaks(lv.rec, watch, n)
     lv.rec.end = t
     done.append(lv.rec)
     del live[n]
     model.unplug(n)
     model.ports[n].pack = Pack(soc=0.0, temp=model.ambient_temp)
     model.ports[n].connector = None
+
+
+def _peaks(rec: Rec, watch: ChargeWatch, n: int) -> None:
+    """The analytics' own view of the session (for tuning), while it is still its session."""
+    ses = watch.ports[n].session
+    if ses is not None and abs(ses.start - rec.start) <= 2 * watch.s.bucket_s:
+        rec.peak_excess = max(rec.peak_excess, ses.peak_excess_c)
+        rec.peak_slope = max(rec.peak_slope, ses.peak_slope_c_per_min)
+        rec.peak_sustained = max(rec.peak_sustained, ses.peak_sustained_c)
 
 
 def _plan_glitch(lv: _Live, rng: random.Random, t: float) -> None:

@@ -75,6 +75,9 @@ class Settings:
     early_from_s: float = 360.0  # before the model is learnt: heat rising faster than the warm-up can ...
     early_slope_c_per_min: float = 0.8  # ... (after `early_from_s`, beyond the steepest healthy connector)
     early_k_per_a2: float = 3.0  # the steepest healthy warm-up, K/A²
+    near_cutoff_c: float = 15.0  # within this of the cut-off, less unexplained heat will do ...
+    near_excess_c: float = 3.0  # ... this much, growing at least ...
+    near_slope_c_per_min: float = 0.2  # ... this fast (a hot afternoon on a fast charger leaves little room)
     confirm_buckets: int = 3  # consecutive buckets a condition must hold
     trend_buckets: int = 12  # buckets in the trend (slope) fit
     severe_excess_c: float = 14.0  # a severe finding: the edge may stop the port
@@ -501,7 +504,7 @@ class ChargeWatch:
         if ses.learned and len(p.excess) >= 3:
             tail = list(p.excess)[-s.trend_buckets :]
             level = float(median([e for _, e, _ in tail[-3:]]))
-            if len(tail) >= 5 and level >= 0.4 * s.warn_excess_c:  # the trend matters only near a warning
+            if len(tail) >= 5 and level >= min(0.4 * s.warn_excess_c, s.near_excess_c):  # only near a warning
                 mins = [a / 60.0 for a, _, _ in tail]
                 slope = linear_regression(mins, [e for _, e, _ in tail]).slope
                 t_slope = linear_regression(mins, [x for _, _, x in tail]).slope
@@ -510,6 +513,10 @@ class ChargeWatch:
         # rising: more heat than explained, growing, and the connector really warming (a reading
         # that merely stays put while the current tapers is not a fire)
         cond = ses.learned and level >= s.warn_excess_c and slope >= s.warn_slope_c_per_min and t_slope > 0.03
+        near = p.temp is not None and self.cutoff_c - p.temp <= s.near_cutoff_c
+        cond = cond or (
+            ses.learned and near and level >= s.near_excess_c and slope >= s.near_slope_c_per_min and t_slope > 0.1
+        )
         rising = self._held(p, "rising", cond)
         if cond and not rising and slope >= s.steep_c_per_min and p.hold["rising"] >= s.confirm_buckets - 1:
             rising = True

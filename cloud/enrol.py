@@ -6,8 +6,11 @@ publishing under gateway B's topics. Each enrolled gateway therefore gets:
 * a random password, shown once to the installer and never stored in clear;
 * a mosquitto password-file line (`user:$7$iterations$salt$hash`, PBKDF2-SHA512, the format
   mosquitto 2's `mosquitto_passwd` writes; tests check the real broker accepts it);
-* an ACL block: write only under `sw/v1/<site>/<gateway>/#`, read only its own `…/+/cmd`;
-* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in.
+* an ACL block: write only under `sw/v1/<site>/<gateway>/#`, read only its own `…/+/cmd` and the
+  cloud's time beacon `sw/v1/time`;
+* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in: its
+  own account and the broker's address, never the cloud's account (credentials that reach this
+  module inside a URL are dropped). It passes `edge-agent check` as returned.
 
 The pure functions here build those texts; `render_password_file` / `render_acl_file` assemble the
 broker's files from every enrolled gateway plus the cloud's own service users.
@@ -86,14 +89,17 @@ def gateway_acl(site: str, gateway: str) -> str:
     wire.check_id("gateway", gateway)
     return (f"user {mqtt_username(site, gateway)}\n"
             f"topic write {wire.PREFIX}/{site}/{gateway}/#\n"
-            f"topic read {wire.cmd_topic(site, gateway)}\n")
+            f"topic read {wire.cmd_topic(site, gateway)}\n"
+            f"topic read {wire.TIME_TOPIC}\n")
 
 
 def cloud_acl(username: str) -> str:
-    """The cloud's service user (ingest, API): reads everything under v1, writes only commands."""
+    """The cloud's service user (ingest, API): reads everything under v1, writes only commands and
+    the time beacon."""
     return (f"user {username}\n"
             f"topic read {wire.PREFIX}/#\n"
-            f"topic write {wire.PREFIX}/+/+/+/cmd\n")
+            f"topic write {wire.PREFIX}/+/+/+/cmd\n"
+            f"topic write {wire.TIME_TOPIC}\n")
 
 
 def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object]:
@@ -131,10 +137,13 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         if d.labels:
             entry["labels"] = dict(d.labels)
         devs.append(entry)
+    from cloud.broker_account import without_credentials
+
+    url = without_credentials(broker_url).rstrip("/")
     doc = {
         "site": site,
         "gateway": gateway,
-        "uplink": {"url": broker_url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
+        "uplink": {"url": url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
         "buses": list(buses.values()),
         "devices": devs,
     }

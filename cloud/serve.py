@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServeConfig:
-    broker: str
+    broker: str  # the address only: the account is `account` (cloud/broker_account.py)
     site_files: list[Path] = field(default_factory=list)
     alarm_files: list[Path] = field(default_factory=list)
     secret: str = ""  # signs sessions and acknowledge links; at least 32 characters
@@ -50,6 +50,10 @@ class ServeConfig:
     # 2,200 msg/s fleet from ~120 ms to ~60 ms (docs/e2e-latency.md). None: leave it alone.
     gil_switch_interval_s: float | None = 0.001
     extra: dict[str, Any] = field(default_factory=dict)
+    account: Any = None  # cloud.broker_account.BrokerAccount: the cloud's own broker user
+    # The broker address written into enrolled gateways' configs (default: `broker`); never an account.
+    gateway_broker: str = ""
+    time_policy: Any = None  # cloud.ingest.timepolicy.TimePolicy; None: the default policy
 
 
 class CloudService:
@@ -101,11 +105,12 @@ class CloudService:
         from cloud.api.server import build_app
         from cloud.api.settings import WebSettings
         from cloud.auth.models import make_engine, make_sessionmaker
+        from cloud.broker_account import BrokerAccount, without_credentials
         from cloud.ingest.priority import PriorityGate
         from cloud.ingest.service import IngestConfig, IngestService
         from cloud.notify.dispatch import AppriseSender, Dispatcher
         from cloud.notify.links import AckSigner
-        from cloud.site_config import load_site
+        from cloud.site_config import alarm_configs, load_site
         from cloud.state.registry import Registry
 
         c, d = self.cfg, self.cfg.data_dir
@@ -115,11 +120,17 @@ class CloudService:
 
             sys.setswitchinterval(c.gil_switch_interval_s)
         web_kw: dict[str, Any] = {} if c.poll_ms is None else {"poll_ms": c.poll_ms}
-        self.settings = settings = WebSettings(db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret,
-                                               mqtt_url=c.broker, gateway_broker_url=c.broker, **web_kw)
+        account = c.account or BrokerAccount()
+        self.settings = settings = WebSettings(
+            db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret, mqtt_url=c.broker,
+            mqtt_username=account.username, mqtt_password=account.password,
+            gateway_broker_url=without_credentials(c.gateway_broker or c.broker), **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
-        sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
-        alarm_sites = list(c.alarm_sites) + [load_site_alarms(p) for p in c.alarm_files]
+        site_files = [("(given)", s) for s in c.sites] + [(str(p), load_site(p)) for p in c.site_files]
+        sites = [s for _, s in site_files]  # located errors before anything starts
+        # An alarm file for a site, else the alarm keys of its site file (docs/alarms.md).
+        alarm_sites = alarm_configs(site_files, [("(given)", a) for a in c.alarm_sites]
+                                    + [(str(p), load_site_alarms(p)) for p in c.alarm_files])
 
         state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)
@@ -145,13 +156,15 @@ class CloudService:
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
-            housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
+            housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh,
+            account=account, **({} if c.time_policy is None else {"time_policy": c.time_policy})),
             safety=self.history.fan_out(self.gate))
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
         self.parts.append(("ingest", ingest.start()))
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
         self.parts.append(("history", self.history.start()))
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
+                                   account.username, account.password,
                                    timeout_s=settings.command_timeout_s).start()
         self.parts.append(("commander", self.commander))
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,

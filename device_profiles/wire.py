@@ -13,6 +13,7 @@ Topics (the version is in the topic so v2 can run beside v1):
     sw/v1/<site>/<gateway>/<device>/health      device communication health
     sw/v1/<site>/<gateway>/<device>/cmd         downlink command
     sw/v1/<site>/<gateway>/<device>/cmd-result  the answer to one command
+    sw/v1/time                                  the cloud's time beacon (gateways measure clock skew)
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import msgspec
 SCHEMA_VERSION = 1
 PREFIX = "sw/v1"
 MAX_PAYLOAD_BYTES = 64 * 1024
+# A gateway clock further than this from the cloud's is wrong: its messages with a `ts` that far
+# ahead are stored at receive time, and the cloud raises `gateway_clock` (docs/wire.md, "Time").
+CLOCK_TOLERANCE_S = 10.0
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -143,7 +147,30 @@ def cmd_topic(site: str, gateway: str, device: str = "+") -> str:
 # ---------------------------------------------------------------------------------------- payloads
 
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]  # a device's first message is seq 1
+Epoch = Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class WireTime(datetime):
+    """A UTC instant that encodes exactly as the contract writes it: RFC 3339, milliseconds, `Z`
+    (`2026-11-25T03:12:45.120Z`). msgspec writes a plain datetime with no or six fraction digits,
+    so every time the code puts on the wire is one of these (`now()`, `at()`, `wire_time()`);
+    `encode` turns them into text. Decoded payloads hold plain datetimes (same instant)."""
+
+    def wire(self) -> str:
+        t = self.astimezone(UTC)
+        return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
+
+
+def wire_time(t: datetime) -> WireTime:
+    """Any aware datetime → the same instant (to the millisecond) as a WireTime."""
+    t = t.astimezone(UTC)
+    return WireTime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond // 1000 * 1000, UTC)
+
+
+def at(seconds: float) -> WireTime:
+    """Unix seconds → WireTime (e.g. a `time.time()` kept by the gateway)."""
+    return wire_time(datetime.fromtimestamp(seconds, UTC))
 Scalar = bool | int | float | str
 Severity = Literal["critical", "major", "minor", "warning", "info"]
 PointId = Annotated[str, msgspec.Meta(min_length=1, max_length=96)]
@@ -171,11 +198,13 @@ class Status(_Msg, kw_only=True):
 
 class Telemetry(_Msg, kw_only=True):
     """Readings of one device. `snapshot` true means every point is present (periodic full report);
-    otherwise only points that moved beyond their deadband. Points that could not be read are absent."""
+    otherwise only points that moved by at least their deadband. Points that could not be read are
+    absent. `seq` counts within `epoch` (docs/wire.md, "Sequence numbers")."""
 
     seq: Seq
     values: dict[PointId, Scalar]
     snapshot: bool = False
+    epoch: Epoch = ""
 
 
 class Event(_Msg, kw_only=True):
@@ -192,6 +221,7 @@ class Event(_Msg, kw_only=True):
     previous: Scalar | None = None
     text: str = ""
     data: dict[str, Scalar] = {}
+    epoch: Epoch = ""
 
 
 class DeviceHealth(_Msg, kw_only=True):
@@ -210,6 +240,7 @@ class DeviceHealth(_Msg, kw_only=True):
     latency_ms: float | None = None
     poll_rate_hz: float | None = None
     detail: str = ""
+    epoch: Epoch = ""
 
 
 class BusHealth(msgspec.Struct, omit_defaults=True):
@@ -226,6 +257,9 @@ class GatewayHealth(_Msg, kw_only=True):
     outbox_bytes: int = 0
     outbox_dropped: int = 0
     backlog_oldest: UtcTime | None = None
+    # The gateway's clock minus the cloud's, in seconds, measured from the time beacon; None until
+    # the gateway has heard one.
+    clock_skew_s: float | None = None
 
 
 class Command(_Msg, kw_only=True):
@@ -256,15 +290,42 @@ PAYLOAD_TYPES: dict[Kind, type[_Msg]] = {
     Kind.CMD_RESULT: CommandResult,
 }
 
+class TimeBeacon(_Msg, kw_only=True):
+    """Published by the cloud on `sw/v1/time` (QoS 0, not retained) every few seconds: `ts` is the
+    cloud's clock when it was sent. A gateway's clock skew is its own clock at arrival minus `ts`
+    (an upper bound: the delivery delay is included; the smallest of recent samples is taken)."""
+
+    source: str = ""
+
+
+TIME_TOPIC = f"{PREFIX}/time"
+
 Payload = Status | GatewayHealth | Telemetry | Event | DeviceHealth | Command | CommandResult
 T = TypeVar("T", bound=_Msg)
 
-_encoder = msgspec.json.Encoder()
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, WireTime):
+        return obj.wire()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _decoders: dict[Kind, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
+_beacon_decoder = msgspec.json.Decoder(TimeBeacon)
 
 
 def encode(msg: _Msg) -> bytes:
     return _encoder.encode(msg)
+
+
+def decode_beacon(data: bytes) -> TimeBeacon:
+    """A time beacon, or WireError (same reasons as `decode`)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _beacon_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise WireError("bad_schema" if isinstance(e, msgspec.ValidationError) else "bad_json", str(e)) from None
 
 
 def decode(kind: Kind, data: bytes) -> Any:
@@ -302,10 +363,9 @@ def json_schema(kind: Kind) -> dict[str, Any]:
     return msgspec.json.schema(PAYLOAD_TYPES[kind])
 
 
-def now() -> datetime:
+def now() -> WireTime:
     """UTC now, to the millisecond (what goes in `ts`)."""
-    t = datetime.now(UTC)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+    return wire_time(datetime.now(UTC))
 
 
 def new_id() -> str:

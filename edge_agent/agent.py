@@ -53,12 +53,16 @@ class DeviceRuntime:
     charge: EdgeChargeWatch | None = None
 
 
-def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, seq: int) -> bytes:
-    return wire.encode(wire.Telemetry(ts=ts, seq=seq, values=values, snapshot=snapshot))
+def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
+    return wire.encode(wire.Telemetry(ts=ts, seq=seq, values=values, snapshot=snapshot, epoch=epoch))
 
 
-def _health(st: DeviceStats, stale: float, seq: int) -> bytes:
-    return wire.encode(st.message(seq, stale))
+def _health(st: DeviceStats, stale: float, epoch: str, seq: int) -> bytes:
+    return wire.encode(st.message(seq, stale, epoch))
+
+
+def _encoded(payload: bytes, seq: int) -> bytes:
+    return payload
 
 
 class LineBus:
@@ -220,7 +224,7 @@ class Agent:
             items.append(
                 New(
                     self.topic(wire.Kind.TELEMETRY, device),
-                    partial(_telemetry, ts, vals, snap),
+                    partial(_telemetry, ts, vals, snap, self.outbox.epoch),
                     device,
                     ROUTINE,
                 )
@@ -253,6 +257,7 @@ class Agent:
                     value=ch.value,
                     previous=ch.previous,
                     text=ch.text,
+                    epoch=self.outbox.epoch,
                 )
             )
 
@@ -293,6 +298,7 @@ class Agent:
             "ok": ok,
             "reading": act.reading,
             "threshold": act.threshold,
+            "trip": act.trip,  # the cloud raises one alarm per trip (docs/alarms.md)
         }
         if act.index is not None:
             data["index"] = act.index
@@ -313,6 +319,7 @@ class Agent:
                             value=act.reading,
                             text=text,
                             data=data,
+                            epoch=self.outbox.epoch,
                         )
                     ),
                     dev,
@@ -383,7 +390,14 @@ class Agent:
                     self.topic(wire.Kind.EVENT, device),
                     lambda seq: wire.encode(
                         wire.Event(
-                            ts=ts, seq=seq, id=wire.new_id(), kind="command", severity="info", text=text, data=data
+                            ts=ts,
+                            seq=seq,
+                            id=wire.new_id(),
+                            kind="command",
+                            severity="info",
+                            text=text,
+                            data=data,
+                            epoch=self.outbox.epoch,
                         )
                     ),
                     device,
@@ -402,7 +416,7 @@ class Agent:
             items.append(
                 New(
                     self.topic(wire.Kind.HEALTH, dev),
-                    partial(_health, st, stale),
+                    partial(_health, st, stale, self.outbox.epoch),
                     dev,
                     ROUTINE,
                 )
@@ -411,8 +425,7 @@ class Agent:
 
     def gateway_health(self) -> wire.GatewayHealth:
         oldest = self.outbox.oldest_created()
-        from datetime import UTC, datetime
-
+        skew = self.uplink.clock.skew()
         return wire.GatewayHealth(
             ts=wire.now(),
             uptime_s=round(time.monotonic() - self.started, 1),
@@ -420,7 +433,8 @@ class Agent:
             outbox_pending=self.outbox.count,
             outbox_bytes=self.outbox.bytes,
             outbox_dropped=self.outbox.dropped(),
-            backlog_oldest=datetime.fromtimestamp(oldest, UTC) if oldest else None,
+            backlog_oldest=wire.at(oldest) if oldest else None,
+            clock_skew_s=None if skew is None else round(skew, 3),
         )
 
     def status(self, gh: wire.GatewayHealth | None = None) -> dict[str, Any]:
@@ -442,6 +456,8 @@ class Agent:
                 {"name": b.name, "utilisation": b.utilisation, "transactions": b.transactions, "budget_ok": b.budget_ok}
                 for b in gh.buses
             ],
+            "epoch": self.outbox.epoch,
+            "clock_skew_s": gh.clock_skew_s,
             "budget_warnings": self.budget_warnings,
             "interlock_actions": self.interlock_actions,
             "devices": [
@@ -475,8 +491,9 @@ class Agent:
         while True:
             await asyncio.sleep(self.cfg.health_s)
             gh = self.gateway_health()
-            self.emit(self.health_items())
-            self.uplink.publish_now(self.topic(wire.Kind.GATEWAY_HEALTH), wire.encode(gh))
+            # Gateway health is durable like the rest (outbox, QoS 1); it carries no seq.
+            gh_item = New(self.topic(wire.Kind.GATEWAY_HEALTH), partial(_encoded, wire.encode(gh)), None, ROUTINE)
+            self.emit([*self.health_items(), gh_item])
             self.write_status(gh)
 
     async def _pump_loop(self) -> None:

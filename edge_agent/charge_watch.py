@@ -6,6 +6,7 @@ interlock, so it works with the uplink down and is reported as an `interlock` ev
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -74,4 +75,5 @@ class EdgeChargeWatch:
             reading=round(f.temp_c, 1),
             threshold=self.watch.cutoff_c,
             reason=f"abnormal charge ({f.reason})",
+            trip=uuid.uuid4().hex[:16],  # one stop per session: its own episode for the cloud's interlock alarm
         )

@@ -251,6 +251,14 @@ def status(config: Cfg, as_json: Annotated[bool, typer.Option("--json")] = False
         f"uplink {up['url']}: {'connected' if up['connected'] else 'DISCONNECTED'}  sent {up['sent']} "
         f"acked {up['acked']}  outbox pending {st['outbox']['pending']} dropped {st['outbox']['dropped']}"
     )
+    skew = st.get("clock_skew_s")
+    if skew is None:
+        c.print("clock: no time beacon from the cloud heard yet (sw/v1/time)")
+    else:
+        from device_profiles.wire import CLOCK_TOLERANCE_S
+
+        off = abs(skew) > CLOCK_TOLERANCE_S
+        c.print(f"clock: {skew:+.3f} s against the cloud's" + ("  [red]WRONG: set the time (NTP)[/red]" if off else ""))
     for b in st["buses"]:
         c.print(
             f"bus {b['name']}: utilisation {b['utilisation']:.0%}, {b['transactions']} transactions"

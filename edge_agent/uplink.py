@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles import wire
+from edge_agent.clock import ClockSkew
 from edge_agent.config import Uplink as UplinkConfig
 from edge_agent.outbox import Outbox, Row
 
@@ -83,6 +84,7 @@ class Uplink:
         self._backlog_cur = 0
         self._need_reset = False
         self.wake = threading.Event()
+        self.clock = ClockSkew()  # our clock against the cloud's time beacon
         self.sent = 0
         self.acks = 0
         self.connects = 0
@@ -101,7 +103,7 @@ class Uplink:
             self.last_error = f"connect refused: {rc}"
             log.warning("MQTT %s", self.last_error)
             return
-        client.subscribe(wire.cmd_topic(self.site, self.gateway), qos=1)
+        client.subscribe([(wire.cmd_topic(self.site, self.gateway), 1), (wire.TIME_TOPIC, 0)])
         # The birth carries the same time as this connection's last will: a status's time says which
         # connection it is about. The will of this connection then ties with its birth (and, coming
         # later, wins), while a stale will of an older connection is older than this birth.
@@ -124,6 +126,13 @@ class Uplink:
         self.wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == wire.TIME_TOPIC:
+            try:
+                beacon = wire.decode_beacon(bytes(msg.payload))
+            except wire.WireError:
+                return  # a malformed beacon is no sample (and not worth a log line each)
+            self.clock.sample(time.time(), beacon.ts.timestamp(), time.monotonic())
+            return
         if self.on_command is not None:
             try:
                 self.on_command(msg.topic, bytes(msg.payload))
@@ -216,11 +225,6 @@ class Uplink:
         self._inflight_rows.add(r.id)
         self.sent += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
-
-    def publish_now(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """Not durable (gateway health): best effort, only while connected."""
-        if self.connected:
-            self.client.publish(topic, payload, qos=0, retain=retain)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until nothing is in flight and nothing is waiting (tests, shutdown)."""

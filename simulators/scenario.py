@@ -68,12 +68,6 @@ def _val(s: Step, default: Any = True) -> Any:
     return default if s.value is None else s.value
 
 
-def _set_ambient(d: Any, celsius: float) -> None:
-    d.model.ambient_temp = celsius
-    d.model.params.ambient_c = celsius
-    d.model.weather = None
-
-
 def _plug(d: Any, s: Step) -> None:
     if s.pack is None:
         d.model.plug(s.port)
@@ -129,8 +123,8 @@ ACTIONS: dict[str, Action] = {
     "ambient": Action(
         ("charger",),
         ("value",),
-        lambda d, s: _set_ambient(d, float(s.value)),
-        "cabinet ambient temperature, °C",
+        lambda d, s: d.model.set_ambient(float(s.value), parse_duration(s.duration) if s.duration is not None else 0),
+        "cabinet ambient temperature, °C: a step, or a ramp over `duration` (simulated)",
     ),
     # slow failures of a pack or a connector (`onset`, `speed`, `severity`; simulators/physics/battery.py)
     **{

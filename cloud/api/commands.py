@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.estate import DeviceRec
 from cloud.auth.models import CommandRecord, utcnow
+from cloud.ratelog import RateLimitedLog
 from device_profiles import wire
 from device_profiles.loader import catalog
 from device_profiles.points import CommandError, resolve_command
 
 log = logging.getLogger(__name__)
+bad_input = RateLimitedLog(log)  # one line per kind of malformed message a minute, not one each
 MAX_HEALTH_ENTRIES = 100_000
 
 
@@ -92,6 +94,7 @@ class Commander:
         self.health: dict[tuple[str, str], dict[str, Any]] = {}
         self._client: Any = None
         self.on_result: Callable[[str, str], None] | None = None
+        self.malformed = 0  # health / cmd-result messages that did not follow the wire contract
 
     def start(self) -> Commander:
         import paho.mqtt.client as mqtt
@@ -134,7 +137,8 @@ class Commander:
                 if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
                     self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
-            log.warning("ignored %s: %s", msg.topic, e)
+            self.malformed += 1
+            bad_input.warning(e.reason, "ignored a malformed message on %s: %s", msg.topic, e)
         except Exception:  # never let one bad message stop the MQTT thread
             log.exception("failed to handle %s", msg.topic)
 

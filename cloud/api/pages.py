@@ -183,15 +183,29 @@ def _alarm_ctx(request: Request, p: Principal, site: str) -> dict[str, Any]:
             "history": [a for a in every if not (a.active or not a.acked)][:50]}
 
 
-@router.post("/alarms/{alarm_id}/ack")
-async def alarms_ack(alarm_id: int, request: Request) -> Response:
-    p = await page_user(request, Perm.ACK_ALARMS)
+async def _page_alarm(request: Request, perm: Perm, alarm_id: int) -> tuple[Principal, Any]:
+    """The user of a form that acts on an alarm, and that alarm (404 outside the user's sites)."""
+    p = await page_user(request, perm)
     if not 1 <= alarm_id <= 2**62:
         raise HTTPException(404, "no such alarm")
-    from cloud.api.routes_api import engine_of, visible_alarm
+    from cloud.api.routes_api import visible_alarm
 
-    a = visible_alarm(request, p, alarm_id)
-    engine_of(request).acknowledge(alarm_id, p.username, "web")
+    return p, visible_alarm(request, p, alarm_id)
+
+
+@router.post("/alarms/{alarm_id}/ack")
+async def alarms_ack(alarm_id: int, request: Request) -> Response:
+    p, a = await _page_alarm(request, Perm.ACK_ALARMS, alarm_id)
+    request.app.state.alarm_engine.acknowledge(alarm_id, p.username, "web")
+    return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
+
+
+@router.post("/alarms/{alarm_id}/resolve")
+async def alarms_resolve(alarm_id: int, request: Request) -> Response:
+    """The page's Resolve button (edge actions such as an interlock clear no other way)."""
+    p, a = await _page_alarm(request, Perm.RESOLVE_ALARMS, alarm_id)
+    note = str((await request.form()).get("note", ""))[:500]
+    request.app.state.alarm_engine.resolve(alarm_id, p.username, "web", note)
     return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
 
 

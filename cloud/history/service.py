@@ -179,6 +179,10 @@ class HistoryService:
                 self.inspections.add(site, start, end)
                 self._next_due = 0.0  # a window opening now is written on the next poll
                 return
+            if what == "window-end":
+                self.inspections.end(*obj)
+                self._next_due = 0.0
+                return
             p = self.alarms.change(obj, now)
         self._put([p])
 

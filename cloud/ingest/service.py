@@ -8,15 +8,17 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.mqtt import IngestClient
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetySink
 from cloud.state.registry import Registry
 from cloud.tsdb.base import open_sink
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     broker: str = "mqtt://127.0.0.1:1883"
+    account: BrokerAccount = field(default_factory=BrokerAccount)  # cloud/broker_account.py
     mqtt_version: str = "auto"  # auto | 5 | 3.1.1
     mqtt_client: str = "gmqtt"  # gmqtt (fast, asyncio) | paho
     tsdb: str = "sqlite:///var/shelterwatch/ts.db"
@@ -52,6 +55,10 @@ class IngestConfig:
     # allocations) runs a collection every few messages; measured here it costs ~40 % of the
     # pipeline's CPU. Off for embedding in a process that tunes its own GC.
     tune_gc: bool = True
+    # What a gateway's `ts` is worth (cloud/ingest/timepolicy.py); `TimePolicy.off()` for replays
+    # of a simulated clock (benchmarks, tests with fixed dates).
+    time_policy: TimePolicy = field(default_factory=TimePolicy)
+    time_beacon_s: float | None = 5.0  # publish the cloud's clock on sw/v1/time this often (None: off)
 
 
 class IngestService:
@@ -79,6 +86,7 @@ class IngestService:
             self.storage,
             deduper,
             on_status=self._on_status,
+            time_policy=config.time_policy,
         )
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
@@ -102,10 +110,13 @@ class IngestService:
             config.site,
             lanes=lanes,
             safety_handler=self._handle_safety if lanes else None,
+            account=config.account or None,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
+        self.beacon: Any = None
+        self._cid = cid
         self.started = 0.0
 
     # ------------------------------------------------------------------ the two lanes
@@ -190,11 +201,19 @@ class IngestService:
                 make_registry(self.stats), self.config.metrics_port, self.config.metrics_addr
             )
         self.client.start()
+        if self.config.time_beacon_s:
+            from cloud.timebeacon import TimeBeacon
+
+            self.beacon = TimeBeacon(
+                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None
+            ).start()
         if wait and not self.client.wait_connected(wait):
-            log.warning("not connected to %s after %.0fs; still trying", self.config.broker, wait)
+            log.warning("not connected to %s after %.0fs; still trying", redact(self.config.broker), wait)
         return self
 
     def stop(self) -> None:
+        if self.beacon is not None:
+            self.beacon.stop()
         self.client.stop()
         if self._parked_n:  # never enrolled: dead letters, kept like any refused message
             self._unpark(expired=True)
@@ -216,6 +235,7 @@ class IngestService:
         states = self.pipeline.dedupe.take_dirty()
         self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
         self.registry.save_last_values(self.pipeline.take_last_values())
+        self.registry.save_gateway_clocks(self.pipeline.take_clocks())
 
     def _housekeeping(self) -> None:
         last_refresh = time.monotonic()
@@ -255,6 +275,10 @@ class IngestService:
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,
             "missing_seqs": self.pipeline.dedupe.missing(),
+            "seq_gaps": self.pipeline.dedupe.gap_count(),
+            "seq_lost": self.pipeline.dedupe.lost(),
+            "rebased": p.rebased,
+            "points_refused": dict(p.points_refused),
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
             "lane_received": self.client.received_by_lane(),

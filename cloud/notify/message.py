@@ -63,8 +63,13 @@ def alarm_text(a: Alarm, site_name: str, site_name_zh: str, ack_url: str | None,
         return Text(title, "\n".join(lines))
     prefix = "[提醒 REMINDER] " if purpose == "reminder" else ""
     sev = f"{SEV_ZH.get(a.severity, a.severity)} {SEV_EN.get(a.severity, a.severity)}"
-    title = f"{prefix}[{sev}] {name_zh} {name_en}"
+    again = int(a.detail.get("occurrence", 1))
+    title = f"{prefix}[{sev}] {name_zh} {name_en}" + (f" (第{again}次 ×{again})" if again > 1 else "")
     lines = [f"{name_zh}：{where_zh}", f"{name_en}: {where_en}", f"开始时间 Since: {since_zh} / {since_en}"]
+    if again > 1:
+        prev = a.detail.get("previous_alarm")
+        lines.append(f"再次发生（上一次报警 #{prev} 未处理完）Again: occurrence {again}, previous alarm #{prev} "
+                     "was still open")
     if a.value is not None:
         lines.append(f"数值 Value: {a.value}")
     data = a.detail.get("data")

@@ -147,6 +147,7 @@ class ChargerModel:
     first: int = 1
     elapsed_s: float = 0.0
     weather: Weather | None = None
+    ambient_ramp: tuple[float, float, float, float] | None = None  # (from °C, to °C, start, duration s)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -256,6 +257,17 @@ class ChargerModel:
         p.meter_spike_until, p.meter_spike_factor = self.elapsed_s + duration_s, factor
         self._update_meters()
 
+    def set_ambient(self, celsius: float, over_s: float = 0.0) -> None:
+        """The cabinet's ambient temperature: at once (a step), or a straight ramp from the
+        current value over `over_s` simulated seconds (a hot afternoon, a failing fan). Either
+        replaces the weather."""
+        self.weather = None
+        if over_s <= 0:
+            self.ambient_ramp = None
+            self.ambient_temp = self.params.ambient_c = celsius
+        else:
+            self.ambient_ramp = (self.ambient_temp, celsius, self.elapsed_s, over_s)
+
     def set_fault(self, number: int, on: bool = True) -> None:
         self.port(number).fault = on
         self._update_meters()
@@ -269,6 +281,12 @@ class ChargerModel:
             return
         self.elapsed_s += dt
         prm = self.params
+        if self.ambient_ramp is not None:
+            start_c, end_c, t0, over = self.ambient_ramp
+            frac = min(1.0, (self.elapsed_s - t0) / over)
+            self.ambient_temp = prm.ambient_c = start_c + (end_c - start_c) * frac
+            if frac >= 1.0:
+                self.ambient_ramp = None
         self._arrivals(dt)
         k_fast = 1.0 - math.exp(-dt / prm.thermal_tau_s)
         k_pack = 1.0 - math.exp(-dt / prm.pack_tau_s)

@@ -62,6 +62,8 @@ def test_serial_and_tcp_reads(shelter_a: SimSite) -> None:
     t = tcp_client(shelter_a)
     r = t.read_holding_registers(40, count=4, device_id=1)
     fw = next(p for p in shelter_a.device("chg2").points if p.id == "firmware")
+    # "3.12" as docs/profiles.md lays text out (address order, first character high), by hand
+    assert list(r.registers) == [0x332E, 0x3132, 0x0000, 0x0000]
     assert decode(fw, list(r.registers)) == "3.12"
     t.close()
 

@@ -7,6 +7,7 @@ without deciding who may call it.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.fixtures.web import USERS, make_web_env, password_of
 pytestmark = pytest.mark.integration
 
 PUBLIC = "public"
+_NOW = datetime.now(UTC)
 # (method, path) → permission. Paths use the app's templates.
 TABLE: dict[tuple[str, str], Perm | str] = {
     ("GET", "/api/v1/me"): Perm.VIEW_PARKING,
@@ -30,6 +32,13 @@ TABLE: dict[tuple[str, str], Perm | str] = {
     ("GET", "/api/v1/alarms"): Perm.VIEW_ALARMS,
     ("GET", "/api/v1/alarms/{alarm_id}"): Perm.VIEW_ALARMS,
     ("POST", "/api/v1/alarms/{alarm_id}/ack"): Perm.ACK_ALARMS,
+    ("POST", "/api/v1/alarms/{alarm_id}/resolve"): Perm.RESOLVE_ALARMS,
+    ("POST", "/api/v1/alarms/{alarm_id}/silence"): Perm.SILENCE_ALARMS,
+    ("GET", "/api/v1/inspection-windows"): Perm.VIEW_WINDOWS,
+    ("POST", "/api/v1/inspection-windows"): Perm.MANAGE_WINDOWS,
+    ("POST", "/api/v1/inspection-windows/{window_id}/end"): Perm.MANAGE_WINDOWS,
+    ("GET", "/api/v1/people"): Perm.VIEW_PEOPLE,
+    ("GET", "/api/v1/escalation"): Perm.VIEW_PEOPLE,
     ("POST", "/api/v1/sites/{site}/gateways/{gateway}/devices/{device}/commands"): Perm.COMMAND,
     ("GET", "/api/v1/sites/{site}/commands"): Perm.COMMAND,
     ("GET", "/api/v1/commands/{command_id}"): Perm.COMMAND,
@@ -41,14 +50,20 @@ BODIES = {
     "/api/v1/sites/{site}/gateways/{gateway}/devices/{device}/commands": {"command": "port_enable", "index": 1,
                                                                           "value": False},
     "/api/v1/sites/{site}/gateways": {"gateway": "gw-new", "devices": [{"id": "newdev", "profile": "voltpile-cp10"}]},
+    "/api/v1/alarms/{alarm_id}/silence": {"reason": "test", "until": (_NOW + timedelta(hours=1)).isoformat()},
+    "/api/v1/inspection-windows": {"site": "estate-a", "start": (_NOW + timedelta(days=1)).isoformat(),
+                                   "end": (_NOW + timedelta(days=1, hours=1)).isoformat()},
 }
 
 
 def fill(path: str, site: str) -> str:
     gw = {"estate-a": "gw-a1", "estate-b": "gw-b1"}[site]
     dev = {"estate-a": "chg1", "estate-b": "chg9"}[site]
+    # Resolving estate-a's alarm here would change what later tests see: the role check comes
+    # first (403), a permitted role then gets 404 for an alarm that does not exist.
+    alarm = "999999" if path.endswith("/resolve") else "1"
     return (path.replace("{site}", site).replace("{gateway}", gw).replace("{device}", dev)
-            .replace("{alarm_id}", "1").replace("{command_id}", "0123456789abcdef"))
+            .replace("{alarm_id}", alarm).replace("{command_id}", "0123456789abcdef").replace("{window_id}", "1"))
 
 
 @pytest.fixture(scope="module")

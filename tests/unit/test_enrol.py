@@ -30,7 +30,8 @@ def test_our_password_line_verifies_and_matches_mosquitto_format(tmp_path: Path)
 
 def test_acl_block() -> None:
     assert enrol.gateway_acl("estate-a", "gw1") == (
-        "user gw.estate-a.gw1\ntopic write sw/v1/estate-a/gw1/#\ntopic read sw/v1/estate-a/gw1/+/cmd\n")
+        "user gw.estate-a.gw1\ntopic write sw/v1/estate-a/gw1/#\ntopic read sw/v1/estate-a/gw1/+/cmd\n"
+        "topic read sw/v1/time\n")
     with pytest.raises(Exception, match="bad_id"):
         enrol.gateway_acl("estate-a", "gw/#")
 
@@ -85,3 +86,19 @@ def test_edge_config_is_accepted_by_the_edge_agent(tmp_path: Path) -> None:
     assert cfg.uplink.username == e.mqtt_user and cfg.uplink.password == e.password
     assert {d.id for d in cfg.devices} == {"chg1", "chg2", "hub", "rx", "rx2", "spk"}
     assert set(profiles) == {"voltpile-cp10", "hengtong-ebc12", "parkhub-ph48", "geomag-rx200", "nanfang-fsm8"}
+
+
+def test_the_clouds_credentials_never_reach_an_enrolled_config(tmp_path: Path) -> None:
+    """A broker URL with the cloud's account in it (as `cloud serve --broker` once took) gives the
+    gateway the address only, and the config passes `edge-agent check` as returned."""
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app
+
+    e = enrol.enrol("estate-a", "gw1", [DeviceSpec("chg1", "voltpile-cp10")], "mqtt://cloud:topsecret@broker:1883")
+    assert "topsecret" not in e.edge_config and "cloud" not in yaml.safe_load(e.edge_config)["uplink"]["url"]
+    path = tmp_path / "edge.yaml"
+    path.write_text(e.edge_config)
+    r = CliRunner().invoke(app, ["check", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "OK" in r.output

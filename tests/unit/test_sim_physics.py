@@ -47,6 +47,19 @@ def test_charging_draws_current_heats_the_connector_and_accumulates_energy() -> 
     assert 20 < m.ports[4].true_temp < 22, "its neighbour warms a little"
 
 
+def test_ambient_is_a_step_or_a_ramp() -> None:
+    m = quiet_charger(ambient_c=20)
+    m.set_ambient(35)
+    assert m.ambient_temp == 35 and m.params.ambient_c == 35, "without a duration: at once"
+    m.set_ambient(45, over_s=100)
+    run(m, 50)
+    assert m.ambient_temp == pytest.approx(40, abs=0.3), "half way up the ramp"
+    run(m, 60)
+    assert m.ambient_temp == pytest.approx(45, abs=0.3) and m.ambient_ramp is None
+    run(m, 300)
+    assert m.ambient_temp == pytest.approx(45, abs=0.5), "and it stays there"
+
+
 def test_runaway_climbs_several_degrees_per_second_until_switched_off_then_cools() -> None:
     m = quiet_charger(ambient_c=20)
     m.plug(3, soc=0.3)

@@ -117,6 +117,12 @@ class Finding:
     session_s: float
     spikes: int = 0
 
+    @property
+    def trip(self) -> str:
+        """The charge session's id (port and start): its warning and its severe finding share it,
+        so the cloud keeps one alarm per session (docs/alarms.md, repeated edge events)."""
+        return f"{self.port}-{round(self.at - self.session_s)}"
+
     def data(self) -> dict[str, Scalar]:
         """The wire event's `data` (flat scalars, docs/wire.md)."""
         d: dict[str, Scalar] = {
@@ -131,6 +137,7 @@ class Finding:
             "energy_kwh": round(self.energy_kwh, 3),
             "session_s": round(self.session_s),
             "index": self.port,
+            "trip": self.trip,
         }
         if self.eta_s is not None:
             d["eta_s"] = round(self.eta_s)

@@ -179,7 +179,7 @@ class CloudService:
             self.parts.append(("remote config", self.configs))
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
                              commander=self.commander, db=self.commander.db, storage=ingest.storage_status,
-                             configs=self.configs)
+                             configs=self.configs, sessions=self.history.sessions)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
         web = threading.Thread(target=self.server.run, name="web", daemon=True)

@@ -218,7 +218,7 @@ class Event(_Msg, kw_only=True):
 
     seq: Seq
     id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
-    kind: Literal["state", "interlock", "command", "fault", "agent"]
+    kind: Literal["state", "interlock", "command", "fault", "agent", "abnormal_charge"]
     severity: Severity = "info"
     point: str | None = None
     value: Scalar | None = None

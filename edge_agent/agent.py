@@ -25,6 +25,7 @@ from device_profiles.model import PollClass, Profile, TransportKind
 from device_profiles.points import CommandError, resolve_command
 from edge_agent import commands
 from edge_agent.budget import budget
+from edge_agent.charge_watch import EdgeChargeWatch
 from edge_agent.config import AgentConfig, Bus, Device
 from edge_agent.config import Uplink as UplinkConfig
 from edge_agent.drivers.base import ModbusDriver, TransactionError
@@ -61,6 +62,7 @@ class DeviceRuntime:
     stats: DeviceStats
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
+    charge: EdgeChargeWatch | None = None
 
 
 def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
@@ -158,7 +160,7 @@ class Agent:
         ovr = {k: (v.value, v.enabled) for k, v in d.interlocks.items()}
         return DeviceRuntime(
             d, prof, Reporter(point_info(prof), self.cfg.snapshot_s), Interlocks.for_profile(prof, ovr),
-            DeviceStats(d.id), d.bus,
+            DeviceStats(d.id), d.bus, charge=EdgeChargeWatch.for_device(prof, d.charge_analytics),
         )
 
     def make_uplink(self, uplink: UplinkConfig) -> Uplink:
@@ -274,7 +276,18 @@ class Agent:
             )
         for ch in out.events:
             items.append(self._state_event(device, ch, ts))
+        if rt.charge is not None:
+            for f in rt.charge.observe(values, time.time()):
+                items.append(self._charge_event(device, rt.charge, f, ts))
+                stop = rt.charge.stop(f)
+                if stop is not None:
+                    self._start_interlock(rt, stop)
         self.emit(items)
+
+    def _charge_event(self, device: str, watch: EdgeChargeWatch, f: Any, ts: Any) -> New:
+        return New(
+            self.topic(wire.Kind.EVENT, device), lambda seq: wire.encode(watch.event(f, ts, seq)), device, SAFETY
+        )
 
     def _state_event(self, device: str, ch: StateChange, ts: Any) -> New:
         def build(seq: int) -> bytes:

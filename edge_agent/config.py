@@ -120,6 +120,31 @@ class InterlockOverride(_Strict):
     enabled: bool = True
 
 
+class ChargeAnalytics(_Strict):
+    """Charge-session analytics on a charger (device_profiles/charge_session.py, docs/charging.md):
+    an `abnormal_charge` event minutes before the cut-off; with `stop_port`, the port is also
+    switched off on a confident, severe finding (an `interlock` event, as for overheating).
+    The threshold keys override `charge_session.Settings` for this device."""
+
+    enabled: bool = True
+    stop_port: bool = False
+    time_scale: float = Field(
+        default=1.0, gt=0, le=1000, description="simulated sites only: analytics seconds per wall-clock second"
+    )
+    warn_excess_c: float | None = Field(default=None, gt=0, le=50)
+    warn_slope_c_per_min: float | None = Field(default=None, ge=0, le=10)
+    high_excess_c: float | None = Field(default=None, gt=0, le=80)
+    severe_excess_c: float | None = Field(default=None, gt=0, le=80)
+    stop_eta_s: float | None = Field(default=None, ge=0, le=7200)
+    energy_limit_kwh: float | None = Field(default=None, gt=0, le=20)
+    neighbour_k_per_k: float | None = Field(default=None, ge=0, le=1)
+
+    def overrides(self) -> dict[str, float]:
+        keys = ("warn_excess_c", "warn_slope_c_per_min", "high_excess_c", "severe_excess_c", "stop_eta_s",
+                "energy_limit_kwh", "neighbour_k_per_k")
+        return {k: float(v) for k in keys if (v := getattr(self, k)) is not None}
+
+
 class Device(_Strict):
     id: Id
     profile: str
@@ -128,6 +153,7 @@ class Device(_Strict):
     poll: PollPeriods = Field(default_factory=PollPeriods)
     labels: dict[str, str] = Field(default_factory=dict)
     interlocks: dict[str, InterlockOverride] = Field(default_factory=dict)
+    charge_analytics: ChargeAnalytics = Field(default_factory=ChargeAnalytics)
     enabled: bool = True
 
 

@@ -17,12 +17,13 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from cloud.api import estate, i18n
+from cloud.api import estate, i18n, session_curve
 from cloud.api.commands import CommandRefused
 from cloud.api.deps import COOKIE, check_csrf, current
 from cloud.api.routes_api import alarms_for, health_of, parking_of, ports_of, source
 from cloud.api.storage import StorageView, storage_view
 from cloud.auth.roles import Perm, Principal, Role
+from device_profiles.charge_session import describe
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -229,11 +230,25 @@ async def estate_frag(request: Request, site: str | None = None) -> HTMLResponse
     return render(request, "_estate.html", site=site_id, **_estate_ctx(request, p, site_id))
 
 
+def _sessions(request: Request, site: str, lang: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each port's current (or last) charge session: its curve and a line saying what it was."""
+    tracker = getattr(request.app.state, "sessions", None)
+    if tracker is None:
+        return {}
+    out = {}
+    for v in tracker.view(site):
+        said = describe({"reason": v.flagged}, lang=lang) if v.flagged else ""
+        title = f"{v.device} #{v.port}: {v.energy_kwh:.2f} kWh, max {v.peak_c:.1f} °C" + (f" — {said}" if said else "")
+        out[(v.device, v.port)] = {"v": v, "svg": session_curve.svg(v.curve, title, bool(v.flagged)), "said": said}
+    return out
+
+
 def _estate_ctx(request: Request, p: Principal, site: str) -> dict[str, Any]:
     src = source(request)
     devices = src.devices(site)
     cmd = request.app.state.commander
     return {
+        "sessions": _sessions(request, site, lang_of(request)),
         "gateways": src.gateways(site),
         "ports": ports_of(request, site),
         "chargers": [d for d in devices if estate.family_of(d) == "charger"],

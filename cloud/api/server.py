@@ -37,7 +37,8 @@ ACK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,200}$")
 
 
 def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = None, ack_signer: Any = None,
-              commander: Any = None, db: Any = None, storage: Any = None, configs: Any = None) -> FastAPI:
+              commander: Any = None, db: Any = None, storage: Any = None, configs: Any = None,
+              sessions: Any = None) -> FastAPI:
     app = FastAPI(title="shelterwatch", version="1",
                   description="E-bike shelters, chargers, sprinklers and parking of residential estates. "
                               "Authenticate with `Authorization: Bearer <token>` (`shelterwatch cloud user "
@@ -56,6 +57,7 @@ def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = N
     app.state.storage = storage  # () -> the ingester's storage status (health page), or None
     app.state.configs = configs  # cloud.remote_config.service.ConfigService (None: remote config off)
     app.state.energy = EnergyToday(db)
+    app.state.sessions = sessions  # cloud.history.charge_session.ChargeSessions: the session curves
 
     app.include_router(api_router)
     app.include_router(alarms_api_router)

@@ -228,6 +228,30 @@ def test_interlock_event_is_one_critical_alarm_with_what_the_edge_did(rig: Rig) 
     assert rig.engine.counters["replayed_events"] == 1
 
 
+def test_abnormal_charge_event_is_one_warning_push_saying_what_was_seen(rig: Rig) -> None:
+    """The edge's charge-session finding (docs/wire.md `abnormal_charge`) raises the profiles' event
+    rule once per session (its severe finding, same `trip`, updates it); the push says in plain words,
+    Chinese and English, what was seen and when the cut-off would come, and does not pretend the edge
+    did something."""
+    data = {"reason": "no_taper", "reasons": "no_taper,unexplained_heat", "severe": False, "excess_c": 6.3,
+            "slope_c_per_min": 0.41, "temp_c": 41.2, "energy_kwh": 0.71, "eta_s": 1380, "index": 3,
+            "trip": "3-1795996380"}
+    first = wire.Event(ts=rig.ts(), seq=7, id="c" * 16, kind="abnormal_charge", severity="major",
+                       point="port.3.connector_temp", value=41.2, text="port 3: ...", data=data)
+    rig.feed(rig.msg("charger-a", first))
+    severe = wire.Event(ts=rig.ts(), seq=8, id="d" * 16, kind="abnormal_charge", severity="critical",
+                        point="port.3.connector_temp", value=48.0, data={**data, "severe": True})
+    rig.feed(rig.msg("charger-a", severe))
+    [a] = rig.alarms("abnormal_charge")
+    assert a.severity == "major" and a.instance == "3" and a.active and a.occurrences == 2
+    got = rig.rec.wait_for(lambda g: len(g) >= 2)  # type: ignore[union-attr]
+    text = got[0].body["title"] + "\n" + got[0].body["message"]
+    assert "充电异常预警" in text and "Abnormal charge" in text and "充电口 3" in text
+    assert "充电电流一直不下降" in text and "约 23 分钟后达到断电温度" in text
+    assert "Seen: the charge never tapers" in text and "about 23 min to the cut-off" in text
+    assert "Edge action" not in text
+
+
 def _cut(rig: Rig, trip: str, temp: float, n: int) -> wire.Event:
     return wire.Event(ts=rig.ts(), seq=100 + n, id=f"cut{n:013d}", kind="interlock", point="port.3.connector_temp",
                       value=temp, text=f"port_enable on port.3 switched off: port.3.connector_temp = {temp}",

@@ -206,16 +206,10 @@ def main() -> None:
     args = ap.parse_args()
     rec = Receiver()
     with tempfile.TemporaryDirectory() as d:
-        base = (
-            run(min(8.0, args.seconds), 0, args.chargers, 0.08, Path(d) / "a", rec)
-            if (Path(d, "a").mkdir() is None)
-            else {}
-        )
-        loaded = (
-            run(args.seconds, args.rate, args.chargers, 0.08, Path(d) / "b", rec)
-            if (Path(d, "b").mkdir() is None)
-            else {}
-        )
+        Path(d, "a").mkdir()
+        Path(d, "b").mkdir()
+        base = run(min(8.0, args.seconds), 0, args.chargers, 0.08, Path(d) / "a", rec)
+        loaded = run(args.seconds, args.rate, args.chargers, 0.08, Path(d) / "b", rec)
         cap = capacity(Path(d), args.chargers)
     s = AppriseSender()
     url = f"json://127.0.0.1:{rec.port}/floor"
@@ -242,6 +236,7 @@ def main() -> None:
     ctl.start()
     mail = f"mailto://a:b@127.0.0.1:{smtp_port}?smtp=127.0.0.1&mode=insecure&from=a@b.test&to=c@d.test"
     p = apprise.Apprise.instantiate(mail)  # apprise's defaults: the email plugin throttles
+    assert p is not None, mail
     t = time.time()
     p.notify(body="a", title="t")
     p.notify(body="b", title="t")

@@ -261,15 +261,15 @@ def simulate(spec: RunSpec, dt: float = 10.0, settings: Settings | None = None, 
                     act = R.due(r, tr, t)
                 if act is R.Action.RAISE and lv.rec.today_t is None:
                     lv.rec.today_t, lv.rec.today_rule = t, r.key
-        for act in interlocks.evaluate(values, t):
-            interlocks.result(act, True, t)
-            if act.command == "port_enable" and act.index is not None:
-                model.set_enabled(act.index, False)
-                lv2 = live.get(act.index)
+        for cut in interlocks.evaluate(values, t):
+            interlocks.result(cut, True, t)
+            if cut.command == "port_enable" and cut.index is not None:
+                model.set_enabled(cut.index, False)
+                lv2 = live.get(cut.index)
                 if lv2 is not None and lv2.rec.cut_t is None:
                     lv2.rec.cut_t = t
                     lv2.cut_leave = t + 300
-                    _peaks(lv2.rec, watch, act.index)
+                    _peaks(lv2.rec, watch, cut.index)
         # the analytics, fed like the edge feeds it
         for f in watch.observe(values, t):
             lv3 = live.get(f.port)

@@ -36,7 +36,9 @@ from edge_agent.uplink import Uplink  # noqa: E402
 from tests.fixtures.servers import make_mosquitto  # noqa: E402
 
 SITE, GW = "bench", "gw1"
-VALUES = {f"port.{i}.{k}": 12.3 for i in range(1, 3) for k in ("voltage", "current", "power", "connector_temp")}
+VALUES: dict[str, wire.Scalar] = {
+    f"port.{i}.{k}": 12.3 for i in range(1, 3) for k in ("voltage", "current", "power", "connector_temp")
+}
 
 
 def item(dev: str) -> New:

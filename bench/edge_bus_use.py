@@ -41,7 +41,7 @@ class Metered(RtuDriver):
 
     ideal = 0.0
 
-    async def read(self, unit, table, address, count):  # type: ignore[no-untyped-def]
+    async def read(self, unit, table, address, count):
         regs = await super().read(unit, table, address, count)
         self.ideal += read_time(BAUD, table, count)
         return regs

@@ -29,6 +29,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -275,7 +276,7 @@ def live(args: argparse.Namespace) -> None:
         n_lines = sum(len(e) for _, _, e in files)
         del streams
         gc.collect()
-        results = {}
+        results: dict[str, tuple[Any, ...]] = {}
         for side in ("mosquitto_sub", "ingester"):
             d = tmp / side
             (d / "mq").mkdir(parents=True)

@@ -57,7 +57,12 @@ def main() -> None:
     print(json.dumps({"ports": [s.port for s in slaves]}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
-    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+
+    def until_stdin_closes() -> None:
+        sys.stdin.read()
+        done.set()
+
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     rnd = random.Random(1)
     while not done.wait(1.0):
         if "--static" not in sys.argv:

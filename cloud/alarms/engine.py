@@ -8,6 +8,11 @@ from an injected clock so tests of 8 h or N minutes run in milliseconds.
 
 Hot path: a routine telemetry message touches only dicts in memory; the database is written only
 when something changes (a duration starts or stops, an alarm is raised, cleared or acknowledged).
+
+Order and time (cloud/ordering.py): a device's readings are ordered by its `seq`, point by point,
+never by arrival or by the edge's `ts`; durations and rates run on each sample's own time (edge
+`ts` clamped to its receive time), and silence on when messages were received. Telemetry may come
+merged per device (`Readings`, cloud/ingest/conflate.py) with every sample's own seq and times.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cloud import ordering as O
 from cloud.alarms import rules as R
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import DeviceRef, Directory
@@ -29,7 +35,7 @@ from cloud.notify.dispatch import Dispatcher, Job
 from cloud.notify.escalation import plan, wants
 from cloud.notify.links import AckSigner
 from cloud.notify.message import alarm_text
-from cloud.safety import SafetyMessage
+from cloud.safety import Readings, SafetyMessage
 from device_profiles import wire
 from device_profiles.loader import catalog
 from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
@@ -91,7 +97,9 @@ class AlarmEngine:
         self._rules: dict[tuple[str, str], tuple[dict[str, list[AlarmRule]], list[AlarmRule]]] = {}
         self.tracks: dict[str, tuple[AlarmRule, R.Track, _Ctx]] = {}
         self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
-        self._last_ts: dict[tuple[str, str, str], float] = {}
+        # Newest message applied per device, and per point with rules (seq order: cloud/ordering.py)
+        self._dev_mark: dict[tuple[str, str, str], O.Mark] = {}
+        self._marks: dict[tuple[str, str, str], dict[str, O.Mark]] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
@@ -226,7 +234,9 @@ class AlarmEngine:
             now = self.clock()
             p = msg.payload
             gw = (msg.site, msg.gateway)
-            self.seen_gw[gw] = now
+            # Silence is judged from when a message was received, not from when the engine got to it.
+            heard = msg.received if msg.received < now else now
+            self.seen_gw[gw] = max(self.seen_gw.get(gw, heard), heard)
             self._seen_dirty.add((msg.site, msg.gateway, ""))
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
                 if p.state == "offline":
@@ -236,7 +246,10 @@ class AlarmEngine:
                 else:
                     self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
                 return
-            self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
+            gk = active_key(msg.site, msg.gateway, "", GATEWAY_RULE, "")
+            ga = self.active.get(gk)
+            if ga is not None and heard >= ga.raised_at:  # not a message received before the will
+                self._clear(gk, now)
             if msg.device is None:
                 return
             ref = self.directory.lookup(msg.site, msg.gateway, msg.device)
@@ -246,7 +259,14 @@ class AlarmEngine:
             dkey = (msg.site, msg.gateway, msg.device)
             by_point, all_rules = self.rules_for(msg.site, msg.device, ref.profile_id)
             offline_rule = next((r for r in all_rules if r.kind is AlarmKind.OFFLINE), None)
+            # Only the device's newest word (by seq) says whether it is alive: held telemetry
+            # processed after a newer "not answering" must not clear it, nor the reverse.
+            meta = _meta(p, msg.received)
+            current = meta is None or self._advance(dkey, meta)
             if isinstance(p, wire.DeviceHealth) and not p.online:
+                if not current:
+                    self.counters["stale"] += 1
+                    return
                 # The gateway speaks, the device does not: its silence began at the edge's last good
                 # poll (an age on the edge's own clock, so clock skew does not matter). The offline
                 # rule's duration still applies, so a breaker that opens for a few seconds is no alarm.
@@ -267,24 +287,26 @@ class AlarmEngine:
                         msg.received,
                     )
                 return
-            self.seen_dev[dkey] = now
-            self._seen_dirty.add(dkey)
-            if offline_rule:
-                self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
-            seq = getattr(p, "seq", None)
-            if seq is not None:
-                self._track_seq(dkey, seq)
+            if current:
+                self.seen_dev[dkey] = max(self.seen_dev.get(dkey, heard), heard)
+                self._seen_dirty.add(dkey)
+                if offline_rule:
+                    self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
+            if isinstance(p, Readings):
+                for lo, hi in p.seqs:
+                    self._track_run(dkey, lo, hi)
+            elif meta is not None:
+                self._track_seq(dkey, meta.seq)
             if isinstance(p, wire.DeviceHealth):
                 self._health(msg, ref, p, now)
             touched: set[str] = set()
-            if isinstance(p, wire.Telemetry):
-                ts = p.ts.timestamp()
-                if ts < self._last_ts.get(dkey, 0.0):
-                    self.counters["stale"] += 1  # backlog older than what we know: history, not state
-                    return
-                self._last_ts[dkey] = ts
+            if isinstance(p, wire.Telemetry) and meta is not None:
                 for pid, v in p.values.items():
-                    self._value(msg, ref, by_point, pid, v, now, touched)
+                    self._value(msg, ref, by_point, pid, v, now, touched, meta)
+            elif isinstance(p, Readings):
+                for pid, run in p.points.items():
+                    for sample, v in run:
+                        self._value(msg, ref, by_point, pid, v, now, touched, sample)
             elif isinstance(p, wire.Event):
                 if p.id in self._seen_events:
                     self.counters["replayed_events"] += 1
@@ -292,16 +314,10 @@ class AlarmEngine:
                 self._seen_events[p.id] = None
                 if len(self._seen_events) > 200_000:
                     self._seen_events.popitem(last=False)
-                if (
-                    p.kind == "state"
-                    and p.point is not None
-                    and p.value is not None
-                    and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0)
-                ):
-                    # Events travel ahead of telemetry (safety lane): older telemetry arriving
-                    # after this must not undo it, so it becomes history, not state.
-                    self._last_ts[dkey] = p.ts.timestamp()
-                    self._value(msg, ref, by_point, p.point, p.value, now, touched)
+                if p.kind == "state" and p.point is not None and p.value is not None and meta is not None:
+                    # Events travel ahead of telemetry (safety lane): older telemetry of this point
+                    # arriving after it is history (seq order of the point), other points are not.
+                    self._value(msg, ref, by_point, p.point, p.value, now, touched, meta)
                 for r in all_rules:
                     if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:
                         block, idx, _ = split_point_id(p.point or "")
@@ -332,6 +348,27 @@ class AlarmEngine:
             self._last_seq[dkey] = seq
         else:
             self._missing.get(dkey, set()).discard(seq)
+
+    def _track_run(self, dkey: tuple[str, str, str], lo: int, hi: int) -> None:
+        """Every number lo..hi arrived (merged by the gate, cloud/ingest/conflate.py)."""
+        self._track_seq(dkey, lo)
+        if hi <= lo:
+            return
+        if hi > self._last_seq[dkey]:
+            self._last_seq[dkey] = hi  # contiguous above lo: no new gap
+        miss = self._missing.get(dkey)
+        if miss:
+            if hi - lo < len(miss):
+                miss.difference_update(range(lo + 1, hi + 1))
+            else:
+                miss.difference_update([s for s in miss if lo < s <= hi])
+
+    def _advance(self, dkey: tuple[str, str, str], meta: O.Meta) -> bool:
+        """Is this the device's newest message so far (seq order, cloud/ordering.py)? Then remember it."""
+        if O.newer(meta, self._dev_mark.get(dkey)):
+            self._dev_mark[dkey] = O.mark(meta)
+            return True
+        return False
 
     def seq_missing(self, site: str, gateway: str, device: str) -> int:
         return len(self._missing.get((site, gateway, device), ()))
@@ -400,9 +437,25 @@ class AlarmEngine:
         v: wire.Scalar,
         now: float,
         touched: set[str],
+        sample: O.Meta | None = None,
     ) -> None:
+        """One reading of one point. With `sample` (its message's seq, ts, receive time), a reading
+        older than one already applied to the point is history, and rules run on its own time."""
         block, idx, key = split_point_id(pid)
-        for rule in by_point.get(key, ()):
+        rules = by_point.get(key)
+        if not rules:
+            return
+        t, origin = now, msg.received
+        if sample is not None:
+            marks = self._marks.get((msg.site, msg.gateway, msg.device or ""))
+            if marks is None:
+                marks = self._marks[(msg.site, msg.gateway, msg.device or "")] = {}
+            if not O.newer(sample, marks.get(pid)):
+                self.counters["stale"] += 1  # backlog, or overtaken by a newer reading: not state
+                return
+            marks[pid] = O.mark(sample)
+            t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
+        for rule in rules:
             if rule.block != block:
                 continue
             if rule.only_tagged and (
@@ -418,7 +471,7 @@ class AlarmEngine:
                 self.tracks[k] = entry
             _, tr, ctx = entry
             before = tr.pending_since
-            action = R.step(rule, tr, v, now)
+            action = R.step(rule, tr, v, t)
             if tr.pending_since is not None and not tr.active:
                 self._pending.add(k)
             else:
@@ -428,7 +481,7 @@ class AlarmEngine:
             if action is R.Action.RAISE:
                 if before is not None and rule.for_s > 0:
                     self.store.save_track(k, None)
-                self._raise(rule, ctx, now, v, {"block": block} if block else {}, msg.received)
+                self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
                 touched.add(ctx.instance)
             elif action is R.Action.CLEAR:
                 self._clear(k, now)
@@ -794,3 +847,11 @@ class AlarmEngine:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}
+
+
+def _meta(p: Any, received: float) -> O.Meta | None:
+    """Order and time of a device message (None for kinds without a seq)."""
+    if isinstance(p, Readings):
+        return p.last
+    seq = getattr(p, "seq", None)
+    return None if seq is None else O.Meta(seq, p.ts.timestamp(), received)

@@ -268,9 +268,10 @@ def test_200_concurrent_and_replayed_backlog_one_alarm(rig: Rig) -> None:
 
 
 def test_stale_backlog_does_not_drive_state(rig: Rig) -> None:
-    rig.feed(rig.tel("riser-1", {"waterflow": False}))
+    """A backfilled backlog arrives after live data with lower seq numbers (docs/wire.md)."""
+    rig.feed(rig.tel("riser-1", {"waterflow": False}, seq=100))
     old = rig.ts() - timedelta(minutes=30)
-    rig.feed(rig.tel("riser-1", {"waterflow": True}, ts=old))
+    rig.feed(rig.tel("riser-1", {"waterflow": True}, seq=40, ts=old))
     rig.at(100)
     assert rig.alarms("waterflow") == [] and rig.engine.counters["stale"] == 1
 
@@ -308,7 +309,8 @@ def test_gateway_offline_by_last_will_and_by_silence(tmp_path: Path, http_receiv
 
 
 def test_device_offline_from_health_and_silence(rig: Rig) -> None:
-    rig.feed(rig.msg("riser-1", wire.DeviceHealth(ts=rig.ts(), seq=1, online=False, breaker="open")))
+    rig.seq += 1  # one counter per device across telemetry, events and health
+    rig.feed(rig.msg("riser-1", wire.DeviceHealth(ts=rig.ts(), seq=rig.seq, online=False, breaker="open")))
     assert [a.device for a in rig.alarms("offline") if a.active] == ["riser-1"]
     rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}))
     assert not any(a.active for a in rig.alarms("offline"))

@@ -1,0 +1,122 @@
+"""Per-device conflation of routine telemetry on its way to the alarm engine.
+
+The alarm engine evaluates messages one by one in one thread; a fleet can send more telemetry than
+it can evaluate. Queued in order, that telemetry grew without bound (200,000 messages, ~100 s, at
+2,300 msg/s: issue 11) and the engine judged readings minutes after they were taken. Instead the
+gate holds **at most one entry per device**: a telemetry message merges into the device's entry,
+point by point, and the engine takes one device's entry at a time, oldest device first. However
+fast telemetry comes, the engine works on the newest readings, and what is held is bounded by the
+estate (devices × points × `depth` samples), not by the load.
+
+What merging keeps, so that rules judge the same thing they would have judged message by message:
+
+- every sample keeps its own message's seq, edge ts and receive time (`cloud.ordering.Meta`), so
+  the engine orders readings by seq and runs durations and rate of rise on the samples' times;
+- up to `depth` samples per point (oldest first). A full run drops its second-oldest sample: the
+  oldest stays, because it is where a rise or a held condition starts, and the newest stay;
+  unless the oldest is more than `span_s` (60 s, the rate-of-rise window) older than the new
+  sample: then it is no use to a rate any more and goes first. (Runs fill only when a device's
+  entry waits for `depth` of its readings, i.e. the engine was stalled for many seconds.)
+- a sample older (by seq) than the newest held for its point is not added: the engine would not
+  apply it anyway (it is history), and it must not push a newer sample out of a full run;
+- the seq numbers of every merged message, as runs (the engine's gap accounting). Past
+  `max_runs` runs the two oldest are joined, which can hide a gap from the engine's count (the
+  ingester's own count, `sequence_gaps`, sees every message).
+
+Only telemetry is merged. Events, status, device and gateway health, command results go to the
+engine as they are (cloud/ingest/priority.py). Storage is a separate path (pipeline.py) that keeps
+every reading. Pure logic: the caller holds the lock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from cloud.ordering import Meta, mark, newer
+from cloud.safety import Readings, SafetyMessage
+from device_profiles import wire
+
+DKey = tuple[str, str, str]
+
+
+def add_seq(runs: list[list[int]], seq: int, max_runs: int) -> None:
+    """Record `seq` in `[first, last]` runs (appends extend the last run when contiguous)."""
+    last = runs[-1]
+    if seq == last[1] + 1:
+        last[1] = seq
+        return
+    runs.append([seq, seq])
+    if len(runs) > max_runs:
+        a, b = runs[0], runs.pop(1)
+        a[0], a[1] = min(a[0], b[0]), max(a[1], b[1])
+
+
+class Conflator:
+    """Held telemetry, one `Readings` per device, handed out oldest device first."""
+
+    def __init__(self, depth: int = 16, max_runs: int = 64, span_s: float = 60.0) -> None:
+        if depth < 1 or max_runs < 1:
+            raise ValueError("depth and max_runs must be at least 1")
+        self.depth = depth
+        self.max_runs = max_runs
+        self.span_s = span_s
+        self._held: dict[DKey, Readings] = {}
+        self._order: deque[DKey] = deque()
+        self.samples = 0  # samples held now
+        self.merged = 0  # messages merged into an entry already held (since start)
+        self.thinned = 0  # samples dropped from a full run (since start)
+        self.older = 0  # samples not added: older than the newest held for their point (since start)
+
+    def __len__(self) -> int:
+        """Devices held."""
+        return len(self._held)
+
+    def add(self, msg: SafetyMessage) -> None:
+        """Merge one telemetry message (a `wire.Telemetry` payload of a device) into its device's entry."""
+        p = msg.payload
+        if not isinstance(p, wire.Telemetry) or msg.device is None:
+            raise TypeError("only device telemetry is conflated")
+        meta = Meta(p.seq, p.ts.timestamp(), msg.received)
+        key = (msg.site, msg.gateway, msg.device)
+        r = self._held.get(key)
+        if r is None:
+            self._held[key] = Readings({pid: [(meta, v)] for pid, v in p.values.items()}, meta,
+                                       [[p.seq, p.seq]], msg.received)
+            self._order.append(key)
+            self.samples += len(p.values)
+            return
+        self.merged += 1
+        r.merged += 1
+        add_seq(r.seqs, p.seq, self.max_runs)
+        whole = newer(meta, mark(r.last))  # newer than every sample held: no per-point check
+        if whole:
+            r.last = meta
+        depth, points = self.depth, r.points
+        for pid, v in p.values.items():
+            run = points.get(pid)
+            if run is None:
+                points[pid] = [(meta, v)]
+                self.samples += 1
+                continue
+            if not whole and not newer(meta, mark(run[-1][0])):
+                self.older += 1
+                continue
+            if len(run) >= depth:
+                if depth == 1 or meta.ts - run[0][0].ts > self.span_s:
+                    del run[0]
+                else:
+                    del run[1]
+                self.thinned += 1
+                self.samples -= 1
+            run.append((meta, v))
+            self.samples += 1
+
+    def take(self) -> SafetyMessage | None:
+        """The entry of the device that has waited longest, as a TELEMETRY message; None if empty."""
+        try:
+            key = self._order.popleft()
+        except IndexError:
+            return None
+        r = self._held.pop(key)
+        self.samples -= sum(len(run) for run in r.points.values())
+        return SafetyMessage(key[0], key[1], key[2], wire.Kind.TELEMETRY, r, r.last.received)

@@ -1,0 +1,73 @@
+"""Which of two messages of one device is newer, and at what time a reading is judged.
+
+The edge's `ts` is evidence, not authority (DESIGN.md §4): a gateway without a real-time clock or
+with bad NTP stamps 1970 or 2099, and a single such stamp must never make later good readings look
+like history. So:
+
+- **Order is the device's sequence number** (docs/wire.md: one counter per device across
+  telemetry, events and health; a backfilled backlog arrives after live data with lower numbers).
+  A higher `seq` is newer, whatever its `ts`. A *lower* `seq` is older (backlog, or a message that
+  another lane overtook), unless the evidence says the device's counter started again (a wiped
+  outbox, a replaced gateway): its `ts` is more than `RESTART_SLACK_S` later than the newest
+  applied one while not in the future, or it is more than `RESTART_GAP` numbers behind (a counter
+  that jumped to nonsense, or restarted on a gateway whose clock is wrong as well).
+- **Durations and rates run on the sample's time**, not on when the engine got round to it: the
+  edge `ts`, clamped into [received − `PLAUSIBLE_LAG_S`, received]. A future stamp counts as
+  the receive time; an old stamp (a clock minutes slow, or a reading stuck in transit) counts as
+  at most `PLAUSIBLE_LAG_S` old, so a wrong clock can shorten a rule's `for` by at most that.
+
+Pure functions, no I/O and no clock reads: the conflating gate (cloud/ingest/priority.py) and the
+alarm engine share them, and an ingest-side time policy may replace `sample_time` in one place.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PLAUSIBLE_LAG_S = 10.0  # a live reading takes ms to arrive; 10 s covers a loaded broker
+FUTURE_TOLERANCE_S = 2.0  # a stamp this far ahead of the receive time still counts as evidence
+RESTART_SLACK_S = 5.0  # a lower seq must be this much later by ts to count as a restarted counter
+RESTART_GAP = 1_000_000  # this far behind is a restarted (or nonsense) counter, not a backlog
+
+
+class Meta(NamedTuple):
+    """Where a reading came from: its message's seq, edge ts (epoch s) and receive time."""
+
+    seq: int
+    ts: float
+    received: float
+
+
+class Mark(NamedTuple):
+    """The newest message applied so far: its seq and its ts as evidence (never past receipt)."""
+
+    seq: int
+    ts: float
+
+
+def sample_time(ts: float, received: float, max_lag: float = PLAUSIBLE_LAG_S) -> float:
+    """The time a reading is judged at (durations, rate of rise): its edge `ts` clamped into
+    [received − max_lag, received]. Continuous, so readings of one device keep their spacing."""
+    if ts >= received:
+        return received
+    lo = received - max_lag
+    return ts if ts > lo else lo
+
+
+def mark(m: Meta) -> Mark:
+    """What to remember of an applied message: a future `ts` is remembered as the receive time,
+    so a 2099 stamp cannot make the device's later messages look older than it."""
+    limit = m.received + FUTURE_TOLERANCE_S
+    return Mark(m.seq, m.ts if m.ts < limit else limit)
+
+
+def newer(m: Meta, last: Mark | None) -> bool:
+    """Is the message `m` newer than the newest applied one (`last`)? By seq; see the module doc."""
+    if last is None or m.seq > last.seq:
+        return True
+    if m.seq == last.seq:
+        return False  # the same message again
+    if last.seq - m.seq > RESTART_GAP:
+        return True
+    # Lower seq: older, unless its (not future) ts says the device started counting again.
+    return m.ts <= m.received + FUTURE_TOLERANCE_S and m.ts > last.ts + RESTART_SLACK_S

@@ -1,0 +1,102 @@
+"""Issue 11: an alarm raised by telemetry behind a large held backlog is raised from the newest
+readings, on their own times, including rate of rise (not timed).
+
+The real engine on a real SQLite file behind the real PriorityGate, with the engine's worker held
+back while tens of thousands of routine messages of other devices pile up, together with a charger
+port's rise, the port's switch-off event that overtakes it (safety lane), and an older backlog of
+the same charger backfilled after it. Before conflation and seq order, the engine judged the rise
+at the time it got round to it (no rate: every sample at one instant; the duration not yet run) and
+the switch-off event turned the older readings of the rise into history: no alarm at all.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloud.alarms.config import AlarmSiteConfig
+from cloud.alarms.directory import StaticDirectory
+from cloud.alarms.engine import AlarmEngine
+from cloud.alarms.store import AlarmStore
+from cloud.ingest.priority import PriorityGate
+from cloud.safety import SafetyMessage
+from device_profiles import wire
+
+T0 = 1_800_000_000.0
+OTHERS = 300  # other chargers on the site
+PER_OTHER = 100  # routine messages each: 30,000 held in front of the engine
+
+
+def at(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def tel(dev: str, seq: int, t: float, values: dict[str, wire.Scalar], received: float | None = None) -> SafetyMessage:
+    """Telemetry read at `t`, received 50 ms later unless said otherwise (a backfilled backlog)."""
+    p = wire.Telemetry(ts=at(t), seq=seq, values=values)
+    return SafetyMessage("fleet", "gw-1", dev, wire.Kind.TELEMETRY, p, t + 0.05 if received is None else received)
+
+
+def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tmp_path: Path) -> None:
+    others = [f"c{i:03d}" for i in range(OTHERS)]
+    cfg = AlarmSiteConfig.model_validate({
+        "site": "fleet", "name": "Fleet",
+        "devices": [{"id": d, "profile": "voltpile-cp10", "gateway": "gw-1"} for d in [*others, "hot"]],
+    })
+    now = [T0 + 100.0]  # the engine gets round to it all 3 s after the last reading of the rise
+    store = AlarmStore(f"sqlite:///{tmp_path / 'alarms.db'}")
+    engine = AlarmEngine(store, StaticDirectory([cfg]), [cfg], clock=lambda: now[0], restart_grace_s=1e6)
+    gate = PriorityGate(engine, max_ahead=8).start()  # the engine's worker is not running yet
+    try:
+        puts = []
+        for k in range(PER_OTHER):  # routine traffic of the other chargers over 100 s
+            for i, d in enumerate(others):
+                puts.append(tel(d, k, T0 + k + i / 1000,
+                                {f"port.{1 + k % 10}.connector_temp": 25.0 + (k % 3) / 10, "port.2.current": 1.6}))
+        # The hot charger: live readings 1..20 (port 3 at 25 °C), then the rise at 4 °C/s from T0+80.
+        hot = [tel("hot", s, T0 + s, {"port.3.connector_temp": 25.0, "port.3.state": "charging"}) for s in range(1, 21)]
+        rise = [tel("hot", 41 + i, T0 + 80 + i, {"port.3.connector_temp": 30.0 + 4 * i, "port.3.state": "charging"})
+                for i in range(17)]  # 30 → 94 °C, one reading a second
+        # The edge switches the port off; its state event overtakes the held readings (safety lane).
+        off = wire.Event(ts=at(T0 + 97), seq=58, id=wire.new_id(), kind="state", point="port.3.state",
+                         value="disabled", previous="charging")
+        # After that, the backlog the gateway had not sent (seq 21..40) is backfilled: older readings.
+        backfill = [tel("hot", s, T0 + s, {"port.3.connector_temp": 25.0}, received=T0 + 98) for s in range(21, 41)]
+        for j, m in enumerate(puts):
+            gate.put(m)
+            if j == len(puts) // 2:
+                for h in hot:
+                    gate.put(h)
+        for m in rise:
+            gate.put(m)
+        gate.put(SafetyMessage("fleet", "gw-1", "hot", wire.Kind.EVENT, off, T0 + 97.05))
+        for m in backfill:
+            gate.put(m)
+
+        st = gate.stats()
+        assert st["routine"] == OTHERS * PER_OTHER + 20 + 17 + 20
+        assert st["held_devices"] <= OTHERS + 1  # one entry per device, whatever was sent
+        assert gate.qsize() <= OTHERS + 1 + 8 + 1
+
+        older = gate.stats()["older"]  # backfilled samples older than the held ones: not even held
+        engine.start()
+        assert gate.drain(60)
+        engine.drain(30)
+        engine.tick()
+    finally:
+        gate.stop(10)
+        engine.stop()
+    alarms = {a.rule: a for a in store.list_alarms(active=True) if a.device == "hot"}
+    assert set(alarms) == {"connector_overtemp", "connector_temp_rise"}, store.list_alarms()
+    over, rise_a = alarms["connector_overtemp"], alarms["connector_temp_rise"]
+    assert over.instance == rise_a.instance == "3"
+    # Raised inside the held readings, on their own times: ≥ 70 °C from T0+90, held 5 s → the
+    # reading of T0+95 (90 °C) raises it, though the engine saw them all at once at T0+100.
+    assert over.value == 90.0
+    # Rate of rise on the readings' own 1 s spacing, as soon as the window spans 5 s of the rise.
+    assert rise_a.value is not None and 30.0 < rise_a.value <= 54.0
+    # The switch-off event is applied; the older port-state readings it overtook are history, and
+    # so is the backfilled backlog (the gate did not even hold it): neither touched the alarms.
+    assert older == 20 and engine.counters["stale"] >= 16
+    assert not any(a.device in others for a in store.list_alarms())
+    store.close()

@@ -22,7 +22,7 @@ alarm engine share them, and an ingest-side time policy may replace `sample_time
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import msgspec
 
 PLAUSIBLE_LAG_S = 10.0  # a live reading takes ms to arrive; 10 s covers a loaded broker
 FUTURE_TOLERANCE_S = 2.0  # a stamp this far ahead of the receive time still counts as evidence
@@ -30,15 +30,16 @@ RESTART_SLACK_S = 5.0  # a lower seq must be this much later by ts to count as a
 RESTART_GAP = 1_000_000  # this far behind is a restarted (or nonsense) counter, not a backlog
 
 
-class Meta(NamedTuple):
-    """Where a reading came from: its message's seq, edge ts (epoch s) and receive time."""
+class Meta(msgspec.Struct, frozen=True, gc=False):
+    """Where a reading came from: its message's seq, edge ts (epoch s) and receive time (a msgspec
+    struct: one is made per telemetry message on the ingest thread, ~5x cheaper than a NamedTuple)."""
 
     seq: int
     ts: float
     received: float
 
 
-class Mark(NamedTuple):
+class Mark(msgspec.Struct, frozen=True, gc=False):
     """The newest message applied so far: its seq and its ts as evidence (never past receipt)."""
 
     seq: int

@@ -100,6 +100,9 @@ class AlarmEngine:
         # Newest message applied per device, and per point with rules (seq order: cloud/ordering.py)
         self._dev_mark: dict[tuple[str, str, str], O.Mark] = {}
         self._marks: dict[tuple[str, str, str], dict[str, O.Mark]] = {}
+        # How many samples of each point the conflating gate should hold for this engine
+        # (cloud/ingest/conflate.py), learnt as points are met; read by the gate's thread.
+        self.point_depths: dict[tuple[str, str, str], dict[str, int]] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
@@ -304,7 +307,12 @@ class AlarmEngine:
                 for pid, v in p.values.items():
                     self._value(msg, ref, by_point, pid, v, now, touched, meta)
             elif isinstance(p, Readings):
+                depths = self.point_depths.get(dkey)
+                if depths is None:
+                    depths = self.point_depths[dkey] = {}
                 for pid, run in p.points.items():
+                    if pid not in depths:
+                        depths[pid] = _depth(by_point, pid)
                     for sample, v in run:
                         self._value(msg, ref, by_point, pid, v, now, touched, sample)
             elif isinstance(p, wire.Event):
@@ -855,3 +863,16 @@ def _meta(p: Any, received: float) -> O.Meta | None:
         return p.last
     seq = getattr(p, "seq", None)
     return None if seq is None else O.Meta(seq, p.ts.timestamp(), received)
+
+
+RATE_SAMPLES = 16  # samples of a rate-of-rise point the gate holds (the gate's default for unknown points)
+
+
+def _depth(by_point: dict[str, list[AlarmRule]], pid: str) -> int:
+    """Samples of a point worth holding in front of this engine: none if no rule reads it; where a
+    held condition started and the newest for threshold and state rules; a window for a rate."""
+    block, _, key = split_point_id(pid)
+    rules = [r for r in by_point.get(key, ()) if r.block == block]
+    if not rules:
+        return 0
+    return RATE_SAMPLES if any(r.kind is AlarmKind.RATE_OF_RISE for r in rules) else 2

@@ -12,7 +12,11 @@ What merging keeps, so that rules judge the same thing they would have judged me
 
 - every sample keeps its own message's seq, edge ts and receive time (`cloud.ordering.Meta`), so
   the engine orders readings by seq and runs durations and rate of rise on the samples' times;
-- up to `depth` samples per point (oldest first). A full run drops its second-oldest sample: the
+- only what the engine will look at: `depths` (the engine's `point_depths`, learnt as it meets a
+  device's points) says per point how many samples to keep: none for a point no rule reads, 2
+  (where a held condition started, and now) for threshold and state rules, `depth` for a rate of
+  rise. A point the engine has not met yet keeps `depth` samples;
+- up to that many samples per point (oldest first). A full run drops its second-oldest sample: the
   oldest stays, because it is where a rise or a held condition starts, and the newest stay;
   unless the oldest is more than `span_s` (60 s, the rate-of-rise window) older than the new
   sample: then it is no use to a rate any more and goes first. (Runs fill only when a device's
@@ -31,6 +35,7 @@ every reading. Pure logic: the caller holds the lock.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 from cloud.ordering import Meta, mark, newer
 from cloud.safety import Readings, SafetyMessage
@@ -54,12 +59,19 @@ def add_seq(runs: list[list[int]], seq: int, max_runs: int) -> None:
 class Conflator:
     """Held telemetry, one `Readings` per device, handed out oldest device first."""
 
-    def __init__(self, depth: int = 16, max_runs: int = 64, span_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        depth: int = 16,
+        max_runs: int = 64,
+        span_s: float = 60.0,
+        depths: Mapping[DKey, Mapping[str, int]] | None = None,
+    ) -> None:
         if depth < 1 or max_runs < 1:
             raise ValueError("depth and max_runs must be at least 1")
         self.depth = depth
         self.max_runs = max_runs
         self.span_s = span_s
+        self.depths: Mapping[DKey, Mapping[str, int]] = {} if depths is None else depths
         self._held: dict[DKey, Readings] = {}
         self._order: deque[DKey] = deque()
         self.samples = 0  # samples held now
@@ -76,23 +88,33 @@ class Conflator:
         p = msg.payload
         if not isinstance(p, wire.Telemetry) or msg.device is None:
             raise TypeError("only device telemetry is conflated")
-        meta = Meta(p.seq, p.ts.timestamp(), msg.received)
+        seq = p.seq
+        meta = Meta(seq, p.ts.timestamp(), msg.received)
         key = (msg.site, msg.gateway, msg.device)
+        want = self.depths.get(key)
         r = self._held.get(key)
         if r is None:
-            self._held[key] = Readings({pid: [(meta, v)] for pid, v in p.values.items()}, meta,
-                                       [[p.seq, p.seq]], msg.received)
+            points = {pid: [(meta, v)] for pid, v in p.values.items() if want is None or want.get(pid, 1)}
+            self._held[key] = Readings(points, meta, [[seq, seq]], msg.received)
             self._order.append(key)
-            self.samples += len(p.values)
+            self.samples += len(points)
             return
         self.merged += 1
         r.merged += 1
-        add_seq(r.seqs, p.seq, self.max_runs)
-        whole = newer(meta, mark(r.last))  # newer than every sample held: no per-point check
+        runs = r.seqs
+        if seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            add_seq(runs, seq, self.max_runs)
+        # Newer than every sample held (the usual case): no per-point check.
+        whole = seq > r.last.seq or newer(meta, mark(r.last))
         if whole:
             r.last = meta
-        depth, points = self.depth, r.points
+        default, points = self.depth, r.points
         for pid, v in p.values.items():
+            depth = default if want is None else want.get(pid, default)
+            if not depth:
+                continue  # no rule reads this point
             run = points.get(pid)
             if run is None:
                 points[pid] = [(meta, v)]

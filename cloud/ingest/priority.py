@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from cloud.ingest.conflate import Conflator
@@ -39,10 +40,17 @@ class BackloggedSink(Protocol):
 
 
 class PriorityGate:
-    def __init__(self, sink: BackloggedSink, max_ahead: int = 8, depth: int = 16) -> None:
+    def __init__(
+        self,
+        sink: BackloggedSink,
+        max_ahead: int = 8,
+        depth: int = 16,
+        depths: Mapping[tuple[str, str, str], Mapping[str, int]] | None = None,
+    ) -> None:
+        """`depths`: samples to hold per device and point (the engine's `point_depths`)."""
         self.sink = sink
         self.max_ahead = max_ahead
-        self._held = Conflator(depth)
+        self._held = Conflator(depth, depths=depths)
         self._lock = threading.Lock()  # the ingest thread merges while the feeder takes
         self._wake = threading.Event()
         self._stop = threading.Event()

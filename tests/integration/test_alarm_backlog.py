@@ -46,7 +46,8 @@ def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tm
     now = [T0 + 100.0]  # the engine gets round to it all 3 s after the last reading of the rise
     store = AlarmStore(f"sqlite:///{tmp_path / 'alarms.db'}")
     engine = AlarmEngine(store, StaticDirectory([cfg]), [cfg], clock=lambda: now[0], restart_grace_s=1e6)
-    gate = PriorityGate(engine, max_ahead=8).start()  # the engine's worker is not running yet
+    # wired as in `cloud serve`; the engine's worker is not running yet
+    gate = PriorityGate(engine, max_ahead=8, depths=engine.point_depths).start()
     try:
         puts = []
         for k in range(PER_OTHER):  # routine traffic of the other chargers over 100 s

@@ -184,3 +184,22 @@ def test_merging_never_loses_the_newest_and_stays_bounded(seq_msgs: list, depth:
     while len(c):
         check(c.take())
     assert c.samples == 0 and not since
+
+
+def test_the_engine_says_how_many_samples_of_each_point_to_hold() -> None:
+    """`depths` (the engine's point_depths): 0 for points no rule reads, 2 for threshold/state
+    points, more for a rate; a point the engine has not met yet keeps the default."""
+    depths = {("s", "g", "d"): {"unread": 0, "current": 2, "temp": 4}}
+    c = Conflator(depth=8, depths=depths)
+    for seq in range(1, 11):
+        c.add(tele("d", seq, {"unread": seq, "current": seq, "temp": seq, "new": seq}))
+    r = readings(c.take())
+    assert {pid: [v for _, v in run] for pid, run in r.points.items()} == {
+        "current": [1, 10],  # where it started, and now
+        "temp": [1, 8, 9, 10],
+        "new": [1, 4, 5, 6, 7, 8, 9, 10],
+    }
+    assert r.seqs == [[1, 10]] and r.merged == 10  # unread points still count as the device's word
+    c.add(tele("d", 11, {"unread": 11}))
+    r = readings(c.take())
+    assert r.points == {} and r.last.seq == 11  # still an entry: the engine judges silence on it

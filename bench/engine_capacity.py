@@ -29,11 +29,13 @@ import tempfile
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import msgspec
 import yaml
 
 from cloud.alarms.config import AlarmSiteConfig
@@ -118,15 +120,23 @@ def fleet(tmp: Path, gateways: int) -> tuple[FleetModel, AlarmSiteConfig]:
                                                   "gateway_offline": {"silence": 86400}})
 
 
-def decoded(model: FleetModel, n: int | None = None) -> Any:
-    """Fleet messages as the ingester hands them over (decoded, received now)."""
-    k = 0
+def decoded(model: FleetModel, n: int) -> list[SafetyMessage]:
+    """`n` fleet messages as the ingester hands them over (decoded; `fresh` stamps them at hand-over)."""
+    out = []
     for topic, payload, _ in model.messages():
         t = wire.parse_topic(topic)
-        yield SafetyMessage("fleet", t.gateway, t.device, t.kind, wire.decode(t.kind, payload), time.time())
-        k += 1
-        if n is not None and k >= n:
-            return
+        out.append(SafetyMessage("fleet", t.gateway, t.device, t.kind, wire.decode(t.kind, payload), time.time()))
+        if len(out) >= n:
+            return out
+    return out
+
+
+def fresh(m: SafetyMessage) -> SafetyMessage:
+    """The message as if read and received now (edge ts and receive time)."""
+    now = time.time()
+    assert not isinstance(m.payload, Readings)
+    p = msgspec.structs.replace(m.payload, ts=datetime.fromtimestamp(now - 0.02, UTC))
+    return SafetyMessage(m.site, m.gateway, m.device, m.kind, p, now)
 
 
 def engine(tmp: Path, cfg: AlarmSiteConfig, name: str) -> TimedEngine:
@@ -136,7 +146,7 @@ def engine(tmp: Path, cfg: AlarmSiteConfig, name: str) -> TimedEngine:
 
 def capacity(tmp: Path, gateways: int, n: int) -> tuple[float, int]:
     model, cfg = fleet(tmp, gateways)
-    msgs = list(decoded(model, n))
+    msgs = [fresh(m) for m in decoded(model, n)]
     eng = engine(tmp, cfg, "capacity")
     for m in msgs[: n // 10]:  # warm: tracks and rule caches exist in a running engine
         eng.process(m)
@@ -169,17 +179,17 @@ def put_cost(tmp: Path, gateways: int, n: int) -> tuple[float, float]:
 
 def offered(tmp: Path, gateways: int, rate: float, seconds: float, conflate: bool) -> dict[str, Any]:
     model, cfg = fleet(tmp, gateways)
+    src = iter(decoded(model, int(rate * seconds) + 1000))
     eng = engine(tmp, cfg, f"load-{rate:.0f}-{conflate}")
     eng.start()
     gate: Any = PriorityGate(eng, depths=eng.point_depths).start() if conflate else FifoGate(eng).start()
     held_max, sent = 0, 0
-    src = decoded(model)
     t0 = time.perf_counter()
     next_check = t0
     while (now := time.perf_counter()) - t0 < seconds:
         target = int((now - t0) * rate)
         while sent < target:
-            gate.put(next(src))
+            gate.put(fresh(next(src)))
             sent += 1
         if now >= next_check:
             held = gate.stats()["held_devices"] if conflate else gate.held()

@@ -506,6 +506,8 @@ class AlarmEngine:
                 # device-level parts also count for an instance-level composite
                 keys_dev = [active_key(msg.site, msg.gateway, msg.device or "", o, "") for o in r.all_of]
                 on = all(k in self.active or kd in self.active for k, kd in zip(keys, keys_dev, strict=True))
+                if inst and not any(k in self.active for k in keys):
+                    on = False  # all parts device-level: that is the device's composite, not one per port
                 k = active_key(msg.site, msg.gateway, msg.device or "", r.key, inst)
                 if on and k not in self.active:
                     ctx = self._ctx(

@@ -288,6 +288,19 @@ def test_composite_smoke_and_hot_cabinet(rig: Rig) -> None:
     assert not rig.alarms("fire")[0].active
 
 
+def test_a_device_level_composite_is_not_copied_to_every_port(rig: Rig) -> None:
+    """Fire (smoke + cabinet hot, both of the cabinet) is one alarm: port alarms raised while it is
+    active (a hot cabinet heats every connector) must not raise a "fire" per port."""
+    rig.feed(rig.tel("charger-a", {"ambient_temp": 55.0}))
+    rig.at(30)
+    rig.feed(rig.tel("charger-a", {"ambient_temp": 55.0, "smoke": True}))
+    for t in (31, 37, 43):  # every port's connector heats fast: rate-of-rise alarms on ports 1..3
+        rig.at(t)
+        rig.feed(rig.tel("charger-a", {f"port.{p}.connector_temp": 30.0 + (t - 31) * 2 for p in (1, 2, 3)}))
+    assert {a.instance for a in rig.alarms("connector_temp_rise")} == {"1", "2", "3"}
+    assert [(a.instance, a.active) for a in rig.alarms("fire")] == [("", True)]
+
+
 def test_gateway_offline_by_last_will_and_by_silence(tmp_path: Path, http_receiver: HttpReceiver) -> None:
     rig = Rig(tmp_path, http_receiver, Clock(), gateway_offline={"silence": 45})
     rig.feed(rig.msg(None, wire.last_will(rig.ts()), gateway="gw-2"))

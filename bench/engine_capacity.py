@@ -40,7 +40,7 @@ import yaml
 
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import StaticDirectory
-from cloud.alarms.engine import AlarmEngine
+from cloud.alarms.engine import AlarmEngine, point_depth
 from cloud.alarms.store import AlarmStore
 from cloud.ingest.conflate import Conflator
 from cloud.ingest.priority import PriorityGate
@@ -144,7 +144,7 @@ def engine(tmp: Path, cfg: AlarmSiteConfig, name: str) -> TimedEngine:
     return TimedEngine(store, StaticDirectory([cfg]), [cfg], restart_grace_s=86400)
 
 
-def capacity(tmp: Path, gateways: int, n: int) -> tuple[float, int]:
+def capacity(tmp: Path, gateways: int, n: int) -> tuple[float, int, dict[Any, dict[str, int]]]:
     model, cfg = fleet(tmp, gateways)
     msgs = [fresh(m) for m in decoded(model, n)]
     eng = engine(tmp, cfg, "capacity")
@@ -156,14 +156,32 @@ def capacity(tmp: Path, gateways: int, n: int) -> tuple[float, int]:
         eng.process(m)
     dt = time.perf_counter() - t
     eng.store.close()
-    return len(rest) / dt, len(rest)
+    # What the gate would hold per point for this engine (as learnt in `cloud serve`)
+    depths = {k: {pid: eng_depth(eng, k, pid) for pid in pids} for k, pids in seen_points(msgs).items()}
+    return len(rest) / dt, len(rest), depths
 
 
-def put_cost(tmp: Path, gateways: int, n: int) -> tuple[float, float]:
-    """µs per message on the ingest thread: Conflator.add (under the gate's lock) vs deque.append."""
+def seen_points(msgs: list[SafetyMessage]) -> dict[tuple[str, str, str], set[str]]:
+    out: dict[tuple[str, str, str], set[str]] = {}
+    for m in msgs:
+        if isinstance(m.payload, wire.Telemetry) and m.device is not None:
+            out.setdefault((m.site, m.gateway, m.device), set()).update(m.payload.values)
+    return out
+
+
+def eng_depth(eng: AlarmEngine, key: tuple[str, str, str], pid: str) -> int:
+    ref = eng.directory.lookup(*key)
+    assert ref is not None
+    by_point, _ = eng.rules_for(key[0], key[2], ref.profile_id)
+    return point_depth(by_point, pid)
+
+
+def put_cost(tmp: Path, gateways: int, n: int, depths: dict[Any, dict[str, int]]) -> tuple[float, float]:
+    """µs per message on the ingest thread: Conflator.add (under the gate's lock, holding what the
+    engine's rules read) vs deque.append (the old FIFO)."""
     model, _ = fleet(tmp, gateways)
     msgs = [m for m in decoded(model, n) if m.kind is wire.Kind.TELEMETRY]
-    c, lock = Conflator(), threading.Lock()
+    c, lock = Conflator(depths=depths), threading.Lock()
     t = time.perf_counter()
     for m in msgs:
         with lock:
@@ -215,11 +233,11 @@ def main() -> None:
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="engine-capacity-"))
 
-    cap, n = capacity(tmp, a.gateways, a.messages)
+    cap, n, depths = capacity(tmp, a.gateways, a.messages)
     print(f"1. engine capacity: {cap:,.0f} fleet msg/s evaluated, one thread ({n:,} messages)", flush=True)
     if cap > 0 and a.rate > 0:
         print(f"   fleet load {a.rate:,.0f} msg/s = {a.rate / cap:.0%} of it", flush=True)
-    conf, fifo = put_cost(tmp, a.gateways, 50_000)
+    conf, fifo = put_cost(tmp, a.gateways, 50_000, depths)
     print(f"2. gate cost on the ingest thread: conflate {conf:.2f} µs/msg, FIFO append {fifo:.2f} µs/msg",
           flush=True)
 

@@ -12,9 +12,9 @@ like history. So:
   applied one while not in the future, or it is more than `RESTART_GAP` numbers behind (a counter
   that jumped to nonsense, or restarted on a gateway whose clock is wrong as well).
 - **Durations and rates run on the sample's time**, not on when the engine got round to it: the
-  edge `ts`, clamped into [received − `PLAUSIBLE_LAG_S`, received]. A future stamp counts as
-  the receive time; an old stamp (a clock minutes slow, or a reading stuck in transit) counts as
-  at most `PLAUSIBLE_LAG_S` old, so a wrong clock can shorten a rule's `for` by at most that.
+  edge `ts` when it is plausible, i.e. within `PLAUSIBLE_LAG_S` before the receive time; else the
+  receive time itself (a future stamp, a clock minutes slow, 1970). A wrong clock can so shorten a
+  rule's `for` by at most `PLAUSIBLE_LAG_S`, and an implausible stamp only ever makes it later.
 
 Pure functions, no I/O and no clock reads: the conflating gate (cloud/ingest/priority.py) and the
 alarm engine share them, and an ingest-side time policy may replace `sample_time` in one place.
@@ -47,12 +47,10 @@ class Mark(msgspec.Struct, frozen=True, gc=False):
 
 
 def sample_time(ts: float, received: float, max_lag: float = PLAUSIBLE_LAG_S) -> float:
-    """The time a reading is judged at (durations, rate of rise): its edge `ts` clamped into
-    [received − max_lag, received]. Continuous, so readings of one device keep their spacing."""
-    if ts >= received:
-        return received
-    lo = received - max_lag
-    return ts if ts > lo else lo
+    """The time a reading is judged at (durations, rate of rise): its edge `ts` if it lies within
+    `max_lag` before the receive time, else the receive time. Readings taken 1 s apart and
+    received in one burst keep their spacing; an implausible stamp never makes a duration shorter."""
+    return ts if received - max_lag <= ts <= received else received
 
 
 def mark(m: Meta) -> Mark:

@@ -312,7 +312,7 @@ class AlarmEngine:
                     depths = self.point_depths[dkey] = {}
                 for pid, run in p.points.items():
                     if pid not in depths:
-                        depths[pid] = _depth(by_point, pid)
+                        depths[pid] = point_depth(by_point, pid)
                     for sample, v in run:
                         self._value(msg, ref, by_point, pid, v, now, touched, sample)
             elif isinstance(p, wire.Event):
@@ -870,7 +870,7 @@ def _meta(p: Any, received: float) -> O.Meta | None:
 RATE_SAMPLES = 16  # samples of a rate-of-rise point the gate holds (the gate's default for unknown points)
 
 
-def _depth(by_point: dict[str, list[AlarmRule]], pid: str) -> int:
+def point_depth(by_point: dict[str, list[AlarmRule]], pid: str) -> int:
     """Samples of a point worth holding in front of this engine: none if no rule reads it; where a
     held condition started and the newest for threshold and state rules; a window for a rate."""
     block, _, key = split_point_id(pid)

@@ -74,7 +74,6 @@ class Conflator:
         self.depths: Mapping[DKey, Mapping[str, int]] = {} if depths is None else depths
         self._held: dict[DKey, Readings] = {}
         self._order: deque[DKey] = deque()
-        self.samples = 0  # samples held now
         self.merged = 0  # messages merged into an entry already held (since start)
         self.thinned = 0  # samples dropped from a full run (since start)
         self.older = 0  # samples not added: older than the newest held for their point (since start)
@@ -84,7 +83,8 @@ class Conflator:
         return len(self._held)
 
     def add(self, msg: SafetyMessage) -> None:
-        """Merge one telemetry message (a `wire.Telemetry` payload of a device) into its device's entry."""
+        """Merge one telemetry message (a `wire.Telemetry` payload of a device) into its device's entry.
+        On the ingest thread for every telemetry message: kept lean (locals, no per-sample counters)."""
         p = msg.payload
         if not isinstance(p, wire.Telemetry) or msg.device is None:
             raise TypeError("only device telemetry is conflated")
@@ -94,18 +94,20 @@ class Conflator:
         want = self.depths.get(key)
         r = self._held.get(key)
         if r is None:
-            points = {pid: [(meta, v)] for pid, v in p.values.items() if want is None or want.get(pid, 1)}
+            if want is None:
+                points = {pid: [(meta, v)] for pid, v in p.values.items()}
+            else:
+                points = {pid: [(meta, v)] for pid, v in p.values.items() if want.get(pid, 1)}
             self._held[key] = Readings(points, meta, [[seq, seq]], msg.received)
             self._order.append(key)
-            self.samples += len(points)
             return
         self.merged += 1
         r.merged += 1
-        runs = r.seqs
-        if seq == runs[-1][1] + 1:
-            runs[-1][1] = seq
+        last_run = r.seqs[-1]
+        if seq == last_run[1] + 1:
+            last_run[1] = seq
         else:
-            add_seq(runs, seq, self.max_runs)
+            add_seq(r.seqs, seq, self.max_runs)
         # Newer than every sample held (the usual case): no per-point check.
         whole = seq > r.last.seq or newer(meta, mark(r.last))
         if whole:
@@ -118,20 +120,21 @@ class Conflator:
             run = points.get(pid)
             if run is None:
                 points[pid] = [(meta, v)]
-                self.samples += 1
-                continue
-            if not whole and not newer(meta, mark(run[-1][0])):
+            elif not whole and not newer(meta, mark(run[-1][0])):
                 self.older += 1
-                continue
-            if len(run) >= depth:
-                if depth == 1 or meta.ts - run[0][0].ts > self.span_s:
-                    del run[0]
-                else:
-                    del run[1]
-                self.thinned += 1
-                self.samples -= 1
-            run.append((meta, v))
-            self.samples += 1
+            else:
+                if len(run) >= depth:
+                    if depth == 1 or meta.ts - run[0][0].ts > self.span_s:
+                        del run[0]
+                    else:
+                        del run[1]
+                    self.thinned += 1
+                run.append((meta, v))
+
+    @property
+    def samples(self) -> int:
+        """Samples held now (counted on demand: the caller holds the lock)."""
+        return sum(len(run) for r in self._held.values() for run in r.points.values())
 
     def take(self) -> SafetyMessage | None:
         """The entry of the device that has waited longest, as a TELEMETRY message; None if empty."""
@@ -140,5 +143,4 @@ class Conflator:
         except IndexError:
             return None
         r = self._held.pop(key)
-        self.samples -= sum(len(run) for run in r.points.values())
         return SafetyMessage(key[0], key[1], key[2], wire.Kind.TELEMETRY, r, r.last.received)

@@ -100,7 +100,9 @@ class PriorityGate:
 
     def stats(self) -> dict[str, Any]:
         h = self._held
-        return {"held_devices": len(h), "held_samples": h.samples, "merged": h.merged,
+        with self._lock:
+            samples = h.samples
+        return {"held_devices": len(h), "held_samples": samples, "merged": h.merged,
                 "thinned": h.thinned, "older": h.older, "urgent": self.urgent, "routine": self.routine}
 
     def drain(self, timeout: float = 10.0) -> bool:

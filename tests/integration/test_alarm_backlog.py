@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import StaticDirectory
@@ -101,3 +104,115 @@ def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tm
     assert older == 20 and engine.counters["stale"] >= 16
     assert not any(a.device in others for a in store.list_alarms())
     store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Order and time on the engine alone (SQLite, injected clock): no stamp and no reordering may make
+# later good readings history or an absent device look alive.
+
+def rig_at(tmp_path: Path) -> Any:
+    from tests.integration.test_alarm_engine import Clock, Rig
+
+    return Rig(tmp_path, None, Clock(), gateway_offline={"silence": 45})
+
+
+def sm(rig: Any, device: str | None, payload: Any, received: float) -> SafetyMessage:
+    kind = {wire.Telemetry: wire.Kind.TELEMETRY, wire.Event: wire.Kind.EVENT, wire.Status: wire.Kind.STATUS,
+            wire.DeviceHealth: wire.Kind.HEALTH}[type(payload)]
+    return SafetyMessage("demo", "gw-1", device, kind, payload, received)
+
+
+@pytest.mark.parametrize("bogus", [datetime(2099, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)])
+@pytest.mark.parametrize("first", ["telemetry", "state event"])
+def test_no_timestamp_makes_later_good_readings_history(tmp_path: Path, bogus: datetime, first: str) -> None:
+    rig = rig_at(tmp_path)
+    try:
+        if first == "telemetry":
+            rig.feed(rig.tel("charger-a", {"smoke": False}, seq=1, ts=bogus))
+        else:
+            ev = wire.Event(ts=bogus, seq=1, id=wire.new_id(), kind="state", point="smoke", value=False)
+            rig.feed(rig.msg("charger-a", ev))
+        rig.at(1)
+        rig.feed(rig.tel("charger-a", {"smoke": True}, seq=2))
+        [a] = rig.alarms("smoke")
+        assert a.active
+    finally:
+        rig.close()
+
+
+def test_a_restarted_counter_is_not_history(tmp_path: Path) -> None:
+    """A wiped outbox or a replaced gateway counts from 1 again; its readings are later by ts."""
+    rig = rig_at(tmp_path)
+    try:
+        rig.feed(rig.tel("charger-a", {"smoke": False}, seq=48_000))
+        rig.at(60)
+        rig.feed(rig.tel("charger-a", {"smoke": True}, seq=1))
+        assert [a.active for a in rig.alarms("smoke")] == [True]
+    finally:
+        rig.close()
+
+
+def test_an_implausible_stamp_never_shortens_a_duration(tmp_path: Path) -> None:
+    """Port overheating needs 5 s above 70 °C. Readings stamped 1970 are judged at their receive
+    time, so a single reading does not raise it, and 5 s of them do."""
+    rig = rig_at(tmp_path)
+    old = datetime(1970, 1, 1, tzinfo=UTC)
+    try:
+        for t in (0, 2, 4):
+            rig.at(t)
+            rig.feed(rig.tel("charger-a", {"port.3.connector_temp": 72.0}, ts=old))
+        rig.at(4.9)
+        assert rig.alarms("connector_overtemp") == []
+        rig.at(5.0)
+        assert [a.instance for a in rig.alarms("connector_overtemp")] == ["3"]
+    finally:
+        rig.close()
+
+
+def test_telemetry_older_than_a_not_answering_report_does_not_clear_it(tmp_path: Path) -> None:
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.feed(sm(rig, "riser-1", wire.DeviceHealth(ts=at(t0), seq=10, online=False, breaker="open"), t0))
+        assert [a.active for a in rig.alarms("offline")] == [True]
+        # held in front of the engine: received before the report, processed after it
+        rig.feed(sm(rig, "riser-1", wire.Telemetry(ts=at(t0 - 1), seq=9, values={"pipe_pressure": 3.0}), t0 - 0.9))
+        assert [a.active for a in rig.alarms("offline")] == [True]
+        rig.at(3)
+        rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=11))  # the device answers again
+        assert [a.active for a in rig.alarms("offline")] == [False]
+    finally:
+        rig.close()
+
+
+def test_a_will_is_not_cleared_by_a_message_received_before_it(tmp_path: Path) -> None:
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.at(1)
+        rig.feed(sm(rig, None, wire.last_will(at(t0)), t0 + 1))
+        rig.feed(sm(rig, "riser-1", wire.Telemetry(ts=at(t0 + 0.4), seq=5, values={"pipe_pressure": 3.0}), t0 + 0.5))
+        assert [a.active for a in rig.alarms("gateway_offline")] == [True]
+        rig.at(2)
+        rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=6))
+        assert [a.active for a in rig.alarms("gateway_offline")] == [False]
+    finally:
+        rig.close()
+
+
+def test_silence_runs_from_when_a_message_was_received(tmp_path: Path) -> None:
+    """A reading the engine gets round to late does not make its device look alive longer."""
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.engine._quiet_until = 0.0  # no restart grace in this test
+        rig.at(30)  # processed 20 s after it was received
+        rig.feed(sm(rig, "riser-1", wire.Telemetry(ts=at(t0 + 10), seq=1, values={"pipe_pressure": 3.0}), t0 + 10))
+        assert rig.engine.seen_dev[("demo", "gw-1", "riser-1")] == t0 + 10
+        for t in (50, 70):  # the gateway itself keeps talking
+            rig.at(t)
+            rig.feed(rig.tel("charger-a", {"smoke": False}))
+        rig.at(71)  # riser-1 silent for 61 s since it was heard (its rule: 60 s; checked every 1 s)
+        assert [a.device for a in rig.alarms("offline") if a.active and a.device == "riser-1"] == ["riser-1"]
+    finally:
+        rig.close()

@@ -56,7 +56,8 @@ def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tm
         for k in range(PER_OTHER):  # routine traffic of the other chargers over 100 s
             for i, d in enumerate(others):
                 puts.append(tel(d, k, T0 + k + i / 1000,
-                                {f"port.{1 + k % 10}.connector_temp": 25.0 + (k % 3) / 10, "port.2.current": 1.6}))
+                                {f"port.{1 + k % 10}.connector_temp": 25.0 + (k % 3) / 10, "port.2.current": 1.6,
+                                 "port.2.voltage": 228.0}))
         # The hot charger: live readings 1..20 (port 3 at 25 °C), then the rise at 4 °C/s from T0+80.
         hot = [tel("hot", s, T0 + s, {"port.3.connector_temp": 25.0, "port.3.state": "charging"}) for s in range(1, 21)]
         rise = [tel("hot", 41 + i, T0 + 80 + i, {"port.3.connector_temp": 30.0 + 4 * i, "port.3.state": "charging"})
@@ -103,6 +104,10 @@ def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tm
     # so is the backfilled backlog (the gate did not even hold it): neither touched the alarms.
     assert older == 20 and engine.counters["stale"] >= 16
     assert not any(a.device in others for a in store.list_alarms())
+    # What the engine told the gate to hold from now on: a window of a rate point, the start and
+    # the newest of a threshold point, nothing of a point no rule reads.
+    assert engine.point_depths[("fleet", "gw-1", "c000")] == {
+        **{f"port.{p}.connector_temp": 16 for p in range(1, 11)}, "port.2.current": 2, "port.2.voltage": 0}
     store.close()
 
 

@@ -279,6 +279,7 @@ class PortRunaway(Cycler):
         self.crossings = Crossings.of(self.dev)
 
     main_cuts = 0  # main power found cut before a cycle (the edge read smoke: see docs/e2e-latency.md)
+    spoiled = 0  # cycles whose port lost power to such a cut before it got hot
 
     def cycle(self) -> None:
         n = self.ports[self.k % len(self.ports)]
@@ -302,6 +303,14 @@ class PortRunaway(Cycler):
                                   "over": push("Charging port overheating", where),
                                   "cut": push("Edge cut power", where)}, self.timeout_s)
         self.crossings.seen.pop(n, None)
+        if self.cut_at not in crossed and not self.model.main_relay:
+            # The edge cut the whole charger on a smoke reading nobody set (docs/e2e-latency.md):
+            # the port never got hot. Not a measurement of the cloud; counted apart.
+            PortRunaway.spoiled += 1
+            with self.dev.lock:
+                port.runaway = False
+                port.connector_temp = self.model.ambient_temp
+            return
         self.res.add(KINDS[1], got.get("rate"), t0, 0.0, where)
         self.res.add(KINDS[2], got.get("over"), crossed.get(self.over_at), self.over_for, where)
         self.res.add(KINDS[4], got.get("cut"), crossed.get(self.cut_at), 0.0, where)
@@ -557,7 +566,8 @@ def main() -> None:
               f"{gate_stats['merged']:,} messages; engine: {engine_stats['stale']:,} readings judged history")
     if PortRunaway.main_cuts:
         print(f"the edge cut a runaway charger's main power {PortRunaway.main_cuts} times on a smoke reading"
-              " nobody set (see docs/e2e-latency.md)")
+              f" nobody set; {PortRunaway.spoiled} port cycles lost power before the port got hot and are"
+              " not counted (see docs/e2e-latency.md)")
     worst = max((pct(r.lat[k], 99) for r in (ref, loaded) for k in KINDS if r.lat[k]), default=float("nan"))
     print(f"target: p99 <= 2000 ms beyond `for` for every kind (worst p99 here: {worst * 1000:.0f} ms)")
 

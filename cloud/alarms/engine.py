@@ -119,6 +119,8 @@ class AlarmEngine:
         self._quiet_until = now + restart_grace_s
         self._restore_seen(store.load_seen(), now)
         self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
+        # Duration starts and stops not yet written: written together at the next tick (≤ tick_s)
+        self._tracks_dirty: dict[str, float | None] = {}
         self._next_offline_check = 0.0
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
         for w in store.list_windows():
@@ -144,6 +146,8 @@ class AlarmEngine:
             self._thread = None
         if self._flusher is not None:
             self._flusher.join(30)
+        with self.lock:
+            self._flush_tracks()
         try:
             self.flush_seen()
         except Exception:
@@ -485,10 +489,10 @@ class AlarmEngine:
             else:
                 self._pending.discard(k)
             if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
-                self.store.save_track(k, tr.pending_since)
+                self._tracks_dirty[k] = tr.pending_since
             if action is R.Action.RAISE:
                 if before is not None and rule.for_s > 0:
-                    self.store.save_track(k, None)
+                    self._tracks_dirty[k] = None
                 self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
                 touched.add(ctx.instance)
             elif action is R.Action.CLEAR:
@@ -668,8 +672,9 @@ class AlarmEngine:
                     self._pending.discard(k)
                 elif R.due(rule, tr, now) is R.Action.RAISE:
                     self._pending.discard(k)
-                    self.store.save_track(k, None)
+                    self._tracks_dirty[k] = None
                     self._raise(rule, ctx, now, rule.value, {"block": ctx.block} if ctx.block else {}, now)
+            self._flush_tracks()
             self._escalate(now)
             if now >= self._next_seen_flush:
                 self._next_seen_flush = now + self.seen_flush_s
@@ -684,6 +689,20 @@ class AlarmEngine:
                 return
             self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
             self._check_silence(now)
+
+    def _flush_tracks(self) -> None:
+        """Write the durations that started or stopped since the last tick, in one transaction (one
+        commit per change cost ~40 % of the engine's time under a busy fleet). A crash loses at most
+        one tick of them: a duration that started then starts again with the next reading."""
+        if not self._tracks_dirty:
+            return
+        rows, self._tracks_dirty = self._tracks_dirty, {}
+        try:
+            self.store.save_tracks(rows)
+        except Exception:
+            self._tracks_dirty = {**rows, **self._tracks_dirty}  # database away: next tick
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save duration timers (will retry)")
 
     def _check_silence(self, now: float) -> None:
         """Offline by silence: fires at last-seen + silence, but not before the restart grace."""

@@ -295,7 +295,12 @@ class AlarmEngine:
                     )
                 return
             if current:
-                self.seen_dev[dkey] = max(self.seen_dev.get(dkey, heard), heard)
+                alive = heard
+                if isinstance(p, wire.DeviceHealth) and p.last_ok is not None:
+                    # A health report is the gateway speaking; the device last answered at last_ok
+                    # (an age on the edge's clock): a device that just went quiet is not alive now.
+                    alive = heard - max(0.0, (p.ts - p.last_ok).total_seconds())
+                self.seen_dev[dkey] = max(self.seen_dev.get(dkey, alive), alive)
                 self._seen_dirty.add(dkey)
                 if offline_rule:
                     self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)

@@ -221,3 +221,22 @@ def test_silence_runs_from_when_a_message_was_received(tmp_path: Path) -> None:
         assert [a.device for a in rig.alarms("offline") if a.active and a.device == "riser-1"] == ["riser-1"]
     finally:
         rig.close()
+
+
+def test_a_health_report_does_not_make_a_quiet_device_look_alive(tmp_path: Path) -> None:
+    """Device health (online: true, sent before the edge's breaker opened) says when the device
+    last answered: silence runs from there, not from the report's arrival."""
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.engine._quiet_until = 0.0
+        rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}, seq=1))  # the last reading, at t0
+        for t in (5, 30, 55):  # the gateway reports on: the device has not answered since t0
+            rig.at(t)
+            h = wire.DeviceHealth(ts=rig.ts(), seq=1 + t, online=True, last_ok=at(t0), polls=t, ok=1)
+            rig.feed(rig.msg("riser-1", h))
+        assert rig.engine.seen_dev[("demo", "gw-1", "riser-1")] == t0
+        rig.at(61)
+        assert [a.device for a in rig.alarms("offline") if a.active and a.device == "riser-1"] == ["riser-1"]
+    finally:
+        rig.close()

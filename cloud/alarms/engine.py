@@ -891,7 +891,10 @@ def _meta(p: Any, received: float) -> O.Meta | None:
     return None if seq is None else O.Meta(seq, p.ts.timestamp(), received)
 
 
-RATE_SAMPLES = 16  # samples of a rate-of-rise point the gate holds (the gate's default for unknown points)
+# Samples of a rate-of-rise point the gate holds: its oldest and newest three. The rule compares the
+# oldest and the newest sample of its window, so the rate at the end of a held run is the same with
+# more samples between; fewer samples kept a saturated engine's round over the fleet ~2x shorter.
+RATE_SAMPLES = 4
 
 
 def point_depth(by_point: dict[str, list[AlarmRule]], pid: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import StaticDirectory
-from cloud.alarms.engine import AlarmEngine
+from cloud.alarms.engine import RATE_SAMPLES, AlarmEngine
 from cloud.alarms.store import AlarmStore
 from cloud.ingest.priority import PriorityGate
 from cloud.safety import SafetyMessage
@@ -107,7 +107,8 @@ def test_alarm_behind_a_large_held_backlog_is_raised_from_the_newest_readings(tm
     # What the engine told the gate to hold from now on: a window of a rate point, the start and
     # the newest of a threshold point, nothing of a point no rule reads.
     assert engine.point_depths[("fleet", "gw-1", "c000")] == {
-        **{f"port.{p}.connector_temp": 16 for p in range(1, 11)}, "port.2.current": 2, "port.2.voltage": 0}
+        **{f"port.{p}.connector_temp": RATE_SAMPLES for p in range(1, 11)}, "port.2.current": 2,
+        "port.2.voltage": 0}
     store.close()
 
 

@@ -103,6 +103,8 @@ class AlarmEngine:
         # How many samples of each point the conflating gate should hold for this engine
         # (cloud/ingest/conflate.py), learnt as points are met; read by the gate's thread.
         self.point_depths: dict[tuple[str, str, str], dict[str, int]] = {}
+        # (site, gateway, device, point id) → (block, instance, [(rule, alarm key)]) of its value rules
+        self._plans: dict[tuple[str, str, str, str], tuple[str | None, int | None, list[tuple[AlarmRule, str]]]] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
@@ -458,32 +460,36 @@ class AlarmEngine:
     ) -> None:
         """One reading of one point. With `sample` (its message's seq, ts, receive time), a reading
         older than one already applied to the point is history, and rules run on its own time."""
-        block, idx, key = split_point_id(pid)
-        rules = by_point.get(key)
+        dev = msg.device or ""
+        plan = self._plans.get((msg.site, msg.gateway, dev, pid))
+        if plan is None:  # the point's rules and their alarm keys, worked out once (the hot path)
+            block, idx, key = split_point_id(pid)
+            inst = "" if idx is None else str(idx)
+            plan = self._plans[(msg.site, msg.gateway, dev, pid)] = (block, idx, [
+                (r, active_key(msg.site, msg.gateway, dev, r.key, inst))
+                for r in by_point.get(key, ()) if r.block == block])
+        block, idx, rules = plan
         if not rules:
             return
         t, origin = now, msg.received
         if sample is not None:
-            marks = self._marks.get((msg.site, msg.gateway, msg.device or ""))
+            marks = self._marks.get((msg.site, msg.gateway, dev))
             if marks is None:
-                marks = self._marks[(msg.site, msg.gateway, msg.device or "")] = {}
+                marks = self._marks[(msg.site, msg.gateway, dev)] = {}
             if not O.newer(sample, marks.get(pid)):
                 self.counters["stale"] += 1  # backlog, or overtaken by a newer reading: not state
                 return
             marks[pid] = O.mark(sample)
             t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
-        for rule in rules:
-            if rule.block != block:
-                continue
+        for rule, k in rules:
             if rule.only_tagged and (
                 idx is None
                 or ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS
             ):
                 continue
-            k = active_key(msg.site, msg.gateway, msg.device or "", rule.key, "" if idx is None else str(idx))
             entry = self.tracks.get(k)
             if entry is None:
-                ctx = self._ctx(msg.site, msg.gateway, msg.device or "", ref, block, idx)
+                ctx = self._ctx(msg.site, msg.gateway, dev, ref, block, idx)
                 entry = (rule, R.Track(active=k in self.active), ctx)
                 self.tracks[k] = entry
             _, tr, ctx = entry

@@ -14,6 +14,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
+def _by_reason(name: str, doc: str, counts: dict[str, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=["reason"])
+    for reason, n in sorted(counts.items()):
+        fam.add_metric([reason], n)
+    return fam
+
+
 class IngestCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self.stats = stats
@@ -28,10 +35,7 @@ class IngestCollector(Collector):
         yield CounterMetricFamily(
             p + "duplicates", "replayed messages dropped by sequence number", value=s["duplicates"]
         )
-        dl = CounterMetricFamily(p + "dead_letters", "messages refused, by reason", labels=["reason"])
-        for reason, n in sorted(s["dead_letters"].items()):
-            dl.add_metric([reason], n)
-        yield dl
+        yield _by_reason(p + "dead_letters", "messages refused, by reason", s["dead_letters"])
         yield CounterMetricFamily(
             p + "points_stored", "points the time-series store accepted", value=s["written"]
         )
@@ -52,11 +56,35 @@ class IngestCollector(Collector):
             p + "store_lag_seconds", "arrival to stored, last batch", value=s["store_lag"]
         )
         yield GaugeMetricFamily(
+            p + "store_behind_seconds",
+            "how long the oldest point not yet in the store has waited (memory or disk spool); 0 = up to date",
+            value=s.get("store_behind", 0.0),
+        )
+        yield GaugeMetricFamily(
+            p + "acks_waiting", "broker acknowledgements held until their messages are durable",
+            value=s.get("acks_waiting", 0),
+        )
+        yield GaugeMetricFamily(
+            p + "ack_wait_seconds", "how long the oldest held acknowledgement has waited",
+            value=s.get("ack_wait", 0.0),
+        )
+        yield GaugeMetricFamily(
             p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
         )
         yield GaugeMetricFamily(
-            p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
+            p + "sequence_gaps", "open gaps in devices' sequences (may still backfill)", value=s["seq_gaps"]
         )
+        yield GaugeMetricFamily(
+            p + "sequence_missing", "sequence numbers in those gaps", value=s["missing_seqs"]
+        )
+        yield CounterMetricFamily(
+            p + "sequence_lost", "missing numbers given up (gap bound reached)", value=s["seq_lost"]
+        )
+        yield CounterMetricFamily(
+            p + "rebased", "messages whose ts was outside the time policy (stored at receive time)",
+            value=s["rebased"],
+        )
+        yield _by_reason(p + "points_refused", "reported values dropped, by reason", s["points_refused"])
         yield GaugeMetricFamily(
             p + "connected", "1 when every lane is connected to the broker", value=1 if s["connected"] else 0
         )

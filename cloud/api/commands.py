@@ -18,18 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.estate import DeviceRec
 from cloud.auth.models import CommandRecord, utcnow
+from cloud.ratelog import RateLimitedLog
 from device_profiles import wire
 from device_profiles.loader import catalog
 from device_profiles.points import CommandError, resolve_command
 
 log = logging.getLogger(__name__)
+bad_input = RateLimitedLog(log)  # one line per kind of malformed message a minute, not one each
 MAX_HEALTH_ENTRIES = 100_000
 
 
@@ -84,7 +85,7 @@ class Commander:
     def __init__(self, db: sessionmaker[Session], mqtt_url: str, username: str | None = None,
                  password: str | None = None, timeout_s: float = 8.0) -> None:
         self.db = db
-        self.url = urlparse(mqtt_url)
+        self.mqtt_url = mqtt_url
         self.username, self.password = username, password
         self.timeout_s = timeout_s
         self._waiting: dict[str, threading.Event] = {}
@@ -92,28 +93,13 @@ class Commander:
         self.health: dict[tuple[str, str], dict[str, Any]] = {}
         self._client: Any = None
         self.on_result: Callable[[str, str], None] | None = None
+        self.malformed = 0  # health / cmd-result messages that did not follow the wire contract
 
     def start(self) -> Commander:
-        import paho.mqtt.client as mqtt
+        from cloud.paho_client import start_client
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sw-api-{wire.new_id()[:8]}",
-                        protocol=mqtt.MQTTv311)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        connected = threading.Event()
-
-        def on_connect(cl: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-            if not getattr(rc, "is_failure", False):
-                cl.subscribe([("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)])
-                connected.set()
-
-        c.on_connect = on_connect
-        c.on_message = self._on_message
-        c.reconnect_delay_set(1, 10)
-        c.connect_async(self.url.hostname or "127.0.0.1", self.url.port or 1883, keepalive=30)
-        c.loop_start()
-        self._client = c
-        connected.wait(10)
+        self._client = start_client(self.mqtt_url, "sw-api", [("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)],
+                                    self._on_message, self.username, self.password)
         return self
 
     def stop(self) -> None:
@@ -134,7 +120,8 @@ class Commander:
                 if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
                     self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
-            log.warning("ignored %s: %s", msg.topic, e)
+            self.malformed += 1
+            bad_input.warning(e.reason, "ignored a malformed message on %s: %s", msg.topic, e)
         except Exception:  # never let one bad message stop the MQTT thread
             log.exception("failed to handle %s", msg.topic)
 

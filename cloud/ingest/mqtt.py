@@ -11,8 +11,17 @@ device events and health); the **main lane** carries the telemetry bulk. When th
 behind, the broker's backlog piles up on the main lane while events still arrive at once on the
 safety lane. Both lanes call the same handler; a client guarantees it is never called concurrently.
 
-paho acknowledges a QoS 1 message when `on_message` returns, i.e. after the pipeline has handed
-it to the safety and storage paths.
+Acknowledgement: paho runs with manual acks; after each message the client asks the ingester's
+durability point (`durable.after`, cloud/ingest/durability.py) and sends the PUBACK once the message
+is durable. Acks meant for a connection that has since dropped are not sent (the broker redelivers).
+
+Receive Maximum (MQTT 5 CONNECT property, `receive_maximum`): how many unacknowledged QoS 1 messages
+the broker may send a lane. mosquitto 2 takes it as that client's in-flight limit instead of its
+`max_inflight_messages` (which still applies to MQTT 3.1.1 clients). It must cover the messages
+that arrive while acks wait for the store (rate × ~50 ms), but not much more: mosquitto writes a
+client's whole in-flight window before it serves other sockets, so a window of 65,535 let a
+40,000-message backlog on the main lane hold a live event on the safety lane back until the backlog
+was drained (tests/integration/test_ingest_lanes.py); 4,096 keeps both.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,20 +40,26 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from cloud.broker_account import BrokerAccount, redact
+from cloud.ingest.durability import Durable
 from device_profiles import wire
 
 log = logging.getLogger(__name__)
 
 
-def parse_broker(url: str) -> tuple[str, int, bool, str | None, str | None]:
+def parse_broker(
+    url: str, account: BrokerAccount | None = None
+) -> tuple[str, int, bool, str | None, str | None]:
+    """(host, port, tls, user, password): the account if given, else credentials left in the URL."""
     u = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
     tls = u.scheme in ("mqtts", "ssl", "tls")
-    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls, u.username, u.password
+    user, pw = (account.username, account.password) if account else (u.username, u.password)
+    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls, user, pw
 
 
-def probe_version(url: str, timeout: float = 5.0) -> int:
+def probe_version(url: str, timeout: float = 5.0, account: BrokerAccount | None = None) -> int:
     """5 if the broker accepts an MQTT 5 CONNECT, else 4 (3.1.1)."""
-    host, port, tls, user, pw = parse_broker(url)
+    host, port, tls, user, pw = parse_broker(url, account)
     result: dict[str, Any] = {}
     done = threading.Event()
 
@@ -95,8 +111,14 @@ class BaseIngestClient:
         session_expiry: int = 3600,
         lanes: bool = True,
         safety_handler: Callable[[str, bytes, float], object] | None = None,
+        account: BrokerAccount | None = None,
+        durable: Durable | None = None,
+        receive_maximum: int = 4096,
     ) -> None:
         self.url = url
+        self.account = account
+        self.receive_maximum = receive_maximum
+        self.durable = durable  # acknowledge behind it (None: as soon as the handler returned)
         self.handler = handler
         self.handlers = {MAIN: handler, SAFETY: safety_handler or handler}  # per lane
         self.client_id = client_id
@@ -168,22 +190,28 @@ class IngestClient(BaseIngestClient):
         super().__init__(*args, **kwargs)
         self._clients: dict[str, mqtt.Client] = {}
         self._lock = threading.Lock()
+        self._conn_gen = dict.fromkeys(self.lanes, 0)  # bumped on each connect: acks of older ones are void
 
     def start(self) -> None:
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
         if level is None:
-            level = probe_version(self.url)
+            level = probe_version(self.url, account=self.account)
         self.protocol = level
         for lane in self.lanes:
             self._clients[lane] = self._start_lane(lane)
 
     def _start_lane(self, lane: str) -> mqtt.Client:
-        host, port, tls, user, pw = parse_broker(self.url)
+        host, port, tls, user, pw = parse_broker(self.url, self.account)
         level = self.protocol
         proto = mqtt.MQTTv5 if level == 5 else mqtt.MQTTv311
         kw: dict[str, Any] = {} if level == 5 else {"clean_session": False}
         c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.lane_client_id(lane), protocol=proto, userdata=lane, **kw
+            CallbackAPIVersion.VERSION2,
+            client_id=self.lane_client_id(lane),
+            protocol=proto,
+            userdata=lane,
+            manual_ack=self.durable is not None,
+            **kw,
         )
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
@@ -200,6 +228,7 @@ class IngestClient(BaseIngestClient):
         if level == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry
+            props.ReceiveMaximum = self.receive_maximum
             connect_kw = {"clean_start": False, "properties": props}
         c.connect_async(host, port, keepalive=30, **connect_kw)
         c.loop_start()
@@ -209,6 +238,8 @@ class IngestClient(BaseIngestClient):
         if rc.is_failure:
             log.error("broker refused the %s lane's connection: %s", lane, rc)
             return
+        with self._lock:
+            self._conn_gen[lane] += 1
         stale = self.stale_filters(lane)
         if stale:
             c.unsubscribe(stale)
@@ -216,7 +247,7 @@ class IngestClient(BaseIngestClient):
             c.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters(lane)])
         else:
             c.subscribe([(f, 1) for f in self.filters(lane)])
-        log.info("%s lane connected to %s (MQTT %s)", lane, self.url, "5" if self.protocol == 5 else "3.1.1")
+        log.info("%s lane connected to %s (MQTT %s)", lane, redact(self.url), "5" if self.protocol == 5 else "3.1.1")
 
     def _on_subscribe(self, c: mqtt.Client, lane: str, mid: int, rcs: Any, props: Any) -> None:
         self._lane_up(lane)
@@ -237,6 +268,13 @@ class IngestClient(BaseIngestClient):
         with self._lock:
             self.lane_received[lane] += 1
             self.handlers[lane](topic, payload, time.time())
+            if self.durable is not None and msg.qos:
+                self.durable.after(partial(self._ack, c, lane, self._conn_gen[lane], msg.mid, msg.qos))
+
+    def _ack(self, c: mqtt.Client, lane: str, gen: int, mid: int, qos: int) -> None:
+        """The message is durable: acknowledge it, unless its connection has dropped since."""
+        if self._conn_gen[lane] == gen:
+            c.ack(mid, qos)
 
     def stop(self) -> None:
         for c in self._clients.values():

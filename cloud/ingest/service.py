@@ -1,5 +1,10 @@
 """The ingest service: MQTT client + pipeline + storage writer + housekeeping, in background
-threads, with `start()`, `stop()` and `stats()` for the CLI, the demo and tests."""
+threads, with `start()`, `stop()` and `stats()` for the CLI, the demo and tests.
+
+`durable` is the durability point the MQTT client acknowledges behind (cloud/ingest/durability.py):
+the storage writer, the dead letters and parked messages (one group commit) and, when the process
+runs one, the alarm engine. The replay check's state is saved only for messages that are durable.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,21 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
+from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
 from cloud.ingest.mqtt import IngestClient
+from cloud.ingest.parked import ParkedStore
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetySink
 from cloud.state.registry import Registry
 from cloud.tsdb.base import open_sink
@@ -29,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     broker: str = "mqtt://127.0.0.1:1883"
+    account: BrokerAccount = field(default_factory=BrokerAccount)  # cloud/broker_account.py
     mqtt_version: str = "auto"  # auto | 5 | 3.1.1
     mqtt_client: str = "gmqtt"  # gmqtt (fast, asyncio) | paho
     tsdb: str = "sqlite:///var/shelterwatch/ts.db"
@@ -43,6 +55,13 @@ class IngestConfig:
     site: str = "+"
     batch_points: int = 5000
     batch_interval: float = 0.5
+    # While a transport waits to acknowledge, the storage writer gathers points this long after the
+    # oldest waiting request, then writes (acknowledgements wait about this plus one write).
+    ack_linger: float = 0.05
+    # MQTT 5 Receive Maximum per lane: unacknowledged messages the broker may send (cloud/ingest/mqtt.py).
+    receive_maximum: int = 4096
+    # `stop()`: how long points may take to reach the store; what has not by then goes to the spool.
+    stop_wait: float = 2.0
     backoff_max: float = 10.0
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:<port>
     metrics_addr: str = "127.0.0.1"
@@ -52,22 +71,33 @@ class IngestConfig:
     # allocations) runs a collection every few messages; measured here it costs ~40 % of the
     # pipeline's CPU. Off for embedding in a process that tunes its own GC.
     tune_gc: bool = True
+    # What a gateway's `ts` is worth (cloud/ingest/timepolicy.py); `TimePolicy.off()` for replays
+    # of a simulated clock (benchmarks, tests with fixed dates).
+    time_policy: TimePolicy = field(default_factory=TimePolicy)
+    time_beacon_s: float | None = 5.0  # publish the cloud's clock on sw/v1/time this often (None: off)
 
 
 class IngestService:
-    def __init__(self, config: IngestConfig, safety: SafetySink | None = None) -> None:
+    """`engine`: the alarm engine when this process runs one (`cloud serve`); acknowledgements of
+    status, events and device health then wait until it has processed them."""
+
+    def __init__(
+        self, config: IngestConfig, safety: SafetySink | None = None, engine: Barrier | None = None
+    ) -> None:
         self.config = config
         self.safety = safety if safety is not None else QueueSafetySink(maxsize=100_000)
         self.registry = Registry(config.state_db)
         spool = Path(config.spool_dir)
         spool.mkdir(parents=True, exist_ok=True)
         self.dead = DeadLetterStore(config.dead_letter_db or spool.parent / "dead-letters.db")
+        self.parked_store = ParkedStore(spool.parent / "parked.db")
         self.storage = StorageWriter(
             open_sink(config.tsdb),
             spool,
             batch_points=config.batch_points,
             batch_interval=config.batch_interval,
             backoff_max=config.backoff_max,
+            linger=config.ack_linger,
         )
         deduper = Deduper()
         for (site, dev), st in self.registry.load_seq_states().items():
@@ -79,17 +109,37 @@ class IngestService:
             self.storage,
             deduper,
             on_status=self._on_status,
+            time_policy=config.time_policy,
         )
+        self.side_commit = GroupCommit(self._commit_side, "ingest-commit")
+        self.durable = DurabilityPoint(
+            [
+                Stage("storage", self.storage, lambda: self.storage.put_count),
+                Stage("dead letters and parked", self.side_commit, self._side_changes),
+            ]
+        )
+        if engine is not None:
+            self.durable.add(Stage("alarm engine", engine, self._urgent_count))
+        self.durable.on_barrier(self._checkpoint)
+        self._want_checkpoint = False
+        self._durable_states: deque[dict[str, dict[str, object]]] = deque()
+        self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
         if config.mqtt_client == "gmqtt":
             from cloud.ingest.mqtt_gmqtt import GmqttIngestClient
 
             client_cls = GmqttIngestClient
-        # Messages of a gateway not enrolled yet, held until its birth (safety lane) enrols it.
-        self._parked: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
+        # Messages of a gateway not enrolled yet, held until its birth (safety lane) enrols it; on
+        # disk too (parked.db), so a crash loses none. Those of a previous run come back first.
+        self._parked: dict[tuple[str, str], list[tuple[str, bytes, float, int]]] = {}
         self._parked_n = 0
         self._parked_since = 0.0
+        for i, topic, payload, received in self.parked_store.load():
+            parts = topic.split("/", 4)
+            self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received, i))
+            self._parked_since = min(self._parked_since or received, received)
+            self._parked_n += 1
         self._enrol_dir: Any = None
         self._enrol_sites: frozenset[str] = frozenset()
         lanes = config.safety_lane
@@ -102,10 +152,15 @@ class IngestService:
             config.site,
             lanes=lanes,
             safety_handler=self._handle_safety if lanes else None,
+            account=config.account or None,
+            durable=self.durable,
+            receive_maximum=config.receive_maximum,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
+        self.beacon: Any = None
+        self._cid = cid
         self.started = 0.0
 
     # ------------------------------------------------------------------ the two lanes
@@ -136,7 +191,8 @@ class IngestService:
             ):
                 if not self._parked_n:
                     self._parked_since = received
-                self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received))
+                row = self.parked_store.add(topic, payload, received)
+                self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received, row))
                 self._parked_n += 1
                 return
         self.pipeline.handle(topic, payload, received)
@@ -154,10 +210,44 @@ class IngestService:
         for key in [k for k in self._parked if expired or k in gws]:
             msgs = self._parked.pop(key)
             self._parked_n -= len(msgs)
-            for m in msgs:
-                self.pipeline.handle(*m)
+            for topic, payload, received, row in msgs:
+                self.pipeline.handle(topic, payload, received)
+                self._unparked.append(row)
         if self._parked_n:
             self._parked_since = min(m[2] for msgs in self._parked.values() for m in msgs)
+
+    # ------------------------------------------------------------------ durability
+    def _commit_side(self) -> None:
+        """The group commit the acknowledgements wait for besides storage and the engine."""
+        self.dead.flush()
+        self.parked_store.commit()
+
+    def _side_changes(self) -> int:
+        return self.dead.added + self.parked_store.changes
+
+    def _urgent_count(self) -> int:
+        k = self.pipeline.stats.by_kind
+        return k[wire.Kind.STATUS] + k[wire.Kind.EVENT] + k[wire.Kind.HEALTH]
+
+    def _checkpoint(self) -> Callback | None:
+        """Runs inside `durable.after`, on the pipeline's thread. About once per housekeeping
+        interval it takes the replay check's changes, to be saved once everything handled so far is
+        durable: saved earlier, a restarted ingester would drop as a replay the redelivery of a
+        message whose points died with the process. Parked rows handled so far are deleted then too."""
+        rows, self._unparked = self._unparked, []
+        forget = partial(self.parked_store.forget, rows) if rows else None
+        if not self._want_checkpoint:
+            return forget
+        self._want_checkpoint = False
+        states = self.pipeline.dedupe.take_dirty()
+
+        def durable() -> None:
+            if forget is not None:
+                forget()
+            if states:
+                self._durable_states.append(states)
+
+        return durable
 
     # ------------------------------------------------------------------ status messages
     def _on_status(self, site: str, gateway: str, status: wire.Status) -> bool:
@@ -181,6 +271,7 @@ class IngestService:
             gc.freeze()  # what exists at start (profiles, registry) is never garbage
             gc.set_threshold(50_000, 20, 20)
         self.storage.start()
+        self.side_commit.start()
         self._house = threading.Thread(target=self._housekeeping, name="ingest-housekeeping", daemon=True)
         self._house.start()
         if self.config.metrics_port is not None:
@@ -190,19 +281,37 @@ class IngestService:
                 make_registry(self.stats), self.config.metrics_port, self.config.metrics_addr
             )
         self.client.start()
+        if self.config.time_beacon_s:
+            from cloud.timebeacon import TimeBeacon
+
+            self.beacon = TimeBeacon(
+                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None
+            ).start()
         if wait and not self.client.wait_connected(wait):
-            log.warning("not connected to %s after %.0fs; still trying", self.config.broker, wait)
+            log.warning("not connected to %s after %.0fs; still trying", redact(self.config.broker), wait)
         return self
 
     def stop(self) -> None:
+        """Disconnect, then write what is in memory to the store or the spool (parked messages stay
+        on disk for the next start) and save the replay check's state."""
+        if self.beacon is not None:
+            self.beacon.stop()
         self.client.stop()
-        if self._parked_n:  # never enrolled: dead letters, kept like any refused message
-            self._unpark(expired=True)
         self._stop.set()
         if self._house:
             self._house.join(10)
+        # Nothing is handled any more: one last point for the replay check's state. Storage makes
+        # everything durable within `stop_wait` (the store, else the spool); the point also waits
+        # for the alarm engine when there is one and it still holds status, events or health.
+        self._want_checkpoint = True
+        durable = threading.Event()
+        self.durable.after(durable.set)
+        self.storage.stop(self.config.stop_wait)
+        self.side_commit.stop()
+        if not durable.wait(1.0):
+            log.warning("stopping with messages not yet durable: the broker delivers them again at the next start")
         self._persist()
-        self.storage.stop()
+        self.parked_store.close()
         self.dead.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -212,10 +321,15 @@ class IngestService:
         self.pipeline.set_directory(self.registry.directory())
 
     def _persist(self) -> None:
+        """Save the replay check's state that is durable and the last values; ask the pipeline's
+        thread for the next checkpoint."""
         self.dead.flush()
-        states = self.pipeline.dedupe.take_dirty()
-        self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+        while self._durable_states:
+            states = self._durable_states.popleft()
+            self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+        self._want_checkpoint = True
         self.registry.save_last_values(self.pipeline.take_last_values())
+        self.registry.save_gateway_clocks(self.pipeline.take_clocks())
 
     def _housekeeping(self) -> None:
         last_refresh = time.monotonic()
@@ -234,6 +348,17 @@ class IngestService:
         self._persist()
         return ok
 
+    def storage_status(self) -> dict[str, Any]:
+        """Is storage keeping up (health page, /metrics)? Points not yet in the store, how long the
+        oldest has waited, batches on disk, and acknowledgements held back for it."""
+        return {
+            "points_waiting": self.storage.pending,
+            "behind_s": self.storage.behind(),
+            "spooled_batches": len(self.storage.spool),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait_s": self.durable.oldest_wait(),
+        }
+
     def stats(self) -> dict[str, Any]:
         p, s = self.pipeline.stats, self.storage.stats
         q = getattr(self.safety, "qsize", None)
@@ -245,16 +370,25 @@ class IngestService:
             "by_kind": {k.value: n for k, n in p.by_kind.items() if n},
             "points": p.points,
             "written": s.written,
+            "batches": s.batches,
+            "durable_points": self.durable.fired,  # `after` calls whose callbacks fired (acknowledgement bursts)
             "retries": s.retries,
             "rejected": s.rejected,
             "spooled": s.spooled,
             "pending": self.storage.pending,
             "spool_batches": len(self.storage.spool),
             "store_lag": s.last_write_lag,
+            "store_behind": self.storage.behind(),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait": self.durable.oldest_wait(),
             "edge_lag": p.last_edge_lag,
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,
             "missing_seqs": self.pipeline.dedupe.missing(),
+            "seq_gaps": self.pipeline.dedupe.gap_count(),
+            "seq_lost": self.pipeline.dedupe.lost(),
+            "rebased": p.rebased,
+            "points_refused": dict(p.points_refused),
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
             "lane_received": self.client.received_by_lane(),

@@ -160,13 +160,14 @@ def test_storage_keeps_every_reading_while_the_gate_merges() -> None:
     topic = "sw/v1/demo-estate/gw-shelter-a/chg1/telemetry"
     try:
         n = 1_000
-        for seq in range(n):
-            msg = wire.Telemetry(ts=TS + timedelta(seconds=seq), seq=seq,
-                                 values={"port.3.connector_temp": 20.0 + seq / 100, "smoke": False})
-            assert p.handle(topic, wire.encode(msg), time.time()) == "ok"
+        for seq in range(1, n + 1):  # a device's first message is seq 1 (docs/wire.md)
+            ts = TS + timedelta(seconds=seq)
+            msg = wire.Telemetry(ts=ts, seq=seq, values={"port.3.connector_temp": 20.0 + seq / 100, "smoke": False})
+            # received just after its ts: inside the time policy, so storage keeps the edge's stamps
+            assert p.handle(topic, wire.encode(msg), ts.timestamp() + 0.05) == "ok"
         assert len(storage.points) == n * 2
         assert sorted({pt.ts_ms for pt in storage.points}) == [
-            round((TS + timedelta(seconds=s)).timestamp() * 1000) for s in range(n)
+            round((TS + timedelta(seconds=s)).timestamp() * 1000) for s in range(1, n + 1)
         ]
         assert gate.stats()["held_devices"] <= 1 and eng.backlog() <= 1  # the engine's side stays small
     finally:

@@ -37,6 +37,7 @@ class Meta(msgspec.Struct, frozen=True, gc=False):
     seq: int
     ts: float
     received: float
+    epoch: str = ""  # the sender's outbox (docs/wire.md): another epoch counts again from 1
 
 
 class Mark(msgspec.Struct, frozen=True, gc=False):
@@ -44,6 +45,7 @@ class Mark(msgspec.Struct, frozen=True, gc=False):
 
     seq: int
     ts: float
+    epoch: str = ""
 
 
 def sample_time(ts: float, received: float, max_lag: float = PLAUSIBLE_LAG_S) -> float:
@@ -57,13 +59,13 @@ def mark(m: Meta) -> Mark:
     """What to remember of an applied message: a future `ts` is remembered as the receive time,
     so a 2099 stamp cannot make the device's later messages look older than it."""
     limit = m.received + FUTURE_TOLERANCE_S
-    return Mark(m.seq, m.ts if m.ts < limit else limit)
+    return Mark(m.seq, m.ts if m.ts < limit else limit, m.epoch)
 
 
 def newer(m: Meta, last: Mark | None) -> bool:
     """Is the message `m` newer than the newest applied one (`last`)? By seq; see the module doc."""
-    if last is None or m.seq > last.seq:
-        return True
+    if last is None or m.seq > last.seq or m.epoch != last.epoch:
+        return True  # a higher seq; or another epoch: a wiped outbox counts again from 1 (docs/wire.md)
     if m.seq == last.seq:
         return False  # the same message again
     if last.seq - m.seq > RESTART_GAP:

@@ -985,7 +985,7 @@ def _meta(p: Any, received: float) -> O.Meta | None:
     if isinstance(p, Readings):
         return p.last
     seq = getattr(p, "seq", None)
-    return None if seq is None else O.Meta(seq, p.ts.timestamp(), received)
+    return None if seq is None else O.Meta(seq, p.ts.timestamp(), received, p.epoch)
 
 
 # Samples of a rate-of-rise point the gate holds: its oldest and newest three. The rule compares the

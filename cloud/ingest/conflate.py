@@ -89,7 +89,7 @@ class Conflator:
         if not isinstance(p, wire.Telemetry) or msg.device is None:
             raise TypeError("only device telemetry is conflated")
         seq = p.seq
-        meta = Meta(seq, p.ts.timestamp(), msg.received)
+        meta = Meta(seq, p.ts.timestamp(), msg.received, p.epoch)
         key = (msg.site, msg.gateway, msg.device)
         want = self.depths.get(key)
         r = self._held.get(key)

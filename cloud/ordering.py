@@ -6,7 +6,9 @@ like history. So:
 
 - **Order is the device's sequence number** (docs/wire.md: one counter per device across
   telemetry, events and health; a backfilled backlog arrives after live data with lower numbers).
-  A higher `seq` is newer, whatever its `ts`. A *lower* `seq` is older (backlog, or a message that
+  A message of another `epoch` is newer: a wiped or replaced outbox counts again from 1 under a new
+  epoch (docs/wire.md), and what it sends is new. Within an epoch a higher `seq` is newer,
+  whatever its `ts`. A *lower* `seq` is older (backlog, or a message that
   another lane overtook), unless the evidence says the device's counter started again (a wiped
   outbox, a replaced gateway): its `ts` is more than `RESTART_SLACK_S` later than the newest
   applied one while not in the future, or it is more than `RESTART_GAP` numbers behind (a counter

@@ -426,7 +426,12 @@ class AlarmEngine:
 
     def _advance(self, dkey: tuple[str, str, str], meta: O.Meta) -> bool:
         """Is this the device's newest message so far (seq order, cloud/ordering.py)? Then remember it."""
-        if O.newer(meta, self._dev_mark.get(dkey)):
+        last = self._dev_mark.get(dkey)
+        if O.newer(meta, last):
+            if last is not None and meta.epoch != last.epoch:
+                # A wiped outbox counts again from 1 (docs/wire.md): the old epoch's count is done.
+                self._last_seq.pop(dkey, None)
+                self._missing.pop(dkey, None)
             self._dev_mark[dkey] = O.mark(meta)
             return True
         return False

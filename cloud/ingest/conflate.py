@@ -25,7 +25,9 @@ What merging keeps, so that rules judge the same thing they would have judged me
   apply it anyway (it is history), and it must not push a newer sample out of a full run;
 - the seq numbers of every merged message, as runs (the engine's gap accounting). Past
   `max_runs` runs the two oldest are joined, which can hide a gap from the engine's count (the
-  ingester's own count, `sequence_gaps`, sees every message).
+  ingester's own count, `sequence_gaps`, sees every message). A message of another `epoch` (a
+  wiped outbox counting again from 1, docs/wire.md) is newer whatever its seq and starts the runs
+  again.
 
 Only telemetry is merged. Events, status, device and gateway health, command results go to the
 engine as they are (cloud/ingest/priority.py). Storage is a separate path (pipeline.py) that keeps
@@ -103,13 +105,15 @@ class Conflator:
             return
         self.merged += 1
         r.merged += 1
+        # Newer than every sample held (the usual case): no per-point check.
+        whole = seq > r.last.seq or newer(meta, mark(r.last))  # another epoch: newer
         last_run = r.seqs[-1]
-        if seq == last_run[1] + 1:
+        if whole and meta.epoch != r.last.epoch:
+            r.seqs = [[seq, seq]]  # a wiped outbox counts again from 1: the old epoch's runs are done
+        elif seq == last_run[1] + 1:
             last_run[1] = seq
         else:
             add_seq(r.seqs, seq, self.max_runs)
-        # Newer than every sample held (the usual case): no per-point check.
-        whole = seq > r.last.seq or newer(meta, mark(r.last))
         if whole:
             r.last = meta
         default, points = self.depth, r.points

@@ -21,6 +21,7 @@ from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import StaticDirectory
 from cloud.alarms.engine import RATE_SAMPLES, AlarmEngine
 from cloud.alarms.store import AlarmStore
+from cloud.ingest.conflate import Conflator
 from cloud.ingest.priority import PriorityGate
 from cloud.safety import SafetyMessage
 from device_profiles import wire
@@ -154,6 +155,32 @@ def test_a_restarted_counter_is_not_history(tmp_path: Path) -> None:
         rig.at(60)
         rig.feed(rig.tel("charger-a", {"smoke": True}, seq=1))
         assert [a.active for a in rig.alarms("smoke")] == [True]
+    finally:
+        rig.close()
+
+
+def test_an_edge_restarted_with_a_wiped_outbox_still_raises_alarms(tmp_path: Path) -> None:
+    """The outbox is wiped: a new epoch, seq back to 1 (docs/wire.md), and the restarted gateway's
+    clock is a minute slow (inside the time policy, so not rebased): no ts says it restarted. Its
+    messages are new all the same, merged by the gate's conflation as in `cloud serve` or alone."""
+    rig = rig_at(tmp_path)
+    held = Conflator()
+    t0 = rig.clock.t
+    try:
+        for seq in (47_999, 48_000):
+            held.add(sm(rig, "charger-a", wire.Telemetry(ts=at(t0), seq=seq, epoch="e1", values={"smoke": False}), t0))
+        rig.feed(held.take())
+        rig.at(30)
+        slow = at(rig.clock.t - 60)
+        for seq in (1, 2):  # merged while they waited for the engine
+            held.add(sm(rig, "charger-a", wire.Telemetry(ts=slow, seq=seq, epoch="e2", values={"smoke": seq == 2}),
+                        rig.clock.t))
+        rig.feed(held.take())
+        assert [a.active for a in rig.alarms("smoke")] == [True]
+        ev = wire.Event(ts=slow, seq=3, epoch="e2", id=wire.new_id(), kind="state", point="smoke", value=False)
+        rig.feed(sm(rig, "charger-a", ev, rig.clock.t))  # seq 3 of the new epoch: newer than 2, clears it
+        assert [a.active for a in rig.alarms("smoke")] == [False]
+        assert rig.engine.seq_missing("demo", "gw-1", "charger-a") == 0  # the old epoch's count is done
     finally:
         rig.close()
 

@@ -19,9 +19,9 @@ T0 = 1_800_000_000.0
 
 
 def tele(dev: str, seq: int, values: dict[str, wire.Scalar], ts: float | None = None,
-         received: float | None = None) -> SafetyMessage:
+         received: float | None = None, epoch: str = "") -> SafetyMessage:
     t = T0 + seq if ts is None else ts
-    payload = wire.Telemetry(ts=datetime.fromtimestamp(t, UTC), seq=seq, values=values)
+    payload = wire.Telemetry(ts=datetime.fromtimestamp(t, UTC), seq=seq, epoch=epoch, values=values)
     return SafetyMessage("s", "g", dev, wire.Kind.TELEMETRY, payload, t + 0.05 if received is None else received)
 
 
@@ -95,6 +95,18 @@ def test_a_restarted_counter_is_newer() -> None:
     c.add(tele("d", 1, {"temp": 31.0}, ts=T0 + 60, received=T0 + 60))  # a wiped outbox, a minute later
     r = readings(c.take())
     assert [m.seq for m, _ in r.points["temp"]] == [48_000, 1] and r.last.seq == 1
+
+
+def test_a_wiped_outbox_is_newer_by_its_epoch() -> None:
+    """Another epoch counts again from 1 (docs/wire.md): newer even when the restarted gateway's
+    clock is a minute slow (no ts evidence), and the seq runs start again."""
+    c = Conflator()
+    c.add(tele("d", 48_000, {"temp": 30.0}, ts=T0, received=T0))
+    for s in (1, 2):
+        c.add(tele("d", s, {"temp": 80.0 + s}, ts=T0 - 60 + s, received=T0 + 5 + s, epoch="e2"))
+    r = readings(c.take())
+    assert [(m.seq, m.epoch) for m, _ in r.points["temp"]] == [(48_000, ""), (1, "e2"), (2, "e2")]
+    assert (r.last.seq, r.last.epoch) == (2, "e2") and r.seqs == [[1, 2]] and c.older == 0
 
 
 def test_a_2099_timestamp_does_not_make_later_readings_older() -> None:

@@ -86,3 +86,13 @@ def test_the_mark_never_remembers_a_future_ts() -> None:
     assert m == Mark(10, NOW + FUTURE_TOLERANCE_S)
     assert newer(Meta(1, NOW + 60, NOW + 60), m)
     assert mark(Meta(10, Y1970, NOW)) == Mark(10, Y1970)
+
+
+def test_another_epoch_is_newer_whatever_its_seq_and_ts() -> None:
+    """A wiped outbox counts again from 1 under a new epoch (docs/wire.md): new messages, even on a
+    gateway whose clock is still wrong after the restart (no ts evidence of a restart)."""
+    for ts in (NOW - 60, Y1970, Y2099):
+        assert newer(Meta(1, ts, NOW, "b"), Mark(48_000, NOW, "a"))
+        assert newer(Meta(1, ts, NOW, "b"), mark(Meta(48_000, NOW, NOW, "")))  # from a sender without epochs
+    assert not newer(Meta(1, NOW - 60, NOW, "a"), Mark(48_000, NOW, "a"))  # same epoch: backlog
+    assert mark(Meta(7, NOW, NOW, "b")).epoch == "b"

@@ -28,6 +28,9 @@ class Readings:
     seqs: list[list[int]]  # [first, last] runs of the merged messages' seq numbers
     first_received: float  # when the oldest merged message was received
     merged: int = 1  # messages merged into this one
+    # The newest clock skew of a merged message the time policy rebased (SafetyMessage.clock_skew):
+    # merging must not hide a wrong gateway clock from the engine (`gateway_clock`).
+    clock_skew: float | None = None
 
 
 class SafetyMessage(msgspec.Struct, frozen=True, gc=False):

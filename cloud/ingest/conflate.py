@@ -23,6 +23,8 @@ What merging keeps, so that rules judge the same thing they would have judged me
   entry waits for `depth` of its readings, i.e. the engine was stalled for many seconds.)
 - a sample older (by seq) than the newest held for its point is not added: the engine would not
   apply it anyway (it is history), and it must not push a newer sample out of a full run;
+- the clock skew of a message the time policy rebased (cloud/ingest/timepolicy.py), the newest:
+  the engine raises `gateway_clock` from it as it would from that message alone;
 - the seq numbers of every merged message, as runs (the engine's gap accounting). Past
   `max_runs` runs the two oldest are joined, which can hide a gap from the engine's count (the
   ingester's own count, `sequence_gaps`, sees every message). A message of another `epoch` (a
@@ -100,11 +102,13 @@ class Conflator:
                 points = {pid: [(meta, v)] for pid, v in p.values.items()}
             else:
                 points = {pid: [(meta, v)] for pid, v in p.values.items() if want.get(pid, 1)}
-            self._held[key] = Readings(points, meta, [[seq, seq]], msg.received)
+            self._held[key] = Readings(points, meta, [[seq, seq]], msg.received, clock_skew=msg.clock_skew)
             self._order.append(key)
             return
         self.merged += 1
         r.merged += 1
+        if msg.clock_skew is not None:
+            r.clock_skew = msg.clock_skew  # rebased by the time policy: the engine raises gateway_clock
         # Newer than every sample held (the usual case): no per-point check.
         whole = seq > r.last.seq or newer(meta, mark(r.last))  # another epoch: newer
         last_run = r.seqs[-1]
@@ -147,4 +151,4 @@ class Conflator:
         except IndexError:
             return None
         r = self._held.pop(key)
-        return SafetyMessage(key[0], key[1], key[2], wire.Kind.TELEMETRY, r, r.last.received)
+        return SafetyMessage(key[0], key[1], key[2], wire.Kind.TELEMETRY, r, r.last.received, r.clock_skew)

@@ -11,6 +11,7 @@ the switch-off event turned the older readings of the rise into history: no alar
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,39 @@ def test_an_edge_restarted_with_a_wiped_outbox_still_raises_alarms(tmp_path: Pat
         assert rig.engine.seq_missing("demo", "gw-1", "charger-a") == 0  # the old epoch's count is done
     finally:
         rig.close()
+
+
+def test_a_rebased_reading_merged_by_the_gate_still_raises_gateway_clock(tmp_path: Path) -> None:
+    """Wired as in `cloud serve`: the ingester's time policy rebases a reading stamped an hour
+    ahead and hands the gateway's skew on with it; the gate merges it with the device's readings
+    around it, and the engine still raises `gateway_clock` from the merged entry."""
+    from cloud.ingest.dead_letter import DeadLetterStore
+    from cloud.ingest.pipeline import Pipeline
+    from tests.unit.ingest_env import ListStorage, make_pipeline
+
+    _, _, _, reg = make_pipeline()
+    store = AlarmStore(f"sqlite:///{tmp_path / 'alarms.db'}")
+    engine = AlarmEngine(store, StaticDirectory([]), [])
+    gate = PriorityGate(engine, depths=engine.point_depths)  # its feeder starts once all are held
+    pipe = Pipeline(reg.directory(), DeadLetterStore(None), gate, ListStorage())
+    topic = "sw/v1/demo-estate/gw-shelter-a/chg1/telemetry"
+    now = time.time()
+    try:
+        for seq, ts in ((1, now - 1.0), (2, now + 3600.0), (3, now)):
+            msg = wire.Telemetry(ts=at(ts), seq=seq, values={"port.3.connector_temp": 30.0 + seq})
+            assert pipe.handle(topic, wire.encode(msg), now + 0.01) == "ok"
+        assert gate.stats()["merged"] == 2
+        engine.start()
+        gate.start()
+        assert gate.drain(10)
+        engine.drain(10)
+        [a] = [a for a in store.list_alarms(active=True) if a.rule == "gateway_clock"]
+        assert a.gateway == "gw-shelter-a" and a.value is not None and 3590 < a.value < 3600
+        assert engine.counters["messages"] == 1  # the three readings reached it as one
+    finally:
+        gate.stop(5)
+        engine.stop()
+        store.close()
 
 
 def test_an_implausible_stamp_never_shortens_a_duration(tmp_path: Path) -> None:

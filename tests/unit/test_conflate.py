@@ -109,6 +109,20 @@ def test_a_wiped_outbox_is_newer_by_its_epoch() -> None:
     assert (r.last.seq, r.last.epoch) == (2, "e2") and r.seqs == [[1, 2]] and c.older == 0
 
 
+def test_the_clock_skew_of_a_rebased_reading_survives_the_merge() -> None:
+    """A reading the time policy rebased carries the gateway's skew (cloud/ingest/timepolicy.py);
+    merged between good ones, the device's entry still carries it to the engine (gateway_clock)."""
+    c = Conflator()
+    c.add(tele("d", 1, {"temp": 30.0}))
+    m = tele("d", 2, {"temp": 31.0}, ts=T0 + 2.05, received=T0 + 2.05)  # its ts, rebased: 3600 s ahead
+    c.add(SafetyMessage(m.site, m.gateway, m.device, m.kind, m.payload, m.received, clock_skew=3600.0))
+    c.add(tele("d", 3, {"temp": 32.0}))
+    out = c.take()
+    assert out is not None and out.clock_skew == 3600.0 and readings(out).merged == 3
+    c.add(tele("d", 4, {"temp": 33.0}))
+    assert (out := c.take()) is not None and out.clock_skew is None  # the next entry: no rebase in it
+
+
 def test_a_2099_timestamp_does_not_make_later_readings_older() -> None:
     c = Conflator()
     c.add(tele("d", 5, {"temp": 30.0}, ts=4_070_908_800.0, received=T0))

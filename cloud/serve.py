@@ -148,7 +148,8 @@ class CloudService:
         self.parts.append(("alarm engine", self.engine))
         # Status, events and device health go ahead of telemetry into the engine (the in-process
         # half of the safety lane; cloud/ingest/priority.py).
-        self.gate = PriorityGate(self.engine).start()
+        # Telemetry is conflated per device, holding only the samples the engine's rules read.
+        self.gate = PriorityGate(self.engine, depths=self.engine.point_depths).start()
         self.parts.append(("safety gate", self.gate))
         from cloud.history.service import HistoryService
 

@@ -101,6 +101,7 @@ class DemoOptions:
     poll_ms: int = 2000
     echo: bool = False
     safety_lane: bool = True            # ingest status/events/health on their own MQTT connection
+    alarm_overrides: list[dict[str, Any]] = field(default_factory=list)  # more site alarm overrides (benches)
     users: list[tuple[str, str, str]] = field(default_factory=lambda: list(DEMO_USERS))
 
 
@@ -186,7 +187,8 @@ class DemoStack:
             "escalation": {"tiers": [{"tier": 1, "after": 0}, {"tier": 2, "after": self.o.tier2_after_s}],
                            "repeat": self.o.repeat_s},
             "alarm_overrides": [{"rule": "waterflow", "for": self.o.waterflow_retard_s},
-                                {"rule": "fire_lane_blocked", "for": self.o.fire_lane_for_s}],
+                                {"rule": "fire_lane_blocked", "for": self.o.fire_lane_for_s},
+                                *self.o.alarm_overrides],
         })
 
     # ----------------------------------------------------------------------------- lifecycle

@@ -8,6 +8,11 @@ from an injected clock so tests of 8 h or N minutes run in milliseconds.
 
 Hot path: a routine telemetry message touches only dicts in memory; the database is written only
 when something changes (a duration starts or stops, an alarm is raised, cleared or acknowledged).
+
+Order and time (cloud/ordering.py): a device's readings are ordered by its `seq`, point by point,
+never by arrival or by the edge's `ts`; durations and rates run on each sample's own time (edge
+`ts` clamped to its receive time), and silence on when messages were received. Telemetry may come
+merged per device (`Readings`, cloud/ingest/conflate.py) with every sample's own seq and times.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cloud import ordering as O
 from cloud.alarms import rules as R
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import DeviceRef, Directory
@@ -30,7 +36,7 @@ from cloud.notify.dispatch import Dispatcher, Job
 from cloud.notify.escalation import plan, wants
 from cloud.notify.links import AckSigner
 from cloud.notify.message import alarm_text
-from cloud.safety import SafetyMessage
+from cloud.safety import Readings, SafetyMessage
 from device_profiles import wire
 from device_profiles.loader import catalog
 from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
@@ -93,7 +99,14 @@ class AlarmEngine:
         self._rules: dict[tuple[str, str], tuple[dict[str, list[AlarmRule]], list[AlarmRule]]] = {}
         self.tracks: dict[str, tuple[AlarmRule, R.Track, _Ctx]] = {}
         self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
-        self._last_ts: dict[tuple[str, str, str], float] = {}
+        # Newest message applied per device, and per point with rules (seq order: cloud/ordering.py)
+        self._dev_mark: dict[tuple[str, str, str], O.Mark] = {}
+        self._marks: dict[tuple[str, str, str], dict[str, O.Mark]] = {}
+        # How many samples of each point the conflating gate should hold for this engine
+        # (cloud/ingest/conflate.py), learnt as points are met; read by the gate's thread.
+        self.point_depths: dict[tuple[str, str, str], dict[str, int]] = {}
+        # (site, gateway, device, point id) → (block, instance, [(rule, alarm key)]) of its value rules
+        self._plans: dict[tuple[str, str, str, str], tuple[str | None, int | None, list[tuple[AlarmRule, str]]]] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
@@ -110,6 +123,8 @@ class AlarmEngine:
         self._quiet_until = now + restart_grace_s
         self._restore_seen(store.load_seen(), now)
         self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
+        # Duration starts and stops not yet written: written together at the next tick (≤ tick_s)
+        self._tracks_dirty: dict[str, float | None] = {}
         self._next_offline_check = 0.0
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
         self._load_windows()
@@ -135,6 +150,8 @@ class AlarmEngine:
             self._thread = None
         if self._flusher is not None:
             self._flusher.join(30)
+        with self.lock:
+            self._flush_tracks()
         try:
             self.flush_seen()
         except Exception:
@@ -237,7 +254,9 @@ class AlarmEngine:
             now = self.clock()
             p = msg.payload
             gw = (msg.site, msg.gateway)
-            self.seen_gw[gw] = now
+            # Silence is judged from when a message was received, not from when the engine got to it.
+            heard = msg.received if msg.received < now else now
+            self.seen_gw[gw] = max(self.seen_gw.get(gw, heard), heard)
             self._seen_dirty.add((msg.site, msg.gateway, ""))
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
                 if p.state == "offline":
@@ -247,7 +266,10 @@ class AlarmEngine:
                 else:
                     self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
                 return
-            self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
+            gk = active_key(msg.site, msg.gateway, "", GATEWAY_RULE, "")
+            ga = self.active.get(gk)
+            if ga is not None and heard >= ga.raised_at:  # not a message received before the will
+                self._clear(gk, now)
             if msg.device is None:
                 return
             ref = self.directory.lookup(msg.site, msg.gateway, msg.device)
@@ -257,7 +279,14 @@ class AlarmEngine:
             dkey = (msg.site, msg.gateway, msg.device)
             by_point, all_rules = self.rules_for(msg.site, msg.device, ref.profile_id)
             offline_rule = next((r for r in all_rules if r.kind is AlarmKind.OFFLINE), None)
+            # Only the device's newest word (by seq) says whether it is alive: held telemetry
+            # processed after a newer "not answering" must not clear it, nor the reverse.
+            meta = _meta(p, msg.received)
+            current = meta is None or self._advance(dkey, meta)
             if isinstance(p, wire.DeviceHealth) and not p.online:
+                if not current:
+                    self.counters["stale"] += 1
+                    return
                 # The gateway speaks, the device does not: its silence began at the edge's last good
                 # poll (an age on the edge's own clock, so clock skew does not matter). The offline
                 # rule's duration still applies, so a breaker that opens for a few seconds is no alarm.
@@ -278,24 +307,36 @@ class AlarmEngine:
                         msg.received,
                     )
                 return
-            self.seen_dev[dkey] = now
-            self._seen_dirty.add(dkey)
-            if offline_rule:
-                self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
-            seq = getattr(p, "seq", None)
-            if seq is not None:
-                self._track_seq(dkey, seq)
+            if current:
+                alive = heard
+                if isinstance(p, wire.DeviceHealth) and p.last_ok is not None:
+                    # A health report is the gateway speaking; the device last answered at last_ok
+                    # (an age on the edge's clock): a device that just went quiet is not alive now.
+                    alive = heard - max(0.0, (p.ts - p.last_ok).total_seconds())
+                self.seen_dev[dkey] = max(self.seen_dev.get(dkey, alive), alive)
+                self._seen_dirty.add(dkey)
+                if offline_rule:
+                    self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
+            if isinstance(p, Readings):
+                for lo, hi in p.seqs:
+                    self._track_run(dkey, lo, hi)
+            elif meta is not None:
+                self._track_seq(dkey, meta.seq)
             if isinstance(p, wire.DeviceHealth):
                 self._health(msg, ref, p, now)
             touched: set[str] = set()
-            if isinstance(p, wire.Telemetry):
-                ts = p.ts.timestamp()
-                if ts < self._last_ts.get(dkey, 0.0):
-                    self.counters["stale"] += 1  # backlog older than what we know: history, not state
-                    return
-                self._last_ts[dkey] = ts
+            if isinstance(p, wire.Telemetry) and meta is not None:
                 for pid, v in p.values.items():
-                    self._value(msg, ref, by_point, pid, v, now, touched)
+                    self._value(msg, ref, by_point, pid, v, now, touched, meta)
+            elif isinstance(p, Readings):
+                depths = self.point_depths.get(dkey)
+                if depths is None:
+                    depths = self.point_depths[dkey] = {}
+                for pid, run in p.points.items():
+                    if pid not in depths:
+                        depths[pid] = point_depth(by_point, pid)
+                    for sample, v in run:
+                        self._value(msg, ref, by_point, pid, v, now, touched, sample)
             elif isinstance(p, wire.Event):
                 if p.id in self._seen_events:
                     self.counters["replayed_events"] += 1
@@ -303,16 +344,10 @@ class AlarmEngine:
                 self._seen_events[p.id] = None
                 if len(self._seen_events) > 200_000:
                     self._seen_events.popitem(last=False)
-                if (
-                    p.kind == "state"
-                    and p.point is not None
-                    and p.value is not None
-                    and p.ts.timestamp() >= self._last_ts.get(dkey, 0.0)
-                ):
-                    # Events travel ahead of telemetry (safety lane): older telemetry arriving
-                    # after this must not undo it, so it becomes history, not state.
-                    self._last_ts[dkey] = p.ts.timestamp()
-                    self._value(msg, ref, by_point, p.point, p.value, now, touched)
+                if p.kind == "state" and p.point is not None and p.value is not None and meta is not None:
+                    # Events travel ahead of telemetry (safety lane): older telemetry of this point
+                    # arriving after it is history (seq order of the point), other points are not.
+                    self._value(msg, ref, by_point, p.point, p.value, now, touched, meta)
                 for r in all_rules:
                     if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:
                         block, idx, _ = split_point_id(p.point or "")
@@ -374,6 +409,32 @@ class AlarmEngine:
             self._last_seq[dkey] = seq
         else:
             self._missing.get(dkey, set()).discard(seq)
+
+    def _track_run(self, dkey: tuple[str, str, str], lo: int, hi: int) -> None:
+        """Every number lo..hi arrived (merged by the gate, cloud/ingest/conflate.py)."""
+        self._track_seq(dkey, lo)
+        if hi <= lo:
+            return
+        if hi > self._last_seq[dkey]:
+            self._last_seq[dkey] = hi  # contiguous above lo: no new gap
+        miss = self._missing.get(dkey)
+        if miss:
+            if hi - lo < len(miss):
+                miss.difference_update(range(lo + 1, hi + 1))
+            else:
+                miss.difference_update([s for s in miss if lo < s <= hi])
+
+    def _advance(self, dkey: tuple[str, str, str], meta: O.Meta) -> bool:
+        """Is this the device's newest message so far (seq order, cloud/ordering.py)? Then remember it."""
+        last = self._dev_mark.get(dkey)
+        if O.newer(meta, last):
+            if last is not None and meta.epoch != last.epoch:
+                # A wiped outbox counts again from 1 (docs/wire.md): the old epoch's count is done.
+                self._last_seq.pop(dkey, None)
+                self._missing.pop(dkey, None)
+            self._dev_mark[dkey] = O.mark(meta)
+            return True
+        return False
 
     def seq_missing(self, site: str, gateway: str, device: str) -> int:
         return len(self._missing.get((site, gateway, device), ()))
@@ -442,35 +503,55 @@ class AlarmEngine:
         v: wire.Scalar,
         now: float,
         touched: set[str],
+        sample: O.Meta | None = None,
     ) -> None:
-        block, idx, key = split_point_id(pid)
-        for rule in by_point.get(key, ()):
-            if rule.block != block:
-                continue
+        """One reading of one point. With `sample` (its message's seq, ts, receive time), a reading
+        older than one already applied to the point is history, and rules run on its own time."""
+        dev = msg.device or ""
+        plan = self._plans.get((msg.site, msg.gateway, dev, pid))
+        if plan is None:  # the point's rules and their alarm keys, worked out once (the hot path)
+            block, idx, key = split_point_id(pid)
+            inst = "" if idx is None else str(idx)
+            plan = self._plans[(msg.site, msg.gateway, dev, pid)] = (block, idx, [
+                (r, active_key(msg.site, msg.gateway, dev, r.key, inst))
+                for r in by_point.get(key, ()) if r.block == block])
+        block, idx, rules = plan
+        if not rules:
+            return
+        t, origin = now, msg.received
+        if sample is not None:
+            marks = self._marks.get((msg.site, msg.gateway, dev))
+            if marks is None:
+                marks = self._marks[(msg.site, msg.gateway, dev)] = {}
+            if not O.newer(sample, marks.get(pid)):
+                self.counters["stale"] += 1  # backlog, or overtaken by a newer reading: not state
+                return
+            marks[pid] = O.mark(sample)
+            t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
+        for rule, k in rules:
             if rule.only_tagged and (
                 idx is None
                 or ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS
             ):
                 continue
-            k = active_key(msg.site, msg.gateway, msg.device or "", rule.key, "" if idx is None else str(idx))
             entry = self.tracks.get(k)
             if entry is None:
-                ctx = self._ctx(msg.site, msg.gateway, msg.device or "", ref, block, idx)
+                ctx = self._ctx(msg.site, msg.gateway, dev, ref, block, idx)
                 entry = (rule, R.Track(active=k in self.active), ctx)
                 self.tracks[k] = entry
             _, tr, ctx = entry
             before = tr.pending_since
-            action = R.step(rule, tr, v, now)
+            action = R.step(rule, tr, v, t)
             if tr.pending_since is not None and not tr.active:
                 self._pending.add(k)
             else:
                 self._pending.discard(k)
             if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
-                self.store.save_track(k, tr.pending_since)
+                self._tracks_dirty[k] = tr.pending_since
             if action is R.Action.RAISE:
                 if before is not None and rule.for_s > 0:
-                    self.store.save_track(k, None)
-                self._raise(rule, ctx, now, v, {"block": block} if block else {}, msg.received)
+                    self._tracks_dirty[k] = None
+                self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
                 touched.add(ctx.instance)
             elif action is R.Action.CLEAR:
                 self._clear(k, now)
@@ -487,6 +568,8 @@ class AlarmEngine:
                 # device-level parts also count for an instance-level composite
                 keys_dev = [active_key(msg.site, msg.gateway, msg.device or "", o, "") for o in r.all_of]
                 on = all(k in self.active or kd in self.active for k, kd in zip(keys, keys_dev, strict=True))
+                if inst and not any(k in self.active for k in keys):
+                    on = False  # all parts device-level: that is the device's composite, not one per port
                 k = active_key(msg.site, msg.gateway, msg.device or "", r.key, inst)
                 if on and k not in self.active:
                     ctx = self._ctx(
@@ -675,8 +758,9 @@ class AlarmEngine:
                     self._pending.discard(k)
                 elif R.due(rule, tr, now) is R.Action.RAISE:
                     self._pending.discard(k)
-                    self.store.save_track(k, None)
+                    self._tracks_dirty[k] = None
                     self._raise(rule, ctx, now, rule.value, {"block": ctx.block} if ctx.block else {}, now)
+            self._flush_tracks()
             self._escalate(now)
             if now >= self._next_seen_flush:
                 self._next_seen_flush = now + self.seen_flush_s
@@ -691,6 +775,20 @@ class AlarmEngine:
                 return
             self._next_offline_check = now + 1.0  # silence is judged in seconds, not every tick
             self._check_silence(now)
+
+    def _flush_tracks(self) -> None:
+        """Write the durations that started or stopped since the last tick, in one transaction (one
+        commit per change cost ~40 % of the engine's time under a busy fleet). A crash loses at most
+        one tick of them: a duration that started then starts again with the next reading."""
+        if not self._tracks_dirty:
+            return
+        rows, self._tracks_dirty = self._tracks_dirty, {}
+        try:
+            self.store.save_tracks(rows)
+        except Exception:
+            self._tracks_dirty = {**rows, **self._tracks_dirty}  # database away: next tick
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save duration timers (will retry)")
 
     def _check_silence(self, now: float) -> None:
         """Offline by silence: fires at last-seen + silence, but not before the restart grace."""
@@ -885,3 +983,27 @@ class AlarmEngine:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}
+
+
+def _meta(p: Any, received: float) -> O.Meta | None:
+    """Order and time of a device message (None for kinds without a seq)."""
+    if isinstance(p, Readings):
+        return p.last
+    seq = getattr(p, "seq", None)
+    return None if seq is None else O.Meta(seq, p.ts.timestamp(), received, p.epoch)
+
+
+# Samples of a rate-of-rise point the gate holds: its oldest and newest three. The rule compares the
+# oldest and the newest sample of its window, so the rate at the end of a held run is the same with
+# more samples between; fewer samples kept a saturated engine's round over the fleet ~2x shorter.
+RATE_SAMPLES = 4
+
+
+def point_depth(by_point: dict[str, list[AlarmRule]], pid: str) -> int:
+    """Samples of a point worth holding in front of this engine: none if no rule reads it; where a
+    held condition started and the newest for threshold and state rules; a window for a rate."""
+    block, _, key = split_point_id(pid)
+    rules = [r for r in by_point.get(key, ()) if r.block == block]
+    if not rules:
+        return 0
+    return RATE_SAMPLES if any(r.kind is AlarmKind.RATE_OF_RISE for r in rules) else 2

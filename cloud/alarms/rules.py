@@ -105,13 +105,16 @@ def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | Non
 
 
 def step(rule: AlarmRule, tr: Track, value: Scalar, now: float) -> Action:
-    """Feed one value at time `now`; mutates `tr` and says whether to raise or clear.
+    """Feed one value taken at time `now` (the sample's own time, cloud/ordering.py); mutates `tr`
+    and says whether to raise or clear.
 
     With a duration, RAISE comes later from `due(...)`, called by the engine's timer."""
     if rule.kind is AlarmKind.RATE_OF_RISE:
         v = _num(value)
         if v is None or rule.rate is None:
             return Action.NONE
+        if tr.samples and now < tr.samples[-1][0]:
+            now = tr.samples[-1][0]  # a clock stepped back: keep the window in time order
         tr.samples.append((now, v))
         r = rate_per_min(tr.samples, now)
         if r is None:

@@ -116,7 +116,7 @@ class Pipeline:
         self._series = (
             {
                 k: v
-                for k, v in self._series.items()
+                for k, v in list(self._series.items())  # the ingest thread may add meanwhile
                 if k in directory.devices and self._series_entry.get(k) == directory.devices[k]
             }
             if self._series

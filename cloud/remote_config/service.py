@@ -256,7 +256,7 @@ class ConfigService:
         if which == "desired":
             st = self.store.state(site, gw)
             which = str(st.desired) if st and st.desired else ""
-        if not which.isdigit():
+        if not (which.isascii() and which.isdigit()):  # "²" is a digit to isdigit(), not to int()
             raise ConfigRejected(404, f"no version {which!r}")
         v = self.store.version(site, gw, int(which))
         if v is None:

@@ -8,6 +8,8 @@ from edge_agent.drivers.modbus_common import PymodbusDriver
 
 
 class RtuDriver(PymodbusDriver):
+    settle_after_failure = True  # no transaction id on RTU (modbus_common.PymodbusDriver)
+
     def __init__(self, port: str, baud: int, parity: str = "N", stop_bits: int = 1, timeout_s: float = 0.3) -> None:
         self.port = port
         self.name = port

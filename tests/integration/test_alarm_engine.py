@@ -341,9 +341,10 @@ def test_200_concurrent_and_replayed_backlog_one_alarm(rig: Rig) -> None:
 
 
 def test_stale_backlog_does_not_drive_state(rig: Rig) -> None:
-    rig.feed(rig.tel("riser-1", {"waterflow": False}))
+    """A backfilled backlog arrives after live data with lower seq numbers (docs/wire.md)."""
+    rig.feed(rig.tel("riser-1", {"waterflow": False}, seq=100))
     old = rig.ts() - timedelta(minutes=30)
-    rig.feed(rig.tel("riser-1", {"waterflow": True}, ts=old))
+    rig.feed(rig.tel("riser-1", {"waterflow": True}, seq=40, ts=old))
     rig.at(100)
     assert rig.alarms("waterflow") == [] and rig.engine.counters["stale"] == 1
 
@@ -358,6 +359,19 @@ def test_composite_smoke_and_hot_cabinet(rig: Rig) -> None:
     assert fire.active and fire.severity == "critical"
     rig.feed(rig.tel("charger-a", {"smoke": False}))
     assert not rig.alarms("fire")[0].active
+
+
+def test_a_device_level_composite_is_not_copied_to_every_port(rig: Rig) -> None:
+    """Fire (smoke + cabinet hot, both of the cabinet) is one alarm: port alarms raised while it is
+    active (a hot cabinet heats every connector) must not raise a "fire" per port."""
+    rig.feed(rig.tel("charger-a", {"ambient_temp": 55.0}))
+    rig.at(30)
+    rig.feed(rig.tel("charger-a", {"ambient_temp": 55.0, "smoke": True}))
+    for t in (31, 37, 43):  # every port's connector heats fast: rate-of-rise alarms on ports 1..3
+        rig.at(t)
+        rig.feed(rig.tel("charger-a", {f"port.{p}.connector_temp": 30.0 + (t - 31) * 2 for p in (1, 2, 3)}))
+    assert {a.instance for a in rig.alarms("connector_temp_rise")} == {"1", "2", "3"}
+    assert [(a.instance, a.active) for a in rig.alarms("fire")] == [("", True)]
 
 
 def test_gateway_offline_by_last_will_and_by_silence(tmp_path: Path, http_receiver: HttpReceiver) -> None:
@@ -381,7 +395,8 @@ def test_gateway_offline_by_last_will_and_by_silence(tmp_path: Path, http_receiv
 
 
 def test_device_offline_from_health_and_silence(rig: Rig) -> None:
-    rig.feed(rig.msg("riser-1", wire.DeviceHealth(ts=rig.ts(), seq=1, online=False, breaker="open")))
+    rig.seq += 1  # one counter per device across telemetry, events and health
+    rig.feed(rig.msg("riser-1", wire.DeviceHealth(ts=rig.ts(), seq=rig.seq, online=False, breaker="open")))
     assert [a.device for a in rig.alarms("offline") if a.active] == ["riser-1"]
     rig.feed(rig.tel("riser-1", {"pipe_pressure": 3.0}))
     assert not any(a.active for a in rig.alarms("offline"))

@@ -103,6 +103,11 @@ def test_tracks_upsert_and_delete(db_url: str) -> None:
     st.save_track("s/g/d/r/", None)
     st.save_track("s/g/d/none/", None)  # deleting a timer that does not exist is fine
     assert st.load_tracks() == {"s/g/d/q/1": 3.0}
+    # the engine's batch: starts, restarts and stops in one transaction
+    st.save_tracks({"s/g/d/q/1": None, "s/g/d/a/": 1.0, "s/g/d/b/2": 2.0, "s/g/d/none/": None})
+    st.save_tracks({"s/g/d/a/": 1.5})
+    st.save_tracks({})
+    assert st.load_tracks() == {"s/g/d/a/": 1.5, "s/g/d/b/2": 2.0}
     st.close()
 
 

@@ -41,7 +41,8 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # docs/wire.md, "Topics": kind → (QoS, retained)
 TABLE = {"status": (1, True), "health": (1, False), "telemetry": (1, False), "event": (1, False),
-         "cmd-result": (1, False)}
+         "cmd-result": (1, False), "config-result": (1, False), "config-running": (1, True)}
+GATEWAY_KINDS = {"status", "config-result", "config-running"}  # topics without a device level
 SEVERITIES = {"critical", "major", "minor", "warning", "info"}
 EVENT_KINDS = {"state", "interlock", "command", "fault", "agent"}
 NULLABLE = {"last_ok", "latency_ms", "poll_rate_hz", "backlog_oldest", "clock_skew_s", "point", "value", "previous"}
@@ -159,7 +160,7 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
         device = parts[4] if len(parts) == 6 else None
         if kind == "cmd":
             continue  # the downlink: what this test sent
-        assert kind in TABLE and (device is None) == (kind == "status" or (kind == "health" and len(parts) == 5))
+        assert kind in TABLE and (device is None) == (kind in GATEWAY_KINDS or (kind == "health" and len(parts) == 5))
         kinds_seen.add(kind if device else f"gateway-{kind}")
         assert (qos, retain) == TABLE[kind], f"{topic}: published with QoS {qos}, retained {retain}"
         assert len(raw) <= 64 * 1024
@@ -197,6 +198,9 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
             assert body["clock_skew_s"] is None or isinstance(body["clock_skew_s"], float)
         elif kind == "status":
             assert body["state"] in ("online", "offline")
+        elif kind == "config-running":  # docs/wire.md, "Remote configuration"
+            assert isinstance(body["version"], int) and re.fullmatch(r"[0-9a-f]{64}", body["digest"]), body
+            assert isinstance(body["config"], str) and "password" not in body["config"], topic
         elif kind == "cmd-result":
             assert body["status"] in ("done", "refused", "failed", "expired") and isinstance(body["id"], str)
 

@@ -93,10 +93,23 @@ RATE_MIN_SPAN_S = 5.0
 
 
 def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | None:
-    """Rise per minute over the last minute of samples (oldest sample at least 5 s back)."""
+    """Rise per minute over the last minute of samples (oldest sample at least 5 s back).
+
+    The edge reports by exception (docs/profiles.md: a value is sent when it moved at least its
+    deadband), so a quiet point's last sample still holds when the next one comes: the newest sample
+    older than the window is kept as the window's baseline, at the window's start. Without it a port
+    quiet for a minute that starts running away had no earlier sample, and the rule waited for 5 s
+    of the rise itself before it could judge (the e2e bench's slowest rate-of-rise alarms). Measured
+    from the window's start the baseline can only understate the rise (by at most the deadband per
+    minute), so it raises nothing a held sample would not justify."""
+    base: tuple[float, float] | None = None
     while samples and now - samples[0][0] > RATE_WINDOW_S:
-        samples.popleft()
+        base = samples.popleft()
+    if base is not None and samples:
+        samples.appendleft((now - RATE_WINDOW_S, base[1]))
     if len(samples) < 2:
+        if base is not None:
+            samples.appendleft(base)  # alone: kept as it was, for the next sample
         return None
     (t0, v0), (t1, v1) = samples[0], samples[-1]
     if t1 - t0 < RATE_MIN_SPAN_S:

@@ -229,3 +229,17 @@ def test_comm_step_ratio_window_and_restart() -> None:
     assert a is R.Action.CLEAR
     w, a, r = R.comm_step(w, 5, 5, False, 0.2, 0.05, 20)  # agent restarted: counters went back
     assert a is R.Action.NONE and w is not None and w.polls == 5
+
+
+def test_rate_of_rise_after_a_quiet_minute_judges_from_the_held_value() -> None:
+    """Report by exception: a port quiet for minutes (its last sample 3 min old) that starts
+    running away at 4 °C/s raises within 3 s of the rise, not after 5 s of it; the held value
+    understates, so a slow rise after a quiet spell still raises nothing."""
+    ror = rule(kind="rate_of_rise", point="t", rate=8)
+    runaway = [(0.0, 30.0)] + [(180.0 + t, 30.0 + 4 * t) for t in range(1, 8)]
+    acts = run(ror, runaway)
+    assert acts and acts[0][1] is R.Action.RAISE and acts[0][0] <= 183.0, acts
+    slow = [(0.0, 30.0)] + [(180.0 + 30 * t, 30.0 + 0.5 * t) for t in range(1, 10)]  # deadband 0.5 every 30 s
+    assert run(ror, slow) == []
+    spike_free = [(0.0, 30.0), (180.0, 30.5)]  # one deadband step after a quiet spell: 0.5 °C/min
+    assert run(ror, spike_free) == []

@@ -146,7 +146,7 @@ class CloudService:
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
             housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
-            safety=self.history.fan_out(self.gate))
+            safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
         self.parts.append(("ingest", ingest.start()))
         # stopped before ingest (parts stop newest first), so its last points still reach the storage

@@ -76,7 +76,7 @@ class AlarmEngine:
         self.clock = clock
         self.tick_s = tick_s
         self.lock = threading.RLock()
-        self._q: queue.SimpleQueue[SafetyMessage | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[SafetyMessage | Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._busy = 0
         self._idle = threading.Condition()
@@ -144,6 +144,11 @@ class AlarmEngine:
             self._busy += 1
         self._q.put(msg)
 
+    def after(self, callback: Callable[[], None]) -> None:
+        """Call `callback` from the engine thread once every message put before it is processed: the
+        ingester acknowledges an event only after the engine has seen it (cloud/ingest/durability.py)."""
+        self._q.put(callback)
+
     def backlog(self) -> int:
         """Messages put and not yet processed (cloud.ingest.priority keeps this short)."""
         return self._busy
@@ -162,7 +167,9 @@ class AlarmEngine:
                 msg = False  # type: ignore[assignment]
             if msg is None:
                 return
-            if msg is not False:
+            if callable(msg):  # a durability marker (`after`)
+                msg()
+            elif msg is not False:
                 try:
                     self.process(msg)
                 except Exception:  # bad input must never kill the safety path

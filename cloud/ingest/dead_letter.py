@@ -33,8 +33,10 @@ class DeadLetterStore:
         self.path = str(path) if path else ":memory:"
         self.max_rows = max_rows
         self.counts: Counter[str] = Counter()
+        self.added = 0  # rows added so far (the durability point's "anything new to commit?")
         self._pending: list[DeadLetter] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
@@ -50,25 +52,34 @@ class DeadLetterStore:
         )
         with self._lock:
             self.counts[reason] += 1
+            self.added += 1
             self._pending.append(dl)
 
     def flush(self) -> int:
-        with self._lock:
-            rows, self._pending = self._pending, []
-        if not rows:
-            return 0
-        with self._lock:
-            self._db.executemany(
-                "INSERT INTO dead_letters (received, topic, reason, detail, payload, size)"
-                " VALUES (?,?,?,?,?,?)",
-                [(r.received, r.topic, r.reason, r.detail, r.payload, r.size) for r in rows],
-            )
-            self._db.execute(
-                "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
-                (self.max_rows,),
-            )
-            self._db.commit()
-        return len(rows)
+        """Commit what was added; when this returns, everything added before the call is on disk
+        (flushes are serialised, and a failed one keeps its rows for the next)."""
+        with self._flush_lock:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows:
+                return 0
+            with self._lock:
+                try:
+                    self._db.executemany(
+                        "INSERT INTO dead_letters (received, topic, reason, detail, payload, size)"
+                        " VALUES (?,?,?,?,?,?)",
+                        [(r.received, r.topic, r.reason, r.detail, r.payload, r.size) for r in rows],
+                    )
+                    self._db.execute(
+                        "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
+                        (self.max_rows,),
+                    )
+                    self._db.commit()
+                except sqlite3.Error:
+                    self._db.rollback()
+                    self._pending[:0] = rows
+                    raise
+            return len(rows)
 
     def recent(self, limit: int = 50, reason: str | None = None) -> list[DeadLetter]:
         self.flush()

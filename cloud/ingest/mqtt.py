@@ -11,8 +11,17 @@ device events and health); the **main lane** carries the telemetry bulk. When th
 behind, the broker's backlog piles up on the main lane while events still arrive at once on the
 safety lane. Both lanes call the same handler; a client guarantees it is never called concurrently.
 
-paho acknowledges a QoS 1 message when `on_message` returns, i.e. after the pipeline has handed
-it to the safety and storage paths.
+Acknowledgement: paho runs with manual acks; after each message the client asks the ingester's
+durability point (`durable.after`, cloud/ingest/durability.py) and sends the PUBACK once the message
+is durable. Acks meant for a connection that has since dropped are not sent (the broker redelivers).
+
+Receive Maximum (MQTT 5 CONNECT property, `receive_maximum`): how many unacknowledged QoS 1 messages
+the broker may send a lane. mosquitto 2 takes it as that client's in-flight limit instead of its
+`max_inflight_messages` (which still applies to MQTT 3.1.1 clients). It must cover the messages
+that arrive while acks wait for the store (rate × ~50 ms), but not much more: mosquitto writes a
+client's whole in-flight window before it serves other sockets, so a window of 65,535 let a
+40,000-message backlog on the main lane hold a live event on the safety lane back until the backlog
+was drained (tests/integration/test_ingest_lanes.py); 4,096 keeps both.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from cloud.ingest.durability import Durable
 from device_profiles import wire
 
 log = logging.getLogger(__name__)
@@ -95,8 +106,12 @@ class BaseIngestClient:
         session_expiry: int = 3600,
         lanes: bool = True,
         safety_handler: Callable[[str, bytes, float], object] | None = None,
+        durable: Durable | None = None,
+        receive_maximum: int = 4096,
     ) -> None:
         self.url = url
+        self.receive_maximum = receive_maximum
+        self.durable = durable  # acknowledge behind it (None: as soon as the handler returned)
         self.handler = handler
         self.handlers = {MAIN: handler, SAFETY: safety_handler or handler}  # per lane
         self.client_id = client_id
@@ -168,6 +183,7 @@ class IngestClient(BaseIngestClient):
         super().__init__(*args, **kwargs)
         self._clients: dict[str, mqtt.Client] = {}
         self._lock = threading.Lock()
+        self._conn_gen = dict.fromkeys(self.lanes, 0)  # bumped on each connect: acks of older ones are void
 
     def start(self) -> None:
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
@@ -183,7 +199,12 @@ class IngestClient(BaseIngestClient):
         proto = mqtt.MQTTv5 if level == 5 else mqtt.MQTTv311
         kw: dict[str, Any] = {} if level == 5 else {"clean_session": False}
         c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.lane_client_id(lane), protocol=proto, userdata=lane, **kw
+            CallbackAPIVersion.VERSION2,
+            client_id=self.lane_client_id(lane),
+            protocol=proto,
+            userdata=lane,
+            manual_ack=self.durable is not None,
+            **kw,
         )
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
@@ -200,6 +221,7 @@ class IngestClient(BaseIngestClient):
         if level == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry
+            props.ReceiveMaximum = self.receive_maximum
             connect_kw = {"clean_start": False, "properties": props}
         c.connect_async(host, port, keepalive=30, **connect_kw)
         c.loop_start()
@@ -209,6 +231,8 @@ class IngestClient(BaseIngestClient):
         if rc.is_failure:
             log.error("broker refused the %s lane's connection: %s", lane, rc)
             return
+        with self._lock:
+            self._conn_gen[lane] += 1
         stale = self.stale_filters(lane)
         if stale:
             c.unsubscribe(stale)
@@ -237,6 +261,13 @@ class IngestClient(BaseIngestClient):
         with self._lock:
             self.lane_received[lane] += 1
             self.handlers[lane](topic, payload, time.time())
+            if self.durable is not None and msg.qos:
+                self.durable.after(partial(self._ack, c, lane, self._conn_gen[lane], msg.mid, msg.qos))
+
+    def _ack(self, c: mqtt.Client, lane: str, gen: int, mid: int, qos: int) -> None:
+        """The message is durable: acknowledge it, unless its connection has dropped since."""
+        if self._conn_gen[lane] == gen:
+            c.ack(mid, qos)
 
     def stop(self) -> None:
         for c in self._clients.values():

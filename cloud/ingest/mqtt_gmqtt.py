@@ -6,13 +6,11 @@ of an ingester that must keep up with half of what mosquitto_sub drains. Same in
 behaviour as `cloud.ingest.mqtt.IngestClient` (shared subscriptions on MQTT 5, 3.1.1 for amqtt,
 persistent session, a main and a safety lane).
 
-Acknowledgement: plain PUBLISH packets take `gmqtt_publish.LeanPublishClient`'s short road, which
-queues the PUBACK after the handler has returned (acks of one read burst in one write). Packets
-with MQTT 5 properties take gmqtt's own road: gmqtt 0.8 sends no PUBACK for a plain-function
-handler when `optimistic_acknowledgement=True` (the callback is only wired for coroutines), so
-there the PUBACK is queued just before the handler runs in the same event-loop step
-(`coalesce_pubacks`). Either way the message is in the ingester's memory exactly as long as any
-message waiting for its storage batch is (docs/operations.md, "Limits to know").
+Acknowledgement: plain PUBLISH packets take `gmqtt_publish.LeanPublishClient`'s short road; packets
+with MQTT 5 properties take gmqtt's own road. On both, the PUBACK goes out only once the ingester's
+durability point says what the pipeline did with the message is durable (gmqtt_publish.py,
+cloud/ingest/durability.py). On MQTT 5 each lane asks the broker for a Receive Maximum
+(`receive_maximum`, see cloud/ingest/mqtt.py) so throughput holds while acks wait for the store.
 """
 
 from __future__ import annotations
@@ -28,48 +26,6 @@ from cloud.ingest.gmqtt_publish import LeanPublishClient
 from cloud.ingest.mqtt import BaseIngestClient, parse_broker, probe_version
 
 log = logging.getLogger(__name__)
-
-
-PUBACK = 0x40
-
-
-def coalesce_pubacks(protocol: Any, loop: asyncio.AbstractEventLoop) -> None:
-    """Send the PUBACKs of one read burst in one socket write instead of one write each.
-
-    Profiled under live load, gmqtt's one `transport.write` (one send syscall) per PUBACK cost ~10 %
-    of the ingester's CPU, nearly as much as the whole pipeline. PUBACKs are buffered and written
-    together at the end of the current event-loop step (`call_soon`), i.e. after the packets of the
-    chunk just read; any other packet (PINGREQ, SUBSCRIBE, DISCONNECT...) first flushes the buffer
-    and is written at once, so the order on the wire is unchanged. A connection lost with acks
-    still buffered only means the broker redelivers those messages, which dedupe drops.
-    Patched per connection (gmqtt makes a new protocol object on each reconnect).
-    """
-    write = protocol.write_data
-    protocol._sw_raw_write = write  # the lean road (gmqtt_publish) coalesces its own acks: writes directly
-    buf = bytearray()
-    scheduled = False
-
-    def flush() -> None:
-        nonlocal scheduled
-        scheduled = False
-        if buf:
-            data = bytes(buf)
-            buf.clear()
-            write(data)
-
-    def write_data(data: bytes) -> None:
-        nonlocal scheduled
-        if data[0] == PUBACK:
-            buf.extend(data)
-            if not scheduled:
-                scheduled = True
-                loop.call_soon(flush)
-            return
-        if buf:
-            flush()
-        write(data)
-
-    protocol.write_data = write_data
 
 
 class GmqttIngestClient(BaseIngestClient):
@@ -97,11 +53,20 @@ class GmqttIngestClient(BaseIngestClient):
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
         host, port, tls, user, pw = parse_broker(self.url)
-        kw: dict[str, Any] = {"session_expiry_interval": self.session_expiry} if self.protocol == 5 else {}
+        kw: dict[str, Any] = (
+            {"session_expiry_interval": self.session_expiry, "receive_maximum": self.receive_maximum}
+            if self.protocol == 5
+            else {}
+        )
         handler = self.handlers[lane]
         counts = self.lane_received  # gmqtt's own road; the lean road counts in `fast_path`
         c = LeanPublishClient(
-            self.lane_client_id(lane), handler, clean_session=False, optimistic_acknowledgement=True, **kw
+            self.lane_client_id(lane),
+            handler,
+            self.durable,
+            clean_session=False,
+            optimistic_acknowledgement=True,
+            **kw,
         )
         if user:
             c.set_auth_credentials(user, pw)
@@ -117,7 +82,7 @@ class GmqttIngestClient(BaseIngestClient):
         def on_connect(client: Any, flags: Any, rc: Any, properties: Any) -> None:
             conn = getattr(client, "_connection", None)
             if conn is not None and getattr(conn, "_protocol", None) is not None:
-                coalesce_pubacks(conn._protocol, asyncio.get_running_loop())  # acks of gmqtt's own road
+                c.adopt(conn._protocol)  # gmqtt's own road's acks wait for the durability point too
             stale = self.stale_filters(lane)
             if stale:
                 client.unsubscribe(stale)

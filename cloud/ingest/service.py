@@ -1,5 +1,10 @@
 """The ingest service: MQTT client + pipeline + storage writer + housekeeping, in background
-threads, with `start()`, `stop()` and `stats()` for the CLI, the demo and tests."""
+threads, with `start()`, `stop()` and `stats()` for the CLI, the demo and tests.
+
+`durable` is the durability point the MQTT client acknowledges behind (cloud/ingest/durability.py):
+the storage writer, the dead letters and parked messages (one group commit) and, when the process
+runs one, the alarm engine. The replay check's state is saved only for messages that are durable.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,17 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
+from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
 from cloud.ingest.mqtt import IngestClient
+from cloud.ingest.parked import ParkedStore
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
 from cloud.safety import SafetySink
@@ -43,6 +52,13 @@ class IngestConfig:
     site: str = "+"
     batch_points: int = 5000
     batch_interval: float = 0.5
+    # While a transport waits to acknowledge, the storage writer gathers points this long after the
+    # oldest waiting request, then writes (acknowledgements wait about this plus one write).
+    ack_linger: float = 0.02
+    # MQTT 5 Receive Maximum per lane: unacknowledged messages the broker may send (cloud/ingest/mqtt.py).
+    receive_maximum: int = 4096
+    # `stop()`: how long points may take to reach the store; what has not by then goes to the spool.
+    stop_wait: float = 2.0
     backoff_max: float = 10.0
     metrics_port: int | None = None  # serve /metrics on 127.0.0.1:<port>
     metrics_addr: str = "127.0.0.1"
@@ -55,19 +71,26 @@ class IngestConfig:
 
 
 class IngestService:
-    def __init__(self, config: IngestConfig, safety: SafetySink | None = None) -> None:
+    """`engine`: the alarm engine when this process runs one (`cloud serve`); acknowledgements of
+    status, events and device health then wait until it has processed them."""
+
+    def __init__(
+        self, config: IngestConfig, safety: SafetySink | None = None, engine: Barrier | None = None
+    ) -> None:
         self.config = config
         self.safety = safety if safety is not None else QueueSafetySink(maxsize=100_000)
         self.registry = Registry(config.state_db)
         spool = Path(config.spool_dir)
         spool.mkdir(parents=True, exist_ok=True)
         self.dead = DeadLetterStore(config.dead_letter_db or spool.parent / "dead-letters.db")
+        self.parked_store = ParkedStore(spool.parent / "parked.db")
         self.storage = StorageWriter(
             open_sink(config.tsdb),
             spool,
             batch_points=config.batch_points,
             batch_interval=config.batch_interval,
             backoff_max=config.backoff_max,
+            linger=config.ack_linger,
         )
         deduper = Deduper()
         for (site, dev), st in self.registry.load_seq_states().items():
@@ -80,16 +103,35 @@ class IngestService:
             deduper,
             on_status=self._on_status,
         )
+        self.side_commit = GroupCommit(self._commit_side, "ingest-commit")
+        self.durable = DurabilityPoint(
+            [
+                Stage("storage", self.storage, lambda: self.storage.put_count),
+                Stage("dead letters and parked", self.side_commit, self._side_changes),
+            ]
+        )
+        if engine is not None:
+            self.durable.add(Stage("alarm engine", engine, self._urgent_count))
+        self.durable.on_barrier(self._checkpoint)
+        self._want_checkpoint = False
+        self._durable_states: deque[dict[str, dict[str, object]]] = deque()
+        self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
         if config.mqtt_client == "gmqtt":
             from cloud.ingest.mqtt_gmqtt import GmqttIngestClient
 
             client_cls = GmqttIngestClient
-        # Messages of a gateway not enrolled yet, held until its birth (safety lane) enrols it.
-        self._parked: dict[tuple[str, str], list[tuple[str, bytes, float]]] = {}
+        # Messages of a gateway not enrolled yet, held until its birth (safety lane) enrols it; on
+        # disk too (parked.db), so a crash loses none. Those of a previous run come back first.
+        self._parked: dict[tuple[str, str], list[tuple[str, bytes, float, int]]] = {}
         self._parked_n = 0
         self._parked_since = 0.0
+        for i, topic, payload, received in self.parked_store.load():
+            parts = topic.split("/", 4)
+            self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received, i))
+            self._parked_since = min(self._parked_since or received, received)
+            self._parked_n += 1
         self._enrol_dir: Any = None
         self._enrol_sites: frozenset[str] = frozenset()
         lanes = config.safety_lane
@@ -102,6 +144,8 @@ class IngestService:
             config.site,
             lanes=lanes,
             safety_handler=self._handle_safety if lanes else None,
+            durable=self.durable,
+            receive_maximum=config.receive_maximum,
         )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
@@ -136,7 +180,8 @@ class IngestService:
             ):
                 if not self._parked_n:
                     self._parked_since = received
-                self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received))
+                row = self.parked_store.add(topic, payload, received)
+                self._parked.setdefault((parts[2], parts[3]), []).append((topic, payload, received, row))
                 self._parked_n += 1
                 return
         self.pipeline.handle(topic, payload, received)
@@ -154,10 +199,44 @@ class IngestService:
         for key in [k for k in self._parked if expired or k in gws]:
             msgs = self._parked.pop(key)
             self._parked_n -= len(msgs)
-            for m in msgs:
-                self.pipeline.handle(*m)
+            for topic, payload, received, row in msgs:
+                self.pipeline.handle(topic, payload, received)
+                self._unparked.append(row)
         if self._parked_n:
             self._parked_since = min(m[2] for msgs in self._parked.values() for m in msgs)
+
+    # ------------------------------------------------------------------ durability
+    def _commit_side(self) -> None:
+        """The group commit the acknowledgements wait for besides storage and the engine."""
+        self.dead.flush()
+        self.parked_store.commit()
+
+    def _side_changes(self) -> int:
+        return self.dead.added + self.parked_store.changes
+
+    def _urgent_count(self) -> int:
+        k = self.pipeline.stats.by_kind
+        return k[wire.Kind.STATUS] + k[wire.Kind.EVENT] + k[wire.Kind.HEALTH]
+
+    def _checkpoint(self) -> Callback | None:
+        """Runs inside `durable.after`, on the pipeline's thread. About once per housekeeping
+        interval it takes the replay check's changes, to be saved once everything handled so far is
+        durable: saved earlier, a restarted ingester would drop as a replay the redelivery of a
+        message whose points died with the process. Parked rows handled so far are deleted then too."""
+        rows, self._unparked = self._unparked, []
+        forget = partial(self.parked_store.forget, rows) if rows else None
+        if not self._want_checkpoint:
+            return forget
+        self._want_checkpoint = False
+        states = self.pipeline.dedupe.take_dirty()
+
+        def durable() -> None:
+            if forget is not None:
+                forget()
+            if states:
+                self._durable_states.append(states)
+
+        return durable
 
     # ------------------------------------------------------------------ status messages
     def _on_status(self, site: str, gateway: str, status: wire.Status) -> bool:
@@ -181,6 +260,7 @@ class IngestService:
             gc.freeze()  # what exists at start (profiles, registry) is never garbage
             gc.set_threshold(50_000, 20, 20)
         self.storage.start()
+        self.side_commit.start()
         self._house = threading.Thread(target=self._housekeeping, name="ingest-housekeeping", daemon=True)
         self._house.start()
         if self.config.metrics_port is not None:
@@ -195,14 +275,22 @@ class IngestService:
         return self
 
     def stop(self) -> None:
+        """Disconnect, then write what is in memory to the store or the spool (parked messages stay
+        on disk for the next start) and save the replay check's state."""
         self.client.stop()
-        if self._parked_n:  # never enrolled: dead letters, kept like any refused message
-            self._unpark(expired=True)
         self._stop.set()
         if self._house:
             self._house.join(10)
+        # Nothing is handled any more: one last point for the replay check's state (it waits for the
+        # alarm engine too, when there is one and it is still running).
+        self._want_checkpoint = True
+        durable = threading.Event()
+        self.durable.after(durable.set)
+        durable.wait(self.config.stop_wait)
+        self.storage.stop(self.config.stop_wait)
+        self.side_commit.stop()
         self._persist()
-        self.storage.stop()
+        self.parked_store.close()
         self.dead.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -212,9 +300,13 @@ class IngestService:
         self.pipeline.set_directory(self.registry.directory())
 
     def _persist(self) -> None:
+        """Save the replay check's state that is durable and the last values; ask the pipeline's
+        thread for the next checkpoint."""
         self.dead.flush()
-        states = self.pipeline.dedupe.take_dirty()
-        self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+        while self._durable_states:
+            states = self._durable_states.popleft()
+            self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+        self._want_checkpoint = True
         self.registry.save_last_values(self.pipeline.take_last_values())
 
     def _housekeeping(self) -> None:

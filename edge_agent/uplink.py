@@ -112,7 +112,8 @@ class Uplink:
         then the last will of this connection."""
         if self._attempts and len(self.servers) > 1:
             self._server_i = (self._server_i + 1) % len(self.servers)
-            client.host, client.port = self.server
+            # paho's `host` setter refuses while CONNECTING (its state here); reconnect() reads these next
+            client._host, client._port = self.server
         self._attempts += 1
         self._arm_will(client)
 

@@ -11,9 +11,10 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   the stream (the server would create the same one on the first MQTT connection, and uses ours when it
   exists) and the consumers if they are missing. The stream keeps a message while a consumer has not
   acknowledged it (interest retention), so start a replica before the gateways, once.
-- **Acknowledgement.** A message is acknowledged only when `ack_after` (the durability point: the
-  alarm engine has processed it and storage holds it, in the store or its disk spool) says so; the
-  consumers use AckAll, so one ack covers a partition lane's whole run of handled messages.
+- **Acknowledgement.** A message is acknowledged only behind the ingester's durability point
+  (`durable.after`, cloud/ingest/durability.py: storage holds it, in the store or its disk spool, and
+  the alarm engine has processed it); the consumers use AckAll, so one ack covers a partition lane's
+  whole run of handled messages.
 - **Ownership.** Only the partitions in `owned` are consumed (all of them when no lease manager is
   wired in: one replica). `set_partitions()` moves consumption as leases move. Taking a partition over
   starts with a consumer reset to its ack floor (NATS 2.14+), so what the previous owner had received
@@ -36,14 +37,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from cloud.cluster import partition as P
+from cloud.ingest.durability import Durable
 from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
 
 log = logging.getLogger(__name__)
 
-AckAfter = Callable[[Callable[[], None]], None]  # call the callback once everything handled so far is durable
 LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
 
 
@@ -162,9 +164,8 @@ class _Puller:
 
 
 class JetStreamIngestClient(BaseIngestClient):
-    """Same interface as the MQTT ingest clients (`start`, `stop`, `connected`, lanes); `protocol`
-    is 0 (not MQTT). `ack_after` is the durability point; None acknowledges once the handler returned
-    (what the MQTT clients do)."""
+    """Same interface as the MQTT ingest clients (`start`, `stop`, `connected`, lanes, `durable`);
+    `protocol` is 0 (not MQTT). Without `durable` a message is acknowledged once the handler returned."""
 
     def __init__(
         self,
@@ -175,14 +176,14 @@ class JetStreamIngestClient(BaseIngestClient):
         safety_handler: Callable[[str, bytes, float], object] | None = None,
         partitions: int = P.DEFAULT_PARTITIONS,
         owned: Iterable[int] | None = None,
-        ack_after: AckAfter | None = None,
+        durable: Durable | None = None,
         ack_interval: float = 0.02,
         replicas: int = 3,
     ) -> None:
-        super().__init__(url, handler, client_id, "nats", None, "+", lanes=True, safety_handler=safety_handler)
+        super().__init__(url, handler, client_id, "nats", None, "+", lanes=True, safety_handler=safety_handler,
+                         durable=durable)
         self.servers = parse_servers(url)
         self.partitions = partitions
-        self.ack_after = ack_after
         self.ack_interval = ack_interval
         self.replicas = replicas
         self._want: frozenset[int] = frozenset(range(partitions) if owned is None else owned)
@@ -371,10 +372,14 @@ class JetStreamIngestClient(BaseIngestClient):
                 if reply is None or p.acking is not None:
                     continue
                 p.pending_ack, p.acking = None, reply
-                if self.ack_after is None:
+                if self.durable is None:
                     await self._ack(p, reply)
-                else:
-                    self.ack_after(lambda p=p, r=reply: loop.call_soon_threadsafe(self._ack_soon, p, r))
+                else:  # on the handlers' thread, after their calls: the durability point's contract
+                    self.durable.after(partial(self._ack_from, loop, p, reply))
+
+    def _ack_from(self, loop: asyncio.AbstractEventLoop, p: _Puller, reply: str) -> None:
+        """The durability point's callback (any thread): hand the ack to our loop."""
+        loop.call_soon_threadsafe(self._ack_soon, p, reply)
 
     def _ack_soon(self, p: _Puller, reply: str) -> None:
         asyncio.get_running_loop().create_task(self._ack(p, reply))

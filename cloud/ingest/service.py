@@ -22,6 +22,7 @@ from typing import Any
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
+from cloud.ingest.jetstream import JetStreamIngestClient, is_nats_url
 from cloud.ingest.mqtt import IngestClient
 from cloud.ingest.parked import ParkedStore
 from cloud.ingest.pipeline import Pipeline
@@ -55,6 +56,11 @@ class IngestConfig:
     # While a transport waits to acknowledge, the storage writer gathers points this long after the
     # oldest waiting request, then writes (acknowledgements wait about this plus one write).
     ack_linger: float = 0.02
+    # A NATS cluster (broker nats://…): the partitions the nodes split the uplink into (the nodes'
+    # `mappings`, cloud/cluster/partition.py) and those this process consumes (None: all of them;
+    # `cloud serve` replicas take theirs from partition leases, cloud/cluster/leases.py).
+    partitions: int = 16
+    partitions_owned: list[int] | None = None
     # MQTT 5 Receive Maximum per lane: unacknowledged messages the broker may send (cloud/ingest/mqtt.py).
     receive_maximum: int = 4096
     # `stop()`: how long points may take to reach the store; what has not by then goes to the spool.
@@ -135,18 +141,29 @@ class IngestService:
         self._enrol_dir: Any = None
         self._enrol_sites: frozenset[str] = frozenset()
         lanes = config.safety_lane
-        self.client = client_cls(
-            config.broker,
-            self._handle_main if lanes else self.pipeline.handle,
-            cid,
-            config.mqtt_version,
-            config.shared_group,
-            config.site,
-            lanes=lanes,
-            safety_handler=self._handle_safety if lanes else None,
-            durable=self.durable,
-            receive_maximum=config.receive_maximum,
-        )
+        if is_nats_url(config.broker):  # a NATS cluster: partitioned durable consumers, both lanes always
+            self.client: Any = JetStreamIngestClient(
+                config.broker,
+                self._handle_main,
+                cid,
+                safety_handler=self._handle_safety,
+                partitions=config.partitions,
+                owned=config.partitions_owned,
+                durable=self.durable,
+            )
+        else:
+            self.client = client_cls(
+                config.broker,
+                self._handle_main if lanes else self.pipeline.handle,
+                cid,
+                config.mqtt_version,
+                config.shared_group,
+                config.site,
+                lanes=lanes,
+                safety_handler=self._handle_safety if lanes else None,
+                durable=self.durable,
+                receive_maximum=config.receive_maximum,
+            )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None

@@ -131,13 +131,20 @@ def deadletters(
 def serve(
     site: Annotated[list[Path], typer.Option(help="site file(s) to register (gateways, devices)")],
     alarms: Annotated[list[Path], typer.Option(help="alarm file(s): people, escalation, overrides")],
-    broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    broker: Annotated[
+        str, typer.Option(help="mqtt://host:port, or a NATS cluster: nats://h1:4222,h2:4222,h3:4222")
+    ] = "mqtt://127.0.0.1:1883",
     data_dir: Annotated[Path, typer.Option(help="databases and spool")] = Path("var/shelterwatch"),
     tsdb: Annotated[str, typer.Option(help="as for `ingest`; default SQLite in --data-dir")] = "",
     state_db: Annotated[str, typer.Option(help="registry URL; default SQLite in --data-dir")] = "",
     alarm_db: Annotated[
         str, typer.Option(help="alarm store URL, e.g. postgresql+psycopg://sw@db/sw; default SQLite in --data-dir")
     ] = "",
+    web_db: Annotated[
+        str, typer.Option(help="users, sessions, commands (replicas share it); default SQLite in --data-dir")
+    ] = "",
+    replica_id: Annotated[str, typer.Option(help="NATS cluster: this replica's name (default host-port)")] = "",
+    partitions: Annotated[int, typer.Option(help="NATS cluster: partitions in the nodes' mappings")] = 16,
     host: str = "127.0.0.1",
     port: int = 8000,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
@@ -159,8 +166,8 @@ def serve(
     if not secret and (f := os.environ.get("SHELTERWATCH_SECRET_FILE")):
         secret = Path(f).read_text().strip()
     cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms, secret=secret, data_dir=data_dir,
-                      tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, host=host, port=port,
-                      metrics_port=metrics_port)
+                      tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, web_db=web_db, replica_id=replica_id,
+                      partitions=partitions, host=host, port=port, metrics_port=metrics_port)
     try:
         svc = CloudService(cfg).start()
     except (ConfigError, ValueError) as e:

@@ -33,6 +33,15 @@ class ServeConfig:
     # share alarm state use PostgreSQL (postgresql+psycopg://user@host/db; docs/alarms.md).
     state_db: str = ""
     alarm_db: str = ""
+    # The web part's own tables (users, sessions, commands); default SQLite in data_dir. Replicas
+    # serving one estate share it (PostgreSQL), so a login or a command works on any of them.
+    web_db: str = ""
+    # A NATS cluster (broker nats://h1:4222,h2:4222,h3:4222): this replica's name among the others
+    # (default host-port), how many partitions the nodes split the uplink into (their `mappings`) and
+    # how long a dead replica's partitions stay leased before survivors take them (cloud/cluster).
+    replica_id: str = ""
+    partitions: int = 16
+    lease_ttl_s: float = 4.0
     host: str = "127.0.0.1"
     port: int = 8000
     mqtt_client: str = "gmqtt"
@@ -74,6 +83,7 @@ class CloudService:
         self.ingest: Any = None
         self.commander: Any = None
         self.app: Any = None
+        self.member: Any = None  # cloud.cluster.replica.ClusterMember on a NATS cluster
 
     @property
     def url(self) -> str:
@@ -115,7 +125,7 @@ class CloudService:
 
             sys.setswitchinterval(c.gil_switch_interval_s)
         web_kw: dict[str, Any] = {} if c.poll_ms is None else {"poll_ms": c.poll_ms}
-        self.settings = settings = WebSettings(db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret,
+        self.settings = settings = WebSettings(db_url=c.web_db or f"sqlite:///{d / 'web.db'}", secret=c.secret,
                                                mqtt_url=c.broker, gateway_broker_url=c.broker, **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
         sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
@@ -126,7 +136,8 @@ class CloudService:
         self.parts.append(("registry", registry))
         for s in sites:
             registry.register_site(s)
-        self.store = AlarmStore(c.alarm_db or f"sqlite:///{d / 'alarms.db'}")
+        alarm_db = c.alarm_db or f"sqlite:///{d / 'alarms.db'}"
+        self.store = AlarmStore(alarm_db)
         self.parts.append(("alarm store", self.store))
         self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
         self.parts.append(("dispatcher", self.dispatcher))
@@ -139,16 +150,29 @@ class CloudService:
         self.gate = PriorityGate(self.engine).start()
         self.parts.append(("safety gate", self.gate))
         from cloud.history.service import HistoryService
+        from cloud.ingest.jetstream import is_nats_url
+
+        clustered = is_nats_url(c.broker)  # partitions come from leases (cloud/cluster/replica.py)
 
         self.history = HistoryService().attach(self.engine)  # alarm, inspection, gateway_status, parking_stay
         self.ingest = ingest = IngestService(IngestConfig(
             broker=c.broker, mqtt_version=c.mqtt_version, mqtt_client=c.mqtt_client,
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
-            housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh),
+            housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh,
+            partitions=c.partitions, partitions_owned=[] if clustered else None),
             safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
         self.parts.append(("ingest", ingest.start()))
+        if clustered:
+            import socket
+
+            from cloud.cluster.replica import ClusterMember
+
+            self.member = ClusterMember(alarm_db, c.replica_id or f"{socket.gethostname()}-{c.port}", c.partitions,
+                                        ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
+                                        url=self.url).start()
+            self.parts.append(("cluster member", self.member))
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
         self.parts.append(("history", self.history.start()))
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,

@@ -6,8 +6,9 @@ and the command must be declared by the device's profile with fitting arguments
 (`device_profiles.points.resolve_command`). Every command is stored with who asked and, when the
 gateway answers, its outcome — an answer arriving after the page stopped waiting still lands.
 
-The same MQTT connection keeps the latest device `health` message per device for the health page
-(the ingester stores those as time series only).
+The same connection keeps the latest device `health` message per device for the health page
+(the ingester stores those as time series only). The connection is MQTT or, on a NATS cluster,
+NATS (cloud/api/command_link.py, chosen by the broker URL).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.api.command_link import make_link
 from cloud.api.estate import DeviceRec
 from cloud.auth.models import CommandRecord, utcnow
 from device_profiles import wire
@@ -84,8 +85,7 @@ class Commander:
     def __init__(self, db: sessionmaker[Session], mqtt_url: str, username: str | None = None,
                  password: str | None = None, timeout_s: float = 8.0) -> None:
         self.db = db
-        self.url = urlparse(mqtt_url)
-        self.username, self.password = username, password
+        self.link = make_link(mqtt_url, username, password)
         self.timeout_s = timeout_s
         self._waiting: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -94,49 +94,30 @@ class Commander:
         self.on_result: Callable[[str, str], None] | None = None
 
     def start(self) -> Commander:
-        import paho.mqtt.client as mqtt
-
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sw-api-{wire.new_id()[:8]}",
-                        protocol=mqtt.MQTTv311)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        connected = threading.Event()
-
-        def on_connect(cl: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-            if not getattr(rc, "is_failure", False):
-                cl.subscribe([("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)])
-                connected.set()
-
-        c.on_connect = on_connect
-        c.on_message = self._on_message
-        c.reconnect_delay_set(1, 10)
-        c.connect_async(self.url.hostname or "127.0.0.1", self.url.port or 1883, keepalive=30)
-        c.loop_start()
-        self._client = c
-        connected.wait(10)
+        self.link.start(self._on_message, f"sw-api-{wire.new_id()[:8]}")
+        self._client = self.link
         return self
 
     def stop(self) -> None:
         if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self.link.stop()
             self._client = None
 
     # ----------------------------------------------------------------------------------- inbound
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            t = wire.parse_topic(msg.topic)
+            t = wire.parse_topic(topic)
             if t.kind is wire.Kind.CMD_RESULT:
-                self._result(t, wire.decode(t.kind, msg.payload))
+                self._result(t, wire.decode(t.kind, payload))
             elif t.kind is wire.Kind.HEALTH and t.device:
-                h: wire.DeviceHealth = wire.decode(t.kind, msg.payload)
+                h: wire.DeviceHealth = wire.decode(t.kind, payload)
                 key = (t.site, t.device)
                 if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
                     self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
-            log.warning("ignored %s: %s", msg.topic, e)
-        except Exception:  # never let one bad message stop the MQTT thread
-            log.exception("failed to handle %s", msg.topic)
+            log.warning("ignored %s: %s", topic, e)
+        except Exception:  # never let one bad message stop the connection's thread
+            log.exception("failed to handle %s", topic)
 
     def _result(self, t: wire.Topic, r: wire.CommandResult) -> None:
         with self.db.begin() as s:
@@ -155,8 +136,8 @@ class Commander:
              value: bool | int | None, by: str, wait: bool = True) -> CommandView:
         check_command(device, site, gateway, command, index, value)
         assert device is not None
-        if self._client is None or not self._client.is_connected():
-            raise CommandRefused(503, "not connected to the MQTT broker; nothing was sent")
+        if self._client is None or not self.link.connected():
+            raise CommandRefused(503, "not connected to the broker; nothing was sent")
         cid = wire.new_id()
         now = wire.now()
         msg = wire.Command(ts=now, id=cid, command=command, index=index,
@@ -169,8 +150,8 @@ class Commander:
         with self._lock:
             self._waiting[cid] = ev
         try:
-            info = self._client.publish(wire.cmd_topic(site, gateway, device.id), wire.encode(msg), qos=1)
-            if wait:
+            failed = self.link.publish(wire.cmd_topic(site, gateway, device.id), wire.encode(msg))
+            if wait and not failed:
                 ev.wait(self.timeout_s)
         finally:
             with self._lock:
@@ -179,7 +160,7 @@ class Commander:
             rec = s.get(CommandRecord, cid)
             assert rec is not None
             if rec.status == "sent" and wait:
-                rec.detail = "no answer yet from the gateway" if info.rc == 0 else f"publish failed rc={info.rc}"
+                rec.detail = failed or "no answer yet from the gateway"
             return view(rec)
 
     def recent(self, sites: list[str], limit: int = 50) -> list[CommandView]:

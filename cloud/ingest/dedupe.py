@@ -109,7 +109,9 @@ class Deduper:
             return ok
 
     def load(self, key: str, st: dict[str, object]) -> None:
-        self.windows[key] = SeqWindow.from_state(st, self.max_window)
+        w = SeqWindow.from_state(st, self.max_window)
+        with self._lock:  # a cluster replica loads while its ingest thread accepts (IngestService.adopt)
+            self.windows[key] = w
 
     def take_dirty(self) -> dict[str, dict[str, object]]:
         with self._lock:

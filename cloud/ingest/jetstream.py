@@ -192,6 +192,9 @@ class JetStreamIngestClient(BaseIngestClient):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pullers: dict[tuple[int, str], _Puller] = {}
+        self._draining: dict[tuple[int, str], _Puller] = {}  # stopped; their last acks still to send
+        # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
+        self.valid: Callable[[], bool] = lambda: True
         self._gw_health: dict[int, Any] = {}
         self._changed: asyncio.Event | None = None
         self._stopping = False
@@ -201,7 +204,7 @@ class JetStreamIngestClient(BaseIngestClient):
 
     # ------------------------------------------------------------------ ownership
     def holds(self, part: int) -> bool:
-        return part in self._held
+        return part in self._held and self.valid()
 
     def held(self) -> frozenset[int]:
         return self._held
@@ -218,8 +221,12 @@ class JetStreamIngestClient(BaseIngestClient):
 
     def drained(self, parts: Iterable[int]) -> bool:
         """Everything handled on these partitions has been acknowledged (a clean hand-over)."""
+        want = set(parts)
         return all(
-            p.pending_ack is None and p.acking is None for (part, _), p in self._pullers.items() if part in set(parts)
+            p.pending_ack is None and p.acking is None
+            for d in (self._pullers, self._draining)
+            for (part, _), p in list(d.items())
+            if part in want
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -339,6 +346,8 @@ class JetStreamIngestClient(BaseIngestClient):
                 p = self._pullers.pop((part, lane), None)
                 if p is not None:
                     await p.stop()
+                    if p.pending_ack is not None or p.acking is not None:
+                        self._draining[(part, lane)] = p
             sub = self._gw_health.pop(part, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -367,7 +376,10 @@ class JetStreamIngestClient(BaseIngestClient):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ack_interval)
-            for p in list(self._pullers.values()):
+            for key, p in list(self._draining.items()):
+                if p.pending_ack is None and p.acking is None:
+                    del self._draining[key]
+            for p in [*self._pullers.values(), *self._draining.values()]:
                 reply = p.pending_ack
                 if reply is None or p.acking is not None:
                     continue
@@ -408,7 +420,8 @@ class JetStreamIngestClient(BaseIngestClient):
             for p in self._pullers.values():
                 p.stopped = True
             deadline = time.monotonic() + 5
-            while any(p.pending_ack or p.acking for p in self._pullers.values()) and time.monotonic() < deadline:
+            left = [*self._pullers.values(), *self._draining.values()]
+            while any(p.pending_ack or p.acking for p in left) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if self.nc is not None:
                 with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -312,6 +313,15 @@ class IngestService:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.registry.close()
+
+    def adopt(self, mine: Callable[[str, str], bool]) -> None:
+        """Take gateways over from another replica (cloud/cluster): their devices' replay-check state as
+        the shared registry holds it, before their partitions are read."""
+        devices = self.pipeline.directory.devices
+        for (site, dev), st in self.registry.load_seq_states().items():
+            entry = devices.get((site, dev))
+            if entry is not None and mine(site, entry.gateway):
+                self.pipeline.dedupe.load(f"{site}/{dev}", st)
 
     def refresh_directory(self) -> None:
         self.pipeline.set_directory(self.registry.directory())

@@ -1,0 +1,288 @@
+"""Chaos on the cluster tier, on real servers, under fleet load (cloud/cluster, docs/operations.md).
+
+One stack for the module (tests/integration/cluster_support.py): 3 NATS nodes, 2 `cloud serve`
+replicas (subprocesses) sharing PostgreSQL and VictoriaMetrics, a real edge agent with a simulated
+sprinkler monitor on a pseudo-terminal, and the fleet generator publishing through the three nodes'
+MQTT listeners for the whole module (SW_CHAOS_RATE msg/s, default 2,000). Each scenario breaks
+something, flips the edge's waterflow input while it is broken, and checks that the waterflow alarm
+is raised and pushed exactly once (counted in the shared store's notify log and at the webhook), and
+records how long the push took. The last test stops the fleet and compares, per device, the readings
+in the store with those the fleet had acknowledged: none lost, none stored twice.
+
+The sixth failure of issue 13, `kill -9` of an ingester on the single-mosquitto path, is
+tests/integration/test_ingest_kill.py (branch durable).
+
+Figures (takeover seconds, push latencies) are printed for the record, never asserted: speed is
+measured in bench/cluster.py.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cloud.site_config import load_site
+from simulators.fleet import FleetConfig, FleetModel, site_file_text
+from tests.fixtures.modbus_slave import RtuBus, SimDevice
+from tests.fixtures.nats_cluster import NatsCluster, make_nats_cluster
+from tests.fixtures.tsdb_servers import make_victoriametrics
+from tests.integration.cluster_support import (
+    ALARM_DEV,
+    ALARM_GW,
+    ClusterDb,
+    FleetRun,
+    PushReceiver,
+    Replica,
+    alarm_file_text,
+    alarm_partition,
+    edge_status,
+    partition_owner_wait,
+)
+from tests.integration.edge.helpers import AgentProcess
+from tests.integration.ingest_support import SIM_START
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SITE = "chaos"
+PARTITIONS = 16
+RATE = float(os.environ.get("SW_CHAOS_RATE", "2000"))
+GATEWAYS = 40  # 160 devices
+
+
+@dataclass
+class Stack:
+    root: Path
+    cluster: NatsCluster
+    vm: Any
+    db: ClusterDb
+    receiver: PushReceiver
+    replicas: dict[str, Replica]
+    bus: RtuBus
+    dev: SimDevice
+    edge: AgentProcess
+    edge_state: Path
+    fleet: FleetRun
+    site_file: Path
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _edge_config(root: Path, cluster: NatsCluster, port: str) -> Path:
+    cfg = {
+        "site": SITE, "gateway": ALARM_GW, "state_dir": str(root / "edge-state"),
+        "uplink": {"url": cluster.mqtt_urls, "client_id": "chaos-edge", "keepalive_s": 5,
+                   "reconnect_min_s": 0.5, "reconnect_max_s": 2},
+        "snapshot_s": 30, "health_s": 5,
+        "buses": [{"name": "rs485", "transport": "modbus_rtu", "port": port, "baud": 9600, "parity": "E",
+                   "timeout_s": 0.3}],
+        "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8", "bus": "rs485", "address": 3,
+                     "poll": {"safety": 0.5, "routine": 5, "slow": 60}}],
+    }
+    p = root / "edge.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Iterator[Stack]:
+    from device_profiles.loader import get_profile
+
+    root = tmp_path_factory.mktemp("chaos")
+    cluster = make_nats_cluster(root / "nats", partitions=PARTITIONS)
+    (root / "vm").mkdir()
+    vm = make_victoriametrics(root / "vm", ["-dedup.minScrapeInterval=1ms"]).start()
+    db_url = postgres_server.url(postgres_server.create_database())
+    receiver = PushReceiver()
+    model = FleetModel(FleetConfig(site=SITE, gateways=GATEWAYS, sim_start=SIM_START, seed=11))
+    doc = yaml.safe_load(site_file_text(SITE, model.topology, auto_enrol=False))
+    doc["gateways"].append({"id": ALARM_GW, "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8"}]})
+    site_file = root / "site.yaml"
+    site_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    alarm_file = root / "alarms.yaml"
+    alarm_file.write_text(alarm_file_text(SITE, receiver.url))
+    tsdb = f"influx2://127.0.0.1:{vm.port}?bucket=sw&org=sw"
+    replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, tsdb, db_url, PARTITIONS)
+                for n in ("r1", "r2")}
+    started: list[Any] = []
+    try:
+        for r in replicas.values():
+            r.start()
+            started.append(r)
+        db = ClusterDb(db_url)
+        wait_until(lambda: all(db.owners().values()), 30, "every partition owned")
+        dev = SimDevice(get_profile("nanfang-fsm8"), 3)
+        dev.set(pipe_pressure=4.2)
+        bus_dir = root / "bus"
+        bus_dir.mkdir()
+        bus = RtuBus(bus_dir, [dev])
+        edge = AgentProcess(_edge_config(root, cluster, bus.port), root / "edge.log").start()
+        wait_until(lambda: edge_status(root / "edge-state").get("uplink", {}).get("connected"), 30,
+                   "the edge connected")
+        fleet = FleetRun(FleetConfig(broker=",".join(cluster.mqtt_urls), site=SITE, gateways=GATEWAYS,
+                                     sim_start=SIM_START, seed=11, rate=RATE, duration=None, connections=8,
+                                     client_prefix="chaos-fleet", keepalive_s=5), model).start()
+        s = Stack(root, cluster, vm, db, receiver, replicas, bus, dev, edge, root / "edge-state", fleet, site_file)
+        yield s
+        print("\nchaos figures:", s.figures)
+    finally:
+        for r in replicas.values():
+            r.stop()
+        for name in ("edge", "bus"):
+            obj = locals().get(name)
+            if obj is not None:
+                obj.stop()
+        receiver.stop()
+        cluster.stop_all()
+        vm.stop()
+
+
+def flip(s: Stack, during: Callable[[], None] | None = None, timeout: float = 60.0) -> dict[str, float]:
+    """Waterflow on (while `during` breaks something), wait for the one push, waterflow off, wait for
+    the clear. Returns latency figures; asserts raised once and pushed once."""
+    before = len(s.db.alarms(ALARM_DEV, "waterflow"))
+    pushes_before = len(s.receiver.alarms())
+    if during is not None:
+        during()
+    t_flip = time.time()
+    s.dev.set(waterflow=True)
+    push = wait_until(lambda: s.receiver.alarms()[pushes_before:], timeout, "the waterflow push")[0]
+    rows = wait_until(lambda: s.db.alarms(ALARM_DEV, "waterflow")[before:], 10, "the alarm row")
+    s.dev.set(waterflow=False)
+    wait_until(lambda: not s.db.alarms(ALARM_DEV, "waterflow")[-1]["active"], timeout, "the alarm cleared")
+    time.sleep(1.0)  # a second push would come now, if any
+    rows = s.db.alarms(ALARM_DEV, "waterflow")[before:]
+    assert len(rows) == 1, f"raised {len(rows)} times: {rows}"
+    assert s.db.pushes(rows[0]["id"]) == 1, "pushed more than once (notify log)"
+    assert len(s.receiver.alarms()) == pushes_before + 1, "pushed more than once (webhook)"
+    return {"flip_to_push_s": round(push.at - t_flip, 3), "raise_to_push_s": round(push.at - rows[0]["raised_at"], 3)}
+
+
+def edge_node(s: Stack) -> int:
+    server = edge_status(s.edge_state).get("uplink", {}).get("server", "")
+    return [u.split("//", 1)[1] for u in s.cluster.mqtt_urls].index(server)
+
+
+def test_kill9_of_a_nats_node(stack: Stack) -> None:
+    """The node the edge is connected to dies: the edge moves to the next, the stream keeps a quorum."""
+    victim = edge_node(stack)
+    stack.figures["nats_kill"] = flip(stack, lambda: stack.cluster.kill(victim))
+    stack.cluster.start(victim)
+
+
+def test_kill9_of_a_replica(stack: Stack) -> None:
+    """The replica owning the edge's partition dies: the other takes the partition over from the shared
+    state and pushes the alarm of a flip made while it was taking over."""
+    part = alarm_partition(SITE, PARTITIONS)
+    owner = stack.db.owner(part)
+    assert owner in stack.replicas
+    victim = stack.replicas[owner]
+    took: list[float] = []
+
+    def kill() -> None:
+        victim.kill()
+        threading.Thread(target=lambda: took.append(partition_owner_wait(stack.db, part, owner, 30)[1]),
+                         daemon=True).start()
+
+    fig = flip(stack, kill)
+    wait_until(lambda: took, 30, "the takeover")
+    fig["takeover_s"] = round(took[0], 3)
+    stack.figures["replica_kill"] = fig
+    victim.start()
+    wait_until(lambda: victim.name in set(stack.db.owners().values()), 30, "the restarted replica to hold partitions")
+
+
+def test_sigstop_of_a_nats_node_for_30_s(stack: Stack) -> None:
+    victim = edge_node(stack)
+    stack.cluster.pause(victim)
+    try:
+        t0 = time.monotonic()
+        stack.figures["nats_sigstop"] = flip(stack)
+        time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
+    finally:
+        stack.cluster.resume(victim)
+    stack.cluster.wait_healthy([victim])
+
+
+def test_stop_and_start_of_the_whole_cluster(stack: Stack) -> None:
+    stack.cluster.stop_all()
+    stack.cluster.start_all()
+    stack.figures["nats_restart"] = flip(stack)
+
+
+def test_kill9_of_the_edge_while_its_node_fails_over(stack: Stack) -> None:
+    victim = edge_node(stack)
+
+    def both() -> None:
+        stack.cluster.kill(victim)
+        time.sleep(0.3)  # the edge is reconnecting elsewhere
+        stack.edge.kill9()
+        stack.edge.start()
+
+    stack.figures["edge_kill_during_failover"] = flip(stack, both)
+    stack.cluster.start(victim)
+
+
+def test_every_reading_stored_once(stack: Stack) -> None:
+    """Stop the fleet, wait until the replicas acknowledged everything, then compare the store with
+    what the fleet published and the broker acknowledged, per device and sequence number."""
+    res = stack.fleet.stop()
+    assert res.unacked == 0, f"{res.unacked} messages never acknowledged by the cluster"
+    stack.figures["fleet"] = {"published": res.published, "seconds": round(res.seconds, 1),
+                              "msg_per_s": round(res.rate)}
+    site = load_site(stack.site_file)
+    expected = _expected_by_device(res.sent, site)
+    stored, samples = wait_until(lambda: _complete(stack, expected), 120, "every reading in the store", every=2.0)
+    lost = {d: sorted(expected[d] - stored.get(d, set()))[:10] for d in expected if expected[d] - stored.get(d, set())}
+    assert not lost, f"readings lost (device: first missing timestamps): {lost}"
+    assert samples["duplicates"] == 0, samples
+    # the edge: every sequence number it committed reached the store's replay state, none missing
+    st = _seq_state(stack)
+    assert st and not st.get("seen"), f"edge device has gaps: {st}"
+    stack.figures["readings"] = {"devices": len(expected), "messages": sum(len(v) for v in expected.values())}
+
+
+def _expected_by_device(sent: list[tuple[str, bytes]], site: Any) -> dict[str, set[int]]:
+    """device → edge timestamps (ms) of the telemetry messages the fleet had acknowledged."""
+    from device_profiles import wire
+
+    out: dict[str, set[int]] = {}
+    for topic, payload in sent:
+        t = wire.parse_topic(topic)
+        if t.kind is wire.Kind.TELEMETRY and t.device:
+            msg = wire.decode(t.kind, payload)
+            out.setdefault(t.device, set()).add(round(msg.ts.timestamp() * 1000))
+    return out
+
+
+def _complete(stack: Stack, expected: dict[str, set[int]]) -> tuple[dict[str, set[int]], dict[str, int]] | None:
+    stored: dict[str, set[int]] = {}
+    dup = 0
+    for series in stack.vm.export(f'{{site="{SITE}",gateway!="{ALARM_GW}"}}'):
+        dev = series["metric"].get("device")
+        if not dev or series["metric"]["__name__"].startswith(("device_health", "gateway_health")):
+            continue
+        ts = series["timestamps"]
+        dup += len(ts) - len(set(ts))
+        stored.setdefault(dev, set()).update(ts)
+    if any(expected[d] - stored.get(d, set()) for d in expected):
+        return None
+    return stored, {"duplicates": dup}
+
+
+def _seq_state(stack: Stack) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    with stack.db.engine.connect() as c:
+        r = c.execute(text("SELECT state FROM seq_state WHERE device_id = :d"), {"d": ALARM_DEV}).first()
+    if r is None:
+        return {}
+    st = r[0]
+    return dict(st if isinstance(st, dict) else __import__("json").loads(st))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class CloudService:
         self.commander: Any = None
         self.app: Any = None
         self.member: Any = None  # cloud.cluster.replica.ClusterMember on a NATS cluster
+        self._t0 = 0.0
 
     @property
     def url(self) -> str:
@@ -98,8 +100,6 @@ class CloudService:
         return self
 
     def _start(self, wait_web: float) -> None:
-        import time
-
         import uvicorn
 
         from cloud.alarms.config import load_site_alarms
@@ -118,6 +118,7 @@ class CloudService:
         from cloud.site_config import load_site
         from cloud.state.registry import Registry
 
+        self._t0 = time.monotonic()
         c, d = self.cfg, self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
         if c.gil_switch_interval_s is not None:
@@ -133,22 +134,22 @@ class CloudService:
 
         state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)
-        self.parts.append(("registry", registry))
+        self._started("registry", registry)
         for s in sites:
             registry.register_site(s)
         alarm_db = c.alarm_db or f"sqlite:///{d / 'alarms.db'}"
         self.store = AlarmStore(alarm_db)
-        self.parts.append(("alarm store", self.store))
+        self._started("alarm store", self.store)
         self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
-        self.parts.append(("dispatcher", self.dispatcher))
+        self._started("dispatcher", self.dispatcher)
         self.signer = AckSigner(secret)
         self.engine = AlarmEngine(self.store, RegistryDirectory(registry), alarm_sites, self.dispatcher,
                                   self.signer, tick_s=c.engine_tick_s).start()
-        self.parts.append(("alarm engine", self.engine))
+        self._started("alarm engine", self.engine)
         # Status, events and device health go ahead of telemetry into the engine (the in-process
         # half of the safety lane; cloud/ingest/priority.py).
         self.gate = PriorityGate(self.engine).start()
-        self.parts.append(("safety gate", self.gate))
+        self._started("safety gate", self.gate)
         from cloud.history.service import HistoryService
         from cloud.ingest.jetstream import is_nats_url
 
@@ -163,7 +164,7 @@ class CloudService:
             partitions=c.partitions, partitions_owned=[] if clustered else None),
             safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
-        self.parts.append(("ingest", ingest.start()))
+        self._started("ingest", ingest.start())
         if clustered:
             import socket
 
@@ -172,12 +173,12 @@ class CloudService:
             self.member = ClusterMember(alarm_db, c.replica_id or f"{socket.gethostname()}-{c.port}", c.partitions,
                                         ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
                                         url=self.url).start()
-            self.parts.append(("cluster member", self.member))
+            self._started("cluster member", self.member)
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
-        self.parts.append(("history", self.history.start()))
+        self._started("history", self.history.start())
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
                                    timeout_s=settings.command_timeout_s).start()
-        self.parts.append(("commander", self.commander))
+        self._started("commander", self.commander)
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
                              commander=self.commander, db=self.commander.db)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
@@ -189,6 +190,11 @@ class CloudService:
             if not web.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
             time.sleep(0.02)
+
+    def _started(self, name: str, part: Any) -> None:
+        """Record a started part (stopped newest first) and how long this start has taken so far."""
+        self.parts.append((name, part))
+        log.info("%s up after %.1f s", name, time.monotonic() - self._t0)
 
     def stop(self) -> None:
         """Newest first; every step runs even if an earlier one failed."""

@@ -72,6 +72,7 @@ class _Puller:
     BATCH = 500
     EXPIRES_S = 30.0
     HEARTBEAT_S = 2.0
+    RETRY_S = 0.25  # after an error status (no leader yet, leadership change)
 
     def __init__(self, owner: JetStreamIngestClient, part: int, lane: str) -> None:
         self.owner = owner
@@ -87,6 +88,8 @@ class _Puller:
         self.task: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
         self.handled = 0
+        self.last_status = ""
+        self.pause_until = 0.0
 
     async def start(self) -> None:
         nc = self.owner.nc
@@ -120,6 +123,9 @@ class _Puller:
                 if time.monotonic() - self.last_seen > 3 * self.HEARTBEAT_S:
                     self.outstanding = 0  # no heartbeat: our requests died with a node or a leader
                     self.last_seen = time.monotonic()
+                pause = self.pause_until - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 if self.outstanding <= self.BATCH // 2 and nc.is_connected:
                     await nc.publish(subject, req, reply=self.inbox)
                     self.outstanding += self.BATCH
@@ -145,11 +151,15 @@ class _Puller:
                 except ValueError:
                     left = self.BATCH
                 self.outstanding = max(0, self.outstanding - left)
-            else:  # 409 leadership change, consumer deleted, max waiting… ask again
-                log.info("consumer %s: %s %s", self.consumer, status, msg.headers.get("Description", ""))
+            else:  # 409 leadership change, 503 no leader yet…: ask again, after a pause
+                if status != self.last_status:
+                    log.info("consumer %s: %s %s", self.consumer, status, msg.headers.get("Description", ""))
                 self.outstanding = 0
+                self.pause_until = time.monotonic() + self.RETRY_S
+            self.last_status = status
             self.wake.set()
             return
+        self.last_status = ""
         self.outstanding -= 1
         if self.outstanding <= self.BATCH // 2:
             self.wake.set()

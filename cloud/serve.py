@@ -42,7 +42,7 @@ class ServeConfig:
     # how long a dead replica's partitions stay leased before survivors take them (cloud/cluster).
     replica_id: str = ""
     partitions: int = 16
-    lease_ttl_s: float = 4.0
+    lease_ttl_s: float = 6.0
     host: str = "127.0.0.1"
     port: int = 8000
     mqtt_client: str = "gmqtt"

@@ -72,9 +72,9 @@ class LeaseManager:
         apply: Callable[[frozenset[int]], None],
         prepare: Callable[[frozenset[int]], None] | None = None,
         drained: Callable[[frozenset[int]], bool] | None = None,
-        ttl_s: float = 4.0,
+        ttl_s: float = 6.0,
         renew_s: float = 1.0,
-        margin_s: float = 0.5,
+        margin_s: float = 1.0,
         url: str = "",
     ) -> None:
         kw: dict[str, Any] = {}

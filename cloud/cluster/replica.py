@@ -39,7 +39,7 @@ class ClusterMember:
         ingest: Any,  # cloud.ingest.service.IngestService with a JetStream client
         engine: Any = None,  # cloud.alarms.engine.AlarmEngine
         history: Any = None,  # cloud.history.service.HistoryService
-        ttl_s: float = 4.0,
+        ttl_s: float = 6.0,
         renew_s: float = 1.0,
         refresh_s: float = 5.0,
         url: str = "",

@@ -13,8 +13,8 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   acknowledged it (interest retention), so start a replica before the gateways, once.
 - **Acknowledgement.** A message is acknowledged only behind the ingester's durability point
   (`durable.after`, cloud/ingest/durability.py: storage holds it, in the store or its disk spool, and
-  the alarm engine has processed it); the consumers use AckAll, so one ack covers a partition lane's
-  whole run of handled messages.
+  the alarm engine has processed it), each one by itself (AckExplicit): with AckAll the new owner's
+  first ack would also acknowledge what the dead owner had received and never handled.
 - **Ownership.** Only the partitions in `owned` are consumed (all of them when no lease manager is
   wired in: one replica). `set_partitions()` moves consumption as leases move. Taking a partition over
   starts with a consumer reset to its ack floor (NATS 2.14+), so what the previous owner had received
@@ -81,8 +81,8 @@ class _Puller:
         self.handler = owner.handlers[LANE_OF[lane]]
         self.outstanding = 0
         self.last_seen = time.monotonic()
-        self.pending_ack: str | None = None  # reply subject of the newest handled message
-        self.acking: str | None = None
+        self.to_ack: list[str] = []  # reply subjects of handled messages, not yet behind an `after`
+        self.acking = 0  # `after` calls whose acks have not gone out yet
         self.stopped = False
         self.sub: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -170,7 +170,7 @@ class _Puller:
         self.owner.lane_received[LANE_OF[self.lane]] += 1
         self.handled += 1
         self.handler(topic, msg.data, time.time())
-        self.pending_ack = msg.reply
+        self.to_ack.append(msg.reply)
 
 
 class JetStreamIngestClient(BaseIngestClient):
@@ -233,7 +233,7 @@ class JetStreamIngestClient(BaseIngestClient):
         """Everything handled on these partitions has been acknowledged (a clean hand-over)."""
         want = set(parts)
         return all(
-            p.pending_ack is None and p.acking is None
+            not p.to_ack and not p.acking
             for d in (self._pullers, self._draining)
             for (part, _), p in list(d.items())
             if part in want
@@ -258,8 +258,7 @@ class JetStreamIngestClient(BaseIngestClient):
         async def reconnected() -> None:
             log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
             # deliveries in flight to us while away are lost to us: have them again, at once and in order
-            for part in self._held:
-                await self._reset(part)
+            self._reset_later(self._held)
             for p in self._pullers.values():
                 p.reset_flow()
             for lane in self.lanes:
@@ -330,23 +329,33 @@ class JetStreamIngestClient(BaseIngestClient):
                 if name in existing:
                     continue
                 await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
-                    durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.ALL,
+                    durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
                     description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
 
-    async def _reset(self, part: int) -> None:
-        """Redeliver what this partition's consumers delivered and nobody acknowledged (2.14+)."""
-        for lane in (P.SAFETY, P.BULK):
-            name = P.consumer_name(part, lane)
+    def _reset_later(self, parts: Iterable[int]) -> None:
+        """Reset these partitions' consumers in the background (retried while a node or a consumer
+        leader is being replaced): the pullers do not wait for it; what comes twice, dedupe drops."""
+        for part in parts:
+            for lane in (P.SAFETY, P.BULK):
+                asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
+
+    async def _reset(self, name: str, tries: int = 8) -> None:
+        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+)."""
+        for i in range(tries):
             try:
-                r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=5)
+                r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=2)
                 body = json.loads(r.data or b"{}")
-                if "error" in body:
-                    log.warning("reset of %s refused: %s", name, body["error"])
-                else:
+                if "error" not in body:
                     self.resets += 1
+                    return
+                err = body["error"]
             except Exception as e:
-                log.warning("reset of %s failed: %s", name, e)
+                err = str(e) or type(e).__name__
+            if i == tries - 1:
+                log.warning("reset of %s failed: %s (what it had delivered comes again after the ack wait)",
+                            name, err)
+            await asyncio.sleep(0.5)
 
     async def _apply(self) -> None:
         want, held = self._want, self._held
@@ -356,14 +365,15 @@ class JetStreamIngestClient(BaseIngestClient):
                 p = self._pullers.pop((part, lane), None)
                 if p is not None:
                     await p.stop()
-                    if p.pending_ack is not None or p.acking is not None:
+                    if p.to_ack or p.acking:
                         self._draining[(part, lane)] = p
             sub = self._gw_health.pop(part, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-        for part in sorted(want - held):
-            await self._reset(part)
+        new = sorted(want - held)
+        self._reset_later(new)
+        for part in new:
             self._held = self._held | {part}
             for lane in (P.SAFETY, P.BULK):
                 p = _Puller(self, part, lane)
@@ -382,39 +392,40 @@ class JetStreamIngestClient(BaseIngestClient):
         self.handlers[MAIN](up.topic, msg.data, time.time())
 
     async def _acker(self) -> None:
-        """Acknowledge, per partition lane, the newest handled message once it is durable."""
+        """Acknowledge what each partition lane handled once it is durable (every `ack_interval`)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ack_interval)
             for key, p in list(self._draining.items()):
-                if p.pending_ack is None and p.acking is None:
+                if not p.to_ack and not p.acking:
                     del self._draining[key]
             for p in [*self._pullers.values(), *self._draining.values()]:
-                reply = p.pending_ack
-                if reply is None or p.acking is not None:
+                if not p.to_ack:
                     continue
-                p.pending_ack, p.acking = None, reply
+                replies, p.to_ack = p.to_ack, []
+                p.acking += 1
                 if self.durable is None:
-                    await self._ack(p, reply)
+                    await self._ack(p, replies)
                 else:  # on the handlers' thread, after their calls: the durability point's contract
-                    self.durable.after(partial(self._ack_from, loop, p, reply))
+                    self.durable.after(partial(self._ack_from, loop, p, replies))
 
-    def _ack_from(self, loop: asyncio.AbstractEventLoop, p: _Puller, reply: str) -> None:
-        """The durability point's callback (any thread): hand the ack to our loop."""
-        loop.call_soon_threadsafe(self._ack_soon, p, reply)
+    def _ack_from(self, loop: asyncio.AbstractEventLoop, p: _Puller, replies: list[str]) -> None:
+        """The durability point's callback (any thread): hand the acks to our loop."""
+        loop.call_soon_threadsafe(self._ack_soon, p, replies)
 
-    def _ack_soon(self, p: _Puller, reply: str) -> None:
-        asyncio.get_running_loop().create_task(self._ack(p, reply))
+    def _ack_soon(self, p: _Puller, replies: list[str]) -> None:
+        asyncio.get_running_loop().create_task(self._ack(p, replies))
 
-    async def _ack(self, p: _Puller, reply: str) -> None:
+    async def _ack(self, p: _Puller, replies: list[str]) -> None:
         # Acknowledged even when the partition has moved on meanwhile: it is durable, so the next owner
-        # need not have it again (AckAll: this covers every earlier message of the lane too).
+        # need not have it again.
         try:
-            await self.nc.publish(reply, b"+ACK")
+            for r in replies:
+                await self.nc.publish(r, b"+ACK")
         except Exception as e:  # not acknowledged: delivered again, and dedupe drops it
             log.debug("ack on %s failed: %s", p.consumer, e)
         finally:
-            p.acking = None
+            p.acking -= 1
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._ready.wait(timeout) and self.connected.wait(timeout)
@@ -431,7 +442,7 @@ class JetStreamIngestClient(BaseIngestClient):
                 p.stopped = True
             deadline = time.monotonic() + 5
             left = [*self._pullers.values(), *self._draining.values()]
-            while any(p.pending_ack or p.acking for p in left) and time.monotonic() < deadline:
+            while any(p.to_ack or p.acking for p in left) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if self.nc is not None:
                 with contextlib.suppress(Exception):

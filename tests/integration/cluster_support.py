@@ -56,7 +56,7 @@ class Replica:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "serve.log"
 
-    def start(self, wait: float = 60.0) -> Replica:
+    def start(self, wait: float = 120.0) -> Replica:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "SHELTERWATCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1"})

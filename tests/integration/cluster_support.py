@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,12 @@ class Replica:
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.metrics_port = free_port()
         self.argv = [
             sys.executable, "-m", "shelterwatch.cli", "cloud", "serve", "--site", str(site_file),
             "--alarms", str(alarm_file), "--broker", broker, "--data-dir", str(self.dir), "--tsdb", tsdb,
             "--state-db", db_url, "--alarm-db", db_url, "--web-db", db_url, "--replica-id", name,
-            "--partitions", str(partitions), "--port", str(self.port),
+            "--partitions", str(partitions), "--port", str(self.port), "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "serve.log"
@@ -75,6 +75,10 @@ class Replica:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def metric(self, name: str) -> float:
+        """One `shelterwatch_ingest_<name>` value from the replica's /metrics (0 when unreachable)."""
+        return scrape(self.metrics_port, name)
+
     def kill(self) -> None:
         if self.alive():
             assert self.proc is not None
@@ -93,6 +97,18 @@ class Replica:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+def scrape(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            body = r.read().decode()
+    except OSError:
+        return 0.0
+    for line in body.splitlines():
+        if line.startswith(f"shelterwatch_ingest_{name} "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def alarm_file_text(site: str, receiver_url: str) -> str:
@@ -184,6 +200,7 @@ def partition_owner_wait(db: ClusterDb, part: int, not_owner: str | None, timeou
         return o if o is not None and o != not_owner else None
 
     owner = wait_until(held, timeout, f"partition {part} taken over", every=0.05)
+    assert owner is not None
     return owner, time.monotonic() - t0
 
 
@@ -198,8 +215,6 @@ def edge_status(state_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def wait_push(got: Callable[[], list[Push]], after: float, timeout: float) -> Push:
-    return wait_until(lambda: next((p for p in got() if p.at >= after), None), timeout, "the push")
 
 
 class PushReceiver:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +257,7 @@ def takeovers(root: Path, cluster: Any, vm: Any, pg: Any, receiver: PushReceiver
             print(f"  kill {i + 1}/{kills} of {victim.name}: takeover {took_s:.2f} s, flip → push {lat:.2f} s",
                   flush=True)
             victim.start()
-            name = victim.name
-            wait_until(lambda: name in set(db.owners().values()), 60, "the restarted replica back")
+            wait_until(partial(_holds_some, db, victim.name), 60, "the restarted replica back")
     finally:
         res = fleet.stop() if fleet.thread is not None else None
         if res is not None:
@@ -267,6 +267,10 @@ def takeovers(root: Path, cluster: Any, vm: Any, pg: Any, receiver: PushReceiver
         for r in reps.values():
             r.stop()
     return out
+
+
+def _holds_some(db: ClusterDb, name: str) -> bool:
+    return name in set(db.owners().values())
 
 
 def main() -> None:

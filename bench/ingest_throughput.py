@@ -350,7 +350,8 @@ def live(args: argparse.Namespace) -> None:
             print(
                 f"  {'':13s}  backlog after window drained in {drain_s:.1f} s; accepted {st['accepted']}, "
                 f"duplicates {st['duplicates']}, dead {st['dead_letters']}, points written {st['written']}"
-                f" ({st['points']} produced), safety {st['accepted']}"
+                f" ({st['points']} produced), safety {st['accepted']}; store writes {st.get('batches', '?')},"
+                f" acknowledgement bursts {st.get('durable_points', '?')}"
             )
     print(f"  ratio ingester / mosquitto_sub (live): {rates['ingester'] / rates['mosquitto_sub']:.2f} (target >= 0.50)")
 
@@ -455,6 +456,7 @@ def backlog(args: argparse.Namespace) -> None:
         f"  [received in {recv_s:.2f}s, all stored in {stored_s:.2f}s]"
     )
     print(f"ratio ingester / mosquitto_sub: {rate / ref_rate:.2f} (target >= 0.50)")
+    print(f"store writes {st.get('batches', '?')}, acknowledgement bursts {st.get('durable_points', '?')}")
     print(f"safety queue got {safety.put_count} messages; pid {os.getpid()}")
 
 

@@ -52,6 +52,19 @@ class IngestCollector(Collector):
             p + "store_lag_seconds", "arrival to stored, last batch", value=s["store_lag"]
         )
         yield GaugeMetricFamily(
+            p + "store_behind_seconds",
+            "how long the oldest point not yet in the store has waited (memory or disk spool); 0 = up to date",
+            value=s.get("store_behind", 0.0),
+        )
+        yield GaugeMetricFamily(
+            p + "acks_waiting", "broker acknowledgements held until their messages are durable",
+            value=s.get("acks_waiting", 0),
+        )
+        yield GaugeMetricFamily(
+            p + "ack_wait_seconds", "how long the oldest held acknowledgement has waited",
+            value=s.get("ack_wait", 0.0),
+        )
+        yield GaugeMetricFamily(
             p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
         )
         yield GaugeMetricFamily(

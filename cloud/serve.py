@@ -180,7 +180,7 @@ class CloudService:
                                    timeout_s=settings.command_timeout_s).start()
         self._started("commander", self.commander)
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
-                             commander=self.commander, db=self.commander.db)
+                             commander=self.commander, db=self.commander.db, storage=ingest.storage_status)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
         web = threading.Thread(target=self.server.run, name="web", daemon=True)
@@ -202,7 +202,9 @@ class CloudService:
             self.server.should_exit = True
         while self.parts:
             name, part = self.parts.pop()
+            t0 = time.monotonic()
             try:
                 (getattr(part, "stop", None) or part.close)()
             except Exception:
                 log.exception("stopping %s failed", name)
+            log.info("stopped %s in %.2f s", name, time.monotonic() - t0)

@@ -21,6 +21,7 @@ from cloud.api import estate, i18n
 from cloud.api.commands import CommandRefused
 from cloud.api.deps import COOKIE, check_csrf, current
 from cloud.api.routes_api import alarms_for, health_of, parking_of, ports_of, source
+from cloud.api.storage import StorageView, storage_view
 from cloud.auth.roles import Perm, Principal, Role
 
 router = APIRouter(include_in_schema=False)
@@ -288,7 +289,8 @@ async def health_page(request: Request, site: str | None = None) -> HTMLResponse
     p = await page_user(request, Perm.VIEW_HEALTH)
     site_id, sites = pick_site(request, p, site)
     return render(request, "health.html", site=site_id, sites=sites, live=f"/frag/health?site={quote(site_id)}",
-                  rows=health_of(request, site_id), gateways=source(request).gateways(site_id))
+                  rows=health_of(request, site_id), gateways=source(request).gateways(site_id),
+                  storage=storage_of(request))
 
 
 @router.get("/frag/health")
@@ -296,7 +298,12 @@ async def health_frag(request: Request, site: str | None = None) -> HTMLResponse
     p = await page_user(request, Perm.VIEW_HEALTH)
     site_id, _ = pick_site(request, p, site)
     return render(request, "_health.html", site=site_id, rows=health_of(request, site_id),
-                  gateways=source(request).gateways(site_id))
+                  gateways=source(request).gateways(site_id), storage=storage_of(request))
+
+
+def storage_of(request: Request) -> StorageView | None:
+    status = getattr(request.app.state, "storage", None)
+    return storage_view(status()) if status is not None else None
 
 
 # ---------------------------------------------------------------------------------------- enrol

@@ -33,7 +33,7 @@ ACK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,200}$")
 
 
 def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = None, ack_signer: Any = None,
-              commander: Any = None, db: Any = None) -> FastAPI:
+              commander: Any = None, db: Any = None, storage: Any = None) -> FastAPI:
     app = FastAPI(title="shelterwatch", version="1",
                   description="E-bike shelters, chargers, sprinklers and parking of residential estates. "
                               "Authenticate with `Authorization: Bearer <token>` (`shelterwatch cloud user "
@@ -49,6 +49,7 @@ def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = N
     app.state.alarm_engine = alarm_engine
     app.state.ack_signer = ack_signer
     app.state.commander = commander
+    app.state.storage = storage  # () -> the ingester's storage status (health page), or None
     app.state.energy = EnergyToday(db)
 
     app.include_router(api_router)

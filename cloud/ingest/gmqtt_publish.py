@@ -111,7 +111,18 @@ class LeanPublishClient(gmqtt.Client):
         protocol.write_data = write_data
 
     def _queue_ack(self, mid: int) -> None:
-        self._buffer_ack(PUBACK + bytes((mid >> 8, mid & 0xFF)))
+        """`_buffer_ack` inlined for the lean road's PUBACK (one per message)."""
+        conn = self._package_handler._connection
+        if self._acks_conn is not conn:  # acks for a dropped connection are void: the broker redelivers
+            self._acks.clear()
+            self._acks_conn = conn
+        acks = self._acks
+        acks += PUBACK
+        acks.append(mid >> 8)
+        acks.append(mid & 0xFF)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
 
     def _buffer_ack(self, packet: bytes) -> None:
         conn = self._package_handler._connection
@@ -151,4 +162,7 @@ class LeanPublishClient(gmqtt.Client):
     def _write_acks(self, conn: Any, data: bytes) -> None:
         if conn is self._package_handler._connection:
             proto = conn._protocol
+            transport = getattr(proto, "_transport", None)
+            if transport is not None and transport.is_closing():
+                return  # stopped or lost meanwhile: the broker delivers these again
             getattr(proto, "_sw_raw_write", proto.write_data)(data)

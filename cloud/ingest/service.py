@@ -56,7 +56,7 @@ class IngestConfig:
     batch_interval: float = 0.5
     # While a transport waits to acknowledge, the storage writer gathers points this long after the
     # oldest waiting request, then writes (acknowledgements wait about this plus one write).
-    ack_linger: float = 0.02
+    ack_linger: float = 0.05
     # A NATS cluster (broker nats://…): the partitions the nodes split the uplink into (the nodes'
     # `mappings`, cloud/cluster/partition.py) and those this process consumes (None: all of them;
     # `cloud serve` replicas take theirs from partition leases, cloud/cluster/leases.py).
@@ -353,6 +353,17 @@ class IngestService:
         self._persist()
         return ok
 
+    def storage_status(self) -> dict[str, Any]:
+        """Is storage keeping up (health page, /metrics)? Points not yet in the store, how long the
+        oldest has waited, batches on disk, and acknowledgements held back for it."""
+        return {
+            "points_waiting": self.storage.pending,
+            "behind_s": self.storage.behind(),
+            "spooled_batches": len(self.storage.spool),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait_s": self.durable.oldest_wait(),
+        }
+
     def stats(self) -> dict[str, Any]:
         p, s = self.pipeline.stats, self.storage.stats
         q = getattr(self.safety, "qsize", None)
@@ -364,12 +375,17 @@ class IngestService:
             "by_kind": {k.value: n for k, n in p.by_kind.items() if n},
             "points": p.points,
             "written": s.written,
+            "batches": s.batches,
+            "durable_points": self.durable.fired,  # `after` calls whose callbacks fired (acknowledgement bursts)
             "retries": s.retries,
             "rejected": s.rejected,
             "spooled": s.spooled,
             "pending": self.storage.pending,
             "spool_batches": len(self.storage.spool),
             "store_lag": s.last_write_lag,
+            "store_behind": self.storage.behind(),
+            "acks_waiting": self.durable.pending(),
+            "ack_wait": self.durable.oldest_wait(),
             "edge_lag": p.last_edge_lag,
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,

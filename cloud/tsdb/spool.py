@@ -142,7 +142,7 @@ class StorageWriter:
         batch_interval: float = 0.5,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
-        linger: float = 0.02,
+        linger: float = 0.05,
     ) -> None:
         self.sink = sink
         self.spool = Spool(Path(spool_dir))
@@ -216,7 +216,12 @@ class StorageWriter:
         oldest = self.spool.oldest_time() or now
         if self._inflight and self._inflight_t:
             oldest = min(oldest, self._inflight_t)
-        for t, item in list(self._q)[:64]:  # markers carry no time; the first points item does
+        q = self._q
+        for i in range(64):  # markers carry no time; the first points item near the head does
+            try:
+                t, item = q[i]  # O(1) near the head; the writer may pop meanwhile (an estimate)
+            except IndexError:
+                break
             if isinstance(item, list):
                 oldest = min(oldest, t)
                 break

@@ -6,7 +6,8 @@ SQLite store), and a fleet of 40 devices publishing QoS 1 telemetry with known s
 it has taken messages since its start) and restarted at once. Afterwards, per device, the readings
 in the store must be exactly the ones published: every sequence number once, none missing. The
 store is keyed by (measurement, series, field, time), so a redelivered reading overwrites itself;
-the test also counts rows against distinct keys.
+the test also counts rows against distinct keys (cloud/tsdb/sqlite.py keys samples by series,
+field and time).
 
 Before the durability point (main at 1ddfaea) this lost 300-500 readings per kill: the broker had
 PUBACKs for the storage batch still in memory.
@@ -15,7 +16,6 @@ PUBACKs for the storage batch still in memory.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +28,7 @@ import pytest
 
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
+from cloud.tsdb.sqlite import SqliteSink
 from device_profiles import wire
 from simulators.fleet import FleetConfig, FleetModel, FleetResult, publish_fleet, site_file_text
 from tests.fixtures.servers import free_port
@@ -94,16 +95,12 @@ class Ingester:
 
 def stored_keys(db: Path) -> tuple[set[tuple[str, str, frozenset[tuple[str, str]], int]], int]:
     """Telemetry rows in the SQLite store as expected_points keys, and the number of rows."""
-    import json
-
-    con = sqlite3.connect(db)
+    sink = SqliteSink(db)
     try:
-        rows = con.execute(
-            "SELECT measurement, tags, field, ts FROM points WHERE measurement NOT LIKE '%health'"
-        ).fetchall()
+        rows = [r for r in sink.query() if not r["measurement"].endswith("health")]
     finally:
-        con.close()
-    keys = {(m, f, frozenset(json.loads(t).items()), ts) for m, t, f, ts in rows}
+        sink.close()
+    keys = {(r["measurement"], r["field"], frozenset(r["tags"].items()), r["ts"]) for r in rows}
     return keys, len(rows)
 
 
@@ -139,7 +136,7 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
         expected = expected_points(sent, site)
         db = tmp_path / "ts.db"
         try:
-            wait_until(lambda: expected.keys() <= stored_keys(db)[0], 30, "every reading in the store")
+            wait_until(lambda: expected.keys() <= stored_keys(db)[0], 30, "every reading in the store", every=0.5)
         except AssertionError:
             missing = expected.keys() - stored_keys(db)[0]
             raise AssertionError(f"{len(missing)} of {len(expected)} values never reached the store") from None
@@ -157,11 +154,11 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
         if t.kind is wire.Kind.TELEMETRY and t.device:
             msg = wire.decode(t.kind, payload)
             seq_of[(t.device, round(msg.ts.timestamp() * 1000))] = msg.seq
-    for m, f, tags, ts in expected:
+    for _m, _f, tags, ts in expected:
         dev = dict(tags)["device"]
         published.setdefault(dev, set()).add(seq_of[(dev, ts)])
     stored: dict[str, set[int]] = {}
-    for m, f, tags, ts in keys:
+    for _m, _f, tags, ts in keys:
         dev = dict(tags)["device"]
         stored.setdefault(dev, set()).add(seq_of[(dev, ts)])
     lost = {d: sorted(s - stored.get(d, set()))[:10] for d, s in published.items() if s - stored.get(d, set())}

@@ -168,3 +168,43 @@ def test_group_commit_retries_and_holds_callbacks_until_committed() -> None:
         assert g.failures == 2 and g.commits == 1
     finally:
         g.stop()
+
+
+def test_stop_past_its_deadline_spools_the_rest_and_the_next_start_stores_it(tmp_path: Path) -> None:
+    """A large backlog at stop: what the store has not taken by the deadline goes to the disk spool
+    (in a few large files), and a writer started later on the same spool stores all of it."""
+    sink = SqliteSink(tmp_path / "ts.db")
+    w = StorageWriter(sink, tmp_path / "spool", batch_points=500, batch_interval=30.0)
+    n = 40_000
+    for i in range(0, n, 100):
+        w.put(pts(100, t0=i))
+    fired = threading.Event()
+    w.after(fired.set)
+    w.start()
+    w.stop(timeout=0.05)
+    assert fired.is_set()  # everything is durable: in the store or on disk
+    stored = len(SqliteSink(tmp_path / "ts.db").query())
+    assert w.spool.points == n - stored and w.spool.points > 0, (stored, w.spool.points)
+    later = StorageWriter(SqliteSink(tmp_path / "ts.db"), tmp_path / "spool", batch_interval=0.05).start()
+    try:
+        assert later.flush(60)
+        assert len(SqliteSink(tmp_path / "ts.db").query()) == n
+    finally:
+        later.stop()
+
+
+def test_the_alarm_engine_marker_fires_after_what_was_put_before_it(tmp_path: Path) -> None:
+    from tests.unit.test_history_service import SITE, Clock, engine, status
+
+    eng = engine(tmp_path, Clock())
+    seen: list[int] = []
+    eng.put(status("gw-1", "online", 1.0))
+    eng.after(lambda: seen.append(eng.counters["messages"]))
+    assert eng.backlog() == 1 and not seen  # not started: nothing processed, the marker waits
+    eng.start()
+    try:
+        wait_until(lambda: seen, 5, "the engine's marker")
+        assert seen == [1] and eng.backlog() == 0 and SITE
+    finally:
+        eng.stop()
+        eng.store.close()

@@ -104,3 +104,26 @@ def test_sqlite_sink_is_idempotent(tmp_path: Path) -> None:
     s.write(pts(0, 10))
     s.write(pts(0, 10))
     assert len(s.query("m")) == 10
+
+
+def test_sqlite_sink_moves_the_first_layout_over(tmp_path: Path) -> None:
+    """A ts.db written before the series table (one `points` table, tags JSON in every row) is
+    moved to the current layout when opened; nothing is lost and a rewrite stays idempotent."""
+    import sqlite3
+
+    db = tmp_path / "ts.db"
+    con = sqlite3.connect(db)
+    con.execute(
+        "CREATE TABLE points (measurement TEXT NOT NULL, tags TEXT NOT NULL, field TEXT NOT NULL,"
+        " ts INTEGER NOT NULL, value, PRIMARY KEY (measurement, tags, field, ts)) WITHOUT ROWID"
+    )
+    rows = [(i, float(i)) for i in range(5)]
+    con.executemany("INSERT INTO points VALUES ('m', '{\"device\":\"d1\"}', 'v', ?, ?)", rows)
+    con.commit()
+    con.close()
+    s = SqliteSink(db)
+    assert sorted((r["ts"], r["value"], r["tags"]["device"]) for r in s.query("m")) == [
+        (i, float(i), "d1") for i in range(5)
+    ]
+    s.write(pts(3, 8))  # same series (its tags JSON written the same way): 3 and 4 overwrite
+    assert sorted(r["ts"] for r in s.query("m")) == list(range(8))

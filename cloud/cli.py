@@ -181,3 +181,27 @@ def serve(
         done.wait()
     finally:
         svc.stop()
+
+
+@app.command("nats-config")
+def nats_config(
+    name: Annotated[str, typer.Option(help="this node's name (unique in the cluster)")],
+    routes: Annotated[str, typer.Option(help="every node's host, comma-separated (this one included)")],
+    host: Annotated[str, typer.Option(help="address this node listens on")] = "0.0.0.0",
+    store_dir: Annotated[str, typer.Option(help="JetStream file storage")] = "/var/lib/nats",
+    client_port: int = 4222,
+    cluster_port: int = 6222,
+    mqtt_port: int = 1883,
+    http_port: int = 8222,
+    partitions: Annotated[int, typer.Option(help="must match the replicas' --partitions")] = 16,
+    extra: Annotated[str, typer.Option(help="appended verbatim: TLS, accounts, authorization")] = "",
+) -> None:
+    """Print the config of one node of the NATS cluster (docs/operations.md, "Growing past one machine")."""
+    from cloud.cluster.natsconf import NodeConfig, render
+
+    hosts = [h.strip() for h in routes.split(",") if h.strip()]
+    typer.echo(render(NodeConfig(
+        name=name, store_dir=store_dir, routes=[f"nats://{h}:{cluster_port}" for h in hosts], host=host,
+        client_port=client_port, cluster_port=cluster_port, mqtt_port=mqtt_port, http_port=http_port,
+        partitions=partitions, extra=extra,
+    )), nl=False)

@@ -85,7 +85,9 @@ class ClusterMember:
             gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
             alarms = list(self.engine.active.values()) if self.engine is not None else []
             self.history.adopt(mine, gws, alarms)
-        self.takeovers.append((time.time(), parts, time.monotonic() - t0))
+        dt = time.monotonic() - t0
+        self.takeovers.append((time.time(), parts, dt))
+        log.info("partitions %s: state of their gateways loaded in %.2f s", sorted(parts), dt)
 
     def _apply(self, held: frozenset[int]) -> None:
         self.ingest.client.set_partitions(held)

@@ -260,7 +260,8 @@ def test_every_reading_stored_once(stack: Stack) -> None:
         detail = {d: (len(v), [seq_of.get((d, t)) for t in v[:8]]) for d, v in list(lost.items())[:10]}
         raise AssertionError(f"readings lost on {len(lost)} devices, {sum(len(v) for v in lost.values())} in all; "
                              f"(device: count, first missing seqs): {detail}; still in the stream, unacknowledged: "
-                             f"{_unacked(stack)}")
+                             f"{_unacked(stack)}; dead letters {_dead_letters(stack)}")
+    assert not _dead_letters(stack), "valid messages were refused"
     assert samples["duplicates"] == 0, samples
     # the edge: every sequence number it committed reached the store's replay state, none missing
     st = _seq_state(stack)
@@ -282,6 +283,24 @@ def _expected_by_device(sent: list[tuple[str, bytes]], site: Any) -> dict[str, s
         if t.kind is wire.Kind.TELEMETRY and t.device:
             msg = wire.decode(t.kind, payload)
             out.setdefault(t.device, set()).add(round(msg.ts.timestamp() * 1000))
+    return out
+
+
+def _dead_letters(stack: Stack) -> dict[str, int]:
+    """Reasons of the messages the replicas set aside (each keeps its own dead-letter file)."""
+    import sqlite3
+
+    out: dict[str, int] = {}
+    for r in stack.replicas.values():
+        db = r.dir / "dead-letters.db"
+        if not db.exists():
+            continue
+        con = sqlite3.connect(db)
+        try:
+            for reason, n in con.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"):
+                out[f"{r.name}:{reason}"] = out.get(f"{r.name}:{reason}", 0) + n
+        finally:
+            con.close()
     return out
 
 

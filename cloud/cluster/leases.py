@@ -177,6 +177,11 @@ class LeaseManager:
         if lost:
             log.warning("partitions %s were taken over by another replica", sorted(lost))
             self._set(self._held & mine)
+        orphans = mine - self._held  # leased to us, not being read (a `prepare` that failed): finish it
+        if orphans:
+            if self._prepare is not None:
+                self._prepare(frozenset(orphans))
+            self._set(self._held | frozenset(orphans))
         want = assign.share(self.partitions, live, self.me)
         counts: dict[str, int] = {}
         free = []

@@ -803,12 +803,15 @@ class AlarmEngine:
         web page may have resolved one); cheap, called every few seconds."""
         alarms = {a.key: a for a in self.store.list_alarms(active=True, limit=100_000) if self.owns(a.site, a.gateway)}
         with self.lock:
+            now = self.clock()
             for k, a in list(self.active.items()):
                 if self.owns(a.site, a.gateway) and k not in alarms:
                     del self.active[k]
                     entry = self.tracks.get(k)
                     if entry is not None:
                         entry[1].active = False
+                    a.active, a.cleared_at = False, now
+                    self._changed("clear", a, now)  # the owner writes the history point
 
     def _restore_tracks(self, saved: dict[str, float]) -> None:
         """Rebuild timers persisted before a restart (a retard half elapsed stays half elapsed)."""
@@ -843,7 +846,10 @@ class AlarmEngine:
             for k, a in list(self.active.items()):
                 if a.id == alarm_id:
                     return self._clear(k, now, who=who, via=via, action="resolved", detail=note)
-            return False
+            if self.owns is owns_everything:
+                return False
+            # a cluster: another replica's engine holds it; the store is shared (its owner refreshes)
+            return self.store.clear(alarm_id, now, who=who, channel=via, action="resolved", detail=note)
 
     def silence(self, alarm_id: int, until: float, reason: str, who: str, via: str) -> bool:
         with self.lock:

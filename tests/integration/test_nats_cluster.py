@@ -221,3 +221,46 @@ def _unacked(cluster: NatsCluster) -> int:
         return n
 
     return asyncio.run(run())
+
+
+def test_a_command_reaches_its_gateway_from_either_replica_and_its_result_is_recorded(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Two Commanders (two replicas' web parts) share one web database; a gateway stand-in on a third
+    node answers. The command sent through one replica arrives; both record the answer."""
+    from cloud.api.commands import Commander
+    from cloud.api.estate import DeviceRec
+    from cloud.auth.models import make_engine, make_sessionmaker
+
+    site, gw, dev = "cmd-site", "gw-cmd", "chg-1"
+    db = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'web.db'}"))
+    one, two = Commander(db, cluster.urls, timeout_s=10).start(), Commander(db, cluster.urls, timeout_s=1).start()
+    answered = threading.Event()
+
+    def on_cmd(c: Any, _u: Any, m: Any) -> None:  # the gateway: answer every command
+        t = wire.parse_topic(m.topic)
+        cmd = wire.decode(t.kind, m.payload)
+        res = wire.CommandResult(ts=wire.now(), id=cmd.id, status="done", detail="port switched off")
+        c.publish(wire.topic(site, gw, wire.Kind.CMD_RESULT, t.device), wire.encode(res), qos=1)
+        answered.set()
+
+    edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cmd-edge", protocol=mqtt.MQTTv311)
+    edge.on_message = on_cmd
+    subscribed = threading.Event()
+    edge.on_subscribe = lambda *_a: subscribed.set()
+    edge.on_connect = lambda c, *_a: c.subscribe(wire.cmd_topic(site, gw), qos=1)
+    edge.connect("127.0.0.1", cluster.nodes[2].cfg.mqtt_port, keepalive=5)
+    edge.loop_start()
+    try:
+        assert subscribed.wait(10)
+        time.sleep(0.5)  # the subscription's interest reaches the other nodes
+        rec = DeviceRec(site=site, id=dev, gateway=gw, profile="hengtong-ebc12")
+        view = one.send(rec, site, gw, "port_enable", 3, False, by="manager")
+        assert answered.is_set()
+        assert view.status == "done" and view.detail == "port switched off"
+        assert two.get(view.id) == view  # the other replica reads the same record
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        one.stop()
+        two.stop()

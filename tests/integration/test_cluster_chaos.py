@@ -263,13 +263,13 @@ def test_every_reading_stored_once(stack: Stack) -> None:
                              f"{_unacked(stack)}; dead letters {_dead_letters(stack)}")
     assert not _dead_letters(stack), "valid messages were refused"
     assert samples["duplicates"] == 0, samples
-    # the edge: every sequence number it committed reached the store's replay state, none missing
-    st = _seq_state(stack)
-    assert st, "no replay state for the edge's device"
-    from cloud.ingest.dedupe import SeqWindow
-
-    gaps = [g for g in SeqWindow.from_state(st).gaps() if g != (0, 0)]  # the edge numbers from 1
-    assert not gaps, f"edge device has gaps: {gaps}"
+    # the edge: everything it committed to its outbox was acknowledged by the cluster (nothing pending,
+    # nothing dropped), and the cluster holds nothing unacknowledged: every message reached a replica
+    # behind its durability point. (Its replay state in the registry is no witness: after a takeover it
+    # can miss numbers the dead owner stored and acknowledged but had not checkpointed yet.)
+    st = edge_status(stack.edge_state)
+    assert st["outbox"]["pending"] == 0 and st["outbox"]["dropped"] == 0, st["outbox"]
+    wait_until(lambda: _unacked(stack) == 0, 60, "every message acknowledged by a replica")
     stack.figures["readings"] = {"devices": len(expected), "messages": sum(len(v) for v in expected.values())}
 
 
@@ -335,12 +335,3 @@ def _stored(stack: Stack) -> tuple[dict[str, set[int]], dict[str, int]]:
     return stored, {"duplicates": dup}
 
 
-def _seq_state(stack: Stack) -> dict[str, Any]:
-    from sqlalchemy import text
-
-    with stack.db.engine.connect() as c:
-        r = c.execute(text("SELECT state FROM seq_state WHERE device_id = :d"), {"d": ALARM_DEV}).first()
-    if r is None:
-        return {}
-    st = r[0]
-    return dict(st if isinstance(st, dict) else __import__("json").loads(st))

@@ -86,7 +86,7 @@ def main() -> None:
             f"{'pymodbus ms':>12} {'pm/theory':>9}"
         )
         for baud in BAUDS:
-            path = eps[f"hub{baud}"]["port"]
+            path = eps[f"hub{baud}"]["serial_port"]
             for n_regs in SIZES:
                 theory = read_transaction_s(baud, n_regs) * 1000
                 wire = theory - t35(baud) * 1000  # request start → last reply byte

@@ -45,6 +45,7 @@ from tests.fixtures.tsdb_servers import make_victoriametrics
 from tests.integration.cluster_support import (
     ALARM_DEV,
     ALARM_GW,
+    RECENT_START,
     ClusterDb,
     FleetRun,
     PushReceiver,
@@ -55,7 +56,6 @@ from tests.integration.cluster_support import (
     scrape,
 )
 from tests.integration.edge.helpers import AgentProcess
-from tests.integration.ingest_support import SIM_START
 from tests.polling import wait_until
 
 PARTITIONS = 16
@@ -70,7 +70,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def site_files(root: Path, site: str, receiver_url: str, with_edge: bool) -> tuple[Path, Path, FleetModel]:
-    model = FleetModel(FleetConfig(site=site, gateways=GATEWAYS, sim_start=SIM_START, seed=3))
+    model = FleetModel(FleetConfig(site=site, gateways=GATEWAYS, sim_start=RECENT_START, seed=3))
     doc = yaml.safe_load(site_file_text(site, model.topology, auto_enrol=False))
     if with_edge:
         doc["gateways"].append({"id": ALARM_GW, "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8"}]})
@@ -81,7 +81,7 @@ def site_files(root: Path, site: str, receiver_url: str, with_edge: bool) -> tup
 
 
 def backlog(broker: str, site: str, model: FleetModel, n: int) -> int:
-    cfg = FleetConfig(broker=broker, site=site, gateways=GATEWAYS, sim_start=SIM_START, seed=3, rate=0,
+    cfg = FleetConfig(broker=broker, site=site, gateways=GATEWAYS, sim_start=RECENT_START, seed=3, rate=0,
                       duration=None, max_messages=n, connections=8, client_prefix=f"bench-{site}", keepalive_s=5)
     res = publish_fleet(cfg, model=model)
     if res.unacked:
@@ -205,7 +205,7 @@ def takeovers(root: Path, cluster: Any, vm: Any, pg: Any, receiver: PushReceiver
     (root / "edge.yaml").write_text(yaml.safe_dump(cfg))
     edge = AgentProcess(root / "edge.yaml", root / "edge.log").start()
     fleet = FleetRun(FleetConfig(broker=",".join(cluster.mqtt_urls), site=site, gateways=GATEWAYS,
-                                 sim_start=SIM_START, seed=3, rate=load_rate, duration=None, connections=8,
+                                 sim_start=RECENT_START, seed=3, rate=load_rate, duration=None, connections=8,
                                  client_prefix="bench-load", keepalive_s=5), model)
     part = alarm_partition(site, PARTITIONS)
     out: dict[str, list[float]] = {"reference flip→push": [], "takeover": [], "flip→push": [],

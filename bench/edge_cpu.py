@@ -22,7 +22,10 @@ Its logs are left in the temp dir while running and their tail is printed if it 
 
 Our agent publishes by exception (deadband) plus a snapshot every `snapshot_s`; TB (report strategy
 ON_RECEIVED, its default) publishes every value it reads. So "values read/s" is the comparable work;
-"values published/s" is shown too.
+"values published/s" is shown too. The simulated readings move every second (bench/sim_tcp_fleet.py):
+with registers that never change, our agent published nothing after its first snapshot, and a run
+printed "0 values published" and a CPU ratio anyway. No ratio is printed, and the exit status is 1,
+when either side read or published nothing in the window: a ratio against no work means nothing.
 
     .venv/bin/python bench/edge_cpu.py [--devices 200] [--seconds 60] [--warmup 20]
 """
@@ -522,7 +525,12 @@ def main() -> None:
                 f"NOTE: {r.name} delivered {r.read_s:.0f} of the {asked} values/s its config asks for "
                 f"({100 * r.read_s / asked:.0f} %): it did not keep up with 1 Hz, so its CPU figure is for less work"
             )
-    ratio = ours.cpu / tb.cpu if tb.cpu else float("inf")
+    idle = [f"{r.name} read {r.read_s:.0f} and published {r.values_s:.0f} values/s"
+            for r in (ours, tb) if r.read_s <= 0 or r.values_s <= 0 or r.cpu <= 0]
+    if idle:
+        print(f"NO RATIO: a side did no work in the window ({'; '.join(idle)}); see the logs above")
+        sys.exit(1)
+    ratio = ours.cpu / tb.cpu
     print(
         f"{'ratio ours / TB':28} {ratio:12.2f} {ours.peak_rss / tb.peak_rss if tb.peak_rss else 0:12.2f}"
         f"   target CPU <= 0.33: {'MET' if ratio <= 1 / 3 else 'NOT MET'}"

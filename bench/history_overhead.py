@@ -30,10 +30,13 @@ from cloud.history.service import HistoryService
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
 from cloud.tsdb.lineproto import TsPoint
 from simulators.fleet import FleetConfig, FleetModel
+
+REPLAY = TimePolicy.off()  # a simulated clock replayed (received 0.0): its stamps are not judged
 
 SITE_FILE = Path(__file__).resolve().parents[1] / "cloud" / "sites" / "demo-estate.yaml"
 
@@ -63,7 +66,7 @@ def run(msgs: list[tuple[str, bytes]], directory, tmp: Path, with_history: bool)
     dead = DeadLetterStore(tmp / f"dl-{time.monotonic_ns()}.db")
     hist = HistoryService() if with_history else None
     safety = hist.fan_out(QueueSafetySink()) if hist else QueueSafetySink()
-    p = Pipeline(directory, dead, safety, storage)
+    p = Pipeline(directory, dead, safety, storage, time_policy=REPLAY)
     if hist:
         hist.start(storage, lambda: p.directory)
         hist.step()
@@ -90,7 +93,7 @@ def history_alone(msgs: list[tuple[str, bytes]], directory, tmp: Path) -> tuple[
     storage = NullStorage()
     dead = DeadLetterStore(tmp / "dl-alone.db")
     hist = HistoryService(maxlen=len(msgs) + 1)
-    p = Pipeline(directory, dead, hist.fan_out(QueueSafetySink()), storage)
+    p = Pipeline(directory, dead, hist.fan_out(QueueSafetySink()), storage, time_policy=REPLAY)
     hist.bind(storage, lambda: p.directory).step()
     for topic, payload in msgs:
         p.handle(topic, payload, 0.0)

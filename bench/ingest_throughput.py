@@ -40,6 +40,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.ingest.safety_queue import QueueSafetySink
 from cloud.ingest.service import IngestConfig, IngestService
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
 from device_profiles import wire
@@ -78,6 +79,8 @@ def bench_ingest_config(d: Path, broker: str, vm_port: int, batch_points: int) -
         spool_dir=str(d / "spool"),
         client_id="bench-ingest",
         batch_points=batch_points,
+        # the fleet replays 2026-01-01 (a simulated clock): judge only the future side of the policy
+        time_policy=TimePolicy(past_s=None),
     )
     reg = Registry(cfg.state_db)
     reg.register_site(load_site(site))

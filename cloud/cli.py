@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 app = typer.Typer(help="Cloud side: ingest, registry, dead letters.", no_args_is_help=True)
 
 StateDb = Annotated[str, typer.Option("--state-db", help="SQLAlchemy URL of the registry")]
+BrokerUser = Annotated[
+    str | None,
+    typer.Option(help="the cloud's broker user (or SHELTERWATCH_BROKER_USER); its password comes from "
+                 "SHELTERWATCH_BROKER_PASSWORD_FILE or SHELTERWATCH_BROKER_PASSWORD, never the command line"),
+]
+
+
+def _account(broker: str, user: str | None) -> Any:
+    """The broker address checked (no credentials in it) and the account from the environment."""
+    from cloud.broker_account import BrokerAccountError, check_address, from_env
+
+    try:
+        check_address(broker)
+        return from_env(user)
+    except BrokerAccountError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -33,6 +50,7 @@ def ingest(
     group: Annotated[str, typer.Option(help="shared-subscription group (MQTT 5)")] = "ingest",
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
     metrics_addr: str = "127.0.0.1",
+    broker_user: BrokerUser = None,
 ) -> None:
     """Run the ingester until interrupted."""
     import logging
@@ -41,6 +59,7 @@ def ingest(
 
     from cloud.ingest.service import IngestConfig, IngestService
 
+    account = _account(broker, broker_user)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Path(spool_dir).mkdir(parents=True, exist_ok=True)
     for url in (tsdb, state_db):
@@ -57,6 +76,7 @@ def ingest(
         shared_group=group,
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        account=account,
     )
     svc = IngestService(cfg).start()
     done = threading.Event()
@@ -130,10 +150,18 @@ def deadletters(
 @app.command()
 def serve(
     site: Annotated[list[Path], typer.Option(help="site file(s) to register (gateways, devices)")],
-    alarms: Annotated[list[Path], typer.Option(help="alarm file(s): people, escalation, overrides")],
+    alarms: Annotated[
+        list[Path] | None,
+        typer.Option(help="alarm file(s): people, escalation, overrides… (default: the site file's alarm keys)"),
+    ] = None,
     broker: Annotated[
         str, typer.Option(help="mqtt://host:port, or a NATS cluster: nats://h1:4222,h2:4222,h3:4222")
     ] = "mqtt://127.0.0.1:1883",
+    broker_user: BrokerUser = None,
+    gateway_broker: Annotated[
+        str, typer.Option(help="broker address written into enrolled gateways' configs (default: --broker); "
+                          "on a NATS cluster the nodes' MQTT listeners, comma-separated")
+    ] = "",
     data_dir: Annotated[Path, typer.Option(help="databases and spool")] = Path("var/shelterwatch"),
     tsdb: Annotated[str, typer.Option(help="as for `ingest`; default SQLite in --data-dir")] = "",
     state_db: Annotated[str, typer.Option(help="registry URL; default SQLite in --data-dir")] = "",
@@ -152,7 +180,8 @@ def serve(
     """Run ingest, alarms with pushes, and the web pages/API for the given sites, until interrupted.
 
     The secret that signs sessions and acknowledge links comes from SHELTERWATCH_SECRET (or
-    SHELTERWATCH_SECRET_FILE); create users with `shelterwatch cloud user add --db sqlite:///DATA_DIR/web.db`."""
+    SHELTERWATCH_SECRET_FILE), the broker account from SHELTERWATCH_BROKER_USER and
+    SHELTERWATCH_BROKER_PASSWORD_FILE; create users with `shelterwatch cloud user add --db sqlite:///DATA_DIR/web.db`."""
     import logging
     import os
     import signal
@@ -161,13 +190,17 @@ def serve(
     from cloud.serve import CloudService, ServeConfig
     from device_profiles.located_yaml import ConfigError
 
+    account = _account(broker, broker_user)
+    if gateway_broker:
+        _account(gateway_broker, None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = os.environ.get("SHELTERWATCH_SECRET", "")
     if not secret and (f := os.environ.get("SHELTERWATCH_SECRET_FILE")):
         secret = Path(f).read_text().strip()
-    cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms, secret=secret, data_dir=data_dir,
+    cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms or [], secret=secret, data_dir=data_dir,
                       tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, web_db=web_db, replica_id=replica_id,
-                      partitions=partitions, host=host, port=port, metrics_port=metrics_port)
+                      partitions=partitions, host=host, port=port, metrics_port=metrics_port, account=account,
+                      gateway_broker=gateway_broker)
     try:
         svc = CloudService(cfg).start()
     except (ConfigError, ValueError) as e:

@@ -6,8 +6,12 @@ publishing under gateway B's topics. Each enrolled gateway therefore gets:
 * a random password, shown once to the installer and never stored in clear;
 * a mosquitto password-file line (`user:$7$iterations$salt$hash`, PBKDF2-SHA512, the format
   mosquitto 2's `mosquitto_passwd` writes; tests check the real broker accepts it);
-* an ACL block: write only under `sw/v1/<site>/<gateway>/#`, read only its own `…/+/cmd`;
-* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in.
+* an ACL block: write only the topics it sends under `sw/v1/<site>/<gateway>/`, read only its own
+  `…/+/cmd`, its own config topics (`…/config`, `…/config-confirm`) and the cloud's time beacon
+  `sw/v1/time`;
+* a starting edge config (edge_agent/config.py format) with its uplink credentials filled in: its
+  own account and the broker's address, never the cloud's account (credentials that reach this
+  module inside a URL are dropped). It passes `edge-agent check` as returned.
 
 The pure functions here build those texts; `render_password_file` / `render_acl_file` assemble the
 broker's files from every enrolled gateway plus the cloud's own service users.
@@ -82,26 +86,37 @@ def check_passwd_line(line: str, password: str) -> bool:
 
 
 def gateway_acl(site: str, gateway: str) -> str:
+    """Write exactly what a gateway sends (its uplink topics, its config results and running
+    config), read its commands, ITS config topics and the time beacon; never write its own desired
+    config."""
     wire.check_id("site", site)
     wire.check_id("gateway", gateway)
+    ups = [*wire.subscriptions(site, gateway),
+           *(wire.config_topic(site, gateway, k) for k in (wire.ConfigKind.RESULT, wire.ConfigKind.RUNNING))]
+    reads = [wire.cmd_topic(site, gateway), *wire.gateway_config_subscriptions(site, gateway), wire.TIME_TOPIC]
     return (f"user {mqtt_username(site, gateway)}\n"
-            f"topic write {wire.PREFIX}/{site}/{gateway}/#\n"
-            f"topic read {wire.cmd_topic(site, gateway)}\n")
+            + "".join(f"topic write {t}\n" for t in ups)
+            + "".join(f"topic read {t}\n" for t in reads))
 
 
 def cloud_acl(username: str) -> str:
-    """The cloud's service user (ingest, API): reads everything under v1, writes only commands."""
+    """The cloud's service user (ingest, API): reads everything under v1, writes only commands and
+    gateways' desired configs and confirmations, and the time beacon."""
     return (f"user {username}\n"
             f"topic read {wire.PREFIX}/#\n"
-            f"topic write {wire.PREFIX}/+/+/+/cmd\n")
+            f"topic write {wire.PREFIX}/+/+/+/cmd\n"
+            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.DESIRED.value}\n"
+            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.CONFIRM.value}\n"
+            f"topic write {wire.TIME_TOPIC}\n")
 
 
 def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object]:
     if kind is TransportKind.MODBUS_TCP:
         return {"name": "tcp1", "transport": kind.value, "host": "192.0.2.10", "tcp_port": 502}
     if kind is TransportKind.SERIAL_LINE:
-        return {"name": f"line{serial_no}", "transport": kind.value, "port": f"/dev/ttyUSB{serial_no}", "baud": baud}
-    return {"name": f"rs485-{baud}", "transport": kind.value, "port": f"/dev/ttyUSB{serial_no}", "baud": baud}
+        return {"name": f"line{serial_no}", "transport": kind.value, "serial_port": f"/dev/ttyUSB{serial_no}",
+                "baud": baud}
+    return {"name": f"rs485-{baud}", "transport": kind.value, "serial_port": f"/dev/ttyUSB{serial_no}", "baud": baud}
 
 
 def edge_config(site: str, gateway: str, broker_url: str, username: str, password: str,
@@ -116,7 +131,7 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         p = profiles[d.profile]
         tr = p.transport
         baud = getattr(getattr(tr, "serial", None), "baud", None) or 9600
-        serial_no = sum(1 for b in buses.values() if "port" in b)
+        serial_no = sum(1 for b in buses.values() if "serial_port" in b)
         bus = _bus_for(tr.kind, int(baud), serial_no)
         if tr.kind is TransportKind.MODBUS_RTU and bus["name"] in buses:
             bus = buses[str(bus["name"])]  # same speed: share the line
@@ -131,10 +146,15 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         if d.labels:
             entry["labels"] = dict(d.labels)
         devs.append(entry)
+    from cloud.broker_account import without_credentials
+
+    # one broker, or the MQTT listeners of a cluster's nodes, comma-separated (edge_agent/config.py: a list)
+    urls = [without_credentials(u.strip()).rstrip("/") for u in broker_url.split(",") if u.strip()]
+    url: str | list[str] = urls[0] if len(urls) == 1 else urls
     doc = {
         "site": site,
         "gateway": gateway,
-        "uplink": {"url": broker_url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
+        "uplink": {"url": url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
         "buses": list(buses.values()),
         "devices": devs,
     }

@@ -14,6 +14,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
+def _by_reason(name: str, doc: str, counts: dict[str, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=["reason"])
+    for reason, n in sorted(counts.items()):
+        fam.add_metric([reason], n)
+    return fam
+
+
 class IngestCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self.stats = stats
@@ -28,10 +35,7 @@ class IngestCollector(Collector):
         yield CounterMetricFamily(
             p + "duplicates", "replayed messages dropped by sequence number", value=s["duplicates"]
         )
-        dl = CounterMetricFamily(p + "dead_letters", "messages refused, by reason", labels=["reason"])
-        for reason, n in sorted(s["dead_letters"].items()):
-            dl.add_metric([reason], n)
-        yield dl
+        yield _by_reason(p + "dead_letters", "messages refused, by reason", s["dead_letters"])
         yield CounterMetricFamily(
             p + "points_stored", "points the time-series store accepted", value=s["written"]
         )
@@ -68,8 +72,19 @@ class IngestCollector(Collector):
             p + "edge_lag_seconds", "edge timestamp to arrival, last telemetry", value=s["edge_lag"]
         )
         yield GaugeMetricFamily(
-            p + "sequence_gaps", "sequence numbers missing (may still backfill)", value=s["missing_seqs"]
+            p + "sequence_gaps", "open gaps in devices' sequences (may still backfill)", value=s["seq_gaps"]
         )
+        yield GaugeMetricFamily(
+            p + "sequence_missing", "sequence numbers in those gaps", value=s["missing_seqs"]
+        )
+        yield CounterMetricFamily(
+            p + "sequence_lost", "missing numbers given up (gap bound reached)", value=s["seq_lost"]
+        )
+        yield CounterMetricFamily(
+            p + "rebased", "messages whose ts was outside the time policy (stored at receive time)",
+            value=s["rebased"],
+        )
+        yield _by_reason(p + "points_refused", "reported values dropped, by reason", s["points_refused"])
         yield GaugeMetricFamily(
             p + "connected", "1 when every lane is connected to the broker", value=1 if s["connected"] else 0
         )

@@ -24,6 +24,9 @@ class SafetyMessage(msgspec.Struct, frozen=True, gc=False):
     kind: wire.Kind
     payload: wire.Payload
     received: float  # time.time() when the ingester got it (for latency figures)
+    # Set when the message's `ts` was outside the time policy and rebased to `received`: the
+    # gateway's clock minus the cloud's, as that message showed it (cloud/ingest/timepolicy.py).
+    clock_skew: float | None = None
 
 
 class SafetySink(Protocol):

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServeConfig:
-    broker: str
+    broker: str  # the address only: the account is `account` (cloud/broker_account.py)
     site_files: list[Path] = field(default_factory=list)
     alarm_files: list[Path] = field(default_factory=list)
     secret: str = ""  # signs sessions and acknowledge links; at least 32 characters
@@ -59,15 +59,20 @@ class ServeConfig:
     # hand-over can wait a full interval behind bulk work. 1 ms cut ingest → dispatch p99 under a
     # 2,200 msg/s fleet from ~120 ms to ~60 ms (docs/e2e-latency.md). None: leave it alone.
     gil_switch_interval_s: float | None = 0.001
+    remote_config: bool = True  # desired gateway configs, sent over MQTT (cloud/remote_config/)
     extra: dict[str, Any] = field(default_factory=dict)
+    account: Any = None  # cloud.broker_account.BrokerAccount: the cloud's own broker user
+    # The broker address written into enrolled gateways' configs (default: `broker`); never an account.
+    gateway_broker: str = ""
+    time_policy: Any = None  # cloud.ingest.timepolicy.TimePolicy; None: the default policy
 
 
 class CloudService:
     """Starts and stops the cloud parts in dependency order; each part is the one the tests use.
 
     After `start()` the parts are attributes (`registry`, `store`, `dispatcher`, `signer`, `engine`,
-    `gate`, `history`, `ingest`, `commander`, `app`, `server`), so the demo and tests drive the very objects the
-    production process runs."""
+    `gate`, `history`, `ingest`, `commander`, `configs`, `app`, `server`), so the demo and tests drive the
+    very objects the production process runs."""
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
@@ -83,6 +88,7 @@ class CloudService:
         self.history: Any = None
         self.ingest: Any = None
         self.commander: Any = None
+        self.configs: Any = None  # cloud.remote_config.service.ConfigService
         self.app: Any = None
         self.member: Any = None  # cloud.cluster.replica.ClusterMember on a NATS cluster
         self._t0 = 0.0
@@ -111,11 +117,12 @@ class CloudService:
         from cloud.api.server import build_app
         from cloud.api.settings import WebSettings
         from cloud.auth.models import make_engine, make_sessionmaker
+        from cloud.broker_account import BrokerAccount, without_credentials
         from cloud.ingest.priority import PriorityGate
         from cloud.ingest.service import IngestConfig, IngestService
         from cloud.notify.dispatch import AppriseSender, Dispatcher
         from cloud.notify.links import AckSigner
-        from cloud.site_config import load_site
+        from cloud.site_config import alarm_configs, load_site
         from cloud.state.registry import Registry
 
         self._t0 = time.monotonic()
@@ -126,11 +133,18 @@ class CloudService:
 
             sys.setswitchinterval(c.gil_switch_interval_s)
         web_kw: dict[str, Any] = {} if c.poll_ms is None else {"poll_ms": c.poll_ms}
-        self.settings = settings = WebSettings(db_url=c.web_db or f"sqlite:///{d / 'web.db'}", secret=c.secret,
-                                               mqtt_url=c.broker, gateway_broker_url=c.broker, **web_kw)
+        account = c.account or BrokerAccount()
+        self.settings = settings = WebSettings(
+            db_url=c.web_db or f"sqlite:///{d / 'web.db'}", secret=c.secret, mqtt_url=c.broker,
+            mqtt_username=account.username, mqtt_password=account.password,
+            gateway_broker_url=",".join(without_credentials(u) for u in (c.gateway_broker or c.broker).split(",")),
+            **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
-        sites = list(c.sites) + [load_site(p) for p in c.site_files]  # located errors before anything starts
-        alarm_sites = list(c.alarm_sites) + [load_site_alarms(p) for p in c.alarm_files]
+        site_files = [("(given)", s) for s in c.sites] + [(str(p), load_site(p)) for p in c.site_files]
+        sites = [s for _, s in site_files]  # located errors before anything starts
+        # An alarm file for a site, else the alarm keys of its site file (docs/alarms.md).
+        alarm_sites = alarm_configs(site_files, [("(given)", a) for a in c.alarm_sites]
+                                    + [(str(p), load_site_alarms(p)) for p in c.alarm_files])
 
         state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)
@@ -161,7 +175,8 @@ class CloudService:
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
             housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh,
-            partitions=c.partitions, partitions_owned=[] if clustered else None),
+            partitions=c.partitions, partitions_owned=[] if clustered else None,
+            account=account, **({} if c.time_policy is None else {"time_policy": c.time_policy})),
             safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
         self._started("ingest", ingest.start())
@@ -177,10 +192,26 @@ class CloudService:
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
         self._started("history", self.history.start())
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
+                                   account.username, account.password,
                                    timeout_s=settings.command_timeout_s).start()
         self._started("commander", self.commander)
+        if c.remote_config and clustered:
+            # Not wired for a NATS cluster yet: every replica would answer each gateway's `confirming`
+            # and step the same rollouts, and births arrive on the partitioned subjects
+            # (docs/operations.md, "Growing past one machine").
+            log.warning("remote configuration is not available on a NATS cluster yet; not started")
+        elif c.remote_config:
+            from cloud.remote_config.service import ConfigService
+            from cloud.remote_config.store import ConfigStore
+            from device_profiles.loader import catalog
+
+            self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
+                                         lambda site: [g.id for g in registry.gateways(site)],
+                                         account.username, account.password).start()
+            self._started("remote config", self.configs)
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
-                             commander=self.commander, db=self.commander.db, storage=ingest.storage_status)
+                             commander=self.commander, db=self.commander.db, storage=ingest.storage_status,
+                             configs=self.configs, sessions=self.history.sessions)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host=c.host, port=c.port, log_level="warning",
                                                     lifespan="off"))
         web = threading.Thread(target=self.server.run, name="web", daemon=True)

@@ -289,6 +289,23 @@ def chargers() -> dashboard.Dashboard:
         )
     )
     d = d.with_panel(
+        table_panel(
+            "Charge sessions flagged",
+            "Sessions the edge's charge-session analytics warned of (`abnormal_charge`: a failing battery or "
+            "connector, minutes before any threshold): why, the hottest reading, the heat nothing explains, the "
+            "energy. docs/charging.md says what each reason means.",
+            "none",
+            [
+                Q(
+                    'SELECT last("peak_temp_c") AS "peak_temp", max("peak_excess_c") AS "unexplained", '
+                    'last("energy_kwh") AS "energy", max("duration_s") AS "duration" FROM "charge_session" '
+                    f'WHERE {TF} AND {CH} AND "flagged" = true GROUP BY "shelter", "device", "port", "reason"'
+                )
+            ],
+            column_units={"peak_temp": "celsius", "unexplained": "celsius", "energy": "kwatth", "duration": "s"},
+        )
+    )
+    d = d.with_panel(
         ts_panel(
             "Cabinet ambient temperature",
             f"Warning {S.CABINET_TEMP_WARN:g} °C, cabinet-hot alarm {S.CABINET_TEMP_ALARM:g} °C.",

@@ -38,6 +38,7 @@ def ingest_day(day: Day, influx_url: str, database: str, work_dir: Path) -> Load
     from cloud.ingest.dead_letter import DeadLetterStore
     from cloud.ingest.pipeline import Pipeline
     from cloud.ingest.safety_queue import QueueSafetySink
+    from cloud.ingest.timepolicy import TimePolicy
     from cloud.site_config import load_site
     from cloud.state.registry import Registry
     from cloud.tsdb.base import open_sink
@@ -55,7 +56,8 @@ def ingest_day(day: Day, influx_url: str, database: str, work_dir: Path) -> Load
     dead = DeadLetterStore(work_dir / "dead-letters.db")
     # Nobody drains the safety queue here (no alarm engine runs): unbounded, discarded at the end.
     history = HistoryService(clock=lambda: day.end_ms / 1000)
-    pipeline = Pipeline(directory, dead, history.fan_out(QueueSafetySink()), storage)
+    # A replayed day: its timestamps are the simulated clock's, not evidence to judge (time policy off).
+    pipeline = Pipeline(directory, dead, history.fan_out(QueueSafetySink()), storage, time_policy=TimePolicy.off())
     history.bind(storage, lambda: pipeline.directory).step()  # learns which devices have bays
     try:
         for i, (topic, payload) in enumerate(day.messages):

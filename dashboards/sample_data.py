@@ -54,6 +54,7 @@ DEVICES = (
     Device("hub-1", "parkhub-ph48", "gw-garage", "garage-b1"),
 )
 OFFLINE_AT_MIN = DAY_MIN - 30  # riser-2 stops answering for the last half hour
+FLAGGED_AT_MIN = 1184  # pile-1 port 7: the edge's abnormal_charge warning, 16 min before it overheats
 
 
 def zone_of(bay: int) -> str:
@@ -161,6 +162,12 @@ class Day:
         )
         self.messages.append((wire.topic(SITE, dev.gateway, wire.Kind.HEALTH, dev.id), wire.encode(msg)))
 
+    def event(self, dev: Device, ev: wire.Event, minute: float) -> None:
+        """One Event from the device's gateway (`ts`, `seq` and `id` set here)."""
+        msg = wire.Event(ts=self._at(minute), seq=self._seq(dev), id=wire.new_id(), kind=ev.kind,
+                         severity=ev.severity, point=ev.point, value=ev.value, text=ev.text, data=ev.data)
+        self.messages.append((wire.topic(SITE, dev.gateway, wire.Kind.EVENT, dev.id), wire.encode(msg)))
+
     def raw(self, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], minute: float) -> None:
         self.lines.append(line(measurement, tags, fields, self.ts(minute)))
 
@@ -185,6 +192,8 @@ def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: s
     if dev.id == "cabinet-2":  # port 3: a session of 9.5 h still running at the end → long_charge
         st[3].sessions = [(DAY_MIN - 570, DAY_MIN + 60)]
     hot_port = 7 if dev.id == "pile-1" else None  # overheats at 20:00, the interlock cuts it
+    if hot_port is not None:  # ... in a session the edge's analytics flagged 16 min before
+        st[hot_port].sessions = [(1080, DAY_MIN + 60)]
     warm_port = 5 if dev.id == "cabinet-2" else None  # runs warm (≈60 °C) in the afternoon
     prev: dict[int, tuple[str, bool]] = {}
     for minute in range(DAY_MIN):
@@ -209,6 +218,13 @@ def _chargers(day: Day, rnd: random.Random, dev: Device, ports: int, charging: s
             if hot_port == p and 1200 <= minute < 1212:
                 target = 78.0
             s.temp += (target - s.temp) * 0.3 + rnd.uniform(-0.2, 0.2)
+            if hot_port == p and minute == FLAGGED_AT_MIN:
+                data: dict[str, wire.Scalar] = {
+                    "reason": "unexplained_heat", "reasons": "unexplained_heat", "severe": False, "excess_c": 6.1,
+                    "slope_c_per_min": 0.5, "temp_c": round(s.temp, 1), "index": p}
+                day.event(dev, wire.Event(ts=day._at(minute), seq=0, id="x" * 8, kind="abnormal_charge",
+                                          severity="major", point=f"port.{p}.connector_temp", value=round(s.temp, 1),
+                                          data=data), minute)
             if hot_port == p and s.temp >= 75.0 and s.enabled:
                 s.enabled = False
                 _alarm(day, dev, "connector_overtemp", "critical", minute, minute + 20, str(p), ack_after=5)

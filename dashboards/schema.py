@@ -90,6 +90,23 @@ TELEMETRY = (
 
 DEFINED_HERE = (
     Measurement(
+        "charge_session",
+        ("site", "gateway", "device", "port", "shelter", "reason"),
+        {
+            "duration_s": "seconds since the session started",
+            "energy_kwh": "energy of the session",
+            "peak_temp_c": "hottest connector reading",
+            "peak_excess_c": "°C the connector ran above what current, ambient and neighbours explain",
+            "cc_s": "seconds at constant current",
+            "flagged": "bool, the edge raised abnormal_charge in this session",
+            "severe": "bool, a severe finding (the edge may have stopped the port)",
+            "ended": "bool, false for the point written when the session was flagged",
+        },
+        "cloud/history/charge_session.py, from charger_port telemetry and the edge's abnormal_charge events",
+        "one point when a session ends (`ended` true) and one when it is flagged (`ended` false); `reason` is the "
+        "warning's reason, 'none' when not flagged; the other tags are the port's charger_port tags",
+    ),
+    Measurement(
         "alarm",
         ("site", "device", "rule", "severity", "instance"),
         {"active": "bool", "acknowledged": "bool"},

@@ -3,7 +3,11 @@
 Modbus moves 16-bit registers big-endian on the wire; devices disagree on how they lay larger or
 odd values across them. `byte_order` says how the two bytes of each register hold the value's bytes
 (big = AB as sent), `word_order` which register holds the high word of a 32-bit value (big = first).
-The edge decodes with `decode`, the simulators encode with `encode`: both from the same profile.
+A `string` is text in address order, two characters per register, the first in the high byte;
+`byte_order: little` swaps the two characters of each register, and `word_order` does not apply to
+text (it orders the words of one number, not the registers of a string) — docs/profiles.md.
+The edge decodes with `decode`, the simulators encode with `encode`: both from the same profile,
+so tests/unit/test_codec_doc.py checks both against register dumps written by hand from the doc.
 """
 
 from __future__ import annotations
@@ -62,9 +66,10 @@ def raw_from_registers(p: ResolvedPoint, regs: list[int]) -> int | float | str |
     if t is DataType.BIT:
         word = _bytes_to_regs(_regs_to_bytes(regs, p.byte_order, Order.BIG), Order.BIG, Order.BIG)[0]
         return bool((word >> (p.spec.bit or 0)) & 1)
-    data = _regs_to_bytes(regs, p.byte_order, p.word_order)
     if t is DataType.STRING:
-        return data.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip()
+        text = _regs_to_bytes(regs, p.byte_order, Order.BIG)
+        return text.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip()
+    data = _regs_to_bytes(regs, p.byte_order, p.word_order)
     value: int | float = struct.unpack(_STRUCT[t], data)[0]
     return value
 
@@ -98,7 +103,7 @@ def encode(p: ResolvedPoint, value: Value) -> list[int]:
         raise CodecError(f"{p.id}: a bit point shares its register; use encode_bit")
     if t is DataType.STRING:
         data = str(value).encode("ascii")[: p.count * 2].ljust(p.count * 2, b"\x00")
-        return _bytes_to_regs(data, p.byte_order, p.word_order)
+        return _bytes_to_regs(data, p.byte_order, Order.BIG)
     if t is DataType.ENUM:
         if isinstance(value, str):
             for k, label in (p.spec.enum or {}).items():

@@ -128,13 +128,22 @@ def _friendly(err: dict[str, Any]) -> str:
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse once for data and once for positions; YAML syntax errors become located issues."""
+    return parse_yaml(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A YAML file's text, or a ConfigError naming it (missing, not UTF-8)."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Issue(name, 0, "", "file not found")]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([Issue(name, 0, "", f"not UTF-8 text: {e}")]) from None
+
+
+def parse_yaml(text: str, name: str) -> tuple[Any, yaml.Node | None]:
+    """`read_yaml` for text that is not a file (a config sent from the cloud), `name` naming it."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -142,6 +151,10 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         mark = e.problem_mark
         line = mark.line + 1 if mark else 0
         raise ConfigError([Issue(name, line, "", f"YAML syntax: {e.problem}")]) from None
+    except yaml.reader.ReaderError as e:  # a control character: not text a person typed
+        line = text[: e.position].count("\n") + 1
+        raise ConfigError([Issue(name, line, "", f"not YAML text: character #x{e.character:04x} is not allowed")]) \
+            from None
     return data, node
 
 

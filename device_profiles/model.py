@@ -275,6 +275,59 @@ class AlarmRule(_Strict):
         return self
 
 
+class IdentifyRead(_Strict):
+    """One read `edge-agent scan` makes to recognise the model of a device that answered.
+
+    `expect` fixes what this model answers (a vendor or model code: a signature); `exception`
+    says the model answers this read with that Modbus exception code (e.g. 2, illegal data
+    address, just past the end of its register map: the signature of a simple I/O module that has
+    no identification registers). A read with neither is reported (firmware, serial number) and
+    must merely be answered. The read keyed `firmware` is checked against the profile's
+    `firmware:` range. `example` is what a real device answers (the simulators answer it, and it
+    documents the register for people)."""
+
+    key: Key
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType = DataType.UINT16
+    length: int | None = Field(default=None, ge=1, le=64)
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    expect: bool | int | float | str | None = None
+    exception: int | None = Field(default=None, ge=1, le=255)
+    example: bool | int | float | str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IdentifyRead:
+        if self.exception is not None and (self.expect is not None or self.example is not None):
+            raise ValueError("`exception:` means the device answers no value here: drop `expect:` / `example:`")
+        if self.type is DataType.ENUM or self.type is DataType.BIT:
+            raise ValueError(f"type {self.type.value} cannot identify a device; read the register as uint16")
+        self.point()  # the same rules as a point (string needs `length:`, …)
+        return self
+
+    def point(self) -> ModbusPoint:
+        """The read as a point, to decode it with the profile's codec (coils and discrete inputs
+        are single bits, whatever `type:` says)."""
+        kind = DataType.BOOL if self.table.is_bit else self.type
+        return ModbusPoint(key=self.key, table=self.table, address=self.address, type=kind,
+                           length=self.length, byte_order=self.byte_order, word_order=self.word_order)
+
+    @property
+    def signature(self) -> bool:
+        return self.expect is not None or self.exception is not None
+
+
+class Identify(_Strict):
+    """How a scan recognises this model. Modbus: `reads` (at least one with `expect:` or
+    `exception:`). Serial line devices are recognised by their own line format: `min_lines` lines
+    matching the profile's pattern (checksum included) within `listen_s` seconds."""
+
+    reads: list[IdentifyRead] = Field(default_factory=list)
+    listen_s: float = Field(default=30.0, gt=0, le=600)
+    min_lines: int = Field(default=2, ge=1, le=100)
+
+
 class SerialSettings(_Strict):
     baud: int = 9600
     parity: Literal["N", "E", "O"] = "N"
@@ -373,6 +426,7 @@ class Profile(_Strict):
     interlocks: list[Interlock] = Field(default_factory=list)
     timeseries: list[TimeSeries] = Field(min_length=1)
     alarms: list[AlarmRule] = Field(default_factory=list)
+    identify: Identify | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _resolved: Any = PrivateAttr(default=None)  # cache of device_profiles.points.resolve_points
@@ -429,6 +483,23 @@ class Profile(_Strict):
             for j, other in enumerate(r.all_of):
                 if other not in rule_keys:
                     probs.append((("alarms", i, "all_of", j), f"unknown rule {other!r}"))
+        probs += self._identify_problems(is_line)
+        return probs
+
+    def _identify_problems(self, is_line: bool) -> list[tuple[tuple[str | int, ...], str]]:
+        if self.identify is None:
+            return []
+        probs: list[tuple[tuple[str | int, ...], str]] = []
+        reads = self.identify.reads
+        if is_line and reads:
+            probs.append((("identify", "reads"), "a serial_line device is recognised by its lines; drop `reads:`"))
+        if not is_line and not any(r.signature for r in reads):
+            probs.append((("identify", "reads"), "needs a read with `expect:` or `exception:` (a signature)"))
+        seen: set[str] = set()
+        for i, r in enumerate(reads):
+            if r.key in seen:
+                probs.append((("identify", "reads", i, "key"), f"duplicate key {r.key!r}"))
+            seen.add(r.key)
         return probs
 
     def block_keys(self) -> set[str]:

@@ -13,6 +13,7 @@ Topics (the version is in the topic so v2 can run beside v1):
     sw/v1/<site>/<gateway>/<device>/health      device communication health
     sw/v1/<site>/<gateway>/<device>/cmd         downlink command
     sw/v1/<site>/<gateway>/<device>/cmd-result  the answer to one command
+    sw/v1/time                                  the cloud's time beacon (gateways measure clock skew)
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import msgspec
 SCHEMA_VERSION = 1
 PREFIX = "sw/v1"
 MAX_PAYLOAD_BYTES = 64 * 1024
+# A gateway clock further than this from the cloud's is wrong: its messages with a `ts` that far
+# ahead are stored at receive time, and the cloud raises `gateway_clock` (docs/wire.md, "Time").
+CLOCK_TOLERANCE_S = 10.0
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -143,7 +147,30 @@ def cmd_topic(site: str, gateway: str, device: str = "+") -> str:
 # ---------------------------------------------------------------------------------------- payloads
 
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**53)]  # a device's first message is seq 1
+Epoch = Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class WireTime(datetime):
+    """A UTC instant that encodes exactly as the contract writes it: RFC 3339, milliseconds, `Z`
+    (`2026-11-25T03:12:45.120Z`). msgspec writes a plain datetime with no or six fraction digits,
+    so every time the code puts on the wire is one of these (`now()`, `at()`, `wire_time()`);
+    `encode` turns them into text. Decoded payloads hold plain datetimes (same instant)."""
+
+    def wire(self) -> str:
+        t = self.astimezone(UTC)
+        return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
+
+
+def wire_time(t: datetime) -> WireTime:
+    """Any aware datetime → the same instant (to the millisecond) as a WireTime."""
+    t = t.astimezone(UTC)
+    return WireTime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond // 1000 * 1000, UTC)
+
+
+def at(seconds: float) -> WireTime:
+    """Unix seconds → WireTime (e.g. a `time.time()` kept by the gateway)."""
+    return wire_time(datetime.fromtimestamp(seconds, UTC))
 Scalar = bool | int | float | str
 Severity = Literal["critical", "major", "minor", "warning", "info"]
 PointId = Annotated[str, msgspec.Meta(min_length=1, max_length=96)]
@@ -161,21 +188,27 @@ class DeviceInfo(msgspec.Struct, omit_defaults=True):
 
 
 class Status(_Msg, kw_only=True):
-    """Retained on `…/status`. Birth says online; the last will (set at connect) says offline."""
+    """Retained on `…/status`. Birth says online; the last will (set at connect) says offline.
+    A birth names the running config: `config_version` (the cloud version it applied; 0 = a
+    config written on site) and `config_digest` (`edge_agent.remote.digest` of its content)."""
 
     state: Literal["online", "offline"]
     reason: str = ""
     agent: str = ""
     devices: list[DeviceInfo] = []
+    config_version: Annotated[int, msgspec.Meta(ge=0)] = 0
+    config_digest: str = ""
 
 
 class Telemetry(_Msg, kw_only=True):
     """Readings of one device. `snapshot` true means every point is present (periodic full report);
-    otherwise only points that moved beyond their deadband. Points that could not be read are absent."""
+    otherwise only points that moved by at least their deadband. Points that could not be read are
+    absent. `seq` counts within `epoch` (docs/wire.md, "Sequence numbers")."""
 
     seq: Seq
     values: dict[PointId, Scalar]
     snapshot: bool = False
+    epoch: Epoch = ""
 
 
 class Event(_Msg, kw_only=True):
@@ -185,13 +218,14 @@ class Event(_Msg, kw_only=True):
 
     seq: Seq
     id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
-    kind: Literal["state", "interlock", "command", "fault", "agent"]
+    kind: Literal["state", "interlock", "command", "fault", "agent", "abnormal_charge"]
     severity: Severity = "info"
     point: str | None = None
     value: Scalar | None = None
     previous: Scalar | None = None
     text: str = ""
     data: dict[str, Scalar] = {}
+    epoch: Epoch = ""
 
 
 class DeviceHealth(_Msg, kw_only=True):
@@ -210,6 +244,7 @@ class DeviceHealth(_Msg, kw_only=True):
     latency_ms: float | None = None
     poll_rate_hz: float | None = None
     detail: str = ""
+    epoch: Epoch = ""
 
 
 class BusHealth(msgspec.Struct, omit_defaults=True):
@@ -226,6 +261,9 @@ class GatewayHealth(_Msg, kw_only=True):
     outbox_bytes: int = 0
     outbox_dropped: int = 0
     backlog_oldest: UtcTime | None = None
+    # The gateway's clock minus the cloud's, in seconds, measured from the time beacon; None until
+    # the gateway has heard one.
+    clock_skew_s: float | None = None
 
 
 class Command(_Msg, kw_only=True):
@@ -256,15 +294,42 @@ PAYLOAD_TYPES: dict[Kind, type[_Msg]] = {
     Kind.CMD_RESULT: CommandResult,
 }
 
+class TimeBeacon(_Msg, kw_only=True):
+    """Published by the cloud on `sw/v1/time` (QoS 0, not retained) every few seconds: `ts` is the
+    cloud's clock when it was sent. A gateway's clock skew is its own clock at arrival minus `ts`
+    (an upper bound: the delivery delay is included; the smallest of recent samples is taken)."""
+
+    source: str = ""
+
+
+TIME_TOPIC = f"{PREFIX}/time"
+
 Payload = Status | GatewayHealth | Telemetry | Event | DeviceHealth | Command | CommandResult
 T = TypeVar("T", bound=_Msg)
 
-_encoder = msgspec.json.Encoder()
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, WireTime):
+        return obj.wire()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _decoders: dict[Kind, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
+_beacon_decoder = msgspec.json.Decoder(TimeBeacon)
 
 
 def encode(msg: _Msg) -> bytes:
     return _encoder.encode(msg)
+
+
+def decode_beacon(data: bytes) -> TimeBeacon:
+    """A time beacon, or WireError (same reasons as `decode`)."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _beacon_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise WireError("bad_schema" if isinstance(e, msgspec.ValidationError) else "bad_json", str(e)) from None
 
 
 def decode(kind: Kind, data: bytes) -> Any:
@@ -302,10 +367,9 @@ def json_schema(kind: Kind) -> dict[str, Any]:
     return msgspec.json.schema(PAYLOAD_TYPES[kind])
 
 
-def now() -> datetime:
+def now() -> WireTime:
     """UTC now, to the millisecond (what goes in `ts`)."""
-    t = datetime.now(UTC)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+    return wire_time(datetime.now(UTC))
 
 
 def new_id() -> str:
@@ -315,3 +379,125 @@ def new_id() -> str:
 def last_will(ts: datetime | None = None) -> Status:
     """The offline status a gateway registers as its MQTT last will when it connects."""
     return Status(ts=ts or now(), state="offline", reason="connection lost")
+
+
+# ------------------------------------------------------------------------------ remote configuration
+# Gateway-level topics (five levels, like `status`), so they can never be mistaken for a device's:
+#   sw/v1/<site>/<gateway>/config          down, retained: the desired config (ConfigSet)
+#   sw/v1/<site>/<gateway>/config-confirm  down: the cloud heard the gateway over its new uplink
+#   sw/v1/<site>/<gateway>/config-result   up: what the gateway did with a version (ConfigResult)
+#   sw/v1/<site>/<gateway>/config-running  up, retained: the config it runs, without secrets
+
+
+class ConfigKind(StrEnum):
+    DESIRED = "config"
+    CONFIRM = "config-confirm"
+    RESULT = "config-result"
+    RUNNING = "config-running"
+
+
+MAX_CONFIG_TEXT = 48 * 1024  # the YAML inside a ConfigSet / ConfigRunning (the payload stays under 64 KiB)
+
+
+def config_topic(site: str, gateway: str, kind: ConfigKind) -> str:
+    check_id("site", site)
+    check_id("gateway", gateway)
+    return f"{PREFIX}/{site}/{gateway}/{kind.value}"
+
+
+_CONFIG_KIND = {k.value: k for k in ConfigKind}
+
+
+def parse_config_topic(name: str) -> tuple[str, str, ConfigKind]:
+    """`sw/v1/<site>/<gateway>/config…` → (site, gateway, kind), or WireError('bad_topic')."""
+    parts = name.split("/")
+    if (len(parts) != 5 or parts[0] != "sw" or parts[1] != "v1" or parts[4] not in _CONFIG_KIND
+            or not (ID_RE.match(parts[2]) and ID_RE.match(parts[3]))):
+        raise WireError("bad_topic", f"{name!r} is not a v1 config topic")
+    return parts[2], parts[3], _CONFIG_KIND[parts[4]]
+
+
+def config_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
+    """What the cloud reads: every gateway's config results and running configs."""
+    b = f"{PREFIX}/{site}/{gateway}"
+    return [f"{b}/{ConfigKind.RESULT.value}", f"{b}/{ConfigKind.RUNNING.value}"]
+
+
+def gateway_config_subscriptions(site: str, gateway: str) -> list[str]:
+    """What a gateway reads: its own desired config and confirmations, nothing else's."""
+    return [config_topic(site, gateway, ConfigKind.DESIRED), config_topic(site, gateway, ConfigKind.CONFIRM)]
+
+
+ConfigText = Annotated[str, msgspec.Meta(max_length=MAX_CONFIG_TEXT)]
+Version = Annotated[int, msgspec.Meta(ge=1, le=2**31)]
+
+
+class ConfigSet(_Msg, kw_only=True):
+    """The cloud's desired config for one gateway (retained). `config` is the edge config's YAML
+    text without the uplink password (the gateway keeps its own); `digest` is its content's
+    digest. The gateway tries a version newer than any it handled: devices must answer within
+    `probe_s`, a changed uplink must be confirmed by the cloud within `confirm_s`, or it rolls back."""
+
+    version: Version
+    config: ConfigText
+    digest: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    by: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    comment: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    probe_s: Annotated[float, msgspec.Meta(ge=1, le=120)] = 20.0
+    confirm_s: Annotated[float, msgspec.Meta(ge=5, le=300)] = 30.0
+
+
+class ConfigConfirm(_Msg, kw_only=True):
+    """The cloud received `confirming` for `version` over the gateway's new uplink: keep it."""
+
+    version: Version
+
+
+class ConfigProblem(msgspec.Struct, omit_defaults=True):
+    line: int
+    key: str
+    message: str
+
+
+class ConfigResult(_Msg, kw_only=True):
+    """One step of a version on the gateway: `applying`, `confirming` (new uplink connected,
+    waiting for ConfigConfirm), then `applied`, `rolled_back` or `refused`. `running` is the
+    version running after this step (0: a config written on site)."""
+
+    version: Version
+    status: Literal["applying", "confirming", "applied", "rolled_back", "refused"]
+    running: Annotated[int, msgspec.Meta(ge=0)] = 0
+    detail: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    problems: list[ConfigProblem] = []
+    devices: dict[str, str] = {}
+
+
+class ConfigRunning(_Msg, kw_only=True):
+    """Retained: the config the gateway runs, without the uplink password."""
+
+    version: Annotated[int, msgspec.Meta(ge=0)]
+    digest: str
+    config: ConfigText
+    agent: str = ""
+
+
+CONFIG_PAYLOAD_TYPES: dict[ConfigKind, type[_Msg]] = {
+    ConfigKind.DESIRED: ConfigSet,
+    ConfigKind.CONFIRM: ConfigConfirm,
+    ConfigKind.RESULT: ConfigResult,
+    ConfigKind.RUNNING: ConfigRunning,
+}
+_config_decoders = {k: msgspec.json.Decoder(t) for k, t in CONFIG_PAYLOAD_TYPES.items()}
+
+
+def decode_config(kind: ConfigKind, data: bytes) -> Any:
+    """Validate and decode a config payload; WireError as `decode`."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError("oversized", f"{len(data)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return _config_decoders[kind].decode(data)
+    except UnicodeDecodeError:
+        raise WireError("not_utf8", "payload is not UTF-8") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        reason = "bad_schema" if isinstance(e, msgspec.ValidationError) else "bad_json"
+        raise WireError(reason, str(e)) from None

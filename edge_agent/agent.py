@@ -25,7 +25,9 @@ from device_profiles.model import PollClass, Profile, TransportKind
 from device_profiles.points import CommandError, resolve_command
 from edge_agent import commands
 from edge_agent.budget import budget
+from edge_agent.charge_watch import EdgeChargeWatch
 from edge_agent.config import AgentConfig, Bus, Device
+from edge_agent.config import Uplink as UplinkConfig
 from edge_agent.drivers.base import ModbusDriver, TransactionError
 from edge_agent.drivers.serial_line import LineReader
 from edge_agent.health import BusStats, DeviceStats
@@ -37,7 +39,18 @@ from edge_agent.uplink import Uplink
 
 log = logging.getLogger(__name__)
 Value = bool | int | float | str
-VERSION = "edge_agent 0.1"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"shelterwatch-edge {version('shelterwatch')}"
+    except PackageNotFoundError:
+        return "shelterwatch-edge (not installed)"
+
+
+VERSION = _version()
 
 
 @dataclass
@@ -49,14 +62,19 @@ class DeviceRuntime:
     stats: DeviceStats
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
+    charge: EdgeChargeWatch | None = None
 
 
-def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, seq: int) -> bytes:
-    return wire.encode(wire.Telemetry(ts=ts, seq=seq, values=values, snapshot=snapshot))
+def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
+    return wire.encode(wire.Telemetry(ts=ts, seq=seq, values=values, snapshot=snapshot, epoch=epoch))
 
 
-def _health(st: DeviceStats, stale: float, seq: int) -> bytes:
-    return wire.encode(st.message(seq, stale))
+def _health(st: DeviceStats, stale: float, epoch: str, seq: int) -> bytes:
+    return wire.encode(st.message(seq, stale, epoch))
+
+
+def _encoded(payload: bytes, seq: int) -> bytes:
+    return payload
 
 
 class LineBus:
@@ -66,8 +84,8 @@ class LineBus:
         self.name = bus.name
         self.bus, self.rt, self.on_values = bus, rt, on_values
         self.stats = BusStats(bus.name)
-        assert bus.port is not None
-        self.reader = LineReader(bus.port, bus.baud, rt.profile, self._record, bus.parity, bus.stop_bits)
+        assert bus.serial_port is not None
+        self.reader = LineReader(bus.serial_port, bus.baud, rt.profile, self._record, bus.parity, bus.stop_bits)
         self._stop = False
 
     def _record(self, rec: LineRecord) -> None:
@@ -104,13 +122,14 @@ def make_driver(bus: Bus) -> ModbusDriver:
         return TcpDriver(bus.host, bus.tcp_port, bus.timeout_s)
     from edge_agent.drivers.modbus_rtu import RtuDriver
 
-    assert bus.port is not None
-    return RtuDriver(bus.port, bus.baud, bus.parity, bus.stop_bits, bus.timeout_s)
+    assert bus.serial_port is not None
+    return RtuDriver(bus.serial_port, bus.baud, bus.parity, bus.stop_bits, bus.timeout_s)
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, profiles: dict[str, Profile]) -> None:
+    def __init__(self, cfg: AgentConfig, profiles: dict[str, Profile], config_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.profiles = profiles
         self.site, self.gateway = cfg.site, cfg.gateway
         self.state_dir = Path(cfg.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -118,65 +137,98 @@ class Agent:
             cfg.outbox.path or self.state_dir / "outbox.db", cfg.outbox.max_bytes, cfg.outbox.synchronous
         )
         self.started = time.monotonic()
-        self.devices: dict[str, DeviceRuntime] = {}
-        for d in cfg.devices:
-            if not d.enabled:
-                continue
-            prof = profiles[d.profile]
-            ovr = {k: (v.value, v.enabled) for k, v in d.interlocks.items()}
-            self.devices[d.id] = DeviceRuntime(
-                d,
-                prof,
-                Reporter(point_info(prof), cfg.snapshot_s),
-                Interlocks.for_profile(prof, ovr),
-                DeviceStats(d.id),
-                d.bus,
-            )
+        self.devices: dict[str, DeviceRuntime] = {
+            d.id: self.runtime(d, profiles[d.profile]) for d in cfg.devices if d.enabled
+        }
         self.buses: dict[str, BusScheduler | LineBus] = {}
         self.budget_warnings: list[str] = []
-        self.uplink = Uplink(cfg.uplink, cfg.site, cfg.gateway, self.outbox, self._command_from_paho, self._birth)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._kick = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._bus_tasks: dict[str, asyncio.Task[None]] = {}
         self.interlock_actions = 0
         self._pending: list[New] = []
+        from edge_agent.apply import Applier  # remote configuration: needs the file it may rewrite
+
+        self.remote = Applier(self, config_path) if config_path is not None else None
+        self.uplink = self.make_uplink(cfg.uplink)
 
     # ------------------------------------------------------------------ wiring
 
+    def runtime(self, d: Device, prof: Profile) -> DeviceRuntime:
+        ovr = {k: (v.value, v.enabled) for k, v in d.interlocks.items()}
+        return DeviceRuntime(
+            d, prof, Reporter(point_info(prof), self.cfg.snapshot_s), Interlocks.for_profile(prof, ovr),
+            DeviceStats(d.id), d.bus, charge=EdgeChargeWatch.for_device(prof, d.charge_analytics),
+        )
+
+    def make_uplink(self, uplink: UplinkConfig) -> Uplink:
+        return Uplink(uplink, self.site, self.gateway, self.outbox, self._command_from_paho, self._birth)
+
     def _build_buses(self) -> None:
         for bus in self.cfg.buses:
-            rts = [rt for rt in self.devices.values() if rt.bus == bus.name]
-            if not rts:
-                continue
-            if bus.transport is TransportKind.SERIAL_LINE:
-                self.buses[bus.name] = LineBus(bus, rts[0], self.on_values)
-                continue
-            slaves = []
-            for rt in rts:
-                periods = {c: rt.cfg.poll.of(c) for c in PollClass}
-                s = Slave(rt.cfg.id, rt.cfg.address, rt.profile, periods)
-                s.stats = rt.stats
-                slaves.append(s)
-            sched = BusScheduler(bus.name, make_driver(bus), slaves, self.on_values, bus.retries, bus.gap_ms / 1000)
-            if bus.transport is TransportKind.MODBUS_RTU:
-                loads = {
-                    s.id: [(r.table, r.count, s.periods[c]) for c, reads in s.plans.items() for r in reads]
-                    for s in slaves
-                }
-                b = budget(bus.name, bus.baud, loads, bus.gap_ms / 1000)
-                sched.stats.budget_ok = b.fits
-                if (w := b.warning()) is not None:
-                    self.budget_warnings.append(w)
-                    log.warning(w)
-            self.buses[bus.name] = sched
+            b = self.make_bus(bus)
+            if b is not None:
+                self.buses[bus.name] = b
+
+    def make_bus(self, bus: Bus) -> BusScheduler | LineBus | None:
+        """The scheduler (or line reader) of one bus of the current config, or None without devices."""
+        rts = [rt for rt in self.devices.values() if rt.bus == bus.name]
+        if not rts:
+            return None
+        if bus.transport is TransportKind.SERIAL_LINE:
+            return LineBus(bus, rts[0], self.on_values)
+        slaves = []
+        for rt in rts:
+            periods = {c: rt.cfg.poll.of(c) for c in PollClass}
+            s = Slave(rt.cfg.id, rt.cfg.address, rt.profile, periods)
+            s.stats = rt.stats
+            slaves.append(s)
+        sched = BusScheduler(bus.name, make_driver(bus), slaves, self.on_values, bus.retries, bus.gap_ms / 1000)
+        if bus.transport is TransportKind.MODBUS_RTU:
+            loads = {
+                s.id: [(r.table, r.count, s.periods[c]) for c, reads in s.plans.items() for r in reads]
+                for s in slaves
+            }
+            b = budget(bus.name, bus.baud, loads, bus.gap_ms / 1000)
+            sched.stats.budget_ok = b.fits
+            self.budget_warnings = [w for w in self.budget_warnings if not w.startswith(f"bus {bus.name}:")]
+            if (w := b.warning()) is not None:
+                self.budget_warnings.append(w)
+                log.warning(w)
+        return sched
+
+    def start_bus(self, name: str, bus: BusScheduler | LineBus) -> None:
+        self.buses[name] = bus
+        self._bus_tasks[name] = asyncio.create_task(bus.run(), name=f"bus-{name}")
+
+    async def stop_bus(self, name: str, timeout: float = 10.0) -> None:
+        """Stop one bus: queued writes (interlocks, commands) finish first, then its port closes.
+        It stays the bus of its devices until then, so a write asked for meanwhile (an interlock
+        tripping on its last poll) is still carried out."""
+        bus = self.buses.get(name)
+        task = self._bus_tasks.pop(name, None)
+        if bus is not None:
+            bus.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                log.exception("bus %s stopped with an error", name)
+        if self.buses.get(name) is bus:
+            self.buses.pop(name, None)
 
     def _birth(self) -> wire.Status:
         devs = [
             wire.DeviceInfo(id=rt.cfg.id, profile=rt.profile.id, labels=dict(rt.cfg.labels))
             for rt in self.devices.values()
         ]
-        return wire.Status(ts=wire.now(), state="online", agent=VERSION, devices=devs)
+        version, digest = self.remote.running() if self.remote is not None else (0, "")
+        return wire.Status(ts=wire.now(), state="online", agent=VERSION, devices=devs, config_version=version,
+                           config_digest=digest)
 
     def topic(self, kind: wire.Kind, device: str | None = None) -> str:
         return wire.topic(self.site, self.gateway, kind, device)
@@ -217,14 +269,25 @@ class Agent:
             items.append(
                 New(
                     self.topic(wire.Kind.TELEMETRY, device),
-                    partial(_telemetry, ts, vals, snap),
+                    partial(_telemetry, ts, vals, snap, self.outbox.epoch),
                     device,
                     ROUTINE,
                 )
             )
         for ch in out.events:
             items.append(self._state_event(device, ch, ts))
+        if rt.charge is not None:
+            for f in rt.charge.observe(values, time.time()):
+                items.append(self._charge_event(device, rt.charge, f, ts))
+                stop = rt.charge.stop(f)
+                if stop is not None:
+                    self._start_interlock(rt, stop)
         self.emit(items)
+
+    def _charge_event(self, device: str, watch: EdgeChargeWatch, f: Any, ts: Any) -> New:
+        return New(
+            self.topic(wire.Kind.EVENT, device), lambda seq: wire.encode(watch.event(f, ts, seq)), device, SAFETY
+        )
 
     def _state_event(self, device: str, ch: StateChange, ts: Any) -> New:
         def build(seq: int) -> bytes:
@@ -239,6 +302,7 @@ class Agent:
                     value=ch.value,
                     previous=ch.previous,
                     text=ch.text,
+                    epoch=self.outbox.epoch,
                 )
             )
 
@@ -253,6 +317,8 @@ class Agent:
             return
         sched = self.buses.get(rt.bus)
         if not isinstance(sched, BusScheduler):
+            # no scheduler for this bus at this instant: not pending, so the next poll acts again
+            rt.interlocks.result(act, False, time.monotonic())
             return
         fut = sched.submit_write(rt.cfg.id, w.table, w.address, w.value)
         fut.add_done_callback(lambda f: self._interlock_done(rt, act, f))
@@ -279,6 +345,7 @@ class Agent:
             "ok": ok,
             "reading": act.reading,
             "threshold": act.threshold,
+            "trip": act.trip,  # the cloud raises one alarm per trip (docs/alarms.md)
         }
         if act.index is not None:
             data["index"] = act.index
@@ -299,6 +366,7 @@ class Agent:
                             value=act.reading,
                             text=text,
                             data=data,
+                            epoch=self.outbox.epoch,
                         )
                     ),
                     dev,
@@ -310,8 +378,13 @@ class Agent:
     # ------------------------------------------------------------------ commands
 
     def _command_from_paho(self, topic: str, payload: bytes) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._command, topic, payload)
+        if self.loop is None:
+            return
+        if topic.endswith(("/config", "/config-confirm")):
+            if self.remote is not None:
+                self.loop.call_soon_threadsafe(self.remote.inbound, topic, payload)
+            return
+        self.loop.call_soon_threadsafe(self._command, topic, payload)
 
     def _command(self, topic: str, payload: bytes) -> None:
         profs = {k: rt.profile for k, rt in self.devices.items()}
@@ -369,7 +442,14 @@ class Agent:
                     self.topic(wire.Kind.EVENT, device),
                     lambda seq: wire.encode(
                         wire.Event(
-                            ts=ts, seq=seq, id=wire.new_id(), kind="command", severity="info", text=text, data=data
+                            ts=ts,
+                            seq=seq,
+                            id=wire.new_id(),
+                            kind="command",
+                            severity="info",
+                            text=text,
+                            data=data,
+                            epoch=self.outbox.epoch,
                         )
                     ),
                     device,
@@ -388,7 +468,7 @@ class Agent:
             items.append(
                 New(
                     self.topic(wire.Kind.HEALTH, dev),
-                    partial(_health, st, stale),
+                    partial(_health, st, stale, self.outbox.epoch),
                     dev,
                     ROUTINE,
                 )
@@ -397,8 +477,7 @@ class Agent:
 
     def gateway_health(self) -> wire.GatewayHealth:
         oldest = self.outbox.oldest_created()
-        from datetime import UTC, datetime
-
+        skew = self.uplink.clock.skew()
         return wire.GatewayHealth(
             ts=wire.now(),
             uptime_s=round(time.monotonic() - self.started, 1),
@@ -406,7 +485,8 @@ class Agent:
             outbox_pending=self.outbox.count,
             outbox_bytes=self.outbox.bytes,
             outbox_dropped=self.outbox.dropped(),
-            backlog_oldest=datetime.fromtimestamp(oldest, UTC) if oldest else None,
+            backlog_oldest=wire.at(oldest) if oldest else None,
+            clock_skew_s=None if skew is None else round(skew, 3),
         )
 
     def status(self, gh: wire.GatewayHealth | None = None) -> dict[str, Any]:
@@ -429,6 +509,9 @@ class Agent:
                 {"name": b.name, "utilisation": b.utilisation, "transactions": b.transactions, "budget_ok": b.budget_ok}
                 for b in gh.buses
             ],
+            "epoch": self.outbox.epoch,
+            "clock_skew_s": gh.clock_skew_s,
+            "config": dict(zip(("version", "digest"), self.remote.running() if self.remote else (0, ""), strict=True)),
             "budget_warnings": self.budget_warnings,
             "interlock_actions": self.interlock_actions,
             "devices": [
@@ -462,14 +545,20 @@ class Agent:
         while True:
             await asyncio.sleep(self.cfg.health_s)
             gh = self.gateway_health()
-            self.emit(self.health_items())
-            self.uplink.publish_now(self.topic(wire.Kind.GATEWAY_HEALTH), wire.encode(gh))
+            # Gateway health is durable like the rest (outbox, QoS 1); it carries no seq.
+            gh_item = New(self.topic(wire.Kind.GATEWAY_HEALTH), partial(_encoded, wire.encode(gh)), None, ROUTINE)
+            self.emit([*self.health_items(), gh_item])
             self.write_status(gh)
 
     async def _pump_loop(self) -> None:
+        announced: tuple[int, int] = (0, 0)  # (which uplink, its connection count)
         while True:
             self.flush()
             self.uplink.pump()
+            now = (id(self.uplink), self.uplink.connects)
+            if self.remote is not None and self.uplink.connected and now != announced:
+                announced = now
+                self.remote.announce()  # the running config, once per connection (retained)
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), 0.02)
@@ -479,9 +568,12 @@ class Agent:
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._build_buses()
+        if self.remote is not None:
+            self.remote.recover()  # a trial cut short by a crash or restart is reported, not forgotten
         self.uplink.start()
-        self._tasks = [asyncio.create_task(b.run(), name=f"bus-{n}") for n, b in self.buses.items()]
-        self._tasks.append(asyncio.create_task(self._pump_loop(), name="pump"))
+        for n, b in list(self.buses.items()):
+            self.start_bus(n, b)
+        self._tasks = [asyncio.create_task(self._pump_loop(), name="pump")]
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         self.write_status()
         try:
@@ -489,9 +581,12 @@ class Agent:
         finally:
             for b in self.buses.values():
                 b.stop()
-            for t in self._tasks:
+            if self.remote is not None:
+                self.remote.cancel()
+            tasks = [*self._tasks, *self._bus_tasks.values()]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.flush()
             self.uplink.wait_idle(2.0)
             self.write_status()
@@ -502,11 +597,12 @@ class Agent:
         self._stopping.set()
 
 
-def run_agent(cfg: AgentConfig, profiles: dict[str, Profile]) -> None:
-    """Run until SIGTERM / SIGINT."""
+def run_agent(cfg: AgentConfig, profiles: dict[str, Profile], config_path: Path | None = None) -> None:
+    """Run until SIGTERM / SIGINT. With `config_path` the cloud may change the config remotely
+    (the file is rewritten when a new version is kept; docs/wire.md, "Remote configuration")."""
 
     async def main() -> None:
-        agent = Agent(cfg, profiles)
+        agent = Agent(cfg, profiles, config_path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)

@@ -9,8 +9,12 @@ moves 8 request bytes and 5 + 2N response bytes: (13 + 2N) characters + 2 × t3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from device_profiles.model import Table
+from device_profiles.model import PollClass, Profile, Table, TransportKind
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 BITS_PER_CHAR = 11
 
@@ -74,3 +78,24 @@ def budget(bus: str, baud: int, loads: dict[str, list[tuple[Table, int, float]]]
     for dev, reads in loads.items():
         per[dev] = sum(read_time(baud, t, n, gap_s) / period for t, n, period in reads)
     return Budget(bus, baud, sum(per.values()), per)
+
+
+def config_budgets(cfg: AgentConfig, profiles: dict[str, Profile]) -> list[Budget]:
+    """The budget of every Modbus RTU bus of a config (what `check`, `scan` and the cloud print)."""
+    from edge_agent.planner import plan
+
+    out = []
+    for bus in cfg.buses:
+        if bus.transport is not TransportKind.MODBUS_RTU:
+            continue
+        loads = {
+            d.id: [(r.table, r.count, d.poll.of(c)) for c in PollClass for r in plan(profiles[d.profile], c)]
+            for d in cfg.devices
+            if d.bus == bus.name and d.enabled and d.profile in profiles
+        }
+        out.append(budget(bus.name, bus.baud, loads, bus.gap_ms / 1000))
+    return out
+
+
+def describe(b: Budget) -> str:
+    return f"bus {b.bus}: polls need {b.utilisation:.0%} of the line at {b.baud} baud"

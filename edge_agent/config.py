@@ -13,7 +13,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device_profiles.located_yaml import ConfigError, Issue, format_key, line_of, located, read_yaml, validate
+from device_profiles.located_yaml import (
+    ConfigError,
+    Issue,
+    format_key,
+    line_of,
+    located,
+    parse_yaml,
+    read_text,
+    validate,
+)
 from device_profiles.model import PollClass, Profile, TransportKind
 from device_profiles.wire import ID_RE
 
@@ -87,7 +96,7 @@ class Bus(_Strict):
 
     name: Id
     transport: TransportKind
-    port: str | None = Field(default=None, description="serial device, e.g. /dev/ttyUSB0")
+    serial_port: str | None = Field(default=None, description="serial device, e.g. /dev/ttyUSB0 (was `port:`)")
     host: str | None = None
     tcp_port: int = Field(default=502, ge=1, le=65535)
     baud: int = Field(default=9600, ge=300, le=1_000_000)
@@ -97,13 +106,25 @@ class Bus(_Strict):
     retries: int = Field(default=1, ge=0, le=10)
     gap_ms: float = Field(default=0.0, ge=0, le=5000, description="quiet time between transactions")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_port_key(cls, data: Any) -> Any:
+        """`port:` was the serial device's key; beside `tcp_port:` it read like a TCP port. A serial
+        bus still accepts it (`edge-agent check` warns: see `config_warnings`); on a modbus_tcp bus it
+        stays an unknown key, reported with what to write instead (`_explain_old_port`)."""
+        if isinstance(data, dict) and "port" in data and data.get("transport") != TransportKind.MODBUS_TCP.value:
+            if "serial_port" in data:
+                raise ValueError("give the serial device once, as `serial_port:` (`port:` is its old name)")
+            data = {("serial_port" if k == "port" else k): v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _where(self) -> Bus:
         if self.transport is TransportKind.MODBUS_TCP:
             if not self.host:
                 raise ValueError("a modbus_tcp bus needs `host:`")
-        elif not self.port:
-            raise ValueError(f"a {self.transport.value} bus needs `port:` (e.g. /dev/ttyUSB0)")
+        elif not self.serial_port:
+            raise ValueError(f"a {self.transport.value} bus needs `serial_port:` (e.g. /dev/ttyUSB0)")
         return self
 
 
@@ -123,6 +144,31 @@ class InterlockOverride(_Strict):
     enabled: bool = True
 
 
+class ChargeAnalytics(_Strict):
+    """Charge-session analytics on a charger (device_profiles/charge_session.py, docs/charging.md):
+    an `abnormal_charge` event minutes before the cut-off; with `stop_port`, the port is also
+    switched off on a confident, severe finding (an `interlock` event, as for overheating).
+    The threshold keys override `charge_session.Settings` for this device."""
+
+    enabled: bool = True
+    stop_port: bool = False
+    time_scale: float = Field(
+        default=1.0, gt=0, le=1000, description="simulated sites only: analytics seconds per wall-clock second"
+    )
+    warn_excess_c: float | None = Field(default=None, gt=0, le=50)
+    warn_slope_c_per_min: float | None = Field(default=None, ge=0, le=10)
+    high_excess_c: float | None = Field(default=None, gt=0, le=80)
+    severe_excess_c: float | None = Field(default=None, gt=0, le=80)
+    stop_eta_s: float | None = Field(default=None, ge=0, le=7200)
+    energy_limit_kwh: float | None = Field(default=None, gt=0, le=20)
+    neighbour_k_per_k: float | None = Field(default=None, ge=0, le=1)
+
+    def overrides(self) -> dict[str, float]:
+        keys = ("warn_excess_c", "warn_slope_c_per_min", "high_excess_c", "severe_excess_c", "stop_eta_s",
+                "energy_limit_kwh", "neighbour_k_per_k")
+        return {k: float(v) for k in keys if (v := getattr(self, k)) is not None}
+
+
 class Device(_Strict):
     id: Id
     profile: str
@@ -131,6 +177,7 @@ class Device(_Strict):
     poll: PollPeriods = Field(default_factory=PollPeriods)
     labels: dict[str, str] = Field(default_factory=dict)
     interlocks: dict[str, InterlockOverride] = Field(default_factory=dict)
+    charge_analytics: ChargeAnalytics = Field(default_factory=ChargeAnalytics)
     enabled: bool = True
 
 
@@ -166,10 +213,11 @@ def cross_check(cfg: AgentConfig, profiles: dict[str, Profile]) -> list[tuple[tu
         names.add(b.name)
     ports: dict[str, int] = {}
     for i, b in enumerate(cfg.buses):
-        if b.port:
-            if b.port in ports:
-                out.append((("buses", i, "port"), f"{b.port} is already used by bus {cfg.buses[ports[b.port]].name!r}"))
-            ports[b.port] = i
+        if b.serial_port:
+            if b.serial_port in ports:
+                out.append((("buses", i, "serial_port"),
+                            f"{b.serial_port} is already used by bus {cfg.buses[ports[b.serial_port]].name!r}"))
+            ports[b.serial_port] = i
     ids: set[str] = set()
     addrs: dict[tuple[str, int], str] = {}
     buses = {b.name: b for b in cfg.buses}
@@ -247,30 +295,69 @@ def _name_missing_keys(issues: list[Issue], data: Any, node: Any, name: str) -> 
     return out
 
 
-def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
-    """Config plus the profiles its devices use, or ConfigError listing every located problem."""
+def _explain_old_port(issues: list[Issue], data: Any) -> list[Issue]:
+    """`port:` on a modbus_tcp bus: say what to write instead of "unknown key"."""
+    buses = data.get("buses") if isinstance(data, dict) else None
+    if not isinstance(buses, list):
+        return issues
+    out = []
+    for i in issues:
+        if i.message == "unknown key (a typo?)" and i.key.startswith("buses[") and i.key.endswith("].port"):
+            i = Issue(i.file, i.line, i.key, "a modbus_tcp bus has no `port:`: its TCP port is `tcp_port:` "
+                      "(`port:` was the serial device's old key, now `serial_port:`)")
+        out.append(i)
+    return out
+
+
+def config_warnings(data: Any, node: Any, name: str) -> list[Issue]:
+    """What still loads but should be changed (old key names), each at its line."""
+    out: list[Issue] = []
+    buses = data.get("buses") if isinstance(data, dict) else None
+    for i, b in enumerate(buses if isinstance(buses, list) else []):
+        if isinstance(b, dict) and "port" in b and b.get("transport") != TransportKind.MODBUS_TCP.value:
+            path = ("buses", i, "port")
+            out.append(Issue(name, line_of(node, path), format_key(path),
+                             "`port:` is the old name of `serial_port:` (still read; rename it)"))
+    return out
+
+
+def parse_config(
+    text: str,
+    name: str,
+    base_dir: Path,
+    catalog: dict[str, Profile] | None = None,
+) -> tuple[AgentConfig, dict[str, Profile], list[Issue]]:
+    """The checks of `edge-agent check` on a config's text: (config, profiles its devices use,
+    warnings) or ConfigError listing every located problem. `catalog` given (the cloud, which
+    cannot see the gateway's folders): profiles come from it and `profile_dirs` are not looked at."""
     from device_profiles.loader import load_catalog
 
-    path = Path(path)
-    name = str(path)
-    data, node = read_yaml(path)
+    data, node = parse_yaml(text, name)
     try:
         cfg = validate(AgentConfig, data, node, name)
     except ConfigError as e:
-        raise ConfigError(_name_missing_keys(e.issues, data, node, name)) from None
-    dirs = [str((path.parent / d) if not Path(d).is_absolute() else d) for d in cfg.profile_dirs]
-    for i, d in enumerate(dirs):
-        if not Path(d).is_dir():
-            raise ConfigError(
-                [
-                    Issue(
-                        name, line_of(node, ("profile_dirs", i)), format_key(("profile_dirs", i)), f"no such folder {d}"
-                    )
-                ]
-            )
-    profiles = load_catalog(dirs)  # a broken profile raises ConfigError naming the profile file
-    issues = located(name, node, cross_check(cfg, profiles))
+        raise ConfigError(_explain_old_port(_name_missing_keys(e.issues, data, node, name), data)) from None
+    if catalog is None:
+        dirs = [str((base_dir / d) if not Path(d).is_absolute() else d) for d in cfg.profile_dirs]
+        for i, d in enumerate(dirs):
+            if not Path(d).is_dir():
+                path = ("profile_dirs", i)
+                raise ConfigError([Issue(name, line_of(node, path), format_key(path), f"no such folder {d}")])
+        catalog = load_catalog(dirs)  # a broken profile raises ConfigError naming the profile file
+    issues = located(name, node, cross_check(cfg, catalog))
     if issues:
         raise ConfigError(issues)
     used = {d.profile for d in cfg.devices}
-    return cfg, {k: v for k, v in profiles.items() if k in used}
+    return cfg, {k: v for k, v in catalog.items() if k in used}, config_warnings(data, node, name)
+
+
+def load_config(path: Path | str) -> tuple[AgentConfig, dict[str, Profile]]:
+    """Config plus the profiles its devices use, or ConfigError listing every located problem."""
+    cfg, profiles, _warnings = load_config_warned(path)
+    return cfg, profiles
+
+
+def load_config_warned(path: Path | str) -> tuple[AgentConfig, dict[str, Profile], list[Issue]]:
+    """`load_config` plus the warnings `edge-agent check` prints."""
+    path = Path(path)
+    return parse_config(read_text(path), str(path), path.parent)

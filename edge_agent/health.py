@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from device_profiles import wire
 
@@ -63,7 +62,7 @@ class DeviceStats:
             return False
         return self.last_ok is not None and time.time() - self.last_ok <= stale_s
 
-    def message(self, seq: int, stale_s: float) -> wire.DeviceHealth:
+    def message(self, seq: int, stale_s: float, epoch: str = "") -> wire.DeviceHealth:
         detail = self.last_error
         if self.breaker != "closed":
             detail = f"breaker {self.breaker.replace('_', '-')}: {self.last_error}"
@@ -80,10 +79,11 @@ class DeviceStats:
             crc_errors=self.crc_errors,
             exceptions=self.exceptions,
             retries=self.retries,
-            last_ok=datetime.fromtimestamp(self.last_ok, UTC) if self.last_ok else None,
+            last_ok=wire.at(self.last_ok) if self.last_ok else None,
             latency_ms=round(self.latency_sum / self.ok * 1000, 2) if self.ok else None,
             poll_rate_hz=round(r, 3) if (r := self.poll_rate()) else None,
             detail=detail[:200],
+            epoch=epoch,
         )
 
 

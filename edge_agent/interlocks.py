@@ -4,11 +4,17 @@ The edge must cut a charger port at its cut-off temperature, or the cabinet on s
 cloud is reachable or not. A rule fires once when its condition starts to hold; if the write fails
 it fires again on the next poll; while the condition keeps holding it re-asserts the write every
 `rearm_s` (someone may have switched the port back on), and re-arms when the condition clears.
+
+Every action carries its `trip`: one id per episode of the condition holding (from the reading that
+crossed the cut-off until a reading below it). Retries and re-asserts of one episode share it, so
+the cloud tells "the edge cut this port again because it is still hot" (same trip: one alarm) from
+"the port was switched back on and overheated again" (new trip: a new alarm, pushed again).
 """
 
 from __future__ import annotations
 
 import operator
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +55,7 @@ class Action:
     reading: Value
     threshold: Value
     reason: str
+    trip: str = ""  # one id per episode of the condition holding (retries and re-asserts share it)
 
     @property
     def slot(self) -> tuple[str, int | None]:
@@ -88,6 +95,7 @@ class Interlocks:
     rearm_s: float = 30.0
     done: dict[tuple[str, int | None], float] = field(default_factory=dict)  # slot → time written
     pending: set[tuple[str, int | None]] = field(default_factory=set)
+    trips: dict[tuple[str, int | None], str] = field(default_factory=dict)  # slot → current episode
 
     @classmethod
     def for_profile(cls, profile: Profile, overrides: dict[str, tuple[Value | None, bool]] | None = None) -> Interlocks:
@@ -108,6 +116,7 @@ class Interlocks:
                 reading = values[pid]
                 if not holds(r.op, reading, r.threshold):
                     self.done.pop(slot, None)
+                    self.trips.pop(slot, None)
                     continue
                 if slot in self.pending:
                     continue
@@ -115,7 +124,8 @@ class Interlocks:
                 if t is not None and now - t < self.rearm_s:
                     continue
                 self.pending.add(slot)
-                acts.append(Action(r.key, r.command, i, r.value, pid, reading, r.threshold, r.reason))
+                trip = self.trips.setdefault(slot, uuid.uuid4().hex[:16])
+                acts.append(Action(r.key, r.command, i, r.value, pid, reading, r.threshold, r.reason, trip))
         return acts
 
     def result(self, action: Action, ok: bool, now: float) -> None:

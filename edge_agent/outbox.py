@@ -1,7 +1,9 @@
 """The durable outbox: every message is committed to SQLite (WAL) before it is sent, and deleted
 only after the broker's PUBACK. Per-device sequence numbers live in the same database and are
 taken in the same transaction as the message, so a `kill -9` can neither lose a committed message
-nor reuse a sequence number.
+nor reuse a sequence number. A device's first number is 1. The database also holds its `epoch`, a
+random id made when the file is created: a wiped or replaced outbox starts every device at 1 again
+under a new epoch, which tells the cloud these are new messages, not replays (docs/wire.md).
 
 Disk is bounded: when the payload bytes exceed `max_bytes`, the oldest *routine* rows (telemetry,
 health) are dropped and counted; safety rows (events, command results) are never dropped.
@@ -10,6 +12,7 @@ This module does no network I/O; the uplink picks rows with `backlog()` and ackn
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 import time
@@ -32,6 +35,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_drop ON outbox(priority, id);
 CREATE TABLE IF NOT EXISTS seq (device TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -66,6 +70,8 @@ class Outbox:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self.db.executescript(_SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('epoch', ?)", (secrets.token_hex(4),))
+        self.epoch: str = self.db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0]
         self._seq: dict[str, int] = dict(self.db.execute("SELECT device, value FROM seq").fetchall())
         row = self.db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0), COUNT(*) FROM outbox").fetchone()
         self.bytes, self.count = int(row[0]), int(row[1])
@@ -190,6 +196,12 @@ class Outbox:
             )
             cur.execute("COMMIT")
         return dropped
+
+    def set_limits(self, max_bytes: int, synchronous: str) -> None:
+        """A new config's disk budget and commit durability, at once (remote configuration)."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
 
     def dropped(self) -> int:
         with self._lock:

@@ -1,13 +1,15 @@
 """Report by exception: which values to send, when to send a full snapshot, which events to emit. Pure.
 
-A value is sent when it moved beyond its deadband since it was last *sent* (not last read, so a slow
-drift is still reported), when it first appears, and in every periodic full snapshot so the cloud
-can rebuild state after any loss. Points declaring `event:` produce an event on every change of
-state (waterflow, tamper, smoke, bay occupied/freed, port state).
+A value is sent when it moved by at least its deadband since it was last *sent* (not last read, so a
+slow drift is still reported; a move of exactly the deadband is sent, docs/profiles.md), when it
+first appears, and in every periodic full snapshot so the cloud can rebuild state after any loss.
+Points declaring `event:` produce an event on every change of state (waterflow, tamper, smoke, bay
+occupied/freed, port state).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from device_profiles.model import EventSpec, LineTransport, Profile
@@ -51,11 +53,14 @@ def point_info(profile: Profile) -> dict[str, PointInfo]:
 
 
 def _moved(old: Value, new: Value, deadband: float) -> bool:
+    """At least `deadband` apart. Decoded values are scaled binary floats (80.3 - 80.2 is
+    0.0999…), so a move equal to the deadband up to float rounding counts as equal."""
     if isinstance(old, bool) or isinstance(new, bool) or isinstance(old, str) or isinstance(new, str):
         return old != new
     if deadband <= 0:
         return old != new
-    return abs(new - old) >= deadband
+    d = abs(new - old)
+    return d >= deadband or math.isclose(d, deadband, rel_tol=1e-9)
 
 
 def describe(spec: EventSpec, pid: str, value: Value, previous: Value) -> str:

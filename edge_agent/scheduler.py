@@ -109,6 +109,8 @@ class BusScheduler:
         return fut
 
     def stop(self) -> None:
+        """Stop after the writes already queued (interlocks, commands): a bus rebuilt for a new
+        config must not drop an interlock's write on the way."""
         self._stop = True
         self._wake.set()
 
@@ -116,7 +118,7 @@ class BusScheduler:
 
     async def run(self) -> None:
         try:
-            while not self._stop:
+            while not self._stop or self.writes:
                 if self.writes:
                     await self._do_write(self.writes.popleft())
                     continue

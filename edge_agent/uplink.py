@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles import wire
+from edge_agent.clock import ClockSkew
 from edge_agent.config import Uplink as UplinkConfig
 from edge_agent.outbox import Outbox, Row
 
@@ -95,6 +96,10 @@ class Uplink:
         self._backlog_cur = 0
         self._need_reset = False
         self.wake = threading.Event()
+        self.clock = ClockSkew()  # our clock against the cloud's time beacon
+        # While held (an uplink on trial, edge_agent/apply.py) nothing leaves the outbox: a broker
+        # the cloud does not read would acknowledge, and so delete, what the cloud never got.
+        self.hold = False
         self.sent = 0
         self.acks = 0
         self.connects = 0
@@ -128,7 +133,8 @@ class Uplink:
             self.last_error = f"connect refused: {rc}"
             log.warning("MQTT %s", self.last_error)
             return
-        client.subscribe(wire.cmd_topic(self.site, self.gateway), qos=1)
+        client.subscribe([(wire.cmd_topic(self.site, self.gateway), 1), (wire.TIME_TOPIC, 0),
+                          *((t, 1) for t in wire.gateway_config_subscriptions(self.site, self.gateway))])
         # The birth carries the same time as this connection's last will: a status's time says which
         # connection it is about. The will of this connection then ties with its birth (and, coming
         # later, wins), while a stale will of an older connection is older than this birth.
@@ -151,6 +157,13 @@ class Uplink:
         self.wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == wire.TIME_TOPIC:
+            try:
+                beacon = wire.decode_beacon(bytes(msg.payload))
+            except wire.WireError:
+                return  # a malformed beacon is no sample (and not worth a log line each)
+            self.clock.sample(time.time(), beacon.ts.timestamp(), time.monotonic())
+            return
         if self.on_command is not None:
             try:
                 self.on_command(msg.topic, bytes(msg.payload))
@@ -211,7 +224,7 @@ class Uplink:
             self._live.clear()
             self._backlog_hi = self.outbox.max_id()
             self._backlog_cur = 0
-        if not connected:
+        if not connected or self.hold:
             return 0
         n = 0
         room = min(budget, self.cfg.window - len(self._inflight))
@@ -245,10 +258,15 @@ class Uplink:
         self.sent += 1
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
-    def publish_now(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """Not durable (gateway health): best effort, only while connected."""
+    def publish_now(self, topic: str, payload: bytes, retain: bool = False, qos: int = 0) -> None:
+        """Not durable (gateway health, the running config): best effort, only while connected."""
         if self.connected:
-            self.client.publish(topic, payload, qos=0, retain=retain)
+            self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def republish_birth(self) -> None:
+        """The birth again, with this connection's time (the running config changed)."""
+        birth = msgspec.structs.replace(self.birth(), ts=self.client_will_ts)
+        self.publish_now(self.status_topic, wire.encode(birth), retain=True, qos=1)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until nothing is in flight and nothing is waiting (tests, shutdown)."""

@@ -24,8 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 log = logging.getLogger(__name__)
 
 SITE = "demo-estate"
@@ -158,28 +156,20 @@ class DemoStack:
                                         "name_zh": "示范小区（3-7栋）", "gateways": gateways})
 
     def edge_config(self, sim_name: str) -> Path:
+        from edge_agent.scan_config import render
+        from simulators.edge_config import edge_config
+
         sim = self.sims[sim_name]
         gw, ids, _ = GATEWAYS[sim_name]
-        buses: dict[str, dict[str, Any]] = {}
-        devices = []
-        for sim_id, ep in sim.endpoints().items():
-            if sim_id not in ids:
-                continue
-            name = ep["bus"]
-            if ep["transport"] == "modbus_tcp":
-                buses[name] = {"name": name, "transport": "modbus_tcp", "host": ep["host"], "tcp_port": ep["port"]}
-            else:
-                buses[name] = {"name": name, "transport": ep["transport"], "port": ep["port"], "baud": ep["baud"],
-                               "parity": ep["parity"], "stop_bits": ep["stop_bits"], "timeout_s": 0.3}
-            devices.append({"id": ids[sim_id], "profile": ep["profile"], "bus": name,
-                            "address": ep.get("unit", 0), "poll": FAST_POLL})
         assert self.broker_url
-        cfg = {"site": SITE, "gateway": gw, "state_dir": str(self.workdir / f"edge-{gw}"),
-               "uplink": {"url": self.broker_url.rstrip("/"), "client_id": f"edge-{gw}",
-                          "reconnect_min_s": 0.5, "reconnect_max_s": 5},
-               "snapshot_s": 30, "health_s": 5, "buses": list(buses.values()), "devices": devices}
+        doc, _notes = edge_config(SITE, sim.endpoints(), gw, self.broker_url.rstrip("/"),
+                                  str(self.workdir / f"edge-{gw}"), ids,
+                                  {"snapshot_s": 30, "health_s": 5})
+        doc["uplink"].update(client_id=f"edge-{gw}", reconnect_min_s=0.5, reconnect_max_s=5)
+        for d in doc["devices"]:
+            d["poll"] = FAST_POLL
         path = self.workdir / f"edge-{gw}.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        path.write_text(render(doc, "shelterwatch demo", []))
         return path
 
     def alarm_config(self) -> Any:

@@ -43,6 +43,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout, logs on stderr"),
     speed: float = typer.Option(None, "--speed", help="time scale for physics and scenario (default 1)"),
     duration: float = typer.Option(None, "--duration", help="stop after this many seconds"),
+    edge_config: Path = typer.Option(None, "--edge-config", help="write the matching edge-agent config here"),
+    gateway: str = typer.Option("gw1", "--gateway", help="--edge-config: the gateway id"),
+    uplink: str = typer.Option("mqtt://127.0.0.1:1883", "--uplink", help="--edge-config: the broker URL"),
 ) -> None:
     """Start the site, play the scenario, print where an edge agent connects; run until stopped."""
     from rich.console import Console
@@ -75,6 +78,11 @@ def run(
         if scn is not None:
             player = ScenarioPlayer(site, scn, speed or None).start()
         eps = site.endpoints()
+        if edge_config is not None:
+            from simulators.edge_config import write_edge_config
+
+            write_edge_config(edge_config, site.name, eps, gateway, uplink)
+            err.print(f"wrote {edge_config}: run `edge-agent check {edge_config}`, then `edge-agent run {edge_config}`")
         if as_json:
             out: dict[str, Any] = {
                 "site": site.name,
@@ -132,9 +140,9 @@ def _print_table(site: str, scenario: str | None, eps: dict[str, dict[str, Any]]
     )
     for dev, ep in eps.items():
         if ep["transport"] == "modbus_tcp":
-            where, line = f"{ep['host']}:{ep['port']}", ""
+            where, line = f"{ep['host']}:{ep['tcp_port']}", ""
         else:
-            where, line = ep["port"], f"{ep['baud']} {ep['data_bits']}{ep['parity']}{ep['stop_bits']}"
+            where, line = ep["serial_port"], f"{ep['baud']} {ep['data_bits']}{ep['parity']}{ep['stop_bits']}"
         t.add_row(dev, ep["profile"], ep["transport"], where, str(ep.get("unit", "")), line)
     Console().print(t)
     Console().print("Ctrl-C to stop.")

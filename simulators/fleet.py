@@ -27,31 +27,18 @@ import yaml
 
 from device_profiles import wire
 from device_profiles.loader import get_profile
-from device_profiles.model import DataType, LineTransport, Profile, point_id
+from device_profiles.model import DataType, LineTransport, Profile, point_id, split_point_id
 from device_profiles.points import resolve_points
+from simulators.fleet_ranges import quiet
 
 Scalar = bool | int | float | str
 
-# Plausible ranges by point key, so dashboards and alarms see realistic (non-alarming) values.
-RANGES: dict[str, tuple[float, float]] = {
-    "voltage": (48.0, 58.0),
-    "current": (0.0, 4.0),
-    "power": (0.0, 220.0),
-    "energy": (0.0, 50.0),
-    "connector_temp": (18.0, 45.0),
-    "ambient_temp": (12.0, 35.0),
-    "pipe_pressure": (0.35, 0.6),
-    "battery": (2.95, 3.3),
-    "rssi": (-95, -50),
-    "occupied_count": (0, 48),
-    "pressure": (0.35, 0.6),
-}
-# Keys of booleans that are normally false (alarms) — the generator keeps them false.
-QUIET_TRUE = {"smoke", "waterflow", "valve_tamper", "power_fault", "sensor_fault", "door_open", "fault"}
-
-
 @dataclass(frozen=True, slots=True)
 class PointGen:
+    """One point of a virtual device and how it may move: `lo`..`hi`, at most `band` around its
+    starting value, `hold` (the one boolean value), `avoid` (values never sent) and `dwell` (values
+    held at most so many seconds) — all from the profile's alarm rules (simulators/fleet_ranges.py)."""
+
     id: str
     key: str
     kind: str  # bool | int | float | enum | str
@@ -59,6 +46,10 @@ class PointGen:
     hi: float = 100.0
     decimals: int = 2
     labels: tuple[str, ...] = ()
+    band: float | None = None
+    hold: bool | None = None
+    avoid: tuple[Scalar, ...] = ()
+    dwell: tuple[tuple[Scalar, float], ...] = ()
 
 
 def _decimals(scale: float) -> int:
@@ -69,61 +60,60 @@ def _decimals(scale: float) -> int:
     return d
 
 
-def point_generators(profile: Profile) -> list[PointGen]:
+def point_generators(profile: Profile, instance_labels: dict[int, dict[str, str]] | None = None,
+                     follow_rules: bool = True) -> list[PointGen]:
+    """Every point of `profile`, with its quiet behaviour (per instance: rules such as the fire lane's
+    apply only to instances the site tags so); `follow_rules` False: nominal ranges only."""
     out: list[PointGen] = []
+    tags = instance_labels or {}
+
+    def gen(pid: str, key: str, kind: str, unit: str, decimals: int, labels: tuple[str, ...] = ()) -> PointGen:
+        block, idx, _ = split_point_id(pid)
+        q = quiet(profile, block, key, kind, unit, 10.0**-decimals, tags.get(idx, {}) if idx else {}, labels,
+                  follow_rules)
+        return PointGen(pid, key, kind, q.lo, q.hi, decimals, labels, q.band, q.hold, q.avoid, q.dwell)
+
     tr = profile.transport
     if isinstance(tr, LineTransport):
         for i in range(1, tr.instance_count + 1):
             for f in tr.fields:
                 pid = point_id(f.key, tr.block, i)
-                lo, hi = RANGES.get(f.key, (0, 100))
-                if f.type == "bool":
-                    out.append(PointGen(pid, f.key, "bool"))
+                if f.type in ("bool", "str"):
+                    out.append(gen(pid, f.key, f.type, f.unit, 0))
                 elif f.type == "enum":
-                    out.append(PointGen(pid, f.key, "enum", labels=tuple((f.enum or {}).values())))
-                elif f.type == "str":
-                    out.append(PointGen(pid, f.key, "str"))
+                    out.append(gen(pid, f.key, "enum", "", 0, tuple((f.enum or {}).values())))
                 else:
-                    out.append(
-                        PointGen(
-                            pid,
-                            f.key,
-                            "float" if f.type == "float" or f.scale != 1 else "int",
-                            lo,
-                            hi,
-                            _decimals(f.scale) or 2,
-                        )
-                    )
+                    kind = "float" if f.type == "float" or f.scale != 1 else "int"
+                    out.append(gen(pid, f.key, kind, f.unit, (_decimals(f.scale) or 2) if kind == "float" else 0))
         return out
     for rp in resolve_points(profile):
         spec = rp.spec
-        lo, hi = RANGES.get(rp.key, (0, 100))
         if spec.type.is_bool:
-            out.append(PointGen(rp.id, rp.key, "bool"))
+            out.append(gen(rp.id, rp.key, "bool", spec.unit, 0))
         elif spec.type is DataType.ENUM:
-            out.append(PointGen(rp.id, rp.key, "enum", labels=tuple((spec.enum or {}).values())))
+            out.append(gen(rp.id, rp.key, "enum", "", 0, tuple((spec.enum or {}).values())))
         elif spec.type is DataType.STRING:
-            out.append(PointGen(rp.id, rp.key, "str"))
+            out.append(gen(rp.id, rp.key, "str", "", 0))
         elif spec.type is DataType.FLOAT32 or spec.scale != 1 or spec.offset != 0:
-            out.append(PointGen(rp.id, rp.key, "float", lo, hi, max(_decimals(spec.scale), 1)))
+            out.append(gen(rp.id, rp.key, "float", spec.unit, max(_decimals(spec.scale), 1)))
         else:
-            out.append(PointGen(rp.id, rp.key, "int", lo, hi))
+            out.append(gen(rp.id, rp.key, "int", spec.unit, 0))
     return out
 
 
 def gen_value(g: PointGen, rnd: random.Random) -> Scalar:
     if g.kind == "bool":
-        if g.key in QUIET_TRUE:
-            return False
-        return rnd.random() < 0.5
+        return g.hold if g.hold is not None else rnd.random() < 0.5
     if g.kind == "enum":
-        normal = [x for x in g.labels if x not in ("fault",)] or list(g.labels)
+        normal = [x for x in g.labels if x != "fault" and x not in g.avoid] or list(g.labels)
         return rnd.choice(normal)
     if g.kind == "str":
         return "2.1.7"
-    if g.kind == "int":
-        return rnd.randint(int(g.lo), int(g.hi))
-    return round(rnd.uniform(g.lo, g.hi), g.decimals)
+    for _ in range(10):  # a number a state rule names is not sent (rare: a rule on an exact reading)
+        v: Scalar = rnd.randint(int(g.lo), int(g.hi)) if g.kind == "int" else round(rnd.uniform(g.lo, g.hi), g.decimals)
+        if v not in g.avoid:
+            break
+    return v
 
 
 def next_value(g: PointGen, prev: Scalar | None, home: Scalar | None, rnd: random.Random) -> Scalar:
@@ -139,8 +129,12 @@ def next_value(g: PointGen, prev: Scalar | None, home: Scalar | None, rnd: rando
     ):
         return gen_value(g, rnd)
     span = g.hi - g.lo
-    v = min(g.hi, max(g.lo, prev + 0.1 * (home - prev) + rnd.gauss(0.0, 0.002 * span)))
-    return round(v) if g.kind == "int" else round(v, g.decimals)
+    v = prev + 0.1 * (home - prev) + rnd.gauss(0.0, 0.002 * span)
+    if g.band is not None:  # a rate-of-rise rule watches it: stay within `band` of home
+        v = min(home + g.band, max(home - g.band, v))
+    v = min(g.hi, max(g.lo, v))
+    out = round(v) if g.kind == "int" else round(v, g.decimals)
+    return prev if out in g.avoid else out
 
 
 @dataclass(slots=True)
@@ -153,6 +147,8 @@ class VDevice:
     seq: int = 0
     values: dict[str, Scalar] = field(default_factory=dict)
     home: dict[str, Scalar] = field(default_factory=dict)  # starting values numbers drift around
+    since: dict[str, float] = field(default_factory=dict)  # when a point with a `dwell` limit last changed
+    long_states: list[PointGen] = field(default_factory=list)  # the points with a `dwell` limit
 
 
 @dataclass(slots=True)
@@ -182,13 +178,30 @@ class FleetConfig:
     health_every: int = 30
     event_probability: float = 0.05  # per parking device per tick
     points_per_report: tuple[int, int] = (1, 4)
-    seq_start: int = 0
+    seq_start: int = 1  # a device's first message is seq 1 (docs/wire.md, "Sequence numbers")
+    epoch: str | None = None  # the virtual outboxes' epoch; None: a new random one per model
     connections: int = 8
     client_prefix: str = "sw-fleet"
     keepalive_s: int = 30  # a hung node is noticed after up to twice this; use 5 with a cluster
+    # Values quiet by each profile's alarm rules (simulators/fleet_ranges.py); False: nominal ranges
+    # only, so cars park in fire lanes and ports charge for hours (tests that want alarm traffic).
+    quiet: bool = True
 
 
-def synthetic_topology(n: int, site: str) -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+@dataclass(frozen=True)
+class FleetDevice:
+    """A device of the fleet's topology (and of the site file that registers it)."""
+
+    id: str
+    profile: str
+    labels: dict[str, str]
+    instance_labels: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+Topology = list[tuple[str, list[FleetDevice]]]
+
+
+def synthetic_topology(n: int, site: str) -> Topology:
     """n gateways, each a shelter like the demo's Shelter A/B mix: two chargers, a sprinkler
     monitor and a bay receiver."""
     kinds = [
@@ -200,29 +213,33 @@ def synthetic_topology(n: int, site: str) -> list[tuple[str, list[tuple[str, str
     out = []
     for i in range(1, n + 1):
         gw = f"gw-{i:04d}"
-        out.append((gw, [(f"g{i:04d}-{d}", prof, {"shelter": f"shelter-{i:04d}"}) for d, prof in kinds]))
+        out.append((gw, [FleetDevice(f"g{i:04d}-{d}", prof, {"shelter": f"shelter-{i:04d}"}) for d, prof in kinds]))
     return out
 
 
-def site_topology(path: str | Path) -> tuple[str, list[tuple[str, list[tuple[str, str, dict[str, str]]]]]]:
+def site_topology(path: str | Path) -> tuple[str, Topology]:
     from cloud.site_config import load_site
 
     s = load_site(path)
-    return s.site, [(g.id, [(d.id, d.profile, dict(d.labels)) for d in g.devices]) for g in s.gateways]
+    return s.site, [(g.id, [FleetDevice(d.id, d.profile, dict(d.labels), {k: dict(v) for k, v in
+                                                                           d.instance_labels.items()})
+                            for d in g.devices]) for g in s.gateways]
 
 
-def site_file_text(
-    site: str, topo: list[tuple[str, list[tuple[str, str, dict[str, str]]]]], auto_enrol: bool = True
-) -> str:
-    """A site file registering a synthetic fleet (so the ingester's identity checks pass)."""
+def site_file_text(site: str, topo: Topology, auto_enrol: bool = True) -> str:
+    """A site file registering a fleet (so the ingester's identity checks pass)."""
+
+    def entry(d: FleetDevice) -> dict[str, Any]:
+        e: dict[str, Any] = {"id": d.id, "profile": d.profile, "labels": d.labels}
+        if d.instance_labels:
+            e["instance_labels"] = d.instance_labels
+        return e
+
     doc = {
         "site": site,
         "name": f"Fleet {site}",
         "auto_enrol": auto_enrol,
-        "gateways": [
-            {"id": gw, "devices": [{"id": d, "profile": p, "labels": lab} for d, p, lab in devs]}
-            for gw, devs in topo
-        ],
+        "gateways": [{"id": gw, "devices": [entry(d) for d in devs]} for gw, devs in topo],
     }
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
@@ -238,18 +255,26 @@ class FleetModel:
         else:
             self.site, topo = cfg.site, synthetic_topology(cfg.gateways, cfg.site)
         self.topology = topo
+        # Like a fresh outbox: a rerun against the same cloud is new traffic, not a replay.
+        self.epoch = cfg.epoch if cfg.epoch is not None else wire.new_id()[:8]
         self.gateways: list[VGateway] = []
-        gens: dict[str, list[PointGen]] = {}
+        gens: dict[tuple[str, str], list[PointGen]] = {}
+        t0 = self.clock(0).timestamp()
         for gw, devs in topo:
             vdevs = []
-            for d, prof, labels in devs:
-                if prof not in gens:
-                    gens[prof] = point_generators(get_profile(prof))
-                pts = gens[prof]
-                bays = {int(p.id.split(".")[1]): p.id for p in pts if p.key == "occupied" and "." in p.id}
-                vd = VDevice(d, prof, labels, pts, bays, seq=cfg.seq_start)
+            for d in devs:
+                gk = (d.profile, repr(sorted(d.instance_labels.items())))
+                if gk not in gens:
+                    gens[gk] = point_generators(get_profile(d.profile), d.instance_labels, cfg.quiet)
+                pts = gens[gk]
+                # bays a car may park in (a fire-lane bay's rule keeps it free: `hold` False)
+                bays = {int(p.id.split(".")[1]): p.id for p in pts
+                        if p.key == "occupied" and "." in p.id and p.hold is None}
+                vd = VDevice(d.id, d.profile, d.labels, pts, bays, seq=cfg.seq_start)
                 vd.values = {p.id: gen_value(p, self.rnd) for p in pts}
                 vd.home = dict(vd.values)
+                vd.long_states = [p for p in pts if p.dwell]
+                vd.since = {p.id: t0 for p in vd.long_states}
                 vdevs.append(vd)
             self.gateways.append(VGateway(gw, vdevs))
         self.tick = 0
@@ -259,7 +284,7 @@ class FleetModel:
             return wire.now()
         # `sub` spreads the messages of one tick by a millisecond each, so that no two readings of
         # one device share a timestamp (a store keeps one value per series and time).
-        return self.cfg.sim_start + timedelta(seconds=tick * self.cfg.tick_s, milliseconds=sub)
+        return wire.wire_time(self.cfg.sim_start + timedelta(seconds=tick * self.cfg.tick_s, milliseconds=sub))
 
     def topic(self, gw: str, kind: wire.Kind, dev: str | None = None) -> str:
         return wire.topic(self.site, gw, kind, dev)
@@ -291,22 +316,26 @@ class FleetModel:
             for d in g.devices:
                 sub += 1
                 ts = self.clock(t, sub)
+                now = ts.timestamp()
+                changed = self._end_long_states(d, now)
                 if t % cfg.snapshot_every == 0:
                     for p in d.points:
                         if rnd.random() < 0.2:
-                            d.values[p.id] = next_value(p, d.values.get(p.id), d.home.get(p.id), rnd)
-                    msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True)
+                            self._set(d, p, next_value(p, d.values.get(p.id), d.home.get(p.id), rnd), now)
+                    msg = wire.Telemetry(
+                        ts=ts, seq=self.next_seq(d), values=dict(d.values), snapshot=True, epoch=self.epoch
+                    )
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
                 else:
                     k = min(len(d.points), rnd.randint(*cfg.points_per_report))
-                    changed = {}
                     for p in rnd.sample(d.points, k):
                         if p.kind in ("str",) or (p.kind == "bool" and p.key != "occupied"):
                             continue
                         v = next_value(p, d.values.get(p.id), d.home.get(p.id), rnd)
-                        d.values[p.id] = changed[p.id] = v
+                        self._set(d, p, v, now)
+                        changed[p.id] = v
                     if changed:
-                        msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed)
+                        msg = wire.Telemetry(ts=ts, seq=self.next_seq(d), values=changed, epoch=self.epoch)
                         yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(msg), False
                 if d.bay_points and rnd.random() < cfg.event_probability:
                     bay = rnd.choice(list(d.bay_points))
@@ -324,9 +353,10 @@ class FleetModel:
                         value=not prev,
                         previous=prev,
                         text="car arrived" if not prev else "bay freed",
+                        epoch=self.epoch,
                     )
                     yield self.topic(g.id, wire.Kind.EVENT, d.id), wire.encode(ev), False
-                    tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev})
+                    tm = wire.Telemetry(ts=ts, seq=self.next_seq(d), values={pid: not prev}, epoch=self.epoch)
                     yield self.topic(g.id, wire.Kind.TELEMETRY, d.id), wire.encode(tm), False
                 if t % cfg.health_every == cfg.health_every - 1:
                     polls = (t + 1) * 10
@@ -338,6 +368,7 @@ class FleetModel:
                         ok=polls,
                         latency_ms=round(rnd.uniform(8, 40), 1),
                         poll_rate_hz=1.0,
+                        epoch=self.epoch,
                     )
                     yield self.topic(g.id, wire.Kind.HEALTH, d.id), wire.encode(h), False
             if t % cfg.health_every == cfg.health_every - 1:
@@ -347,6 +378,25 @@ class FleetModel:
                     buses=[wire.BusHealth("rs485-1", round(rnd.uniform(0.2, 0.6), 3))],
                 )
                 yield self.topic(g.id, wire.Kind.GATEWAY_HEALTH), wire.encode(gh), False
+
+    @staticmethod
+    def _set(d: VDevice, p: PointGen, v: Scalar, now: float) -> None:
+        if p.dwell and d.values.get(p.id) != v:
+            d.since[p.id] = now
+        d.values[p.id] = v
+
+    def _end_long_states(self, d: VDevice, now: float) -> dict[str, Scalar]:
+        """A value a long state rule names (a port charging, 8 h rule) is held at most half the
+        rule's `for`: then the point moves on (the bike leaves), reported at once."""
+        out: dict[str, Scalar] = {}
+        for p in d.long_states:
+            for value, limit in p.dwell:
+                if d.values.get(p.id) == value and now - d.since.get(p.id, now) >= limit:
+                    others = [x for x in p.labels if x != value and x != "fault" and x not in p.avoid]
+                    if others:
+                        self._set(d, p, self.rnd.choice(others), now)
+                        out[p.id] = d.values[p.id]
+        return out
 
     def messages(self) -> Iterator[tuple[str, bytes, bool]]:
         """Births, then ticks until `ticks` (or forever)."""

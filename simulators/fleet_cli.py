@@ -42,6 +42,12 @@ def fleet(
         sim_start=datetime.fromisoformat(sim_start) if sim_start else None,
     )
     model = FleetModel(cfg)
+    devices = sum(len(g.devices) for g in model.gateways)
+    if rate > 0 and sim_start is None and devices / rate > 30:
+        # one tick sends about one message per device: at this rate a device speaks every
+        # devices/rate seconds of real time, and the cloud calls a gateway silent after 45 s
+        typer.echo(f"warning: {devices} devices at {rate:g} msg/s speak every {devices / rate:.0f} s each; "
+                   "gateways silent 45 s and devices 60 s raise offline alarms", err=True)
     if write_site_file:
         write_site_file.write_text(site_file_text(model.site, model.topology))
         typer.echo(f"wrote {write_site_file}: site {model.site}, {len(model.gateways)} gateways")

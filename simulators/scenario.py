@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device_profiles.located_yaml import Path_, format_key, load_model
 from simulators.devices import ChargerDevice, LineReceiverDevice, ParkingDevice, SprinklerDevice
+from simulators.physics.battery import FAILURE_MODES, Pack
+from simulators.physics.variety import WEATHERS, Weather
 from simulators.shipped import find_shipped
 from simulators.site import SimSite, SiteSpec, find_site, load_site
 
@@ -66,15 +68,39 @@ def _val(s: Step, default: Any = True) -> Any:
     return default if s.value is None else s.value
 
 
-def _set_ambient(d: Any, celsius: float) -> None:
-    d.model.ambient_temp = celsius
-    d.model.params.ambient_c = celsius
+def _plug(d: Any, s: Step) -> None:
+    if s.pack is None:
+        d.model.plug(s.port)
+        return
+    spec = s.pack.model_dump()
+    d.model.plug(s.port, pack=Pack(**spec, temp=d.model.ambient_temp))
+
+
+def _fail(mode: str) -> Callable[[Any, Step], None]:
+    def run(d: Any, s: Step) -> None:
+        onset = parse_duration(s.onset) if s.onset is not None else 0.0
+        d.model.fail(s.port, mode, onset, s.speed or 1.0, 0.75 if s.severity is None else s.severity)
+
+    return run
+
+
+def _weather(d: Any, s: Step) -> None:
+    m = d.model
+    m.weather = Weather(s.value, m.params.ambient_c, m.seed) if s.value != "steady" else None
+
+
+FAILURE_HELP = {
+    "bms_failure": "the pack's BMS fails: no taper, current keeps flowing past full, overcharge heat grows",
+    "micro_short": "an internal short: current spikes and ripple, self-heating that grows",
+    "hot_connector": "the port's contact resistance grows: heating ∝ I² × resistance",
+    "ageing_pack": "a worn pack's losses grow and feed on its heat: warmer, longer constant-current phase",
+}
 
 
 ACTIONS: dict[str, Action] = {
     # chargers
     "plug": Action(
-        ("charger",), ("port",), lambda d, s: d.model.plug(s.port), "a bike is plugged into a port"
+        ("charger",), ("port",), _plug, "a bike is plugged into a port (`pack:` its battery and charger)"
     ),
     "unplug": Action(("charger",), ("port",), lambda d, s: d.model.unplug(s.port), "the bike leaves"),
     "runaway": Action(
@@ -97,8 +123,41 @@ ACTIONS: dict[str, Action] = {
     "ambient": Action(
         ("charger",),
         ("value",),
-        lambda d, s: _set_ambient(d, float(s.value)),
-        "cabinet ambient temperature, °C",
+        lambda d, s: d.model.set_ambient(float(s.value), parse_duration(s.duration) if s.duration is not None else 0),
+        "cabinet ambient temperature, °C: a step, or a ramp over `duration` (simulated)",
+    ),
+    # slow failures of a pack or a connector (`onset`, `speed`, `severity`; simulators/physics/battery.py)
+    **{
+        mode: Action(("charger",), ("port",), _fail(mode), f"{FAILURE_HELP[mode]} (onset, speed, severity)")
+        for mode in FAILURE_MODES
+    },
+    # the normal variety that must not alarm
+    "weather": Action(
+        ("charger",), ("value",), _weather, f"outside temperature over time: {', '.join(WEATHERS)}"
+    ),
+    "variety": Action(
+        ("charger",),
+        (),
+        lambda d, s: setattr(d.model.params, "variety", bool(_val(s))),
+        "arriving bikes bring packs of any size, age and charger",
+    ),
+    "sensor_stuck": Action(
+        ("charger",),
+        ("port",),
+        lambda d, s: d.model.sensor_stuck(s.port, parse_duration(s.duration) if s.duration is not None else 600.0),
+        "the connector sensor keeps its reading for `duration` (default 10m)",
+    ),
+    "sensor_spike": Action(
+        ("charger",),
+        ("port", "value"),
+        lambda d, s: d.model.sensor_spike(s.port, float(s.value)),
+        "the connector sensor reads `value` °C for one second",
+    ),
+    "meter_spike": Action(
+        ("charger",),
+        ("port", "value"),
+        lambda d, s: d.model.meter_spike(s.port, float(s.value)),
+        "the current meter reads `value` × the current for one second",
     ),
     # sprinkler
     "waterflow": Action(("sprinkler",), (), lambda d, s: d.model.set_waterflow(bool(_val(s))), "water flows"),
@@ -164,6 +223,18 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+class PackSpec(BaseModel):
+    """A battery and its charger, as a `plug` step brings it (simulators/physics/battery.Pack)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capacity_kwh: float = Field(default=0.6, gt=0, le=5)
+    soc: float = Field(default=0.2, ge=0, le=1)
+    charger_a: float = Field(default=1.6, gt=0, le=10)
+    taper_from: float = Field(default=0.85, gt=0, lt=1)
+    age: float = Field(default=0.0, ge=0, le=1)
+
+
 class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -175,13 +246,17 @@ class Step(BaseModel):
     value: Any = None
     rate: float | None = Field(default=None, ge=0, le=1)
     duration: str | float | None = None
+    onset: str | float | None = None  # failures: delay from this step until it begins
+    speed: float | None = Field(default=None, gt=0, le=20)  # failures: 1 = nominal pace
+    severity: float | None = Field(default=None, ge=0, le=1)  # failures: how strong it gets
+    pack: PackSpec | None = None  # plug: the battery and its charger
 
     @field_validator("at", mode="before")
     @classmethod
     def _at(cls, v: Any) -> float:
         return parse_duration(v)
 
-    @field_validator("duration")
+    @field_validator("duration", "onset")
     @classmethod
     def _duration(cls, v: str | float | None) -> str | float | None:
         if v is not None:
@@ -198,7 +273,7 @@ class Step(BaseModel):
     def describe(self) -> str:
         extra = " ".join(
             f"{k}={getattr(self, k)}"
-            for k in ("port", "bay", "value", "rate", "duration")
+            for k in ("port", "bay", "value", "rate", "duration", "onset", "speed", "severity")
             if getattr(self, k) is not None
         )
         return f"{self.device} {self.do} {extra}".strip()
@@ -282,6 +357,17 @@ def check_steps(scn: Scenario, site: SiteSpec) -> list[tuple[tuple[str | int, ..
             isinstance(s.value, bool) or not isinstance(s.value, int) or not 1 <= s.value <= 255
         ):
             probs.append((("steps", i, "value"), f"must be a Modbus exception code 1..255, got {s.value!r}"))
+        if s.do in ("sensor_spike", "meter_spike") and s.value is not None and (
+            isinstance(s.value, bool) or not isinstance(s.value, int | float)
+        ):
+            probs.append((("steps", i, "value"), f"must be a number, got {s.value!r}"))
+        if s.do == "weather" and s.value not in WEATHERS:
+            probs.append((("steps", i, "value"), f"must be one of {', '.join(WEATHERS)}, got {s.value!r}"))
+        failure_keys = ("onset", "speed", "severity")
+        if s.do not in FAILURE_HELP and any(getattr(s, k) is not None for k in failure_keys):
+            probs.append((("steps", i), f"`onset`, `speed` and `severity` belong to failures, not {s.do!r}"))
+        if s.pack is not None and s.do != "plug":
+            probs.append((("steps", i, "pack"), f"`pack:` belongs to `plug`, not {s.do!r}"))
         if s.do == "pump" and s.value is not None and not isinstance(s.value, bool):
             probs.append((("steps", i, "value"), f"must be true, false or null (automatic), got {s.value!r}"))
     return probs

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device_profiles.loader import get_profile, load_profile
 from device_profiles.located_yaml import ConfigError, Issue, format_key, load_model
@@ -45,8 +45,22 @@ class BusSpec(_Strict):
     parity: Literal["N", "E", "O"] = "N"
     stop_bits: Literal[1, 2] = 1
     data_bits: Literal[7, 8] = 8
-    port: int = Field(default=0, ge=0, le=65535, description="tcp only; 0 = pick a free port")
+    tcp_port: int = Field(default=0, ge=0, le=65535, description="tcp only; 0 = pick a free port (was `port:`)")
     link: str | None = Field(default=None, description="rtu/line: also make this symlink to the pty")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_port_key(cls, data: Any) -> Any:
+        """`port:` was the TCP port's key, while edge configs used `port:` for a serial device;
+        it is still read on a tcp bus (docs/simulators.md) and refused elsewhere."""
+        if isinstance(data, dict) and "port" in data:
+            if data.get("kind") != "tcp":
+                raise ValueError("`port:` is only the old name of a tcp bus's `tcp_port:`; a pty bus has no port "
+                                 "(use `link:` for a fixed device name)")
+            if "tcp_port" in data:
+                raise ValueError("give the TCP port once, as `tcp_port:` (`port:` is its old name)")
+            data = {("tcp_port" if k == "port" else k): v for k, v in data.items()}
+        return data
 
 
 class FaultSpec(_Strict):
@@ -230,7 +244,7 @@ class SimSite:
             if b.kind == "rtu":
                 self.buses[b.id] = RtuBus(b.id, mdevs, b.baud, b.parity, b.stop_bits, b.data_bits, b.link)
             else:
-                self.buses[b.id] = TcpServer(b.id, mdevs, b.port)
+                self.buses[b.id] = TcpServer(b.id, mdevs, b.tcp_port)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -1,8 +1,10 @@
-"""The alarm keys of a site file: `people`, `escalation`, `alarm_overrides`, `inspection_windows`.
+"""The alarm keys of a site file: `people`, `escalation`, `alarm_overrides`, `inspection_windows`,
+`gateway_offline`, `comm_errors`, `ack_link_ttl`, `public_url`.
 
-The ingest site file (cloud/site_config.py) passes these through untouched; this module gives them
-their models so mistakes are reported with file:line:key like every other config. `devices` is
-accepted here too so a standalone alarm config (tests, the demo) can describe its devices.
+These models check them wherever they are written — in the site file (cloud/site_config.py uses
+them) or in a separate alarm file (`cloud serve --alarms`) — so mistakes are reported with
+file:line key like every other config. `devices` is accepted here too so a standalone alarm config
+(tests, the demo) can describe its devices.
 """
 
 from __future__ import annotations
@@ -95,9 +97,11 @@ class DeviceEntry(_Strict):
 
 
 class AlarmSiteConfig(BaseModel):
-    """The alarm part of one site. Other top-level keys (ingest's) are ignored here."""
+    """The alarm part of one site. A full site file may be read as an alarm file too: ingest's own
+    keys (`gateways`, `auto_enrol`) are accepted and left to cloud/site_config.py; any other unknown
+    key is a mistake (a typo such as `gatway_offline` must not silently keep the default)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     site: str
     name: str = ""
@@ -111,6 +115,9 @@ class AlarmSiteConfig(BaseModel):
     devices: list[DeviceEntry] = Field(default_factory=list)
     ack_link_ttl_s: float = Field(default=86400, gt=0, alias="ack_link_ttl")
     public_url: str = "http://127.0.0.1:8000"
+    # ingest's keys of a full site file (checked by cloud/site_config.py, not used here)
+    gateways: list[Any] = Field(default_factory=list, exclude=True)
+    auto_enrol: bool = Field(default=False, exclude=True)
 
     @model_validator(mode="after")
     def _unique_people(self) -> AlarmSiteConfig:

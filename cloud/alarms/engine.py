@@ -12,6 +12,7 @@ when something changes (a duration starts or stops, an alarm is raised, cleared 
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -37,6 +38,7 @@ from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
 log = logging.getLogger(__name__)
 
 GATEWAY_RULE = "gateway_offline"
+CLOCK_RULE = "gateway_clock"
 COMM_RULE = "comm_errors"
 TRUE_TAGS = ("true", "yes", "1", "on")
 
@@ -114,11 +116,11 @@ class AlarmEngine:
         self._pending: set[str] = set()  # track keys with a duration running (checked every tick)
         self._next_offline_check = 0.0
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
-        for w in store.list_windows():
-            self._windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
+        self._load_windows()
         self._restore_tracks(store.load_tracks())
         # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
-        # Alarm, now) and ("window", (site, start, end), now). cloud/history writes them to the
+        # Alarm, now), ("window", (site, start, end), now) and ("window-end", (site, start, was_end,
+        # end), now). cloud/history writes them to the
         # time-series store; it must only enqueue, never block.
         self.on_change: Callable[[str, Any, float], None] | None = None
         # A replica of a cluster judges silence, runs timers and escalates only for the gateways it
@@ -237,6 +239,8 @@ class AlarmEngine:
     def process(self, msg: SafetyMessage) -> None:
         with self.lock:
             self.counters["messages"] += 1
+            if msg.clock_skew is not None or msg.kind is wire.Kind.GATEWAY_HEALTH:
+                self._gateway_clock(msg, self.clock())
             now = self.clock()
             p = msg.payload
             gw = (msg.site, msg.gateway)
@@ -328,10 +332,41 @@ class AlarmEngine:
                         }
                         if block:
                             detail["block"] = block
-                        self._raise(r, ctx, now, p.value, detail, msg.received)
+                        self._raise_event(r, ctx, now, p, detail, msg.received)
                         touched.add(ctx.instance)
             if touched:
                 self._composites(msg, ref, all_rules, touched, now)
+
+    def _gateway_clock(self, msg: SafetyMessage, now: float) -> None:
+        """`gateway_clock` (minor, trouble): the gateway's clock is more than CLOCK_TOLERANCE_S off
+        the cloud's, by its own measurement (gateway health `clock_skew_s`, from the time beacon)
+        or because the ingester had to rebase one of its messages (docs/wire.md, "Time"). Cleared
+        by a gateway health that reports a skew within the tolerance."""
+        p = msg.payload
+        skew = p.clock_skew_s if isinstance(p, wire.GatewayHealth) else msg.clock_skew
+        if skew is None:
+            return
+        k = active_key(msg.site, msg.gateway, "", CLOCK_RULE, "")
+        if abs(skew) <= wire.CLOCK_TOLERANCE_S:
+            if isinstance(p, wire.GatewayHealth):
+                self._clear(k, now)
+            return
+        if k in self.active:
+            return
+        rule = AlarmRule.model_validate(
+            {
+                "key": CLOCK_RULE,
+                "name": "Gateway clock wrong",
+                "name_zh": "网关时钟错误",
+                "kind": "event",
+                "event_kind": "clock",
+                "severity": "minor",
+            }
+        )
+        how = "ahead of" if skew > 0 else "behind"
+        reason = f"gateway clock {abs(skew):.0f} s {how} the cloud's; its timestamps beyond the tolerance are replaced"
+        ctx = _Ctx(msg.site, msg.gateway, "", "", None, {"gateway": msg.gateway})
+        self._raise(rule, ctx, now, skew, {"reason": reason, "skew_s": skew}, msg.received)
 
     def _track_seq(self, dkey: tuple[str, str, str], seq: int) -> None:
         """One counter per device across telemetry, events and health (docs/wire.md). A jump is a
@@ -514,6 +549,33 @@ class AlarmEngine:
             self._notify(a, now, origin)
         return a
 
+    def _raise_event(
+        self, rule: AlarmRule, ctx: _Ctx, now: float, ev: wire.Event, detail: dict[str, Any], origin: float
+    ) -> None:
+        """An edge action (interlock) is an alarm only a person resolves. One trip of the edge's
+        condition (`data.trip`: its first cut, retries and re-asserts while the port stays hot) is
+        one alarm: a repeat updates it (`occurrences`, `last_action`, audit `repeated`) and wakes
+        nobody again. A new trip while the previous alarm is still active (someone switched the port
+        back on and it overheated again) is a new occurrence: the old alarm is closed as
+        `superseded` and a new one is raised and pushed, naming the previous one. Events without a
+        trip (edges before it existed) each count as a new trip."""
+        k = active_key(ctx.site, ctx.gateway, ctx.device, rule.key, ctx.instance)
+        trip = ev.data.get("trip")
+        if trip is not None:
+            detail["trip"] = trip
+        old = self.active.get(k)
+        if old is not None:
+            if trip is not None and old.detail.get("trip") == trip:
+                old.occurrences += 1
+                old.detail = {**old.detail, "last_action": detail["edge_action"], "last_event_id": ev.id}
+                self.store.update(old.id, occurrences=old.occurrences, detail=json.dumps(old.detail, default=str))
+                self.store.add_audit(old.id, now, "repeated", detail=str(detail["edge_action"])[:500])
+                return
+            detail["previous_alarm"] = old.id
+            detail["occurrence"] = int(old.detail.get("occurrence", 1)) + 1
+            self._clear(k, now, action="superseded", detail=f"new occurrence (event {ev.id})", resolution=False)
+        self._raise(rule, ctx, now, ev.value, detail, origin)
+
     def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float) -> None:
         cfg = self.sites.get(site)
         sev = cfg.gateway_offline.severity if cfg else "minor"
@@ -544,6 +606,7 @@ class AlarmEngine:
         via: str = "engine",
         action: str = "cleared",
         detail: str = "",
+        resolution: bool = True,
     ) -> bool:
         a = self.active.pop(k, None)
         if a is None:
@@ -556,7 +619,7 @@ class AlarmEngine:
         self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
         a.active, a.cleared_at = False, now
         self._changed("clear", a, now)
-        if a.notified and self.dispatcher:
+        if a.notified and self.dispatcher and resolution:
             cfg = self.sites.get(a.site)
             if cfg and cfg.escalation.notify_resolution:
                 self._send(a, [p for p in cfg.people if p.id in a.notified], "resolution", now, now)
@@ -841,10 +904,14 @@ class AlarmEngine:
             return ok
 
     def resolve(self, alarm_id: int, who: str, via: str, note: str = "") -> bool:
+        """A person closes an active alarm (edge actions clear no other way). Whoever resolves it
+        has seen it: an alarm nobody acknowledged yet is acknowledged by them first."""
         with self.lock:
             now = self.clock()
             for k, a in list(self.active.items()):
                 if a.id == alarm_id:
+                    if not a.acked:
+                        self.acknowledge(alarm_id, who, via)
                     return self._clear(k, now, who=who, via=via, action="resolved", detail=note)
             if self.owns is owns_everything:
                 return False
@@ -868,6 +935,23 @@ class AlarmEngine:
             wid = self.store.add_window(site, start, end, reason, by)
             self._changed("window", (site, start, end), self.clock())
             return wid
+
+    def end_window(self, window_id: int) -> dict[str, Any] | None:
+        """End an inspection window added over the API now (a test finished early, or a mistake):
+        alarms it held back are pushed at the next tick if their condition is still there."""
+        with self.lock:
+            now = self.clock()
+            w = self.store.end_window(window_id, now)
+            if w is not None:
+                self._load_windows()
+                self._changed("window-end", (w["site"], w["start"], w.pop("was_end"), w["end"]), now)
+            return w
+
+    def _load_windows(self) -> None:
+        windows: dict[str, list[tuple[float, float, str]]] = {}
+        for w in self.store.list_windows():
+            windows.setdefault(w["site"], []).append((w["start"], w["end"], w["reason"]))
+        self._windows = windows
 
     def _changed(self, what: str, obj: Any, now: float) -> None:
         if self.on_change is not None:

@@ -456,6 +456,17 @@ class AlarmStore:
             res = c.execute(insert(windows).values(site=site, start=start, end=end, reason=reason, by=by))
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
+    def end_window(self, window_id: int, now: float) -> dict[str, Any] | None:
+        """Close a window now (end = now; one that has not started yet ends at its start, so it
+        never opens). The row as it is now, plus `was_end`; None if there is no such window."""
+        with self.tx() as c:
+            r = c.execute(select(windows).where(windows.c.id == window_id)).first()
+            if r is None:
+                return None
+            end = min(r.end, max(now, r.start))
+            c.execute(update(windows).where(windows.c.id == window_id).values(end=end))
+            return {**dict(r._mapping), "end": end, "was_end": r.end}
+
     def list_windows(self, site: str | None = None) -> list[dict[str, Any]]:
         q = select(windows).order_by(windows.c.start)
         if site:

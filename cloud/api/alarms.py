@@ -1,21 +1,25 @@
-"""Alarm API (minimal; the web part mounts this router behind its auth).
+"""The alarm engine seen from HTTP: the signed one-tap acknowledge links, and the views of windows,
+people and notification attempts that the authenticated API (cloud/api/routes_alarms.py) serves.
 
 `GET /ack/{token}` only shows a confirm page — link previews in chat apps fetch URLs, and a
-preview must never acknowledge a fire. The tap on the page's button is the `POST`.
+preview must never acknowledge a fire. The tap on the page's button is the `POST`. The signature is
+the link's authorisation, so these two routes need no login.
+
+Nothing here lets a channel secret out: people's channel URLs go through `redact`, and the error
+text of a notification attempt through `scrub` against every configured channel URL.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
 
 from cloud.alarms.engine import AlarmEngine
+from cloud.notify.dispatch import redact, scrub
 from cloud.notify.links import AckSigner, LinkError
 
 router = APIRouter()
@@ -35,124 +39,48 @@ Engine = Annotated[AlarmEngine, Depends(get_engine)]
 Signer = Annotated[AckSigner, Depends(get_signer)]
 
 
-class Actor(BaseModel):
-    who: str = Field(min_length=1, max_length=64)
-    via: str = Field(default="api", max_length=32)
+# ------------------------------------------------------------------------------ views (no routes)
+def windows_of(engine: AlarmEngine, sites: list[str], now: float) -> list[dict[str, Any]]:
+    """Inspection windows of `sites`: added over the API (kept in the alarm store, with an id) and
+    from the site files (no id: edit the file to change them), in order of start."""
+    out = [{**w, "source": "api"} for w in engine.store.list_windows() if w["site"] in sites]
+    for s in sites:
+        cfg = engine.sites.get(s)
+        out += [{"id": None, "site": s, "start": w.start.timestamp(), "end": w.end.timestamp(),
+                 "reason": w.reason, "by": w.by, "source": "site file"}
+                for w in (cfg.inspection_windows if cfg else [])]
+    for w in out:
+        w["open"] = w["start"] <= now < w["end"]
+    return sorted(out, key=lambda w: (w["start"], w["site"]))
 
 
-class ResolveBody(Actor):
-    note: str = ""
-
-
-class SilenceBody(Actor):
-    reason: str = Field(min_length=1, max_length=500)
-    until: datetime
-
-
-class WindowBody(BaseModel):
-    site: str
-    start: datetime
-    end: datetime
-    reason: str = "sprinkler inspection"
-    by: str = ""
-
-
-def _alarm_or_404(engine: AlarmEngine, alarm_id: int) -> dict[str, Any]:
-    a = engine.store.get(alarm_id)
-    if a is None:
-        raise HTTPException(404, f"no alarm {alarm_id}")
-    return a.to_json()
-
-
-@router.get("/alarms")
-def list_alarms(
-    engine: Engine, site: str | None = None, active: bool | None = None, limit: int = 200
-) -> list[dict[str, Any]]:
-    return [a.to_json() for a in engine.store.list_alarms(site=site, active=active, limit=min(limit, 1000))]
-
-
-@router.get("/alarms/{alarm_id}")
-def get_alarm(engine: Engine, alarm_id: int) -> dict[str, Any]:
-    out = _alarm_or_404(engine, alarm_id)
-    out["audit"] = engine.store.audit_of(alarm_id)
-    out["notifications"] = engine.store.attempts(alarm_id)
-    return out
-
-
-@router.post("/alarms/{alarm_id}/ack")
-def ack(engine: Engine, alarm_id: int, body: Actor) -> dict[str, Any]:
-    _alarm_or_404(engine, alarm_id)
-    return {"acknowledged": engine.acknowledge(alarm_id, body.who, body.via)}
-
-
-@router.post("/alarms/{alarm_id}/resolve")
-def resolve(engine: Engine, alarm_id: int, body: ResolveBody) -> dict[str, Any]:
-    _alarm_or_404(engine, alarm_id)
-    return {"resolved": engine.resolve(alarm_id, body.who, body.via, body.note)}
-
-
-@router.post("/alarms/{alarm_id}/silence")
-def silence(engine: Engine, alarm_id: int, body: SilenceBody) -> dict[str, Any]:
-    _alarm_or_404(engine, alarm_id)
-    until = body.until.timestamp()
-    if until <= time.time():
-        raise HTTPException(422, "`until` must be in the future")
-    return {"silenced": engine.silence(alarm_id, until, body.reason, body.who, body.via)}
-
-
-@router.get("/inspection-windows")
-def windows(engine: Engine, site: str | None = None) -> list[dict[str, Any]]:
-    out = engine.store.list_windows(site)
-    for s in engine.sites.values():
-        if site and s.site != site:
-            continue
-        out += [
-            {
-                "site": s.site,
-                "start": w.start.timestamp(),
-                "end": w.end.timestamp(),
-                "reason": w.reason,
-                "by": w.by,
-                "source": "site file",
-            }
-            for w in s.inspection_windows
-        ]
-    return out
-
-
-@router.post("/inspection-windows")
-def add_window(engine: Engine, body: WindowBody) -> dict[str, Any]:
-    if body.site not in engine.sites:
-        raise HTTPException(404, f"unknown site {body.site!r}")
-    if body.start.tzinfo is None or body.end.tzinfo is None or body.end <= body.start:
-        raise HTTPException(422, "start and end need a time zone and end must be after start")
-    wid = engine.add_window(body.site, body.start.timestamp(), body.end.timestamp(), body.reason, body.by)
-    return {"id": wid}
-
-
-@router.get("/people")
-def people(engine: Engine, site: str | None = None) -> list[dict[str, Any]]:
-    from cloud.notify.dispatch import redact
-
+def people_of(engine: AlarmEngine, sites: list[str]) -> list[dict[str, Any]]:
+    """Who is notified and how, with every channel URL redacted (scheme and host at most)."""
     out = []
-    for s in engine.sites.values():
-        if site and s.site != site:
-            continue
-        for p in s.people:
+    for s in sites:
+        cfg = engine.sites.get(s)
+        for p in cfg.people if cfg else []:
             d = p.model_dump(mode="json")
-            d["site"] = s.site
-            d["channels"] = [
-                {"url": redact(c.url), "name": c.name, "limit_per_min": c.effective_limit} for c in p.channels
-            ]
+            d["site"] = s
+            d["channels"] = [{"url": redact(c.url), "name": c.name, "limit_per_min": c.effective_limit}
+                             for c in p.channels]
             out.append(d)
     return out
 
 
-@router.get("/escalation")
-def escalation(engine: Engine) -> dict[str, Any]:
-    return {s.site: s.escalation.model_dump(mode="json", by_alias=True) for s in engine.sites.values()}
+def attempts_of(engine: AlarmEngine, alarm_id: int) -> list[dict[str, Any]]:
+    """Notification attempts of one alarm; channels are stored redacted, errors are scrubbed again
+    here against every configured channel (rows written before scrubbing existed, or by a sender
+    that quoted a piece of a URL)."""
+    urls = [c.url for cfg in engine.sites.values() for p in cfg.people for c in p.channels]
+    rows = engine.store.attempts(alarm_id)
+    for r in rows:
+        r["channel"] = scrub(r["channel"], urls)
+        r["error"] = scrub(r["error"], urls)
+    return rows
 
 
+# ------------------------------------------------------------------------- signed one-tap links
 def _claim(token: str, signer: AckSigner) -> Any:
     try:
         return signer.verify(token, time.time())

@@ -1,4 +1,4 @@
-"""A tiny app around the alarm router, for tests and the demo (the web part builds the real one)."""
+"""A tiny app serving only the signed acknowledge links, for tests (`build_app` builds the real one)."""
 
 from __future__ import annotations
 

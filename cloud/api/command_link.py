@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from cloud.cluster import partition as P
 from cloud.ingest.jetstream import is_nats_url, parse_servers
@@ -29,30 +28,16 @@ OnMessage = Callable[[str, bytes], None]  # (MQTT-style topic, payload)
 
 class MqttLink:
     def __init__(self, url: str, username: str | None = None, password: str | None = None) -> None:
-        self.url = urlparse(url)
+        self.url = url
         self.username, self.password = username, password
         self._client: Any = None
 
-    def start(self, on_message: OnMessage, client_id: str, timeout: float = 10.0) -> None:
-        import paho.mqtt.client as mqtt
+    def start(self, on_message: OnMessage, name: str, timeout: float = 10.0) -> None:
+        from cloud.paho_client import start_client
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        if self.username:
-            c.username_pw_set(self.username, self.password)
-        connected = threading.Event()
-
-        def on_connect(cl: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-            if not getattr(rc, "is_failure", False):
-                cl.subscribe([("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)])
-                connected.set()
-
-        c.on_connect = on_connect
-        c.on_message = lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload))
-        c.reconnect_delay_set(1, 10)
-        c.connect_async(self.url.hostname or "127.0.0.1", self.url.port or 1883, keepalive=30)
-        c.loop_start()
-        self._client = c
-        connected.wait(timeout)
+        self._client = start_client(self.url, name, [("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)],
+                                    lambda _c, _u, msg: on_message(msg.topic, bytes(msg.payload)),
+                                    self.username, self.password, wait_s=timeout)
 
     def connected(self) -> bool:
         return self._client is not None and bool(self._client.is_connected())
@@ -70,14 +55,17 @@ class MqttLink:
 
 
 class NatsLink:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, username: str | None = None, password: str | None = None) -> None:
         self.servers = parse_servers(url)
+        self.username, self.password = username, password
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.nc: Any = None
 
-    def start(self, on_message: OnMessage, client_id: str, timeout: float = 10.0) -> None:
+    def start(self, on_message: OnMessage, name: str, timeout: float = 10.0) -> None:
         import nats
+
+        from device_profiles import wire
 
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="commands-nats", daemon=True)
@@ -89,9 +77,9 @@ class NatsLink:
                 on_message(up.topic, m.data)
 
         async def connect() -> None:
-            self.nc = await nats.connect(servers=self.servers, name=client_id, connect_timeout=2, ping_interval=2,
-                                         max_outstanding_pings=3, reconnect_time_wait=0.5,
-                                         max_reconnect_attempts=-1)
+            self.nc = await nats.connect(servers=self.servers, name=f"{name}-{wire.new_id()[:8]}", connect_timeout=2,
+                                         ping_interval=2, max_outstanding_pings=3, reconnect_time_wait=0.5,
+                                         max_reconnect_attempts=-1, user=self.username, password=self.password)
             await self.nc.subscribe(P.partitions_subject_filter("cmd-result"), cb=cb)
             await self.nc.subscribe(P.partitions_subject_filter("health"), cb=cb)
             await self.nc.flush()
@@ -130,4 +118,4 @@ class NatsLink:
 
 
 def make_link(url: str, username: str | None = None, password: str | None = None) -> MqttLink | NatsLink:
-    return NatsLink(url) if is_nats_url(url) else MqttLink(url, username, password)
+    return NatsLink(url, username, password) if is_nats_url(url) else MqttLink(url, username, password)

@@ -26,11 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.command_link import make_link
 from cloud.api.estate import DeviceRec
 from cloud.auth.models import CommandRecord, utcnow
+from cloud.ratelog import RateLimitedLog
 from device_profiles import wire
 from device_profiles.loader import catalog
 from device_profiles.points import CommandError, resolve_command
 
 log = logging.getLogger(__name__)
+bad_input = RateLimitedLog(log)  # one line per kind of malformed message a minute, not one each
 MAX_HEALTH_ENTRIES = 100_000
 
 
@@ -92,9 +94,10 @@ class Commander:
         self.health: dict[tuple[str, str], dict[str, Any]] = {}
         self._client: Any = None
         self.on_result: Callable[[str, str], None] | None = None
+        self.malformed = 0  # health / cmd-result messages that did not follow the wire contract
 
     def start(self) -> Commander:
-        self.link.start(self._on_message, f"sw-api-{wire.new_id()[:8]}")
+        self.link.start(self._on_message, "sw-api")
         self._client = self.link
         return self
 
@@ -115,7 +118,8 @@ class Commander:
                 if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
                     self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
-            log.warning("ignored %s: %s", topic, e)
+            self.malformed += 1
+            bad_input.warning(e.reason, "ignored a malformed message on %s: %s", topic, e)
         except Exception:  # never let one bad message stop the connection's thread
             log.exception("failed to handle %s", topic)
 

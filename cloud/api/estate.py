@@ -35,6 +35,19 @@ class GatewayRec:
     status_ts: float | None = None
     status_reason: str = ""
     agent: str = ""
+    clock_skew_s: float | None = None  # the gateway's clock minus the cloud's (cloud/ingest/timepolicy.py)
+    clock_source: str = ""  # "edge": its own report; "ingest": shown by a rebased message
+    clock_rebased: int = 0  # its messages stored at receive time (ts outside the time policy)
+    clock_last_rebased: float | None = None
+
+    @property
+    def clock_trouble(self) -> bool:
+        """A wrong clock is trouble (docs/wire.md, "Time"): off by more than the tolerance by the
+        latest figure, or a message rebased in the last 10 minutes."""
+        from device_profiles.wire import CLOCK_TOLERANCE_S
+
+        recent = self.clock_last_rebased is not None and time.time() - self.clock_last_rebased < 600
+        return recent or (self.clock_skew_s is not None and abs(self.clock_skew_s) > CLOCK_TOLERANCE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +254,14 @@ class RegistrySource:
             return [SiteRec(r.id, r.name or "", r.name_zh or "") for r in rows]
 
     def gateways(self, site: str) -> list[GatewayRec]:
-        return [GatewayRec(g.site_id, g.id, g.name or "", g.location or "", g.online, g.status_ts,
-                           g.status_reason or "", g.agent or "") for g in self.registry.gateways(site)]
+        clocks = self.registry.gateway_clocks(site)
+        out = []
+        for g in self.registry.gateways(site):
+            c = clocks.get(g.id)
+            clock = (c.skew_s, c.source, c.rebased, c.last_rebased) if c is not None else (None, "", 0, None)
+            out.append(GatewayRec(g.site_id, g.id, g.name or "", g.location or "", g.online, g.status_ts,
+                                  g.status_reason or "", g.agent or "", *clock))
+        return out
 
     def devices(self, site: str) -> list[DeviceRec]:
         return [DeviceRec(d.site_id, d.id, d.gateway_id, d.profile, d.name or "", dict(d.labels or {}),

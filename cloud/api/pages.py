@@ -17,12 +17,13 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from cloud.api import estate, i18n
+from cloud.api import estate, i18n, session_curve
 from cloud.api.commands import CommandRefused
 from cloud.api.deps import COOKIE, check_csrf, current
 from cloud.api.routes_api import alarms_for, health_of, parking_of, ports_of, source
 from cloud.api.storage import StorageView, storage_view
 from cloud.auth.roles import Perm, Principal, Role
+from device_profiles.charge_session import describe
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -183,15 +184,29 @@ def _alarm_ctx(request: Request, p: Principal, site: str) -> dict[str, Any]:
             "history": [a for a in every if not (a.active or not a.acked)][:50]}
 
 
-@router.post("/alarms/{alarm_id}/ack")
-async def alarms_ack(alarm_id: int, request: Request) -> Response:
-    p = await page_user(request, Perm.ACK_ALARMS)
+async def _page_alarm(request: Request, perm: Perm, alarm_id: int) -> tuple[Principal, Any]:
+    """The user of a form that acts on an alarm, and that alarm (404 outside the user's sites)."""
+    p = await page_user(request, perm)
     if not 1 <= alarm_id <= 2**62:
         raise HTTPException(404, "no such alarm")
-    from cloud.api.routes_api import engine_of, visible_alarm
+    from cloud.api.routes_api import visible_alarm
 
-    a = visible_alarm(request, p, alarm_id)
-    engine_of(request).acknowledge(alarm_id, p.username, "web")
+    return p, visible_alarm(request, p, alarm_id)
+
+
+@router.post("/alarms/{alarm_id}/ack")
+async def alarms_ack(alarm_id: int, request: Request) -> Response:
+    p, a = await _page_alarm(request, Perm.ACK_ALARMS, alarm_id)
+    request.app.state.alarm_engine.acknowledge(alarm_id, p.username, "web")
+    return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
+
+
+@router.post("/alarms/{alarm_id}/resolve")
+async def alarms_resolve(alarm_id: int, request: Request) -> Response:
+    """The page's Resolve button (edge actions such as an interlock clear no other way)."""
+    p, a = await _page_alarm(request, Perm.RESOLVE_ALARMS, alarm_id)
+    note = str((await request.form()).get("note", ""))[:500]
+    request.app.state.alarm_engine.resolve(alarm_id, p.username, "web", note)
     return RedirectResponse(f"/alarms?site={quote(a.site)}", status_code=303)
 
 
@@ -215,11 +230,25 @@ async def estate_frag(request: Request, site: str | None = None) -> HTMLResponse
     return render(request, "_estate.html", site=site_id, **_estate_ctx(request, p, site_id))
 
 
+def _sessions(request: Request, site: str, lang: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Each port's current (or last) charge session: its curve and a line saying what it was."""
+    tracker = getattr(request.app.state, "sessions", None)
+    if tracker is None:
+        return {}
+    out = {}
+    for v in tracker.view(site):
+        said = describe({"reason": v.flagged}, lang=lang) if v.flagged else ""
+        title = f"{v.device} #{v.port}: {v.energy_kwh:.2f} kWh, max {v.peak_c:.1f} °C" + (f" — {said}" if said else "")
+        out[(v.device, v.port)] = {"v": v, "svg": session_curve.svg(v.curve, title, bool(v.flagged)), "said": said}
+    return out
+
+
 def _estate_ctx(request: Request, p: Principal, site: str) -> dict[str, Any]:
     src = source(request)
     devices = src.devices(site)
     cmd = request.app.state.commander
     return {
+        "sessions": _sessions(request, site, lang_of(request)),
         "gateways": src.gateways(site),
         "ports": ports_of(request, site),
         "chargers": [d for d in devices if estate.family_of(d) == "charger"],
@@ -290,7 +319,7 @@ async def health_page(request: Request, site: str | None = None) -> HTMLResponse
     site_id, sites = pick_site(request, p, site)
     return render(request, "health.html", site=site_id, sites=sites, live=f"/frag/health?site={quote(site_id)}",
                   rows=health_of(request, site_id), gateways=source(request).gateways(site_id),
-                  storage=storage_of(request))
+                  storage=storage_of(request), configs=_configs(request, p, site_id))
 
 
 @router.get("/frag/health")
@@ -298,12 +327,21 @@ async def health_frag(request: Request, site: str | None = None) -> HTMLResponse
     p = await page_user(request, Perm.VIEW_HEALTH)
     site_id, _ = pick_site(request, p, site)
     return render(request, "_health.html", site=site_id, rows=health_of(request, site_id),
-                  gateways=source(request).gateways(site_id), storage=storage_of(request))
+                  gateways=source(request).gateways(site_id), storage=storage_of(request),
+                  configs=_configs(request, p, site_id))
 
 
 def storage_of(request: Request) -> StorageView | None:
     status = getattr(request.app.state, "storage", None)
     return storage_view(status()) if status is not None else None
+
+
+def _configs(request: Request, p: Principal, site: str) -> list[Any]:
+    """Each gateway's running config and agent version, and the drift from its desired config."""
+    svc = getattr(request.app.state, "configs", None)
+    if svc is None or not p.can(Perm.CONFIGURE):
+        return []
+    return [svc.view(site, g.id) for g in source(request).gateways(site)]
 
 
 # ---------------------------------------------------------------------------------------- enrol

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 
 from cloud.api import estate
+from cloud.api.alarms import attempts_of
 from cloud.api.commands import CommandRefused, CommandView
 from cloud.api.deps import current, require, site_of
 from cloud.auth.roles import Perm, Principal
@@ -45,6 +46,8 @@ class GatewayOut(BaseModel):
     online: bool | None
     status_reason: str
     agent: str
+    clock_skew_s: float | None = None  # the gateway's clock minus the cloud's, seconds
+    clock_trouble: bool = False  # off by more than the tolerance, or its timestamps rebased lately
 
 
 class DeviceOut(BaseModel):
@@ -93,6 +96,13 @@ class AlarmOut(BaseModel):
     cleared_at: float | None = None
     value: Any = None
     tier: int = 0
+    kind: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict, description="what the edge did (edge actions), why")
+    suppressed: str | None = Field(default=None, description="why nobody was woken (an inspection window)")
+    silenced_until: float | None = None
+    silence_reason: str | None = None
+    resolved_by: str | None = None
+    occurrences: int = 1
 
 
 class AckOut(BaseModel):
@@ -206,7 +216,8 @@ def sites(request: Request, p: Principal = Depends(require(Perm.VIEW_PARKING))) 
 def gateways(site: str, request: Request, p: Principal = Depends(require(Perm.VIEW_ESTATE))) -> list[GatewayOut]:
     site_of(p, site, known_sites(request))
     return [GatewayOut(site=g.site, id=g.id, name=g.name, location=g.location, online=g.online,
-                       status_reason=g.status_reason, agent=g.agent) for g in source(request).gateways(site)]
+                       status_reason=g.status_reason, agent=g.agent, clock_skew_s=g.clock_skew_s,
+                       clock_trouble=g.clock_trouble) for g in source(request).gateways(site)]
 
 
 @router.get("/sites/{site}/devices", response_model=list[DeviceOut])
@@ -255,6 +266,7 @@ def alarm(alarm_id: AlarmId, request: Request, p: Principal = Depends(require(Pe
     a = visible_alarm(request, p, alarm_id)
     out: dict[str, Any] = alarm_out(a).model_dump()
     out["audit"] = engine_of(request).store.audit_of(alarm_id)
+    out["notifications"] = attempts_of(engine_of(request), alarm_id)  # channels redacted, errors scrubbed
     return out
 
 

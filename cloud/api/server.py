@@ -20,9 +20,13 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cloud.api import pages
+from cloud.api.alarms import router as ack_links_router
 from cloud.api.energy import EnergyToday
 from cloud.api.estate import EstateSource
+from cloud.api.pages_config import router as config_pages
+from cloud.api.routes_alarms import router as alarms_api_router
 from cloud.api.routes_api import router as api_router
+from cloud.api.routes_config import router as config_api
 from cloud.api.settings import WebSettings
 from cloud.auth.models import make_engine, make_sessionmaker
 from cloud.auth.ratelimit import LoginLimiter
@@ -33,7 +37,8 @@ ACK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,2000}\.[A-Za-z0-9_-]{1,200}$")
 
 
 def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = None, ack_signer: Any = None,
-              commander: Any = None, db: Any = None, storage: Any = None) -> FastAPI:
+              commander: Any = None, db: Any = None, storage: Any = None, configs: Any = None,
+              sessions: Any = None) -> FastAPI:
     app = FastAPI(title="shelterwatch", version="1",
                   description="E-bike shelters, chargers, sprinklers and parking of residential estates. "
                               "Authenticate with `Authorization: Bearer <token>` (`shelterwatch cloud user "
@@ -50,12 +55,17 @@ def build_app(settings: WebSettings, estate: EstateSource, alarm_engine: Any = N
     app.state.ack_signer = ack_signer
     app.state.commander = commander
     app.state.storage = storage  # () -> the ingester's storage status (health page), or None
+    app.state.configs = configs  # cloud.remote_config.service.ConfigService (None: remote config off)
     app.state.energy = EnergyToday(db)
+    app.state.sessions = sessions  # cloud.history.charge_session.ChargeSessions: the session curves
 
     app.include_router(api_router)
+    app.include_router(alarms_api_router)
+    app.include_router(config_api)
     app.include_router(pages.router)
+    app.include_router(config_pages)
     if alarm_engine is not None and ack_signer is not None:
-        _mount_ack_links(app)
+        app.include_router(ack_links_router, tags=["ack-links"])  # the signature is their authorisation
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(pages.LoginRequired)
@@ -102,17 +112,3 @@ def _jsonable(errors: Any) -> Any:
 
     return jsonable_encoder(errors, custom_encoder={bytes: lambda b: b.decode("utf-8", "replace"),
                                                     Exception: str})
-
-
-def _mount_ack_links(app: FastAPI) -> None:
-    """Only the signed-link endpoints of the alarms router; its other routes are replaced by the
-    scoped ones in routes_api (they take `who` from the body and see every site)."""
-    from fastapi import APIRouter
-
-    from cloud.api.alarms import router as alarms_router
-
-    links = APIRouter(include_in_schema=True, tags=["ack-links"])
-    for r in alarms_router.routes:
-        if getattr(r, "path", "").startswith("/ack/"):
-            links.routes.append(r)
-    app.include_router(links)

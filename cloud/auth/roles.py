@@ -21,16 +21,24 @@ class Perm(StrEnum):
     VIEW_PARKING = "view_parking"
     VIEW_ESTATE = "view_estate"      # sites, gateways, devices, ports, last values
     VIEW_HEALTH = "view_health"      # device communication health
-    VIEW_ALARMS = "view_alarms"
+    VIEW_ALARMS = "view_alarms"      # alarms with their audit trail and notification attempts
     ACK_ALARMS = "ack_alarms"
+    RESOLVE_ALARMS = "resolve_alarms"  # close an alarm by hand (edge actions clear no other way)
+    SILENCE_ALARMS = "silence_alarms"  # pause an alarm's pushes until a time
+    VIEW_WINDOWS = "view_windows"    # sprinkler inspection windows
+    MANAGE_WINDOWS = "manage_windows"  # open / end one (pushes of sprinkler alarms are held back)
+    VIEW_PEOPLE = "view_people"      # who is notified, how (channels redacted) and the escalation
     COMMAND = "command"              # remote port on/off, main cut
     ENROL = "enrol"                  # create gateways and their MQTT credentials
+    CONFIGURE = "configure"          # gateway configs: read, edit, diff, roll back, roll out
 
 
 POLICY: dict[Role, frozenset[Perm]] = {
     Role.MANAGER: frozenset(Perm),
-    Role.VOLUNTEER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_ALARMS, Perm.ACK_ALARMS}),
-    Role.INSTALLER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_HEALTH, Perm.ENROL}),
+    Role.VOLUNTEER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_ALARMS, Perm.ACK_ALARMS,
+                               Perm.RESOLVE_ALARMS, Perm.VIEW_WINDOWS}),
+    Role.INSTALLER: frozenset({Perm.VIEW_PARKING, Perm.VIEW_ESTATE, Perm.VIEW_HEALTH, Perm.ENROL,
+                               Perm.VIEW_WINDOWS, Perm.CONFIGURE}),
     Role.RESIDENT: frozenset({Perm.VIEW_PARKING}),
 }
 

@@ -38,6 +38,13 @@ class InspectionTracker:
     def add(self, site: str, start: float, end: float) -> None:
         self.windows.setdefault(site, []).append((start, end))
 
+    def end(self, site: str, start: float, was_end: float, end: float) -> None:
+        """A window ended early (a manager ended it over the API): it now closes at `end`."""
+        wins = self.windows.setdefault(site, [])
+        if (start, was_end) in wins:
+            wins.remove((start, was_end))
+        wins.append((start, end))
+
     def due(self, now: float) -> list[TsPoint]:
         out: list[TsPoint] = []
         for site, wins in self.windows.items():

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud.history.alarm import AlarmTracker
+from cloud.history.charge_session import FROM as SESSION_FROM
+from cloud.history.charge_session import MEASUREMENT as SESSION_MEASUREMENT
+from cloud.history.charge_session import ChargeSessions
 from cloud.history.gateway_status import GatewayStatusTracker
 from cloud.history.inspection import InspectionTracker
 from cloud.history.parking_stay import StayTracker
@@ -73,7 +76,11 @@ class _FanOut:
     def put(self, msg: SafetyMessage) -> None:
         self.primary.put(msg)
         k = msg.kind
-        if k is wire.Kind.STATUS or (k is wire.Kind.TELEMETRY and (msg.site, msg.device) in self.h.watch):
+        if (
+            k is wire.Kind.STATUS
+            or (k is wire.Kind.TELEMETRY and (msg.site, msg.device) in self.h.watch)
+            or (k is wire.Kind.EVENT and getattr(msg.payload, "kind", None) == "abnormal_charge")
+        ):
             q = self.h.queue
             if len(q) >= self.h.maxlen:
                 self.h.stats.dropped += 1
@@ -102,6 +109,9 @@ class HistoryService:
         self.stays = StayTracker()
         self.alarms = AlarmTracker(period_s)
         self.inspections = InspectionTracker()
+        self.sessions = ChargeSessions(self._session_series_for)
+        self._chargers: frozenset[tuple[str, str]] = frozenset()
+        self._session_series: dict[tuple[str, str, int, str], Series] = {}
         self._lock = threading.Lock()  # alarms and inspections: engine thread vs history thread
         self._step_lock = threading.Lock()
         self._storage: Storage | None = None
@@ -173,6 +183,10 @@ class HistoryService:
                 site, start, end = obj
                 self.inspections.add(site, start, end)
                 self._next_due = 0.0  # a window opening now is written on the next poll
+                return
+            if what == "window-end":
+                self.inspections.end(*obj)
+                self._next_due = 0.0
                 return
             p = self.alarms.change(obj, now)
             if obj.active:
@@ -252,8 +266,15 @@ class HistoryService:
     def _set_directory(self, d: Directory) -> None:
         self._dir_seen = d
         self._stay_series.clear()  # labels may have changed
+        self._session_series.clear()
         watch = set()
+        chargers = set()
         for (site, dev_id), dev in d.devices.items():
+            try:
+                if get_profile(dev.profile).family.value == "charger":
+                    chargers.add((site, dev_id))
+            except KeyError:
+                pass
             keys = self._stay_keys.get(dev.profile)
             if keys is None:
                 try:
@@ -263,18 +284,27 @@ class HistoryService:
                 self._stay_keys[dev.profile] = keys
             if keys:
                 watch.add((site, dev_id))
-        self.watch = frozenset(watch)
+        self._chargers = frozenset(chargers)
+        self.watch = frozenset(watch | chargers)
 
     def _message(self, msg: SafetyMessage, out: list[TsPoint]) -> None:
         p = msg.payload
         if isinstance(p, wire.Status):
             out.append(self.gateways.status(msg.site, msg.gateway, p.state == "online", msg.received))
             return
-        if not isinstance(p, wire.Telemetry) or msg.device is None or self._dir_seen is None:
+        if msg.device is None or self._dir_seen is None:
+            return
+        if isinstance(p, wire.Event):
+            self._charge_event(msg.site, msg.device, p, out)
+            return
+        if not isinstance(p, wire.Telemetry):
             return
         dev = self._dir_seen.devices.get((msg.site, msg.device))
         if dev is None:
             return
+        if (msg.site, msg.device) in self._chargers:
+            out.extend(self.sessions.telemetry(msg.site, msg.device, get_profile(dev.profile), p.values,
+                                               p.ts.timestamp()))
         watched = self._watched.get(dev.profile)
         if watched is None:
             watched = self._watched[dev.profile] = {}
@@ -294,6 +324,43 @@ class HistoryService:
                 self.stats.stays += 1
                 s = self._stay_series_for(dev, pid)
                 out.append(TsPoint(s, {"dwell_s": float(stay.dwell_s)}, ms(stay.departed)))
+
+    def _charge_event(self, site: str, device: str, ev: wire.Event, out: list[TsPoint]) -> None:
+        """The edge's verdict on a charge session (docs/wire.md `abnormal_charge`)."""
+        if ev.kind != "abnormal_charge" or (site, device) not in self._chargers:
+            return
+        port = ev.data.get("index")
+        if not isinstance(port, int) or isinstance(port, bool):
+            block, idx, _ = split_point_id(ev.point or "")
+            port = idx if block == "port" else None
+        if port is None:
+            return
+        out.extend(self.sessions.flag(site, device, port, str(ev.data.get("reason", "unexplained_heat")),
+                                      bool(ev.data.get("severe", False)), ev.ts.timestamp()))
+
+    def _session_series_for(self, site: str, device: str, port: int, reason: str) -> Series:
+        key = (site, device, port, reason)
+        s = self._session_series.get(key)
+        if s is None:
+            d = self._dir_seen
+            dev = d.devices.get((site, device)) if d else None
+            if dev is None:
+                s = Series.make(SESSION_MEASUREMENT, {"site": site, "device": device, "port": str(port),
+                                                      "reason": reason})
+            else:
+                base = {
+                    **(d.gateway_labels.get((dev.site, dev.gateway), {}) if d else {}),
+                    **dev.labels,
+                    "site": dev.site,
+                    "gateway": dev.gateway,
+                    "device": dev.id,
+                }
+                rows = Mapping(get_profile(dev.profile)).rows({f"port.{port}.state": "charging"}, base,
+                                                              dev.instance_labels)
+                tags = next((dict(r.tags) for r in rows if r.measurement == SESSION_FROM), dict(base))
+                s = Series.make(SESSION_MEASUREMENT, {**tags, "reason": reason})
+            self._session_series[key] = s
+        return s
 
     def _stay_series_for(self, dev: DeviceEntry, pid: str) -> Series:
         key = (dev.site, dev.id, pid)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from cloud.broker_account import BrokerAccount
 from cloud.cluster import partition as P
 from cloud.ingest.durability import Durable
 from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
@@ -186,6 +187,7 @@ class JetStreamIngestClient(BaseIngestClient):
         safety_handler: Callable[[str, bytes, float], object] | None = None,
         partitions: int = P.DEFAULT_PARTITIONS,
         owned: Iterable[int] | None = None,
+        account: BrokerAccount | None = None,
         durable: Durable | None = None,
         ack_interval: float = 0.02,
         replicas: int = 3,
@@ -193,6 +195,7 @@ class JetStreamIngestClient(BaseIngestClient):
         super().__init__(url, handler, client_id, "nats", None, "+", lanes=True, safety_handler=safety_handler,
                          durable=durable)
         self.servers = parse_servers(url)
+        self.account = account  # the cloud's own user on the nodes (cloud/broker_account.py), if they ask for one
         self.partitions = partitions
         self.ack_interval = ack_interval
         self.replicas = replicas
@@ -276,6 +279,8 @@ class JetStreamIngestClient(BaseIngestClient):
                     servers=self.servers, name=self.client_id, connect_timeout=2, ping_interval=2,
                     max_outstanding_pings=3, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
                     disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
+                    user=self.account.username if self.account else None,
+                    password=self.account.password if self.account else None,
                 )
                 await self._ensure()
                 break
@@ -426,6 +431,16 @@ class JetStreamIngestClient(BaseIngestClient):
             log.debug("ack on %s failed: %s", p.consumer, e)
         finally:
             p.acking -= 1
+
+    def publish_plain(self, topic: str, payload: bytes) -> bool:
+        """A plain NATS publish of an MQTT topic (any thread): the nodes hand it to MQTT subscribers at
+        QoS 0. False when not connected (nothing sent)."""
+        loop, nc = self._loop, self.nc
+        if loop is None or nc is None or not nc.is_connected:
+            return False
+        subject = topic.replace("/", ".")
+        loop.call_soon_threadsafe(lambda: loop.create_task(nc.publish(subject, payload)))
+        return True
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._ready.wait(timeout) and self.connected.wait(timeout)

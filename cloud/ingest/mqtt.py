@@ -40,21 +40,26 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.durability import Durable
 from device_profiles import wire
 
 log = logging.getLogger(__name__)
 
 
-def parse_broker(url: str) -> tuple[str, int, bool, str | None, str | None]:
+def parse_broker(
+    url: str, account: BrokerAccount | None = None
+) -> tuple[str, int, bool, str | None, str | None]:
+    """(host, port, tls, user, password): the account if given, else credentials left in the URL."""
     u = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
     tls = u.scheme in ("mqtts", "ssl", "tls")
-    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls, u.username, u.password
+    user, pw = (account.username, account.password) if account else (u.username, u.password)
+    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls, user, pw
 
 
-def probe_version(url: str, timeout: float = 5.0) -> int:
+def probe_version(url: str, timeout: float = 5.0, account: BrokerAccount | None = None) -> int:
     """5 if the broker accepts an MQTT 5 CONNECT, else 4 (3.1.1)."""
-    host, port, tls, user, pw = parse_broker(url)
+    host, port, tls, user, pw = parse_broker(url, account)
     result: dict[str, Any] = {}
     done = threading.Event()
 
@@ -106,10 +111,12 @@ class BaseIngestClient:
         session_expiry: int = 3600,
         lanes: bool = True,
         safety_handler: Callable[[str, bytes, float], object] | None = None,
+        account: BrokerAccount | None = None,
         durable: Durable | None = None,
         receive_maximum: int = 4096,
     ) -> None:
         self.url = url
+        self.account = account
         self.receive_maximum = receive_maximum
         self.durable = durable  # acknowledge behind it (None: as soon as the handler returned)
         self.handler = handler
@@ -188,13 +195,13 @@ class IngestClient(BaseIngestClient):
     def start(self) -> None:
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
         if level is None:
-            level = probe_version(self.url)
+            level = probe_version(self.url, account=self.account)
         self.protocol = level
         for lane in self.lanes:
             self._clients[lane] = self._start_lane(lane)
 
     def _start_lane(self, lane: str) -> mqtt.Client:
-        host, port, tls, user, pw = parse_broker(self.url)
+        host, port, tls, user, pw = parse_broker(self.url, self.account)
         level = self.protocol
         proto = mqtt.MQTTv5 if level == 5 else mqtt.MQTTv311
         kw: dict[str, Any] = {} if level == 5 else {"clean_session": False}
@@ -240,7 +247,7 @@ class IngestClient(BaseIngestClient):
             c.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters(lane)])
         else:
             c.subscribe([(f, 1) for f in self.filters(lane)])
-        log.info("%s lane connected to %s (MQTT %s)", lane, self.url, "5" if self.protocol == 5 else "3.1.1")
+        log.info("%s lane connected to %s (MQTT %s)", lane, redact(self.url), "5" if self.protocol == 5 else "3.1.1")
 
     def _on_subscribe(self, c: mqtt.Client, lane: str, mid: int, rcs: Any, props: Any) -> None:
         self._lane_up(lane)

@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from cloud.broker_account import redact
 from cloud.ingest.gmqtt_publish import LeanPublishClient
 from cloud.ingest.mqtt import BaseIngestClient, parse_broker, probe_version
 
@@ -41,7 +42,7 @@ class GmqttIngestClient(BaseIngestClient):
 
     def start(self) -> None:
         level = {"5": 5, "3.1.1": 4, "311": 4, "4": 4}.get(self.version)
-        self.protocol = level if level is not None else probe_version(self.url)
+        self.protocol = level if level is not None else probe_version(self.url, account=self.account)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ingest-mqtt", daemon=True)
         self._thread.start()
@@ -52,7 +53,7 @@ class GmqttIngestClient(BaseIngestClient):
         import gmqtt
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-        host, port, tls, user, pw = parse_broker(self.url)
+        host, port, tls, user, pw = parse_broker(self.url, self.account)
         kw: dict[str, Any] = (
             {"session_expiry_interval": self.session_expiry, "receive_maximum": self.receive_maximum}
             if self.protocol == 5
@@ -109,7 +110,7 @@ class GmqttIngestClient(BaseIngestClient):
                 await c.connect(host, port, ssl=tls, keepalive=30, version=MQTTv50 if self.protocol == 5 else MQTTv311)
                 return
             except Exception as e:  # broker not up yet: keep trying, like paho's connect_async
-                log.warning("cannot connect the %s lane to %s: %s; retrying", lane, self.url, e)
+                log.warning("cannot connect the %s lane to %s: %s; retrying", lane, redact(self.url), e)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
 

@@ -15,11 +15,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
@@ -28,6 +29,7 @@ from cloud.ingest.mqtt import IngestClient
 from cloud.ingest.parked import ParkedStore
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetySink
 from cloud.state.registry import Registry
 from cloud.tsdb.base import open_sink
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestConfig:
     broker: str = "mqtt://127.0.0.1:1883"
+    account: BrokerAccount = field(default_factory=BrokerAccount)  # cloud/broker_account.py
     mqtt_version: str = "auto"  # auto | 5 | 3.1.1
     mqtt_client: str = "gmqtt"  # gmqtt (fast, asyncio) | paho
     tsdb: str = "sqlite:///var/shelterwatch/ts.db"
@@ -75,6 +78,10 @@ class IngestConfig:
     # allocations) runs a collection every few messages; measured here it costs ~40 % of the
     # pipeline's CPU. Off for embedding in a process that tunes its own GC.
     tune_gc: bool = True
+    # What a gateway's `ts` is worth (cloud/ingest/timepolicy.py); `TimePolicy.off()` for replays
+    # of a simulated clock (benchmarks, tests with fixed dates).
+    time_policy: TimePolicy = field(default_factory=TimePolicy)
+    time_beacon_s: float | None = 5.0  # publish the cloud's clock on sw/v1/time this often (None: off)
 
 
 class IngestService:
@@ -109,6 +116,7 @@ class IngestService:
             self.storage,
             deduper,
             on_status=self._on_status,
+            time_policy=config.time_policy,
         )
         self.side_commit = GroupCommit(self._commit_side, "ingest-commit")
         self.durable = DurabilityPoint(
@@ -150,6 +158,7 @@ class IngestService:
                 safety_handler=self._handle_safety,
                 partitions=config.partitions,
                 owned=config.partitions_owned,
+                account=config.account or None,
                 durable=self.durable,
             )
         else:
@@ -162,12 +171,15 @@ class IngestService:
                 config.site,
                 lanes=lanes,
                 safety_handler=self._handle_safety if lanes else None,
+                account=config.account or None,
                 durable=self.durable,
                 receive_maximum=config.receive_maximum,
             )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
+        self.beacon: Any = None
+        self._cid = cid
         self.started = 0.0
 
     # ------------------------------------------------------------------ the two lanes
@@ -288,25 +300,36 @@ class IngestService:
                 make_registry(self.stats), self.config.metrics_port, self.config.metrics_addr
             )
         self.client.start()
+        if self.config.time_beacon_s:
+            from cloud.timebeacon import TimeBeacon
+
+            self.beacon = TimeBeacon(
+                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None,
+                send=self.client.publish_plain if is_nats_url(self.config.broker) else None,
+            ).start()
         if wait and not self.client.wait_connected(wait):
-            log.warning("not connected to %s after %.0fs; still trying", self.config.broker, wait)
+            log.warning("not connected to %s after %.0fs; still trying", redact(self.config.broker), wait)
         return self
 
     def stop(self) -> None:
         """Disconnect, then write what is in memory to the store or the spool (parked messages stay
         on disk for the next start) and save the replay check's state."""
+        if self.beacon is not None:
+            self.beacon.stop()
         self.client.stop()
         self._stop.set()
         if self._house:
             self._house.join(10)
-        # Nothing is handled any more: one last point for the replay check's state (it waits for the
-        # alarm engine too, when there is one and it is still running).
+        # Nothing is handled any more: one last point for the replay check's state. Storage makes
+        # everything durable within `stop_wait` (the store, else the spool); the point also waits
+        # for the alarm engine when there is one and it still holds status, events or health.
         self._want_checkpoint = True
         durable = threading.Event()
         self.durable.after(durable.set)
-        durable.wait(self.config.stop_wait)
         self.storage.stop(self.config.stop_wait)
         self.side_commit.stop()
+        if not durable.wait(1.0):
+            log.warning("stopping with messages not yet durable: the broker delivers them again at the next start")
         self._persist()
         self.parked_store.close()
         self.dead.close()
@@ -335,6 +358,7 @@ class IngestService:
             self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
         self._want_checkpoint = True
         self.registry.save_last_values(self.pipeline.take_last_values())
+        self.registry.save_gateway_clocks(self.pipeline.take_clocks())
 
     def _housekeeping(self) -> None:
         last_refresh = time.monotonic()
@@ -390,6 +414,10 @@ class IngestService:
             "last_store_error": s.last_error,
             "safety_queue": q() if callable(q) else 0,
             "missing_seqs": self.pipeline.dedupe.missing(),
+            "seq_gaps": self.pipeline.dedupe.gap_count(),
+            "seq_lost": self.pipeline.dedupe.lost(),
+            "rebased": p.rebased,
+            "points_refused": dict(p.points_refused),
             "connected": self.client.connected.is_set(),
             "connected_lanes": self.client.connected_lanes(),
             "lane_received": self.client.received_by_lane(),

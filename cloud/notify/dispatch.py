@@ -82,6 +82,32 @@ def redact(url: str) -> str:
 _HOST_SCHEMES = {"json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos", "ntfy", "ntfys"}
 
 
+def _secret_parts(url: str) -> set[str]:
+    """The pieces of a channel URL that may be secret: user and password, the host of schemes
+    whose host is a token (wecombot://KEY), path segments (ntfy topics, webhook tokens) and query
+    values. Query keys and the host of a host-addressed scheme are not."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    user, _, host = netloc.rpartition("@")
+    parts = set(user.split(":")) | set(path.split("/"))
+    parts |= {kv.partition("=")[2] for kv in query.split("&")}
+    if scheme.lower() not in _HOST_SCHEMES:
+        parts.add(host)
+    return {x for x in parts if len(x) >= 4}
+
+
+def scrub(text: str, urls: list[str]) -> str:
+    """An error message may quote a channel URL or a piece of it (a token, a password, a topic):
+    the URL becomes its redacted form and every secret piece `***`, as `redact` keeps only the
+    scheme and, for host-addressed schemes, the host."""
+    for url in sorted(urls, key=len, reverse=True):
+        text = text.replace(url, redact(url))
+        for part in sorted(_secret_parts(url), key=len, reverse=True):
+            text = text.replace(part, "***")
+    return text
+
+
 class RateGate:
     """Per-target limit: at most `limit` sends in any 60 s, and sends closer than `group_s` are
     grouped. `offer(now)` → None: send now (recorded); otherwise the time when the grouped
@@ -218,7 +244,8 @@ class Dispatcher:
                 self.sender.send(url, title, body)
             except Exception as e:
                 for aid in alarm_ids:
-                    self.log_attempt(aid, t, job.person, redact(url), job.purpose, attempt, False, str(e))
+                    self.log_attempt(aid, t, job.person, redact(url), job.purpose, attempt, False,
+                                     scrub(str(e), [url]))
                 if attempt <= job.retries:
                     time.sleep(job.retry_delay_s)
                 continue

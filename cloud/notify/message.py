@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 from cloud.alarms.store import Alarm
+from device_profiles.charge_session import describe
 
 SEV_ZH = {"critical": "火警/紧急", "major": "监管", "minor": "故障", "warning": "提示"}
 SEV_EN = {"critical": "CRITICAL", "major": "MAJOR", "minor": "TROUBLE", "warning": "WARNING"}
@@ -62,12 +63,21 @@ def alarm_text(a: Alarm, site_name: str, site_name_zh: str, ack_url: str | None,
         return Text(title, "\n".join(lines))
     prefix = "[提醒 REMINDER] " if purpose == "reminder" else ""
     sev = f"{SEV_ZH.get(a.severity, a.severity)} {SEV_EN.get(a.severity, a.severity)}"
-    title = f"{prefix}[{sev}] {name_zh} {name_en}"
+    again = int(a.detail.get("occurrence", 1))
+    title = f"{prefix}[{sev}] {name_zh} {name_en}" + (f" (第{again}次 ×{again})" if again > 1 else "")
     lines = [f"{name_zh}：{where_zh}", f"{name_en}: {where_en}", f"开始时间 Since: {since_zh} / {since_en}"]
+    if again > 1:
+        prev = a.detail.get("previous_alarm")
+        lines.append(f"再次发生（上一次报警 #{prev} 未处理完）Again: occurrence {again}, previous alarm #{prev} "
+                     "was still open")
     if a.value is not None:
         lines.append(f"数值 Value: {a.value}")
-    did = a.detail.get("edge_action")
-    if did:
+    data = a.detail.get("data")
+    if a.kind == "event" and isinstance(data, dict) and "reason" in data:
+        # an edge finding (abnormal_charge): say what was seen, in plain words; nothing was done yet
+        lines.append(f"发现：{describe(data, lang='zh')}")
+        lines.append(f"Seen: {describe(data)}")
+    elif did := a.detail.get("edge_action"):
         lines.append(f"网关已执行 Edge action: {did}")
     if ack_url:
         lines.append(f"一键确认 Acknowledge: {ack_url}")

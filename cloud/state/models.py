@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, String
+from sqlalchemy import JSON, Boolean, Float, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -58,3 +58,17 @@ class SeqStateRow(Base):
     site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class GatewayClockRow(Base):
+    """What the cloud knows of a gateway's clock (cloud/ingest/timepolicy.py), for the health page.
+    A table of its own, so existing databases gain it without a migration."""
+
+    __tablename__ = "gateway_clock"
+    site_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="")
+    measured: Mapped[float] = mapped_column(Float, default=0.0)
+    rebased: Mapped[int] = mapped_column(Integer, default=0)
+    last_rebased: Mapped[float | None] = mapped_column(Float, nullable=True)

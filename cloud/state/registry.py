@@ -8,6 +8,7 @@ periodically, because an identity check per message must cost a dict lookup, not
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from cloud.site_config import SiteFile
-from cloud.state.models import Base, DeviceRow, GatewayRow, SeqStateRow, SiteRow
+from cloud.state.models import Base, DeviceRow, GatewayClockRow, GatewayRow, SeqStateRow, SiteRow
 from device_profiles import wire
 
 T = TypeVar("T")
@@ -69,11 +70,8 @@ class Registry:
     def register_site(self, site: SiteFile) -> dict[str, int]:
         """Make the registry match the site file: upsert its gateways and devices, remove devices
         and gateways of this site that the file no longer lists (but keep auto-enrolled ones)."""
-        extra = {
-            k: v
-            for k in ("people", "escalation", "alarm_overrides", "inspection_windows")
-            if (v := getattr(site, k)) is not None
-        }
+        extra = site.model_dump(mode="json", by_alias=True, exclude_none=True,
+                                include={"people", "escalation", "alarm_overrides", "inspection_windows"})
         with self._lock, self.session.begin() as s:
             row = s.get(SiteRow, site.site) or SiteRow(id=site.site)
             row.name, row.name_zh, row.auto_enrol, row.extra = site.name, site.name_zh, site.auto_enrol, extra
@@ -171,8 +169,10 @@ class Registry:
             if g is None:
                 return
             ts = status.ts.timestamp()
-            if g.status_ts is not None and ts < g.status_ts:
-                return  # an older retained status arriving late must not win
+            # An older retained status arriving late must not win; a stored time in the future
+            # (kept before the time policy existed) never blocks a newer one.
+            if g.status_ts is not None and ts < g.status_ts <= time.time() + wire.CLOCK_TOLERANCE_S:
+                return
             g.online, g.status_ts, g.status_reason = status.state == "online", ts, status.reason[:200]
             if status.agent:
                 g.agent = status.agent[:100]
@@ -188,7 +188,10 @@ class Registry:
             return
         t = DeviceRow.__table__
         assert isinstance(t, Table)
-        newer = or_(t.c.last_ts.is_(None), t.c.last_ts <= bindparam("t"))
+        # `t` never passes the receive time (cloud/ingest/pipeline.py); a stored time in the future
+        # (kept before the time policy existed) never blocks newer values.
+        future = time.time() + wire.CLOCK_TOLERANCE_S
+        newer = or_(t.c.last_ts.is_(None), t.c.last_ts <= bindparam("t"), t.c.last_ts > future)
         key = and_(t.c.site_id == bindparam("k_site"), t.c.id == bindparam("k_id"))
         with self._lock, self.session.begin() as s:
             if s.get_bind().dialect.name == "sqlite":
@@ -209,6 +212,25 @@ class Registry:
             ]
             if rows:
                 s.execute(update(t).where(key, newer).values(last_values=bindparam("v"), last_ts=bindparam("t")), rows)
+
+    def save_gateway_clocks(self, clocks: dict[tuple[str, str], Any]) -> None:
+        """Upsert what the ingester learnt of gateways' clocks (`timepolicy.GatewayClock`s). With
+        replicas, each writes its own figures and counts; the latest write wins (a trouble flag)."""
+        if clocks:
+            _retry_race(lambda: self._save_gateway_clocks(clocks))
+
+    def _save_gateway_clocks(self, clocks: dict[tuple[str, str], Any]) -> None:
+        with self._lock, self.session.begin() as s:
+            for (site, gw), c in clocks.items():
+                row = s.get(GatewayClockRow, (site, gw)) or GatewayClockRow(site_id=site, gateway_id=gw)
+                row.skew_s, row.source, row.measured = c.skew_s, c.source, c.measured
+                row.rebased, row.last_rebased = c.rebased, c.last_rebased
+                s.add(row)
+
+    def gateway_clocks(self, site: str) -> dict[str, GatewayClockRow]:
+        with self.session() as s:
+            q = select(GatewayClockRow).where(GatewayClockRow.site_id == site)
+            return {r.gateway_id: r for r in s.scalars(q)}
 
     def save_seq_states(self, states: dict[tuple[str, str], dict[str, Any]]) -> None:
         """Upsert replay windows: executemany UPDATE for the rows that exist, INSERT for the others
@@ -262,7 +284,7 @@ class Registry:
 
     def forget_site(self, site: str) -> None:
         with self._lock, self.session.begin() as s:
-            for model in (DeviceRow, GatewayRow, SeqStateRow):
+            for model in (DeviceRow, GatewayRow, SeqStateRow, GatewayClockRow):
                 s.execute(delete(model).where(model.site_id == site))
             s.execute(delete(SiteRow).where(SiteRow.id == site))
 

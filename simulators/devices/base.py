@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from device_profiles.codec import CodecError, Value, encode, encode_bit
+from device_profiles.identify import resolved
 from device_profiles.model import Command, DataType, Profile, Table
 from device_profiles.points import CommandError, ResolvedPoint, resolve_command, resolve_points
 from simulators.devices.faults import Faults
@@ -66,14 +67,48 @@ class ModbusDevice:
                 probe = c.value if c.value is not None else (True if c.value_type == "bool" else 0)
                 rc = resolve_command(profile, c.key, i, probe)
                 self._commands.setdefault((rc.table, rc.address), []).append((c, i))
+        self.firmware = self._firmware(model)
+        self._ident, self._refuse = self._identification()
         # Address window per table: reads wholly or partly outside it get exception 2; gaps inside
         # read as 0 (so an edge reading one contiguous span across unused registers works).
         self._window: dict[Table, tuple[int, int]] = {}
         for t in Table:
             ends = [(p.address, p.end) for p in self._by_table[t]]
             ends += [(a, a + 1) for (tt, a) in self._commands if tt is t]
+            ends += [(a, a + 1) for (tt, a) in self._ident if tt is t]
             if ends:
                 self._window[t] = (min(a for a, _ in ends), max(e for _, e in ends))
+
+    # ---- identification (what `edge-agent scan` reads) ----
+    def _firmware(self, model: Any) -> str:
+        """The version this device reports: the site file's `params: {firmware: …}` when given,
+        else the example of the profile's `firmware` identify read (a version inside its range)."""
+        params = getattr(model, "params", None)
+        if params is not None and "firmware" in getattr(params, "model_fields_set", ()):
+            return str(params.firmware)
+        reads = self.profile.identify.reads if self.profile.identify else []
+        ex = next((r.example for r in reads if r.key == "firmware" and r.example is not None), None)
+        return str(ex) if ex is not None else str(getattr(params, "firmware", "") or "")
+
+    def _identification(self) -> tuple[dict[tuple[Table, int], int], dict[tuple[Table, int], int]]:
+        """Registers the profile's identify reads name, as the real device answers them (the
+        expected vendor/model codes, the firmware version, examples), and the addresses it answers
+        with an exception. Registers that are also points keep the point's live value."""
+        regs: dict[tuple[Table, int], int] = {}
+        refuse: dict[tuple[Table, int], int] = {}
+        for r in self.profile.identify.reads if self.profile.identify else []:
+            if r.exception is not None:
+                refuse[(r.table, r.address)] = r.exception
+                continue
+            rp = resolved(r, self.profile)
+            v: Value | None = r.expect if r.expect is not None else r.example
+            if r.key == "firmware" and r.expect is None:
+                v = self.firmware
+            if v is None:
+                v = self.default(rp)
+            for k, w in enumerate(encode(rp, v)):
+                regs[(r.table, r.address + k)] = w
+        return regs, refuse
 
     # ---- values ----
     def value(self, p: ResolvedPoint) -> Value:
@@ -115,13 +150,17 @@ class ModbusDevice:
 
     # ---- Modbus data access (called by transports through simulators.transport.pdu) ----
     def _check_window(self, table: Table, address: int, count: int) -> None:
+        for a in range(address, address + count) if self._refuse else ():
+            code = self._refuse.get((table, a))
+            if code is not None:
+                raise ModbusError(code, f"{table.value} {a} is past the end of the map")
         w = self._window.get(table)
         if w is None or address < w[0] or address + count > w[1]:
             raise ModbusError(ILLEGAL_ADDRESS, f"{table.value} {address}..{address + count - 1} not mapped")
 
     def read_registers(self, table: Table, address: int, count: int) -> list[int]:
         self._check_window(table, address, count)
-        regs = [0] * count
+        regs = [self._ident.get((table, a), 0) for a in range(address, address + count)] if self._ident else [0] * count
         end = address + count
         with self.lock:
             for p in self._by_table[table]:

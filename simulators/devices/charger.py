@@ -30,7 +30,7 @@ class ChargerDevice(ModbusDevice):
             "main_relay": lambda p: m.main_relay,
             "door_open": lambda p: m.door_open,
             "ambient_temp": lambda p: m.ambient_temp,
-            "firmware": lambda p: m.params.firmware,
+            "firmware": lambda p: self.firmware,
         }
         self.block_getters = {
             # A profile without "plugged" (voltpile-cp10) shows such a port as idle.

@@ -90,7 +90,8 @@ class LinePort:
     def endpoint(self) -> dict[str, object]:
         return {
             "transport": "serial_line",
-            "port": self.path,
+            "serial_port": self.path,
+            "port": self.path,  # deprecated: the old, ambiguous name of serial_port
             "baud": self.baud,
             "parity": self.parity,
             "stop_bits": self.stop_bits,

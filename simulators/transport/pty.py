@@ -35,9 +35,17 @@ class Pty:
 
     def client_baud(self) -> int | None:
         """The speed the client last configured on its end (pty termios are shared by both slave
-        fds; Linux keeps the speed but drops parity bits, so only the baud can be checked)."""
+        fds; Linux keeps the speed but clears PARENB, see `client_odd_parity`)."""
         try:
             return _SPEED.get(termios.tcgetattr(self._slave)[4])
+        except termios.error:
+            return None
+
+    def client_odd_parity(self) -> bool | None:
+        """Whether the client asked for odd parity. Linux clears PARENB on a pty but keeps PARODD,
+        so odd parity can be told from none/even; none and even cannot be told apart."""
+        try:
+            return bool(termios.tcgetattr(self._slave)[2] & termios.PARODD)
         except termios.error:
             return None
 

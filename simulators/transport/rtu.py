@@ -135,6 +135,11 @@ class RtuBus:
             # A master at the wrong speed: on copper the slave would see framing errors, not a request.
             self.stats["baud_mismatch"] += 1
             return
+        if self.check_baud and self.pty is not None and self.pty.client_odd_parity() not in (None, self.parity == "O"):
+            # Odd against none/even: every character fails the slave's parity check (the pty shows
+            # odd parity only; none and even look alike there, see Pty.client_odd_parity).
+            self.stats["parity_mismatch"] += 1
+            return
         resp = respond(dev, pdu)
         if resp is None:
             self.stats["silent"] += 1
@@ -160,7 +165,8 @@ class RtuBus:
     def endpoint(self, unit: int) -> dict[str, object]:
         return {
             "transport": "modbus_rtu",
-            "port": self.path,
+            "serial_port": self.path,
+            "port": self.path,  # deprecated: the old, ambiguous name of serial_port
             "unit": unit,
             "baud": self.baud,
             "parity": self.parity,

@@ -82,4 +82,5 @@ class TcpServer:
             writer.close()
 
     def endpoint(self, unit: int) -> dict[str, object]:
-        return {"transport": "modbus_tcp", "host": self.host, "port": self.port, "unit": unit}
+        # `port` is the deprecated, ambiguous old name of tcp_port (docs/simulators.md)
+        return {"transport": "modbus_tcp", "host": self.host, "tcp_port": self.port, "port": self.port, "unit": unit}

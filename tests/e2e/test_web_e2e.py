@@ -8,14 +8,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from shelterwatch.demo import SITE, DemoOptions, DemoStack
-from tests.fixtures.web import screenshot
+from shelterwatch.demo import SITE, DemoStack
+from tests.fixtures.web import demo_login, running_demo, screenshot
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -28,24 +27,13 @@ def wait(cond: Any, timeout: float = 30.0, what: str = "condition") -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, mosquitto_session) -> Iterator[DemoStack]:  # type: ignore[no-untyped-def]
-    st = DemoStack(DemoOptions(workdir=tmp_path_factory.mktemp("stack"), broker_url=mosquitto_session.url,
-                               tier2_after_s=TIER2_AFTER_S, repeat_s=60, waterflow_retard_s=1.0, poll_ms=500))
-    st.start()
-    try:
-        st.wait_live(60)
+    with running_demo(tmp_path_factory.mktemp("stack"), mosquitto_session.url, tier2_after_s=TIER2_AFTER_S,
+                      repeat_s=60, waterflow_retard_s=1.0, poll_ms=500) as st:
         yield st
-    finally:
-        st.stop()
-        for log in Path(st.workdir).glob("edge-*.log"):
-            assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-3000:]
 
 
 def login(page: Any, stack: DemoStack, user: str) -> None:
-    page.goto(f"{stack.url}/login")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", stack.passwords[user])
-    page.click("#login-form button[type=submit]")
-    page.wait_for_load_state("domcontentloaded")
+    demo_login(page, stack, user)
 
 
 def pushes(stack: DemoStack, who: str, device: str) -> list[dict[str, Any]]:

@@ -228,6 +228,79 @@ def test_interlock_event_is_one_critical_alarm_with_what_the_edge_did(rig: Rig) 
     assert rig.engine.counters["replayed_events"] == 1
 
 
+def test_abnormal_charge_event_is_one_warning_push_saying_what_was_seen(rig: Rig) -> None:
+    """The edge's charge-session finding (docs/wire.md `abnormal_charge`) raises the profiles' event
+    rule once per session (its severe finding, same `trip`, updates it); the push says in plain words,
+    Chinese and English, what was seen and when the cut-off would come, and does not pretend the edge
+    did something."""
+    data = {"reason": "no_taper", "reasons": "no_taper,unexplained_heat", "severe": False, "excess_c": 6.3,
+            "slope_c_per_min": 0.41, "temp_c": 41.2, "energy_kwh": 0.71, "eta_s": 1380, "index": 3,
+            "trip": "3-1795996380"}
+    first = wire.Event(ts=rig.ts(), seq=7, id="c" * 16, kind="abnormal_charge", severity="major",
+                       point="port.3.connector_temp", value=41.2, text="port 3: ...", data=data)
+    rig.feed(rig.msg("charger-a", first))
+    severe = wire.Event(ts=rig.ts(), seq=8, id="d" * 16, kind="abnormal_charge", severity="critical",
+                        point="port.3.connector_temp", value=48.0, data={**data, "severe": True})
+    rig.feed(rig.msg("charger-a", severe))
+    [a] = rig.alarms("abnormal_charge")
+    assert a.severity == "major" and a.instance == "3" and a.active and a.occurrences == 2
+    got = rig.rec.wait_for(lambda g: len(g) >= 2)  # type: ignore[union-attr]
+    text = got[0].body["title"] + "\n" + got[0].body["message"]
+    assert "充电异常预警" in text and "Abnormal charge" in text and "充电口 3" in text
+    assert "充电电流一直不下降" in text and "约 23 分钟后达到断电温度" in text
+    assert "Seen: the charge never tapers" in text and "about 23 min to the cut-off" in text
+    assert "Edge action" not in text
+
+
+def _cut(rig: Rig, trip: str, temp: float, n: int) -> wire.Event:
+    return wire.Event(ts=rig.ts(), seq=100 + n, id=f"cut{n:013d}", kind="interlock", point="port.3.connector_temp",
+                      value=temp, text=f"port_enable on port.3 switched off: port.3.connector_temp = {temp}",
+                      data={"rule": "port_overtemp", "command": "port_enable", "ok": True, "trip": trip})
+
+
+def test_repeated_interlock_same_trip_is_one_alarm_new_trip_is_pushed_again(rig: Rig) -> None:
+    """The user's case: port 3 cut at 76 °C; the edge re-asserts while it stays hot (same trip: no
+    new push); a manager switches it back on, it overheats again (new trip): a new alarm is pushed
+    although nobody had resolved the first. After a person resolves it, the next cut starts over."""
+    rec = rig.rec
+    assert rec is not None
+
+    def pushes() -> list[str]:
+        return [r.body["title"] for r in rec.got if r.path == "/v1" and "Edge cut power" in r.body["title"]
+                and r.body["title"].startswith("[火警")]  # the alarm pushes, not reminders or all-clears
+
+    rig.feed(rig.msg("charger-a", _cut(rig, "trip-a", 76.0, 1)))
+    rec.wait_for(lambda g: len(pushes()) == 1)
+    rig.at(30)
+    rig.feed(rig.msg("charger-a", _cut(rig, "trip-a", 75.5, 2)))  # re-assert: still hot
+    [first] = rig.alarms("interlock")
+    assert first.active and first.occurrences == 2 and "75.5" in first.detail["last_action"]
+    assert rig.engine.acknowledge(first.id, "v1", "api")
+    rig.at(600)  # cooled, switched back on by a manager, overheated again
+    rig.feed(rig.msg("charger-a", _cut(rig, "trip-b", 77.0, 3)))
+    rec.wait_for(lambda g: len(pushes()) == 2)
+    old, new = sorted(rig.alarms("interlock"), key=lambda a: a.id)
+    assert not old.active and old.id == first.id and new.active and not new.acked
+    assert new.detail["previous_alarm"] == old.id and new.detail["occurrence"] == 2
+    assert [e["action"] for e in rig.store.audit_of(old.id)] == ["raised", "repeated", "acknowledged", "superseded"]
+    assert "×2" in pushes()[1]
+    import time
+
+    time.sleep(0.3)
+    def all_clear(g: list[Any]) -> bool:
+        return any("RESOLVED" in r.body["title"] and "Edge cut power" in r.body["title"] for r in g)
+
+    assert not all_clear(rec.got), "superseded is not resolved: no all-clear push"
+    assert rig.engine.resolve(new.id, "boss", "api", "connector replaced")
+    rec.wait_for(all_clear)
+    rig.at(900)
+    rig.feed(rig.msg("charger-a", _cut(rig, "trip-c", 76.0, 4)))
+    rec.wait_for(lambda g: len(pushes()) == 3)
+    latest = max(rig.alarms("interlock"), key=lambda a: a.id)
+    assert latest.active and "occurrence" not in latest.detail and "previous_alarm" not in latest.detail
+    assert rig.store.get(new.id).resolved_by == "boss"  # type: ignore[union-attr]
+
+
 def test_oscillating_temperature_one_alarm(rig: Rig) -> None:
     for i in range(200):
         rig.clock.t = T0 + i

@@ -37,6 +37,7 @@ from tests.fixtures.tsdb_servers import make_victoriametrics
 from tests.integration.cluster_support import (
     ALARM_DEV,
     ALARM_GW,
+    RECENT_START,
     ClusterDb,
     FleetRun,
     PushReceiver,
@@ -47,7 +48,6 @@ from tests.integration.cluster_support import (
     partition_owner_wait,
 )
 from tests.integration.edge.helpers import AgentProcess
-from tests.integration.ingest_support import SIM_START
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -100,7 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
     vm = make_victoriametrics(root / "vm", ["-dedup.minScrapeInterval=1ms"]).start()
     db_url = postgres_server.url(postgres_server.create_database())
     receiver = PushReceiver()
-    model = FleetModel(FleetConfig(site=SITE, gateways=GATEWAYS, sim_start=SIM_START, seed=11))
+    model = FleetModel(FleetConfig(site=SITE, gateways=GATEWAYS, sim_start=RECENT_START, seed=11))
     doc = yaml.safe_load(site_file_text(SITE, model.topology, auto_enrol=False))
     doc["gateways"].append({"id": ALARM_GW, "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8"}]})
     site_file = root / "site.yaml"
@@ -126,7 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
         wait_until(lambda: edge_status(root / "edge-state").get("uplink", {}).get("connected"), 30,
                    "the edge connected")
         fleet = FleetRun(FleetConfig(broker=",".join(cluster.mqtt_urls), site=SITE, gateways=GATEWAYS,
-                                     sim_start=SIM_START, seed=11, rate=RATE, duration=None, connections=8,
+                                     sim_start=RECENT_START, seed=11, rate=RATE, duration=None, connections=8,
                                      client_prefix="chaos-fleet", keepalive_s=5), model).start()
         s = Stack(root, cluster, vm, db, receiver, replicas, bus, dev, edge, root / "edge-state", fleet, site_file)
         yield s

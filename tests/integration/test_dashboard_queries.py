@@ -113,6 +113,11 @@ def _plausible(title: str, ref: str, series: list[dict[str, Any]]) -> None:
         assert [s["tags"]["device"] for s in series] == ["riser-2"]
     elif title == "Gateways online":
         assert vals == [3]
+    elif title == "Charge sessions flagged":
+        rows = {(s["tags"]["device"], s["tags"]["port"], s["tags"]["reason"]) for s in series}
+        assert rows == {("pile-1", "7", "unexplained_heat")}, rows
+        row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))
+        assert row["peak_temp"] >= 65.0 and row["energy"] > 0, row  # the session the interlock then cut
     elif title == "Charge sessions over 8 h":
         assert [(s["tags"]["device"], s["tags"]["instance"]) for s in series] == [("cabinet-2", "3")]
     elif title == "Ports cut off" and ref == "A":
@@ -145,6 +150,24 @@ def test_cloud_history_wrote_exactly_the_stays_of_the_day(estate_day) -> None:
     assert {(r[2], r[3], r[4], r[5]) for r in rows} <= {
         (str(b), sd.zone_of(b), "true" if b in sd.FIRE_LANE else "false", "hub-1") for b in range(1, 49)
     }
+
+
+def test_cloud_history_wrote_a_point_for_every_charge_session(estate_day) -> None:
+    """charge_session comes from cloud/history's session tracker on the day's charger telemetry: one
+    point per ended session (and one when the edge flagged it), with the port's tags."""
+    res = estate_day.db.query(
+        'SELECT "duration_s", "energy_kwh", "flagged", "ended", "device", "port", "shelter", "reason" '
+        'FROM "charge_session"'
+    )
+    rows = [dict(zip(s["columns"], r, strict=True)) for s in res["results"][0]["series"] for r in s["values"]]
+    ended = [r for r in rows if r["ended"]]
+    assert len(ended) >= 30, "two chargers, one to three sessions per port"
+    assert {r["device"] for r in ended} == {"pile-1", "cabinet-2"} and {r["shelter"] for r in ended} == {
+        "shelter-1", "shelter-2"}
+    assert all(3000 <= r["duration_s"] <= 6 * 3600 + 2700 and r["energy_kwh"] > 0 for r in ended)
+    flagged = [r for r in rows if r["flagged"]]
+    assert {(r["device"], r["port"], r["reason"], r["ended"]) for r in flagged} == {
+        ("pile-1", "7", "unexplained_heat", False), ("pile-1", "7", "unexplained_heat", True)}
 
 
 def test_free_bays_match_bays_known_per_zone(estate_day) -> None:

@@ -131,3 +131,63 @@ def test_broker_configured_from_the_web_enrolment_output(tmp_path: Path) -> None
     finally:
         m.stop()
         env.close()
+
+
+def test_an_enrolled_config_cannot_command_or_publish_outside_its_gateway(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The config enrolment returns, loaded by the edge agent's own loader as it is, with the
+    broker's generated password file and ACLs: its account commands and publishes only its own
+    gateway, hears the cloud's time beacon; the cloud's ingester runs on its own account and its
+    password shows in no log line."""
+    import logging
+
+    from cloud.broker_account import BrokerAccount
+    from cloud.ingest.service import IngestConfig, IngestService
+    from device_profiles import wire
+    from edge_agent.config import load_config
+
+    a = enrol.enrol("estate-a", "gw-a", [DeviceSpec("chg1", "voltpile-cp10")], "mqtt://127.0.0.1:1883")
+    b = enrol.enrol("estate-a", "gw-b", [DeviceSpec("chg2", "voltpile-cp10")], "mqtt://127.0.0.1:1883")
+    cloud_pw = "cloud-pw-never-logged-4711"
+    (tmp_path / "passwd").write_text(enrol.render_password_file([a.passwd_line, b.passwd_line,
+                                                                 enrol.passwd_line("cloud", cloud_pw)]))
+    (tmp_path / "acl").write_text(enrol.render_acl_file([a.acl, b.acl, enrol.cloud_acl("cloud")]))
+    (tmp_path / "edge-a.yaml").write_text(a.edge_config)
+    cfg_a, _ = load_config(tmp_path / "edge-a.yaml")  # as returned: no edit
+    m = make_mosquitto(tmp_path, allow_anonymous=False,
+                       extra_conf=f"password_file {tmp_path}/passwd\nacl_file {tmp_path}/acl\n").start()
+    caplog.set_level(logging.DEBUG)
+    svc = IngestService(IngestConfig(
+        broker=m.url, tsdb=f"sqlite:///{tmp_path}/ts.db", state_db=f"sqlite:///{tmp_path}/state.db",
+        spool_dir=str(tmp_path / "spool"), client_id="cloud-ingest", account=BrokerAccount("cloud", cloud_pw),
+        time_beacon_s=0.3, tune_gc=False))
+    clients: list[mqtt.Client] = []
+    try:
+        svc.start(wait=10)
+        assert svc.client.connected.is_set(), "the ingester connects with its own account"
+        gw_b = _client(m.port, b.mqtt_user, b.password, "gw-b")
+        clients.append(gw_b)
+        b_got: queue.Queue[str] = queue.Queue()
+        gw_b.on_message = lambda c, u, msg: b_got.put(msg.topic)
+        gw_b.subscribe(wire.cmd_topic("estate-a", "gw-b"), qos=1)
+        gw_a = _client(m.port, cfg_a.uplink.username or "", cfg_a.uplink.password or "", cfg_a.uplink.client_id or "")
+        clients.append(gw_a)
+        a_got: queue.Queue[str] = queue.Queue()
+        gw_a.on_message = lambda c, u, msg: a_got.put(msg.topic)
+        gw_a.subscribe([(wire.TIME_TOPIC, 0), ("sw/v1/estate-a/gw-b/+/cmd", 1), ("sw/v1/estate-a/gw-b/+/telemetry", 1)])
+        assert a_got.get(timeout=5) == wire.TIME_TOPIC, "the gateway hears the cloud's time beacon"
+        cmd = wire.Command(ts=wire.now(), id="c0ffee0012345678", command="port_enable", index=1, value=False)
+        gw_a.publish("sw/v1/estate-a/gw-b/chg2/cmd", wire.encode(cmd), qos=1).wait_for_publish(5)
+        gw_a.publish("sw/v1/estate-a/gw-b/chg2/telemetry", b"{}", qos=1).wait_for_publish(5)
+        gw_b.publish("sw/v1/estate-a/gw-b/chg2/telemetry", b"{}", qos=1).wait_for_publish(5)
+        time.sleep(1.0)
+        assert b_got.empty(), "gateway A's command never reaches gateway B"
+        assert not [t for t in list(a_got.queue) if t != wire.TIME_TOPIC], "nor does A read B's topics"
+        assert svc.stats()["received"] == 1, "only B's own telemetry reached the cloud"
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        svc.stop()
+        m.stop()
+    assert cloud_pw not in caplog.text
+    assert cloud_pw not in repr(svc.config)

@@ -43,6 +43,7 @@ def test_fleet_hour_stays_gateways_and_fire_lane_alarms(tmp_path, mosquitto, inf
         cfg = FleetConfig(
             broker=mosquitto.url, site_file=str(SITE_FILE), rate=0, duration=60, ticks=360, sim_start=start,
             tick_s=10.0, event_probability=0.3, seed=5, snapshot_every=30,
+            quiet=False,  # cars park in the fire lanes: alarms for the history to follow
         )
         res = publish_fleet(cfg, record=True)
         assert res.published > 1000

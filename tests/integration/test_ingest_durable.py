@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ from cloud.site_config import load_site
 from cloud.state.registry import Registry
 from cloud.tsdb.sqlite import SqliteSink
 from simulators.fleet import FleetConfig, FleetModel, site_file_text
-from tests.integration.ingest_support import DEMO_SITE, SIM_START, Publisher, expected_points
+from tests.integration.ingest_support import DEMO_SITE, Publisher, expected_points
 from tests.integration.test_ingest_lanes import T_SPK1_EVENT, waterflow_event
 from tests.polling import wait_until
+
+# Readings from an hour ago: inside the ingester's time policy (docs/wire.md), so stored as sent.
+SIM_START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 pytestmark = pytest.mark.integration
 

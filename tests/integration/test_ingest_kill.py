@@ -15,12 +15,11 @@ PUBACKs for the storage batch still in memory.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,12 @@ from cloud.state.registry import Registry
 from cloud.tsdb.sqlite import SqliteSink
 from device_profiles import wire
 from simulators.fleet import FleetConfig, FleetModel, FleetResult, publish_fleet, site_file_text
-from tests.fixtures.servers import free_port
-from tests.integration.ingest_support import SIM_START, expected_points
+from tests.fixtures.servers import ServerProcess, free_port
+from tests.integration.ingest_support import expected_points
 from tests.polling import wait_until
+
+# Readings from an hour ago: inside the ingester's time policy (docs/wire.md), so stored as sent.
+SIM_START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 pytestmark = [pytest.mark.integration]
 
@@ -44,29 +46,26 @@ RATE = 1000.0
 KILL_AT = (2.0, 4.5, 7.0)  # seconds into the stream
 
 
-class Ingester:
-    """`shelterwatch cloud ingest` as a child process we start, SIGKILL and start again."""
+class Ingester(ServerProcess):
+    """`shelterwatch cloud ingest` as a child process we start, SIGKILL and start again (its port is
+    the metrics port; ready once both lanes are subscribed)."""
 
     def __init__(self, tmp: Path, broker: str) -> None:
-        self.tmp = tmp
-        self.metrics = free_port()
-        self.argv = [
+        port = free_port()
+        argv = [
             sys.executable, "-m", "shelterwatch.cli", "cloud", "ingest", "--broker", broker,
             "--tsdb", f"sqlite:///{tmp}/ts.db", "--state-db", f"sqlite:///{tmp}/state.db",
             "--spool-dir", str(tmp / "spool"), "--client-id", "kill-test", "--group", "",
-            "--metrics-port", str(self.metrics),
+            "--metrics-port", str(port),
         ]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp / "ingest.log"
+        super().__init__("ingest", argv, port, tmp, ready=self._subscribed)
 
-    def start(self) -> None:
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.metric("connected") == 1.0, 30, f"the ingester to subscribe\n{self.tail()}")
+    def _subscribed(self) -> None:
+        wait_until(lambda: self.metric("connected") == 1.0, 30, "the ingester to subscribe")
 
     def metric(self, name: str) -> float | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=1) as r:
                 text = r.read().decode()
         except OSError:
             return None
@@ -74,23 +73,6 @@ class Ingester:
             if line.startswith(f"shelterwatch_ingest_{name} "):
                 return float(line.split()[1])
         return None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
 def stored_keys(db: Path) -> tuple[set[tuple[str, str, frozenset[tuple[str, str]], int]], int]:
@@ -127,7 +109,7 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
             time.sleep(max(0.0, t0 + at - time.monotonic()))
             # Killed while it works: it has taken messages since this start.
             taken.append(wait_until(lambda: ing.metric("received_total") or 0.0, 10, "messages before the kill"))
-            ing.kill()
+            ing.stop(kill=True)
             ing.start()
         pub.join(60)
         assert result, "the publisher did not finish"
@@ -139,7 +121,7 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
             wait_until(lambda: expected.keys() <= stored_keys(db)[0], 30, "every reading in the store", every=0.5)
         except AssertionError:
             missing = expected.keys() - stored_keys(db)[0]
-            raise AssertionError(f"{len(missing)} of {len(expected)} values never reached the store") from None
+            raise AssertionError(f"{len(missing)} of {len(expected)} values not stored\n{ing.log()}") from None
     finally:
         ing.stop()
         pub.join(30)

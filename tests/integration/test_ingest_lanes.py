@@ -14,6 +14,7 @@ import pytest
 
 from cloud.ingest.mqtt import MAIN, SAFETY
 from cloud.ingest.service import IngestConfig, IngestService
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.safety import SafetyMessage
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
@@ -49,7 +50,7 @@ class OrderSink:
 def make_service(tmp: Path, broker: str, sink: Any, **kw: Any) -> IngestService:
     cfg = IngestConfig(broker=broker, tsdb=f"sqlite:///{tmp}/ts.db", state_db=f"sqlite:///{tmp}/state.db",
                        spool_dir=str(tmp / "spool"), client_id="ingest-lanes", batch_interval=0.2,
-                       tune_gc=False, **kw)
+                       tune_gc=False, time_policy=TimePolicy(past_s=None), **kw)  # replays 2026-03-02
     reg = Registry(cfg.state_db)
     reg.register_site(load_site(DEMO_SITE))
     reg.close()
@@ -69,7 +70,7 @@ def run_backlog(tmp: Path, mosquitto: Any, mqtt_client: str, lanes: bool) -> tup
     first.stop()
 
     pub = Publisher(mosquitto.port, client_id="gw-shelter-a-test")
-    for seq in range(BACKLOG):
+    for seq in range(1, BACKLOG + 1):
         pub.send(T_CHG1, good(seq))
         if seq % 2000 == 1999:
             pub.wait()
@@ -146,7 +147,7 @@ def test_both_lanes_on_embedded_amqtt(tmp_path: Path, amqtt_any: Any, mqtt_clien
         assert set(svc.client.filters(SAFETY)) == set(wire.safety_subscriptions())
         pub = Publisher(amqtt_broker.port, client_id="gw-amqtt-lanes")
         pub.send(T_STATUS, wire.encode(wire.Status(ts=wire.now(), state="online")), retain=True)
-        for seq in range(20):
+        for seq in range(1, 21):
             pub.send(T_CHG1, good(seq))
         pub.send(T_SPK1_EVENT, waterflow_event(1))
         pub.close()

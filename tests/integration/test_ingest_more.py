@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from device_profiles import wire
 from simulators.fleet import FleetConfig, FleetModel, publish_fleet, site_file_text
 from tests.fixtures.servers import free_port
 from tests.integration.ingest_support import DEMO_SITE, SIM_START, Publisher, running_ingester, wait_for
+from tests.polling import wait_until
 from tests.unit.test_pipeline import HAND_WRITTEN, T_CHG1, good
 
 pytestmark = [pytest.mark.integration]
@@ -29,8 +29,8 @@ def test_bad_payloads_are_dead_lettered_while_good_ones_are_stored(tmp_path: Pat
         n_good = 0
         for topic, payload, _ in HAND_WRITTEN:
             pub.send(topic, payload)
-            pub.send(T_CHG1, good(n_good))
             n_good += 1
+            pub.send(T_CHG1, good(n_good))  # seq from 1 (docs/wire.md)
         pub.close()
         wait_for(lambda: svc.stats()["received"] >= 2 * len(HAND_WRITTEN) - 2, 20, "all messages")
         assert svc.flush(10)
@@ -138,9 +138,9 @@ def test_metrics_endpoint(tmp_path: Path, mosquitto) -> None:
         _,
     ):
         pub = Publisher(mosquitto.port)
-        pub.send(T_CHG1, good(0))
+        pub.send(T_CHG1, good(1))
         pub.send(T_CHG1, b"nonsense")
-        pub.send(T_CHG1, good(0))
+        pub.send(T_CHG1, good(1))
         pub.close()
         wait_for(lambda: svc.stats()["received"] >= 3, 20, "messages")
         assert svc.flush(10)
@@ -185,18 +185,17 @@ def test_cli_register_and_ingest_process(tmp_path: Path, mosquitto) -> None:
     )
     try:
         sink_path = tmp_path / "ts.db"
-        time.sleep(2)
         pub = Publisher(mosquitto.port)
-        pub.send(
-            T_CHG1,
-            wire.encode(wire.Telemetry(ts=datetime(2026, 1, 1, tzinfo=UTC), seq=0, values={"smoke": False})),
-        )
+        seq = [0]
+
+        def stored() -> bool:
+            """One more reading each try: the process may still be starting (no subscription yet)."""
+            seq[0] += 1
+            pub.send(T_CHG1, wire.encode(wire.Telemetry(ts=wire.now(), seq=seq[0], values={"smoke": False})))
+            return sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) >= 1
+
+        wait_until(stored, 40, "the CLI ingester to store a reading", every=0.5)
         pub.close()
-        wait_for(
-            lambda: sink_path.exists() and len(SqliteSink(sink_path).query("charger_cabinet")) == 1,
-            20,
-            "the CLI ingester to store the reading",
-        )
     finally:
         proc.terminate()
         proc.wait(15)

@@ -116,6 +116,7 @@ def test_replayed_backlog_is_stored_once(tmp_path: Path, mosquitto, victoriametr
         st = svc.stats()
         assert st["duplicates"] == sum(1 for t, _ in backlog[::3] if _has_seq(t))
         assert st["missing_seqs"] == 0  # the gap the live data opened was filled by the backfill
+        assert st["seq_gaps"] == 0  # and the `sequence_gaps` metric is back to 0
     # A restarted ingester (same state DB) still recognises the whole history as replays.
     with running_ingester(tmp_path, mosquitto.url, url, site_file=None) as (svc, _):
         send(msgs)

@@ -158,7 +158,7 @@ def test_edge_moves_to_the_next_node_and_birth_will_retained_status_follow(
                             "--will-topic", f"sw/v1/{site}/{gw}/status", "--will-payload", will.decode(),
                             "--will-qos", "1", "--will-retain"], stdin=subprocess.PIPE, start_new_session=True)
     try:
-        time.sleep(1.0)
+        wait_until(lambda: node.has_mqtt_client(f"sw-edge-{gw}"), 20, "mosquitto_pub connected")  # its will armed
         pub.send_signal(signal.SIGKILL)  # no DISCONNECT: the node publishes the will
         pub.wait(5)
         wait_until(lambda: obs.states() and obs.states()[-1][0] == "offline", 15, "the last will on another node")

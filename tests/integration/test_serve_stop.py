@@ -10,12 +10,10 @@ queue, and then every reading published is in the store, once.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +22,34 @@ import pytest
 from cloud.site_config import load_site
 from cloud.tsdb.sqlite import SqliteSink
 from simulators.fleet import FleetConfig, FleetModel, FleetResult, publish_fleet, site_file_text
-from tests.fixtures.servers import free_port, wait_port
-from tests.integration.ingest_support import SIM_START, expected_points
+from tests.fixtures.servers import ServerProcess, free_port
+from tests.integration.ingest_support import expected_points
 from tests.polling import wait_until
+
+# Readings from an hour ago: inside the ingester's time policy (docs/wire.md), so stored as sent.
+SIM_START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 pytestmark = pytest.mark.integration
 
 STOP_WITHIN_S = 5.0
 
 
-class Serve:
+class Serve(ServerProcess):
+    """`shelterwatch cloud serve` as a child process (its port is the web port)."""
+
     def __init__(self, tmp: Path, broker: str, site: Path) -> None:
         alarms = tmp / "alarms.yaml"
         alarms.write_text("site: fleet\nname: Fleet\npeople: []\n")
-        self.port = free_port()
-        self.argv = [sys.executable, "-m", "shelterwatch.cli", "cloud", "serve", "--site", str(site), "--alarms",
-                     str(alarms), "--broker", broker, "--data-dir", str(tmp / "data"), "--port", str(self.port)]
-        self.env = {**os.environ, "SHELTERWATCH_SECRET": "s" * 40}
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        argv = [sys.executable, "-m", "shelterwatch.cli", "cloud", "serve", "--site", str(site), "--alarms",
+                str(alarms), "--broker", broker, "--data-dir", str(tmp / "data"), "--port", str(port)]
+        super().__init__("serve", argv, port, tmp, env={"SHELTERWATCH_SECRET": "s" * 40})
 
-    def start(self) -> None:
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_port(self.port, timeout=60, proc=self.proc)  # type: ignore[arg-type]
-
-    def stop(self) -> float:
-        """SIGTERM; seconds until the process exited."""
-        assert self.proc is not None
+    def timed_stop(self) -> float:
+        """SIGTERM; seconds until the process exited (it is killed after 10 s)."""
         t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+        self.stop()
         return time.monotonic() - t0
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 def test_loaded_serve_stops_within_5_s_and_loses_nothing(tmp_path: Path, mosquitto: Any) -> None:
@@ -77,9 +67,9 @@ def test_loaded_serve_stops_within_5_s_and_loses_nothing(tmp_path: Path, mosquit
     try:
         time.sleep(5.0)
         assert pub.is_alive(), "the fleet finished before the stop: no load to stop under"
-        took = serve.stop()
-        assert serve.proc is not None and serve.proc.returncode == 0, serve.tail()
-        assert took <= STOP_WITHIN_S, f"stop took {took:.1f} s\n{serve.tail()}"
+        took = serve.timed_stop()
+        assert serve.proc is not None and serve.proc.returncode == 0, serve.log()
+        assert took <= STOP_WITHIN_S, f"stop took {took:.1f} s\n{serve.log()}"
         pub.join(120)
         assert result, "the fleet did not finish"
         serve.start()  # drains the spool and the broker's queue
@@ -97,9 +87,8 @@ def test_loaded_serve_stops_within_5_s_and_loses_nothing(tmp_path: Path, mosquit
             wait_until(lambda: expected.keys() <= stored(), 60, "every reading in the store", every=2.0)
         except AssertionError:
             missing = expected.keys() - stored()
-            raise AssertionError(f"{len(missing)} of {len(expected)} values lost\n{serve.tail()}") from None
-        assert serve.stop() <= STOP_WITHIN_S
+            raise AssertionError(f"{len(missing)} of {len(expected)} values lost\n{serve.log()}") from None
+        assert serve.timed_stop() <= STOP_WITHIN_S
     finally:
-        if serve.proc is not None and serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.stop(kill=True)
         pub.join(30)

@@ -45,14 +45,14 @@ def read_lines(path: str, seconds: float) -> list[bytes]:
 def test_line_receiver_output_parses_through_its_profile(sim_site: Callable[..., SimSite]) -> None:
     site = sim_site(rx_site(heartbeat_s=1.0, speedup=300))
     dev = site.device("bays1")
-    lines = read_lines(site.endpoints()["bays1"]["port"], 1.5)
+    lines = read_lines(site.endpoints()["bays1"]["serial_port"], 1.5)
     assert len(lines) >= 64
     for line in lines:
         rec = parse_line(dev.profile, line)
         assert 1 <= rec.index <= 64
     dev.model.set_occupied(7, not dev.model.bays[7].occupied)
     want = dev.model.bays[7].occupied
-    got = [parse_line(dev.profile, ln) for ln in read_lines(site.endpoints()["bays1"]["port"], 0.5)]
+    got = [parse_line(dev.profile, ln) for ln in read_lines(site.endpoints()["bays1"]["serial_port"], 0.5)]
     assert any(r.index == 7 and r.values["bay.7.occupied"] is want for r in got)
 
 
@@ -62,7 +62,7 @@ def test_garbage_lines_are_rejected_with_reasons(sim_site: Callable[..., SimSite
     dev.faults.garbage_rate = 0.5
     reasons: Counter[str] = Counter()
     good = 0
-    for line in read_lines(site.endpoints()["bays1"]["port"], 2.5):
+    for line in read_lines(site.endpoints()["bays1"]["serial_port"], 2.5):
         try:
             parse_line(dev.profile, line)
             good += 1
@@ -119,13 +119,13 @@ def test_cli_runs_a_site_in_its_own_process(sim_process: Callable[..., object]) 
     sp = sim_process("sprinkler-waterflow", "--speed", "10")
     eps = sp.endpoints  # type: ignore[attr-defined]
     assert set(eps) == {"chg1", "spk1", "chg2"} and eps["spk1"]["transport"] == "modbus_rtu"
-    c = ModbusSerialClient(port=eps["spk1"]["port"], baudrate=9600, timeout=1, retries=0)
+    c = ModbusSerialClient(port=eps["spk1"]["serial_port"], baudrate=9600, timeout=1, retries=0)
     assert c.connect()
     assert c.read_discrete_inputs(0, count=1, device_id=5).bits[0] is False
     time.sleep(2.5)  # waterflow at 20 s / speed 10
     assert c.read_discrete_inputs(0, count=1, device_id=5).bits[0] is True
     c.close()
-    t = ModbusTcpClient(eps["chg2"]["host"], port=eps["chg2"]["port"], timeout=1, retries=0)
+    t = ModbusTcpClient(eps["chg2"]["host"], port=eps["chg2"]["tcp_port"], timeout=1, retries=0)
     assert t.connect() and not t.read_holding_registers(200, count=9, device_id=1).isError()
     t.close()
     assert sp.stop() == 0  # type: ignore[attr-defined]
@@ -163,7 +163,7 @@ def test_cli_reports_a_broken_file(tmp_path: object) -> None:
 
 def test_a_reader_at_the_wrong_baud_sees_noise(sim_site: Callable[..., SimSite]) -> None:
     site = sim_site(rx_site(heartbeat_s=1.0))
-    port = serial.Serial(site.endpoints()["bays1"]["port"], 9600, timeout=0.1)  # the line runs at 38400
+    port = serial.Serial(site.endpoints()["bays1"]["serial_port"], 9600, timeout=0.1)  # the line runs at 38400
     port.reset_input_buffer()
     data = b""
     deadline = time.monotonic() + 1.5

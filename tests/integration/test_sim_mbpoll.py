@@ -56,9 +56,9 @@ def mbpoll(ep: dict[str, Any], table: Table, address: int, count: int) -> list[i
     ]
     if ep["transport"] == "modbus_rtu":
         parity = {"N": "none", "E": "even", "O": "odd"}[ep["parity"]]
-        args += ["-m", "rtu", "-b", str(ep["baud"]), "-P", parity, "-s", str(ep["stop_bits"]), ep["port"]]
+        args += ["-m", "rtu", "-b", str(ep["baud"]), "-P", parity, "-s", str(ep["stop_bits"]), ep["serial_port"]]
     else:
-        args += ["-m", "tcp", "-p", str(ep["port"]), ep["host"]]
+        args += ["-m", "tcp", "-p", str(ep["tcp_port"]), ep["host"]]
     r = subprocess.run(args, capture_output=True, text=True, timeout=20)
     found = {int(a): int(v, 0) for a, v in LINE.findall(r.stdout)}
     assert len(found) == count, f"{args}\n{r.stdout}\n{r.stderr}"
@@ -146,7 +146,7 @@ def test_mbpoll_write_switches_a_port_off(site: SimSite) -> None:
             "0",
             "-r",
             str(16 + 5),
-            ep["port"],
+            ep["serial_port"],
             "0",
         ],
         capture_output=True,
@@ -155,3 +155,37 @@ def test_mbpoll_write_switches_a_port_off(site: SimSite) -> None:
     )
     assert "Written 1 references" in r.stdout, r.stdout + r.stderr
     assert chg.model.ports[6].current == 0 and not chg.model.ports[6].enabled
+
+
+@pytest.mark.parametrize("transport", ["rtu", "tcp"])
+@pytest.mark.parametrize("profile_id", MODBUS)
+def test_mbpoll_reads_the_identify_registers(site: SimSite, profile_id: str, transport: str) -> None:
+    """What a third-party master reads at a profile's `identify:` registers is what the profile
+    declares, and the scan's matcher recognises the model from mbpoll's answers."""
+    from device_profiles.identify import Answer, match, read_key
+
+    prof = catalog()[profile_id]
+    assert prof.identify is not None
+    ep = site.endpoints()[f"{transport}-{profile_id}"]
+    answers = {}
+    for r in prof.identify.reads:
+        table, address, count = read_key(r)
+        if r.exception is not None:
+            exe = shutil.which("mbpoll") or "mbpoll"
+            args = [exe, "-0", "-1", "-o", "2", "-a", str(ep["unit"]), "-t", TYPE[table], "-r", str(address), "-c", "1"]
+            if transport == "rtu":
+                args += ["-m", "rtu", "-b", "19200", "-P", "even", ep["serial_port"]]
+            else:
+                args += ["-m", "tcp", "-p", str(ep["tcp_port"]), ep["host"]]
+            out = subprocess.run(args, capture_output=True, text=True, timeout=20)
+            assert "Illegal data address" in out.stdout + out.stderr, out.stdout + out.stderr
+            answers[(table, address, count)] = Answer(exception=2)
+            continue
+        answers[(table, address, count)] = Answer(registers=tuple(mbpoll(ep, table, address, count)))
+    m = match(prof, answers)
+    assert m.fits, m.reasons
+    for r in prof.identify.reads:
+        if r.expect is not None:
+            assert m.values[r.key] == r.expect
+    if m.firmware is not None:
+        assert m.firmware_ok, (m.firmware, prof.firmware)

@@ -30,7 +30,7 @@ def shelter_a(sim_site: Callable[..., SimSite]) -> SimSite:
 def serial_client(site: SimSite, dev: str = "chg1", timeout: float = 0.5) -> ModbusSerialClient:
     ep = site.endpoints()[dev]
     c = ModbusSerialClient(
-        port=ep["port"],
+        port=ep["serial_port"],
         baudrate=ep["baud"],
         parity=ep["parity"],
         stopbits=ep["stop_bits"],
@@ -43,7 +43,7 @@ def serial_client(site: SimSite, dev: str = "chg1", timeout: float = 0.5) -> Mod
 
 def tcp_client(site: SimSite, dev: str = "chg2") -> ModbusTcpClient:
     ep = site.endpoints()[dev]
-    c = ModbusTcpClient(ep["host"], port=ep["port"], timeout=0.5, retries=0)
+    c = ModbusTcpClient(ep["host"], port=ep["tcp_port"], timeout=0.5, retries=0)
     assert c.connect()
     return c
 
@@ -62,6 +62,8 @@ def test_serial_and_tcp_reads(shelter_a: SimSite) -> None:
     t = tcp_client(shelter_a)
     r = t.read_holding_registers(40, count=4, device_id=1)
     fw = next(p for p in shelter_a.device("chg2").points if p.id == "firmware")
+    # "3.12" as docs/profiles.md lays text out (address order, first character high), by hand
+    assert list(r.registers) == [0x332E, 0x3132, 0x0000, 0x0000]
     assert decode(fw, list(r.registers)) == "3.12"
     t.close()
 
@@ -72,7 +74,7 @@ def test_async_serial_client(shelter_a: SimSite) -> None:
     async def go() -> list[bool]:
         # retries: a loaded CI machine may miss one reply; the test is about the bytes, not speed
         c = AsyncModbusSerialClient(
-            ep["port"], baudrate=ep["baud"], parity=ep["parity"], timeout=3, retries=2
+            ep["serial_port"], baudrate=ep["baud"], parity=ep["parity"], timeout=3, retries=2
         )
         await c.connect()
         try:
@@ -128,7 +130,7 @@ def raw_transaction(path: str, frame: bytes, wait: float = 0.3) -> bytes:
 
 
 def test_crc_faults_appear_on_the_wire(shelter_a: SimSite) -> None:
-    path = shelter_a.endpoints()["spk1"]["port"]
+    path = shelter_a.endpoints()["spk1"]["serial_port"]
     req = rtu_frame(5, bytes.fromhex("0400000002"))
     good = raw_transaction(path, req)
     assert rtu_split(good) is not None and good[:3] == bytes((5, 4, 4))
@@ -151,7 +153,7 @@ def test_crc_faults_appear_on_the_wire(shelter_a: SimSite) -> None:
 
 
 def test_a_request_with_a_bad_crc_gets_no_answer(shelter_a: SimSite) -> None:
-    path = shelter_a.endpoints()["spk1"]["port"]
+    path = shelter_a.endpoints()["spk1"]["serial_port"]
     req = bytearray(rtu_frame(5, bytes.fromhex("0400000002")))
     req[-1] ^= 0xFF
     assert raw_transaction(path, bytes(req), 0.2) == b""
@@ -242,7 +244,7 @@ def test_9600_baud_is_as_slow_as_a_real_line(shelter_a: SimSite) -> None:
 
 def test_a_master_at_the_wrong_baud_gets_no_answer(shelter_a: SimSite) -> None:
     ep = shelter_a.endpoints()["chg1"]
-    wrong = ModbusSerialClient(port=ep["port"], baudrate=19200, timeout=0.3, retries=0)
+    wrong = ModbusSerialClient(port=ep["serial_port"], baudrate=19200, timeout=0.3, retries=0)
     assert wrong.connect()
     with pytest.raises(ModbusIOException):
         wrong.read_input_registers(100, count=1, device_id=3)
@@ -258,14 +260,14 @@ def test_noise_on_the_bus_and_junk_on_tcp_do_not_break_anything(shelter_a: SimSi
     import socket
 
     rng = random.Random(1)
-    path = shelter_a.endpoints()["chg1"]["port"]
+    path = shelter_a.endpoints()["chg1"]["serial_port"]
     for _ in range(20):
         raw_transaction(path, bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))), 0.02)
     time.sleep(0.6)  # ~400 noise bytes keep a 9600-baud line busy for ~0.45 s, as on copper
     assert shelter_a.buses["rs485-1"].stats["bad_frames"] >= 1
     ep = shelter_a.endpoints()["chg2"]
     for n in (1, 7, 12, 300):
-        with socket.create_connection((ep["host"], ep["port"]), timeout=1) as s:
+        with socket.create_connection((ep["host"], ep["tcp_port"]), timeout=1) as s:
             s.sendall(bytes(rng.randrange(256) for _ in range(n)))
             time.sleep(0.05)
     c = serial_client(shelter_a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.pipeline import Pipeline
 from cloud.ingest.safety_queue import QueueSafetySink
+from cloud.ingest.timepolicy import TimePolicy
 from cloud.site_config import load_site
 from cloud.state.registry import Registry
 from cloud.tsdb.lineproto import TsPoint
@@ -30,5 +31,6 @@ def make_pipeline() -> tuple[Pipeline, ListStorage, QueueSafetySink, Registry]:
         _REG.register_site(load_site(DEMO_SITE))
     reg = _REG
     storage, safety = ListStorage(), QueueSafetySink()
-    p = Pipeline(reg.directory(), DeadLetterStore(None), safety, storage)
+    # The tests replay fixed dates of 2026: keep the future side of the time policy, not the past.
+    p = Pipeline(reg.directory(), DeadLetterStore(None), safety, storage, time_policy=TimePolicy(past_s=None))
     return p, storage, safety, reg

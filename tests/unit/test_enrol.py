@@ -29,8 +29,25 @@ def test_our_password_line_verifies_and_matches_mosquitto_format(tmp_path: Path)
 
 
 def test_acl_block() -> None:
+    # Written by hand from docs/web.md ("Enrolling a gateway"): exactly what a gateway sends, and
+    # its own commands and config topics to read; never its own desired config to write.
     assert enrol.gateway_acl("estate-a", "gw1") == (
-        "user gw.estate-a.gw1\ntopic write sw/v1/estate-a/gw1/#\ntopic read sw/v1/estate-a/gw1/+/cmd\n")
+        "user gw.estate-a.gw1\n"
+        "topic write sw/v1/estate-a/gw1/status\n"
+        "topic write sw/v1/estate-a/gw1/+/event\n"
+        "topic write sw/v1/estate-a/gw1/+/health\n"
+        "topic write sw/v1/estate-a/gw1/+/telemetry\n"
+        "topic write sw/v1/estate-a/gw1/health\n"
+        "topic write sw/v1/estate-a/gw1/+/cmd-result\n"
+        "topic write sw/v1/estate-a/gw1/config-result\n"
+        "topic write sw/v1/estate-a/gw1/config-running\n"
+        "topic read sw/v1/estate-a/gw1/+/cmd\n"
+        "topic read sw/v1/estate-a/gw1/config\n"
+        "topic read sw/v1/estate-a/gw1/config-confirm\n"
+        "topic read sw/v1/time\n")
+    assert enrol.cloud_acl("cloud") == (
+        "user cloud\ntopic read sw/v1/#\ntopic write sw/v1/+/+/+/cmd\n"
+        "topic write sw/v1/+/+/config\ntopic write sw/v1/+/+/config-confirm\ntopic write sw/v1/time\n")
     with pytest.raises(Exception, match="bad_id"):
         enrol.gateway_acl("estate-a", "gw/#")
 
@@ -56,7 +73,7 @@ def test_edge_config_carries_credentials_and_devices() -> None:
                              "username": "gw.estate-a.gw1", "password": e.password}
     by_id = {d["id"]: d for d in doc["devices"]}
     assert by_id["hub"]["address"] == 7 and by_id["chg1"]["address"] == 1
-    ports = [b["port"] for b in doc["buses"] if "port" in b]
+    ports = [b["serial_port"] for b in doc["buses"] if "serial_port" in b]
     assert len(ports) == len(set(ports)), "every serial bus on its own port"
     assert enrol.check_passwd_line(e.passwd_line, e.password)
     assert e.password not in e.passwd_line
@@ -85,3 +102,19 @@ def test_edge_config_is_accepted_by_the_edge_agent(tmp_path: Path) -> None:
     assert cfg.uplink.username == e.mqtt_user and cfg.uplink.password == e.password
     assert {d.id for d in cfg.devices} == {"chg1", "chg2", "hub", "rx", "rx2", "spk"}
     assert set(profiles) == {"voltpile-cp10", "hengtong-ebc12", "parkhub-ph48", "geomag-rx200", "nanfang-fsm8"}
+
+
+def test_the_clouds_credentials_never_reach_an_enrolled_config(tmp_path: Path) -> None:
+    """A broker URL with the cloud's account in it (as `cloud serve --broker` once took) gives the
+    gateway the address only, and the config passes `edge-agent check` as returned."""
+    from typer.testing import CliRunner
+
+    from edge_agent.cli import app
+
+    e = enrol.enrol("estate-a", "gw1", [DeviceSpec("chg1", "voltpile-cp10")], "mqtt://cloud:topsecret@broker:1883")
+    assert "topsecret" not in e.edge_config and "cloud" not in yaml.safe_load(e.edge_config)["uplink"]["url"]
+    path = tmp_path / "edge.yaml"
+    path.write_text(e.edge_config)
+    r = CliRunner().invoke(app, ["check", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "OK" in r.output

@@ -196,6 +196,15 @@ def test_a_window_opens_and_closes_when_its_time_comes():
     assert p.due(150.0)[0].series.key == "inspection,site=s"
 
 
+def test_a_window_ended_early_closes_then_not_at_its_planned_end():
+    t = InspectionTracker()
+    t.add("s", 100.0, 3700.0)
+    assert _vals(t.due(150.0)) == [(100, True)]
+    t.end("s", 100.0, 3700.0, 160.0)  # a manager ends it over the API
+    assert _vals(t.due(170.0)) == [(160, False)]
+    assert t.due(4000.0) == []
+
+
 def test_a_back_dated_window_writes_both_ends_and_a_merge_rewrites_a_closed_boundary():
     t = InspectionTracker()
     t.add("s", 100.0, 200.0)

@@ -46,14 +46,14 @@ HAND_WRITTEN = [
 
 def test_hand_written_bad_messages_get_their_reason_and_good_ones_still_flow() -> None:
     p, storage, safety, _ = make_pipeline()
-    seq = 0
+    seq = 1
     for topic, payload, reason in HAND_WRITTEN:
         assert p.handle(topic, payload, time.time()) == reason, (topic, payload[:60])
         assert p.handle(T_CHG1, good(seq), time.time()) == "ok"
         seq += 1
     assert p.stats.dead == {r: sum(1 for *_, x in HAND_WRITTEN if x == r) for _, _, r in HAND_WRITTEN}
-    assert p.stats.accepted == seq == len(safety.drain())
-    assert len({pt.ts_ms for pt in storage.points}) == seq and len(storage.points) == 2 * seq
+    assert p.stats.accepted == seq - 1 == len(safety.drain())
+    assert len({pt.ts_ms for pt in storage.points}) == seq - 1 and len(storage.points) == 2 * (seq - 1)
     kept = p.dead.recent(100)
     assert len(kept) == len(HAND_WRITTEN)
     assert {d.reason for d in kept} == {r for *_, r in HAND_WRITTEN}
@@ -97,13 +97,13 @@ def test_generated_garbage_is_dead_lettered_never_raises(payload: bytes) -> None
 @given(topic=st.text(max_size=80))
 def test_generated_topics_never_raise(topic: str) -> None:
     p, *_ = make_pipeline()
-    out = p.handle(topic, good(0), time.time())
+    out = p.handle(topic, good(1), time.time())
     assert out in ("ok", "bad_topic", "unknown_site", "unknown_gateway", "unknown_device", "wrong_identity")
 
 
 def test_replays_are_dropped_and_not_dead_lettered() -> None:
     p, _storage, _safety, _ = make_pipeline()
-    for s in [5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 2]:
+    for s in [5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 2]:
         p.handle(T_CHG1, good(s), time.time())
     assert p.stats.accepted == 8 and p.stats.duplicates == 3 and not p.stats.dead
 
@@ -112,7 +112,7 @@ def test_telemetry_becomes_points_with_site_labels() -> None:
     p, storage, _, _ = make_pipeline()
     payload = wire.encode(
         wire.Telemetry(
-            ts=TS, seq=0, values={"bay.1.occupied": True, "bay.1.battery": 3.01, "bay.9.rssi": -70}
+            ts=TS, seq=1, values={"bay.1.occupied": True, "bay.1.battery": 3.01, "bay.9.rssi": -70}
         )
     )
     assert p.handle("sw/v1/demo-estate/gw-shelter-b/bays-b/telemetry", payload, time.time()) == "ok"

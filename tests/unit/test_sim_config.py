@@ -132,6 +132,18 @@ steps:
             SCN_OK.replace("steps:\n", "steps:\n  - {at: 1s, device: chg1, do: garbage, value: 0.1}\n"),
             ":5 steps[0].do: 'garbage' does not apply",
         ),
+        (SCN_OK.replace("do: runaway, port: 3", "do: bms_failure, port: 3, speed: 0"), ":5 steps[0].speed: "),
+        (SCN_OK.replace("do: runaway, port: 3", "do: micro_short, port: 3, severity: 2"), ":5 steps[0].severity"),
+        (SCN_OK.replace("do: runaway, port: 3", "do: hot_connector, port: 3, onset: later"),
+         ":5 steps[0].onset: not a duration"),
+        (SCN_OK.replace("do: runaway, port: 3", "do: plug, port: 3, severity: 0.5"),
+         ":5 steps[0]: `onset`, `speed` and `severity` belong to failures"),
+        (SCN_OK.replace("do: runaway, port: 3", "do: plug, port: 3, pack: {capacity: 2}"),
+         ":5 steps[0].pack.capacity: unknown key"),
+        (SCN_OK.replace("do: runaway, port: 3", "do: weather, value: monsoon"), ":5 steps[0].value: must be one of"),
+        (SCN_OK.replace("do: runaway, port: 3", "do: ageing_pack"), ":5 steps[0]: 'ageing_pack' needs `port:`"),
+        (SCN_OK.replace("device: spk1, do: waterflow", "device: spk1, do: bms_failure, port: 1"),
+         ":6 steps[1].do: 'bms_failure' does not apply to spk1"),
     ],
 )
 def test_broken_scenario_files_give_located_errors(tmp_path: Path, bad: str, expect: str) -> None:

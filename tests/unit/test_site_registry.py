@@ -25,16 +25,6 @@ def test_demo_estate_matches_the_simulators_sites() -> None:
     }
 
 
-def test_alarm_sections_are_accepted_verbatim(tmp_path: Path) -> None:
-    f = tmp_path / "s.yaml"
-    f.write_text(
-        "site: s1\npeople: [{name: Li}]\nescalation: {tier1: [Li]}\nalarm_overrides: {}\n"
-        "inspection_windows: []\ngateways: []\n"
-    )
-    s = load_site(f)
-    assert s.people == [{"name": "Li"}] and s.escalation == {"tier1": ["Li"]}
-
-
 @pytest.mark.parametrize(
     ("text", "line", "key", "msg"),
     [
@@ -179,4 +169,30 @@ def test_last_values_merge_and_seq_states_upsert(tmp_path: Path, db_url: str) ->
     reg.save_seq_states({("s1", "d1"): {"floor": 3, "seen": [5]}})
     reg.save_seq_states({("s1", "d1"): {"floor": 5, "seen": []}, ("s1", "d2"): {"floor": 0, "seen": []}})
     assert reg.load_seq_states() == {("s1", "d1"): {"floor": 5, "seen": []}, ("s1", "d2"): {"floor": 0, "seen": []}}
+    reg.close()
+
+
+def test_a_stored_future_time_never_pins_values_or_status(tmp_path: Path, db_url: str) -> None:
+    """Rows written before the time policy (a 2099 stamp stored as is) heal: newer values and a newer
+    status replace them; and what the ingester learnt of gateway clocks is kept per gateway."""
+    from cloud.ingest.timepolicy import GatewayClock
+
+    f = tmp_path / "s.yaml"
+    f.write_text("site: s1\ngateways:\n  - {id: g1, devices: [{id: d1, profile: voltpile-cp10}]}\n")
+    reg = Registry(db_url)
+    reg.register_site(load_site(f))
+    far = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+    reg.save_last_values({("s1", "d1"): ({"smoke": False}, far)})
+    reg.save_last_values({("s1", "d1"): ({"smoke": True}, datetime.now(UTC).timestamp())})
+    d1 = reg.device("s1", "d1")
+    assert d1 is not None and d1.last_values == {"smoke": True} and d1.last_ts is not None and d1.last_ts < far
+    reg.set_gateway_status("s1", "g1", wire.Status(ts=datetime(2099, 1, 1, tzinfo=UTC), state="online"))
+    reg.set_gateway_status("s1", "g1", wire.last_will(wire.now()))
+    g = reg.gateway("s1", "g1")
+    assert g is not None and g.online is False
+    reg.save_gateway_clocks({("s1", "g1"): GatewayClock(skew_s=-42.5, source="edge", measured=1.0)})
+    reg.save_gateway_clocks({("s1", "g1"): GatewayClock(skew_s=3e9, source="ingest", measured=2.0, rebased=3,
+                                                        last_rebased=2.0)})
+    c = reg.gateway_clocks("s1")["g1"]
+    assert (c.skew_s, c.source, c.rebased, c.last_rebased) == (3e9, "ingest", 3, 2.0)
     reg.close()

@@ -1,5 +1,6 @@
-// Re-fetch the live fragment of the page every few seconds. Pauses while the tab is hidden or a
-// button inside the fragment is being pressed, so a one-tap acknowledge is never swallowed.
+// Re-fetch the live fragment of the page every few seconds. Pauses while the tab is hidden, a
+// button inside the fragment is being pressed, or someone is typing in it (a resolve note), so a
+// one-tap acknowledge is never swallowed and a note is never wiped.
 (function () {
   function start(el) {
     var url = el.getAttribute("data-live");
@@ -7,7 +8,9 @@
     var busy = false;
     el.addEventListener("submit", function () { busy = true; });
     setInterval(function () {
-      if (busy || document.hidden) return;
+      var typing = document.activeElement && el.contains(document.activeElement) &&
+        /^(INPUT|TEXTAREA)$/.test(document.activeElement.tagName);
+      if (busy || document.hidden || typing) return;
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "live" } })
         .then(function (r) {
           if (r.redirected || r.status === 401) { location.reload(); return null; }

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from device_profiles import wire
+from simulators.edge_config import edge_config
 from simulators.site import SimSite
 from tests.integration.edge.helpers import AgentProcess, Collector, write_config
 
@@ -33,30 +34,18 @@ def sims() -> Iterator[dict[str, SimSite]]:
 
 
 def agent_config(tmp: Path, port: int, sites: dict[str, SimSite]) -> Path:
-    """Translate the simulators' endpoints into an agent config: one agent bus per simulated bus."""
-    buses: dict[str, dict[str, Any]] = {}
-    devices = []
+    """The simulators' endpoints as an agent config (the builder `sim run --edge-config` uses),
+    one agent bus per simulated bus; both sites' devices on one gateway."""
+    buses: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
     poll = {"safety": SAFETY_S, "routine": 1.0, "slow": 5.0}
     for site_name, site in sites.items():
-        for dev, ep in site.endpoints().items():
-            name = f"{site_name}-{ep['bus']}"
-            if ep["transport"] == "modbus_tcp":
-                bus = {"transport": "modbus_tcp", "host": ep["host"], "tcp_port": ep["port"]}
-            else:
-                bus = {
-                    "transport": ep["transport"],
-                    "port": ep["port"],
-                    "baud": ep.get("baud", 9600),
-                    "parity": ep.get("parity", "N"),
-                    "stop_bits": ep.get("stop_bits", 1),
-                    "timeout_s": 0.3,
-                }
-            buses[name] = {"name": name, **bus}
-            d = {"id": dev, "profile": ep["profile"], "bus": name, "poll": poll, "labels": {"shelter": site_name}}
-            if ep["transport"] != "serial_line":
-                d["address"] = ep["unit"]
-            devices.append(d)
-    return write_config(tmp, port, list(buses.values()), devices)
+        eps = {d: {**ep, "bus": f"{site_name}-{ep['bus']}", "labels": {"shelter": site_name}}
+               for d, ep in site.endpoints().items()}
+        doc, _ = edge_config(site_name, eps)
+        buses += doc["buses"]
+        devices += [{**d, "poll": poll} for d in doc["devices"]]
+    return write_config(tmp, port, buses, devices)
 
 
 def test_sites_end_to_end_match_the_physics(tmp_path: Path, mosquitto, sims) -> None:  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ devices:
     labels: {{shelter: a}}
     interlocks:
       port_overtemp: {{value: 70}}
+    charge_analytics: {{stop_port: true, warn_excess_c: 6}}
   - id: ebc12-a
     profile: hengtong-ebc12
     bus: t1
@@ -61,7 +62,7 @@ BROKEN = [
         "transport mismatch",
         "    profile: hengtong-ebc12\n    bus: t1\n",
         "    profile: hengtong-ebc12\n    bus: b1\n",
-        26,
+        27,
         "devices[1].bus",
         "speaks modbus_tcp",
     ),
@@ -81,13 +82,13 @@ BROKEN = [
         "duplicate key",
         "    address: 1\n",
         "    address: 1\n    address: 2\n",
-        28,
+        29,
         "devices[1].address",
         "duplicate key",
     ),
     ("missing uplink url", "  url: mqtt://127.0.0.1:1883\n", "  client_id: x\n", 4, "uplink.url", "missing"),
     ("yaml syntax", "  - name: b1\n", "  - name: [b1\n", 0, "", "YAML syntax"),
-    ("duplicate device id", "  - id: ebc12-a\n", "  - id: cp10-a\n", 24, "devices[1].id", "duplicate device"),
+    ("duplicate device id", "  - id: ebc12-a\n", "  - id: cp10-a\n", 25, "devices[1].id", "duplicate device"),
 ]
 
 
@@ -115,6 +116,9 @@ def test_good_config_loads_with_its_profiles(tmp_path: Path) -> None:
     cfg, profiles = load_config(p)
     assert set(profiles) == {"voltpile-cp10", "hengtong-ebc12"}
     assert cfg.devices[0].interlocks["port_overtemp"].value == 70
+    ca = cfg.devices[0].charge_analytics
+    assert ca.stop_port and ca.overrides() == {"warn_excess_c": 6.0}
+    assert cfg.devices[1].charge_analytics.enabled and not cfg.devices[1].charge_analytics.stop_port
     assert cfg.uplink.port == 1883 and not cfg.uplink.use_tls
 
 

@@ -25,6 +25,24 @@ def test_sequences_are_per_device_and_persist(tmp_path: Path) -> None:
     assert o.put(msg("a")).payload[:8] == b"00000003"
 
 
+def test_an_outbox_has_one_epoch_a_new_one_another(tmp_path: Path) -> None:
+    """docs/wire.md: seq starts at 1 per device; a restart continues it under the same epoch, a
+    wiped outbox starts at 1 again under a new epoch."""
+    o = Outbox(tmp_path / "o.db")
+    first = o.epoch
+    assert first and o.put(msg("a")).payload.startswith(b"00000001")
+    o.close()
+    o = Outbox(tmp_path / "o.db")  # a restart
+    assert o.epoch == first and o.put(msg("a")).payload.startswith(b"00000002")
+    o.close()
+    (tmp_path / "o.db").unlink()  # wiped
+    for f in tmp_path.glob("o.db-*"):
+        f.unlink()
+    o = Outbox(tmp_path / "o.db")
+    assert o.epoch != first and o.put(msg("a")).payload.startswith(b"00000001")
+    o.close()
+
+
 def test_ack_deletes_and_backlog_is_in_order(tmp_path: Path) -> None:
     o = Outbox(tmp_path / "o.db")
     rows = o.put_many([msg("a") for _ in range(10)])

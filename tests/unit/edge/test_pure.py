@@ -173,6 +173,24 @@ def test_overtemp_cuts_the_hot_port_once_and_rearms() -> None:
     il.result(il.evaluate({}, 41) or acts[0], ok=True, now=41)
 
 
+def test_retries_and_reasserts_share_a_trip_a_new_overheat_is_a_new_trip() -> None:
+    """The cloud raises one alarm per trip (docs/alarms.md): a failed write retried, and the write
+    re-asserted while the port stays hot, belong to the first trip; cooling below the cut-off ends
+    it, so the next overheat is a new trip."""
+    il = Interlocks.for_profile(get_profile("voltpile-cp10"))
+    first = il.evaluate({"port.3.connector_temp": 76.0}, 0)[0]
+    il.result(first, ok=False, now=0.5)
+    retry = il.evaluate({"port.3.connector_temp": 76.0}, 1)[0]
+    il.result(retry, ok=True, now=1.5)
+    again = il.evaluate({"port.3.connector_temp": 75.5}, 40)[0]  # still hot: re-asserted after rearm_s
+    il.result(again, ok=True, now=40.5)
+    assert first.trip and first.trip == retry.trip == again.trip
+    other = il.evaluate({"port.3.connector_temp": 30.0, "port.4.connector_temp": 80.0}, 60)[0]
+    assert other.index == 4 and other.trip != first.trip
+    new = il.evaluate({"port.3.connector_temp": 77.0}, 600)[0]  # cooled, switched on, hot again
+    assert new.index == 3 and new.trip not in (first.trip, other.trip)
+
+
 def test_smoke_cuts_main_and_site_overrides() -> None:
     p = get_profile("voltpile-cp10")
     acts = Interlocks.for_profile(p).evaluate({"smoke": True}, 0)

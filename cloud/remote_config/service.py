@@ -1,0 +1,357 @@
+"""The cloud's side of remote configuration: accept, store, send, follow, confirm, roll out.
+
+* `submit` validates a desired config (cloud/remote_config/validate.py: the checks of
+  `edge-agent check` and the remote rules) BEFORE it is stored; refused configs are never sent.
+* Accepted versions are published retained on `sw/v1/<site>/<gw>/config` (QoS 1), so a gateway
+  that is offline gets the latest desired config when it reconnects; on every (re)connect of the
+  cloud the desired configs not yet running are published again.
+* Results (`config-result`), running configs (`config-running`) and births (`status`) update the
+  store; a gateway's first running config is imported as version 1 (not desired, nothing sent).
+* `confirming` from a gateway trying a new uplink is answered with `config-confirm`: the cloud
+  heard it over that uplink, so it may keep it (edge_agent/apply.py).
+* A rollout sends one change to many gateways one at a time and stops at the first one that is
+  refused, rolled back or silent (`rollout_step`).
+
+The MQTT connection is paho's; handlers run on its thread and only touch the store.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.remote_config.store import TERMINAL, ConfigStore, Rollout, State, Version
+from cloud.remote_config.validate import Verdict, patched, validate
+from device_profiles import wire
+from device_profiles.located_yaml import Issue
+from device_profiles.model import Profile
+from edge_agent.remote import text_digest
+
+log = logging.getLogger(__name__)
+
+
+class ConfigRejected(ValueError):
+    """Not accepted; nothing stored or sent. `status` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, detail: str, problems: list[Issue] | None = None) -> None:
+        self.status = status
+        self.problems = problems or []
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """A gateway's config as the pages and the API show it."""
+
+    site: str
+    gateway: str
+    desired: Version | None
+    state: State | None
+    drift: str  # in_sync, pending, applying, rolled_back, refused, drift, unmanaged, unknown
+    drift_text: str
+    running_label: str
+
+
+def drift_of(desired: Version | None, st: State | None, local_match: Version | None = None) -> tuple[str, str, str]:
+    """(drift, what it means, how to name what runs). Pure."""
+    if st is None or st.running_version is None:
+        running = "unknown"
+    elif st.running_version:
+        running = f"v{st.running_version}"
+    else:
+        running = "local" + (f" (same as v{local_match.version})" if local_match else "")
+    if st is None or (st.running_version is None and not st.last_status):
+        return ("unknown" if desired else "unmanaged"), "the gateway has not reported its config yet", running
+    if desired is None:
+        return "unmanaged", "no desired config: the gateway runs its own", running
+    if st.running_digest and st.running_digest == desired.digest:
+        return "in_sync", f"runs the desired config (v{desired.version})", running
+    if st.last_version == desired.version:
+        if st.last_status in ("applying", "confirming"):
+            return "applying", f"v{desired.version}: {st.last_status} ({st.last_detail})", running
+        if st.last_status in ("rolled_back", "refused"):
+            return st.last_status, f"v{desired.version} {st.last_status.replace('_', ' ')}: {st.last_detail}", running
+    if (st.last_version or 0) < desired.version:
+        if st.sent != desired.version:
+            return "pending", f"v{desired.version} accepted, not sent yet (no broker connection): sent on reconnect", \
+                running
+        return "pending", f"v{desired.version} sent; waiting for the gateway", running
+    return "drift", f"runs {running}, desired v{desired.version}", running
+
+
+class ConfigService:
+    def __init__(self, store: ConfigStore, mqtt_url: str | None, catalog: dict[str, Profile],
+                 gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
+                 rollout_tick_s: float = 0.5) -> None:
+        self.store = store
+        self.url = mqtt_url
+        self.catalog = catalog
+        self.gateways = gateways  # site → registered gateway ids
+        self.username, self.password = username, password
+        self.rollout_tick_s = rollout_tick_s
+        self._client: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.changed = threading.Condition()  # notified on every result (tests, rollouts)
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self, wait_s: float = 10.0) -> ConfigService:
+        if self.url is not None:
+            from cloud.paho_client import start_client
+
+            subs = [(t, 1) for t in (*wire.config_subscriptions(), f"{wire.PREFIX}/+/+/status")]
+            self._client = start_client(self.url, "sw-config", subs, self._on_message, self.username, self.password,
+                                        on_connected=self._republish, wait_s=wait_s)
+        self._thread = threading.Thread(target=self._rollouts, name="config-rollouts", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected()
+
+    # ------------------------------------------------------------------ inbound (paho thread)
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        try:
+            if msg.topic.endswith("/status"):
+                t = wire.parse_topic(msg.topic)
+                st: wire.Status = wire.decode(t.kind, msg.payload)
+                if st.state == "online" and self._known(t.site, t.gateway):
+                    self.store.record_running(t.site, t.gateway, st.config_version, st.config_digest, None, st.agent)
+                return
+            site, gw, kind = wire.parse_config_topic(msg.topic)
+            if not self._known(site, gw):
+                log.warning("config message from unregistered gateway %s/%s ignored", site, gw)
+                return
+            payload = wire.decode_config(kind, msg.payload)
+            if isinstance(payload, wire.ConfigResult):
+                self._result(site, gw, payload)
+            elif isinstance(payload, wire.ConfigRunning):
+                self._running(site, gw, payload)
+        except wire.WireError as e:
+            log.warning("ignored %s: %s", msg.topic, e)
+        except Exception:  # never let one bad message stop the MQTT thread
+            log.exception("failed to handle %s", msg.topic)
+
+    def _known(self, site: str, gateway: str) -> bool:
+        return gateway in self.gateways(site)
+
+    def _result(self, site: str, gw: str, r: wire.ConfigResult) -> None:
+        if r.status == "confirming":
+            self._publish(wire.config_topic(site, gw, wire.ConfigKind.CONFIRM),
+                          wire.ConfigConfirm(ts=wire.now(), version=r.version), retain=False)
+            self.store.add_event(site, gw, r.version, "cloud", "confirmed",
+                                 "heard the gateway over its new uplink: confirmed")
+        problems = [{"line": p.line, "key": p.key, "message": p.message} for p in r.problems]
+        self.store.record_result(site, gw, r.version, r.status, r.running, r.detail, dict(r.devices), problems,
+                                 r.ts.timestamp())
+        with self.changed:
+            self.changed.notify_all()
+
+    def _running(self, site: str, gw: str, r: wire.ConfigRunning) -> None:
+        if text_digest(r.config) != r.digest:
+            log.warning("%s/%s: running config does not match its digest; ignored", site, gw)
+            return
+        self.store.record_running(site, gw, r.version, r.digest, r.config, r.agent)
+        if not self.store.versions(site, gw):
+            self.store.create_version(site, gw, r.config, r.digest, f"gateway {gw}", "import",
+                                      comment="the config the gateway was running, as it reported it", desire=False)
+        with self.changed:
+            self.changed.notify_all()
+
+    # ------------------------------------------------------------------ outbound
+    def _publish(self, topic: str, msg: Any, retain: bool) -> bool:
+        if self._client is None or not self._client.is_connected():
+            return False
+        info = self._client.publish(topic, wire.encode(msg), qos=1, retain=retain)
+        return bool(info.rc == 0)
+
+    def publish(self, site: str, gw: str) -> bool:
+        """Send the desired config (retained); False when the broker is not reachable now (it is
+        sent on the next connection)."""
+        st = self.store.state(site, gw)
+        if st is None or st.desired is None:
+            return False
+        v = self.store.version(site, gw, st.desired)
+        assert v is not None
+        msg = wire.ConfigSet(ts=wire.now(), version=v.version, config=v.text, digest=v.digest, by=v.created_by,
+                             comment=v.comment, probe_s=v.probe_s, confirm_s=v.confirm_s)
+        ok = self._publish(wire.config_topic(site, gw, wire.ConfigKind.DESIRED), msg, retain=True)
+        if ok:
+            self.store.mark_sent(site, gw, v.version)
+        return ok
+
+    def _republish(self) -> None:
+        for st in self.store.states():
+            if st.desired is not None and not (st.last_version == st.desired and st.last_status in TERMINAL):
+                self.publish(st.site, st.gateway)
+
+    # ------------------------------------------------------------------ API
+    def base_text(self, site: str, gw: str) -> str:
+        """What an edit starts from: the desired config, else the running one, else nothing."""
+        st = self.store.state(site, gw)
+        if st is not None and st.desired is not None:
+            v = self.store.version(site, gw, st.desired)
+            if v is not None:
+                return v.text
+        if st is not None and st.running_text:
+            return st.running_text
+        vs = self.store.versions(site, gw)
+        return vs[0].text if vs else ""
+
+    def check(self, site: str, gw: str, text: str) -> Verdict:
+        st = self.store.state(site, gw)
+        return validate(site, gw, text, st.running_text if st else "", self.catalog, name="config")
+
+    def submit(self, site: str, gw: str, text: str, by: str, comment: str = "", probe_s: float = 20.0,
+               confirm_s: float = 30.0, source: str = "edit", parent: int | None = None) -> Version:
+        if gw not in self.gateways(site):
+            raise ConfigRejected(404, f"no gateway {gw!r} on site {site}")
+        verdict = self.check(site, gw, text)
+        if not verdict.ok:
+            listed = "; ".join(str(i) for i in verdict.problems)
+            self.store.add_event(site, gw, None, by, "rejected", f"{len(verdict.problems)} problem(s): {listed}"[:1500])
+            raise ConfigRejected(422, "the config does not pass the checks; nothing was stored or sent",
+                                 verdict.problems)
+        v = self.store.create_version(site, gw, text, verdict.digest, by, source, comment, parent, probe_s, confirm_s)
+        self.publish(site, gw)
+        return v
+
+    def rollback(self, site: str, gw: str, to_version: int, by: str, comment: str = "") -> Version:
+        """A new version with the text of `to_version` (so the history only grows)."""
+        old = self.store.version(site, gw, to_version)
+        if old is None:
+            raise ConfigRejected(404, f"no version {to_version} of {site}/{gw}")
+        note = comment or f"roll back to version {to_version}"
+        return self.submit(site, gw, old.text, by, note, old.probe_s, old.confirm_s, "rollback", to_version)
+
+    def view(self, site: str, gw: str) -> GatewayConfig:
+        st = self.store.state(site, gw)
+        desired = self.store.version(site, gw, st.desired) if st and st.desired else None
+        local = self.store.by_digest(site, gw, st.running_digest) if st and st.running_digest else None
+        drift, text, running = drift_of(desired, st, local)
+        return GatewayConfig(site, gw, desired, st, drift, text, running)
+
+    def text_of(self, site: str, gw: str, which: str) -> str:
+        """A version's text ("3"), the desired one ("desired") or what runs ("running")."""
+        if which == "running":
+            st = self.store.state(site, gw)
+            if st is None or not st.running_text:
+                raise ConfigRejected(404, "the gateway has not reported its running config")
+            return st.running_text
+        if which == "desired":
+            st = self.store.state(site, gw)
+            which = str(st.desired) if st and st.desired else ""
+        if not which.isdigit():
+            raise ConfigRejected(404, f"no version {which!r}")
+        v = self.store.version(site, gw, int(which))
+        if v is None:
+            raise ConfigRejected(404, f"no version {which}")
+        return v.text
+
+    def diff(self, site: str, gw: str, a: str, b: str) -> str:
+        ta, tb = self.text_of(site, gw, a), self.text_of(site, gw, b)
+        name = {"running": "running"}.get
+        return "".join(difflib.unified_diff(ta.splitlines(keepends=True), tb.splitlines(keepends=True),
+                                            f"{gw} {name(a) or 'v' + a}", f"{gw} {name(b) or 'v' + b}"))
+
+    # ------------------------------------------------------------------ rollouts
+    def start_rollout(self, site: str, gateways: list[str], patch: str, by: str, comment: str = "",
+                      step_timeout_s: float = 300.0, probe_s: float = 20.0, confirm_s: float = 30.0) -> Rollout:
+        """Check the patched config of EVERY gateway first; start only if all pass."""
+        if not gateways:
+            raise ConfigRejected(422, "choose at least one gateway")
+        known = set(self.gateways(site))
+        problems: list[Issue] = []
+        for gw in gateways:
+            if gw not in known:
+                raise ConfigRejected(404, f"no gateway {gw!r} on site {site}")
+            base = self.base_text(site, gw)
+            if not base:
+                problems.append(Issue(gw, 0, "", "no config known yet (the gateway has not reported one)"))
+                continue
+            try:
+                text = patched(base, patch)
+            except ValueError as e:
+                raise ConfigRejected(422, str(e)) from None
+            verdict = self.check(site, gw, text)
+            problems += [Issue(gw, i.line, i.key, i.message) for i in verdict.problems]
+        if problems:
+            raise ConfigRejected(422, "the change does not pass the checks on every gateway; nothing was started",
+                                 problems)
+        r = self.store.create_rollout(site, list(dict.fromkeys(gateways)), patch, by, comment, step_timeout_s,
+                                      probe_s, confirm_s)
+        for gw in gateways:
+            self.store.add_event(site, gw, None, by, "rollout", f"rollout {r.id} started: {comment}")
+        return r
+
+    def _rollouts(self) -> None:
+        while not self._stop.wait(self.rollout_tick_s):
+            try:
+                for r in self.store.rollouts(state="running"):
+                    self.rollout_step(r)
+            except Exception:
+                log.exception("rollout step failed")
+
+    def rollout_step(self, r: Rollout) -> None:
+        """Advance one rollout by at most one step (persisted, so a restart carries on)."""
+        steps = [dict(s) for s in r.steps]
+        i = next((k for k, s in enumerate(steps) if s["state"] in ("pending", "sent")), None)
+        if i is None:
+            self.store.save_rollout(r.id, "done", f"all {len(steps)} gateway(s) applied the change", steps)
+            return
+        step, gw = steps[i], steps[i]["gateway"]
+        if step["state"] == "pending":
+            try:
+                text = patched(self.base_text(r.site, gw), r.patch)
+                v = self.submit(r.site, gw, text, r.created_by, f"rollout {r.id}: {r.comment}".strip(": "),
+                                r.probe_s, r.confirm_s, source="rollout")
+            except ConfigRejected as e:
+                detail = str(e) + "".join(f"; {p}" for p in e.problems)
+                self._stop_rollout(r, steps, i, "refused", f"{gw}: {detail}")
+                return
+            step.update(state="sent", version=v.version, at=time.time(), detail="sent")
+            self.store.save_rollout(r.id, "running", f"{gw}: version {v.version} sent", steps)
+            return
+        st = self.store.state(r.site, gw)
+        if st is not None and st.last_version == step["version"] and st.last_status in TERMINAL:
+            if st.last_status == "applied":
+                step.update(state="applied", detail=st.last_detail)
+                self.store.save_rollout(r.id, "running", f"{gw}: applied", steps)
+            else:
+                self._stop_rollout(r, steps, i, st.last_status, f"{gw} {st.last_status}: {st.last_detail}")
+        elif time.time() - float(step["at"] or 0) > r.step_timeout_s:
+            self._stop_rollout(r, steps, i, "timeout", f"{gw}: no result within {r.step_timeout_s:.0f} s (offline?)")
+
+    def _stop_rollout(self, r: Rollout, steps: list[dict[str, Any]], i: int, state: str, detail: str) -> None:
+        steps[i].update(state=state, detail=detail)
+        for s in steps[i + 1:]:
+            s.update(state="skipped", detail="not started: the rollout stopped before")
+        self.store.save_rollout(r.id, "stopped", f"stopped at {detail}", steps)
+        for s in steps[i + 1:]:
+            self.store.add_event(r.site, s["gateway"], None, "cloud", "rollout",
+                                 f"rollout {r.id} stopped before this gateway: {detail}")
+
+    def wait(self, cond: Callable[[], Any], timeout: float) -> Any:
+        """Until `cond()` is truthy (re-checked on every result) or the timeout."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                v = cond()
+                if v or time.monotonic() >= deadline:
+                    return v
+                self.changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,213 @@
+"""A live edge's output against docs/wire.md, checked by rules written from the doc — not by the
+contract's own decoders (device_profiles/wire.py), which the edge shares and could share a mistake.
+
+Shelter A's simulators (two charger models on RTU and Modbus TCP, a sprinkler monitor) → the edge
+agent as a real process → a real mosquitto → a raw MQTT 5 subscriber that sees each message's QoS
+and retain flag as published. The cloud's time beacon runs beside it. During the capture a state
+changes (waterflow), a command is carried out and one refused. Every captured message must follow
+the documented topic table (QoS, retained), payload rules (JSON, `v`, times as
+`YYYY-MM-DDTHH:MM:SS.mmmZ`, nulls only where allowed), the sequence rule (from 1, one counter per
+device, no gap, one epoch), the value types of docs/profiles.md, the event severities, and the
+deadband rule (a non-snapshot value moved by at least its deadband since last sent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cloud.timebeacon import TimeBeacon
+from simulators.site import SimSite
+from tests.integration.edge.helpers import GW, SITE, AgentProcess
+from tests.integration.edge.test_with_simulators import agent_config
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+CATALOG = Path(__file__).parents[3] / "device_profiles" / "catalog"
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# docs/wire.md, "Topics": kind → (QoS, retained)
+TABLE = {"status": (1, True), "health": (1, False), "telemetry": (1, False), "event": (1, False),
+         "cmd-result": (1, False)}
+SEVERITIES = {"critical", "major", "minor", "warning", "info"}
+EVENT_KINDS = {"state", "interlock", "command", "fault", "agent"}
+NULLABLE = {"last_ok", "latency_ms", "poll_rate_hz", "backlog_oldest", "clock_skew_s", "point", "value", "previous"}
+
+
+class Capture:
+    """Raw messages as the broker delivers them to an MQTT 5 subscriber asking for QoS 2 and
+    retain-as-published: the QoS and retain flag seen are the publisher's."""
+
+    def __init__(self, port: int) -> None:
+        self.msgs: list[tuple[str, bytes, int, bool]] = []
+        self.lock = threading.Lock()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="contract-capture", protocol=mqtt.MQTTv5)
+        opts = SubscribeOptions(qos=2, retainAsPublished=True)
+        c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe([(f"sw/v1/{SITE}/{GW}/#", opts)])
+        c.on_message = lambda cl, u, m: self._add(m)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+
+    def _add(self, m: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.msgs.append((m.topic, bytes(m.payload), m.qos, bool(m.retain)))
+
+    def all(self) -> list[tuple[str, bytes, int, bool]]:
+        with self.lock:
+            return list(self.msgs)
+
+    def payloads(self, kind: str, device: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for topic, payload, _, _ in self.all():
+            parts = topic.split("/")
+            k = parts[-1]
+            dev = parts[4] if len(parts) == 6 else None
+            same_level = kind != "health" or (dev is None) == (device is None)  # gateway vs device health
+            if k == kind and (device is None or dev == device) and same_level:
+                out.append(json.loads(payload))
+        return out
+
+    def command(self, device: str, body: dict[str, Any]) -> None:
+        self.client.publish(f"sw/v1/{SITE}/{GW}/{device}/cmd", json.dumps(body), qos=1)
+
+
+def doc_value_kind(point: dict[str, Any], table_default: str | None = None) -> type:
+    """docs/profiles.md "Register layout", last paragraph, read from the profile YAML itself."""
+    t, table = point["type"], point.get("table", table_default)
+    if table in ("coil", "discrete_input") or t in ("bool", "bit"):
+        return bool
+    if t in ("enum", "string"):
+        return str
+    if t == "float32" or point.get("scale", 1) != 1 or point.get("offset", 0) != 0:
+        return float
+    return int
+
+
+def doc_points(profile: str) -> dict[str, tuple[type, float]]:
+    """Wire point id → (JSON type, deadband), straight from the catalog YAML (docs/profiles.md)."""
+    y = yaml.safe_load((CATALOG / f"{profile}.yaml").read_text())
+    out = {p["key"]: (doc_value_kind(p), float(p.get("deadband", 0))) for p in y.get("points", [])}
+    for b in y.get("blocks", []):
+        for n in range(b.get("first", 1), b.get("first", 1) + b["count"]):
+            for p in b["points"]:
+                out[f"{b['key']}.{n}.{p['key']}"] = (doc_value_kind(p), float(p.get("deadband", 0)))
+    return out
+
+
+def check_times(body: dict[str, Any], where: str) -> None:
+    for k, v in body.items():
+        if k in ("ts", "last_ok", "backlog_oldest", "expires"):
+            assert (v is None and k in NULLABLE) or (isinstance(v, str) and TIME.match(v)), f"{where}: {k}={v!r}"
+
+
+def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    site = SimSite.from_file("simulators/sites/shelter-a.yaml").start()
+    cap = Capture(mosquitto.port)
+    beacon = TimeBeacon(mosquitto.url, "contract-cloud", interval_s=0.5).start()
+    cfg = agent_config(tmp_path, mosquitto.port, {"shelter-a": site})
+    doc = yaml.safe_load(cfg.read_text())
+    doc.update(health_s=1, snapshot_s=4)
+    cfg.write_text(yaml.safe_dump(doc))
+    profiles = {d["id"]: d["profile"] for d in doc["devices"]}
+    agent = AgentProcess(cfg, tmp_path / "agent.log")
+    try:
+        time.sleep(0.3)  # the capture is subscribed before the gateway says a word
+        agent.start()
+        wait_until(lambda: cap.payloads("telemetry", "spk1") and cap.payloads("telemetry", "chg2"), 30, "telemetry")
+        site.device("spk1").model.set_waterflow(True)  # a state event
+        cap.command("chg1", {"v": 1, "ts": "2026-11-25T03:20:00.000Z", "id": "c0ffee0012345678",
+                             "command": "port_enable", "index": 2, "value": False, "by": "test"})
+        cap.command("chg1", {"v": 1, "ts": "2026-11-25T03:20:00.000Z", "id": "c0ffee0087654321",
+                             "command": "self_destruct"})
+        wait_until(lambda: len(cap.payloads("cmd-result", "chg1")) >= 2, 20, "two command results")
+        wait_until(lambda: any(e.get("kind") == "state" for e in cap.payloads("event", "spk1")), 20, "state event")
+        wait_until(lambda: any(h.get("clock_skew_s") is not None for h in cap.payloads("health")), 20,
+                   "a gateway health with its clock skew")
+        time.sleep(6)  # past a snapshot period, with moving readings
+    finally:
+        agent.stop()
+        beacon.stop()
+        site.stop()
+    msgs = cap.all()
+    cap.client.disconnect()
+    cap.client.loop_stop()
+    assert len(msgs) > 50, agent.log()
+
+    seqs: dict[str, list[int]] = defaultdict(list)
+    epochs: set[str] = set()
+    sent: dict[str, dict[str, Any]] = defaultdict(dict)  # device → point → last value sent
+    kinds_seen: set[str] = set()
+    for topic, raw, qos, retain in msgs:
+        parts = topic.split("/")
+        assert parts[:4] == ["sw", "v1", SITE, GW], topic
+        assert len(parts) in (5, 6) and all(ID.match(p) for p in parts[2:-1]), topic
+        kind = parts[-1]
+        device = parts[4] if len(parts) == 6 else None
+        if kind == "cmd":
+            continue  # the downlink: what this test sent
+        assert kind in TABLE and (device is None) == (kind == "status" or (kind == "health" and len(parts) == 5))
+        kinds_seen.add(kind if device else f"gateway-{kind}")
+        assert (qos, retain) == TABLE[kind], f"{topic}: published with QoS {qos}, retained {retain}"
+        assert len(raw) <= 64 * 1024
+        body = json.loads(raw.decode("utf-8"))
+        assert body["v"] == 1, topic
+        check_times(body, topic)
+        for k, v in body.items():
+            assert v is not None or k in NULLABLE, f"{topic}: {k} is null"
+        if device is not None and kind != "cmd-result":
+            assert isinstance(body["seq"], int) and body["seq"] >= 1, topic
+            assert isinstance(body["epoch"], str) and body["epoch"], topic
+            seqs[device].append(body["seq"])
+            epochs.add(body["epoch"])
+        if kind == "telemetry":
+            points = doc_points(profiles[device])  # type: ignore[index]
+            assert isinstance(body["snapshot"], bool) and isinstance(body["values"], dict)
+            for pid, v in body["values"].items():
+                assert pid in points, f"{device}: {pid} is not a point of {profiles[device]}"  # type: ignore[index]
+                want, deadband = points[pid]
+                assert type(v) is want, f"{device}.{pid} = {v!r}: docs/profiles.md says {want.__name__}"
+                last = sent[device].get(pid)  # type: ignore[index]
+                if not body["snapshot"] and want in (int, float) and deadband > 0 and last is not None:
+                    moved = abs(v - last)
+                    assert moved >= deadband or math.isclose(moved, deadband, rel_tol=1e-9), (
+                        f"{device}.{pid}: {last} → {v} moved less than its deadband {deadband}")
+                sent[device][pid] = v  # type: ignore[index]
+        elif kind == "event":
+            assert body["kind"] in EVENT_KINDS and body["severity"] in SEVERITIES, body
+            assert isinstance(body["id"], str) and 8 <= len(body["id"]) <= 64
+        elif kind == "health" and device is not None:
+            assert isinstance(body["online"], bool) and body["breaker"] in ("closed", "open", "half_open")
+            assert all(isinstance(body[k], int) and body[k] >= 0 for k in ("polls", "ok", "timeouts", "crc_errors"))
+        elif kind == "health":
+            assert isinstance(body["uptime_s"], int | float) and isinstance(body["buses"], list)
+            assert body["clock_skew_s"] is None or isinstance(body["clock_skew_s"], float)
+        elif kind == "status":
+            assert body["state"] in ("online", "offline")
+        elif kind == "cmd-result":
+            assert body["status"] in ("done", "refused", "failed", "expired") and isinstance(body["id"], str)
+
+    assert kinds_seen >= {"telemetry", "event", "health", "cmd-result", "gateway-status", "gateway-health"}
+    assert len(epochs) == 1, f"one outbox, one epoch: {epochs}"
+    for device, s in seqs.items():
+        s.sort()
+        assert s == list(range(1, len(s) + 1)), f"{device}: seq must start at 1 with no gap or repeat"
+    skews = [h["clock_skew_s"] for h in cap.payloads("health") if h["clock_skew_s"] is not None]
+    assert skews and all(abs(x) < 1.0 for x in skews), f"same machine, same clock: {skews}"
+    results = {r["id"]: r["status"] for r in cap.payloads("cmd-result", "chg1")}
+    assert results == {"c0ffee0012345678": "done", "c0ffee0087654321": "refused"}
+    births = [b for b in cap.payloads("status") if b["state"] == "online"]
+    assert births and {d["id"] for d in births[0]["devices"]} == set(profiles)

@@ -1,0 +1,156 @@
+"""Charge-session analytics (device_profiles/charge_session.py) on the simulator's physics: sessions
+tracked, failures warned of before the cut-off with their reason, the normal variety and sensor
+glitches left alone. The full labelled evaluation (10,000+ sessions) is bench/early_warning.py."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from device_profiles import wire
+from device_profiles.charge_session import REASONS, ChargeWatch, Finding, Settings, describe
+from device_profiles.loader import get_profile
+from simulators.physics.battery import Pack
+from simulators.physics.charger import ChargerModel, ChargerParams
+
+
+def cabinet(**kw: Any) -> ChargerModel:
+    prm = {"arrivals_per_hour": 0, "stay_full_s": 0, "ambient_c": 22.0, **kw}
+    return ChargerModel(n_ports=10, params=ChargerParams(**prm), seed=7)
+
+
+def values(m: ChargerModel, ports: list[int] | None = None) -> dict[str, Any]:
+    """What the edge decodes from a voltpile-cp10 (0.1 °C, 0.01 A; no "plugged" state)."""
+    out: dict[str, Any] = {"ambient_temp": round(m.ambient_temp, 1)}
+    for n in ports or list(m.ports):
+        p = m.ports[n]
+        out[f"port.{n}.connector_temp"] = round(p.connector_temp, 1)
+        out[f"port.{n}.current"] = round(p.current, 2)
+        out[f"port.{n}.power"] = round(p.power)
+        out[f"port.{n}.energy"] = round(p.energy_kwh, 3)
+        out[f"port.{n}.state"] = p.state if p.state != "plugged" else "idle"
+        out[f"port.{n}.enabled"] = p.enabled
+    return out
+
+
+def play(m: ChargerModel, w: ChargeWatch, minutes: float, dt: float = 5.0, until_c: float | None = None,
+         t0: float = 0.0) -> list[Finding]:
+    found: list[Finding] = []
+    t = t0
+    for _ in range(round(minutes * 60 / dt)):
+        t += dt
+        m.step(dt)
+        found += w.observe(values(m), t)
+        if until_c is not None and max(p.connector_temp for p in m.ports.values()) >= until_c:
+            break
+    return found
+
+
+def watch() -> ChargeWatch:
+    return ChargeWatch.for_profile(get_profile("voltpile-cp10"), keep_curves=True, keep_ended=8)
+
+
+def test_a_normal_session_is_tracked_through_its_phases_and_raises_nothing() -> None:
+    m, w = cabinet(), watch()
+    m.plug(3, pack=Pack(capacity_kwh=0.6, soc=0.3, charger_a=1.6, temp=22.0))
+    m.plug(4, pack=Pack(capacity_kwh=1.2, soc=0.1, charger_a=2.8, temp=28.0, age=0.9))  # fast, old, warm
+    assert play(m, w, 150) == []
+    ses = w.session(3)
+    assert ses is not None and ses.phase == "full" and ses.taper_at is not None
+    assert ses.energy_kwh == pytest.approx(m.ports[3].energy_kwh, abs=0.01)
+    assert 0.4 < ses.energy_kwh < 0.6 and ses.peak_c > 27 and ses.learned
+    assert abs(ses.peak_excess_c) < 3.0, "the model explains a healthy charge"
+    assert all(not math.isnan(c[2]) for c in ses.curve[13:]), "explained temperature from the learnt model"
+    m.unplug(3)
+    play(m, w, 2, t0=150 * 60)
+    assert w.session(3) is None and w.ended[-1].port == 3 and w.ended[-1].end is not None
+
+
+@pytest.mark.parametrize(
+    ("mode", "pack", "reason"),
+    [
+        ("bms_failure", {"soc": 0.7}, "no_taper"),
+        ("micro_short", {"soc": 0.1}, "current_spikes"),
+        ("hot_connector", {"soc": 0.1, "charger_a": 2.0}, None),
+        ("ageing_pack", {"soc": 0.1}, None),
+    ],
+)
+def test_each_failure_is_warned_of_before_the_cut_off(mode: str, pack: dict[str, Any], reason: str | None) -> None:
+    m, w = cabinet(), watch()
+    m.plug(2, pack=Pack(capacity_kwh=0.8, soc=0.4, temp=22.0))
+    m.plug(5, pack=Pack(**{"capacity_kwh": 0.6, "temp": 22.0, **pack}))
+    m.fail(5, mode, onset_s=600, speed=1.0, severity=0.8)  # type: ignore[arg-type]
+    found = play(m, w, 240, until_c=75.0)
+    assert m.ports[5].connector_temp >= 75.0, "it does reach the cut-off if nothing stops it"
+    first = [f for f in found if f.port == 5]
+    assert first, f"{mode}: no warning before the cut-off"
+    f = first[0]
+    assert f.reason in REASONS and (reason is None or reason in f.reasons), f
+    assert f.temp_c < 60.0, f"{mode}: warned only at {f.temp_c} °C"
+    assert not [x for x in found if x.port != 5], "the healthy neighbour stays quiet"
+    assert any(x.severe for x in first), "it becomes severe before the cut-off"
+    data = f.data()
+    assert data["index"] == 5 and data["reason"] == f.reason
+    ev = wire.Event(ts=wire.now(), seq=1, id=wire.new_id(), kind="abnormal_charge", severity="major",
+                    point="port.5.connector_temp", value=f.temp_c, text="x", data=data)
+    assert wire.decode(wire.Kind.EVENT, wire.encode(ev)).data == data  # flat scalars: travels as is
+
+
+def test_a_spike_and_a_stuck_sensor_are_not_findings() -> None:
+    m, w = cabinet(), watch()
+    m.plug(3, pack=Pack(capacity_kwh=0.8, soc=0.2, temp=22.0))
+    play(m, w, 30)
+    m.sensor_spike(3, 150.0, 5.0)  # one reading of a broken thermistor
+    m.meter_spike(3, 3.0, 5.0)
+    assert play(m, w, 10, t0=30 * 60) == []
+    m.sensor_stuck(3, 40 * 60)  # stuck through the taper, while the model says it should cool
+    assert play(m, w, 120, t0=40 * 60) == []
+
+
+def test_polls_of_one_class_and_garbage_are_taken_as_they_come() -> None:
+    m, w = cabinet(), watch()
+    m.plug(1, pack=Pack(capacity_kwh=0.6, soc=0.3, temp=22.0))
+    t = 0.0
+    for i in range(2000):
+        t += 1.0
+        m.step(1.0)
+        v = values(m, [1])
+        safety = {k: x for k, x in v.items() if k.endswith(("connector_temp", "state", "enabled"))}
+        routine = {k: x for k, x in v.items() if k not in safety}
+        assert w.observe(safety, t) == []
+        if i % 5 == 0:
+            assert w.observe(routine, t) == []
+    assert w.observe({"port.1.connector_temp": "hot", "port.99.current": 3.0, "port.x.current": 1,
+                      "port.1.current": None, "smoke": True}, t + 1) == []  # type: ignore[dict-item]
+    ses = w.session(1)
+    assert ses is not None and ses.learned and 0.05 < ses.energy_kwh < 0.5
+
+
+def test_a_connector_far_hotter_than_its_peers_under_the_same_load() -> None:
+    m, w = cabinet(), watch()
+    for n in (2, 4, 6, 8):
+        m.plug(n, pack=Pack(capacity_kwh=1.5, soc=0.1, charger_a=2.0, temp=22.0))
+    m.ports[6].heat_coeff = 5.0  # a bad contact from the start: nothing to see change, much to compare
+    found = play(m, w, 60)
+    assert [f.port for f in found] == [6] and "connector_heating" in found[0].reasons
+
+
+def test_settings_move_the_thresholds() -> None:
+    strict = Settings(warn_excess_c=50.0, high_excess_c=60.0, sustain_excess_c=60.0, severe_excess_c=70.0,
+                      envelope_margin_c=60.0, spikes_warn=1000, early_slope_c_per_min=50.0)
+    m = cabinet()
+    w = ChargeWatch.for_profile(get_profile("voltpile-cp10"), strict)
+    assert w.cutoff_c == 75.0 and ChargeWatch.for_profile(get_profile("hengtong-ebc12")).cutoff_c == 70.0
+    m.plug(5, pack=Pack(capacity_kwh=0.6, soc=0.7, temp=22.0))
+    m.fail(5, "bms_failure", severity=0.8)
+    assert play(m, w, 120, until_c=70.0) == []
+
+
+def test_what_a_finding_says_in_both_languages() -> None:
+    data = {"reason": "no_taper", "excess_c": 6.3, "slope_c_per_min": 0.41, "energy_kwh": 0.71, "eta_s": 1380}
+    en, zh = describe(data, 75.0), describe(data, 75.0, lang="zh")
+    assert "never tapers" in en and "6.3 °C above" in en and "about 23 min to the 75 °C cut-off" in en
+    assert "电池管理系统可能失效" in zh and "约 23 分钟后达到断电温度 75 °C" in zh and "0.71 kWh" in zh
+    assert "heating up" in describe({"reason": "something new"})

@@ -427,7 +427,8 @@ def broker_urls(broker: str) -> list[str]:
 
 
 def _connect(
-    urls: list[str], client_id: str, will: tuple[str, bytes] | None, start: int = 0, keepalive: int = 30
+    urls: list[str], client_id: str, will: tuple[str, bytes] | None, start: int = 0, keepalive: int = 30,
+    wait_s: float = 30.0,
 ) -> Any:
     """A paho client on `urls[start]`; every later connection attempt goes to the next URL."""
     import paho.mqtt.client as mqtt
@@ -459,7 +460,8 @@ def _connect(
     c.on_connect = lambda *a: ready.set()
     c.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=keepalive)
     c.loop_start()
-    if not ready.wait(10):
+    # a NATS node answers an MQTT CONNECT once the session is in its replicated stream: seconds on a busy machine
+    if not ready.wait(wait_s):
         c.loop_stop()
         raise ConnectionError(f"no CONNACK from {urls}")
     return c

@@ -353,6 +353,9 @@ class JetStreamIngestClient(BaseIngestClient):
                 body = json.loads(r.data or b"{}")
                 if "error" not in body:
                     self.resets += 1
+                    # what a loss investigation needs: where the consumer now stands (issue 13, chaos)
+                    log.info("consumer %s reset to stream seq %s (ack floor %s)", name, body.get("reset_seq"),
+                             (body.get("ack_floor") or {}).get("stream_seq"))
                     return
                 err = body["error"]
             except Exception as e:

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,20 +182,36 @@ class FleetRun:
     stop_ev: threading.Event = field(default_factory=threading.Event)
     result: FleetResult | None = None
     thread: threading.Thread | None = None
+    error: BaseException | None = None
 
     def start(self) -> FleetRun:
         def run() -> None:
-            self.result = publish_fleet(self.cfg, record=True, model=self.model, stop=self.stop_ev)
+            try:
+                self.result = publish_fleet(self.cfg, record=True, model=self.model, stop=self.stop_ev)
+            except BaseException as e:  # seen by `running` and `stop`, not lost in a thread warning
+                self.error = e
+                raise
 
         self.thread = threading.Thread(target=run, name="fleet", daemon=True)
         self.thread.start()
+        return self
+
+    def running(self, received: Callable[[], float], at_least: int = 2000, timeout: float = 90.0) -> FleetRun:
+        """Wait until the replicas have received `at_least` messages (`received()`): a scenario run
+        without its load would pass for the wrong reason."""
+        def going() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"the fleet failed: {self.error!r}")
+            return received() >= at_least
+
+        wait_until(going, timeout, "the fleet's load to reach the replicas")
         return self
 
     def stop(self, timeout: float = 90.0) -> FleetResult:
         self.stop_ev.set()
         assert self.thread is not None
         self.thread.join(timeout)
-        assert self.result is not None, "the fleet did not finish"
+        assert self.result is not None, f"the fleet did not finish: {self.error!r}"
         return self.result
 
 

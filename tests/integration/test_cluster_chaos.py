@@ -128,6 +128,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
         fleet = FleetRun(FleetConfig(broker=",".join(cluster.mqtt_urls), site=SITE, gateways=GATEWAYS,
                                      sim_start=RECENT_START, seed=11, rate=RATE, duration=None, connections=8,
                                      client_prefix="chaos-fleet", keepalive_s=5), model).start()
+        fleet.running(lambda: sum(r.metric("received_total") for r in replicas.values()))
         s = Stack(root, cluster, vm, db, receiver, replicas, bus, dev, edge, root / "edge-state", fleet, site_file)
         yield s
         print("\nchaos figures:", s.figures)
@@ -260,7 +261,9 @@ def test_every_reading_stored_once(stack: Stack) -> None:
         detail = {d: (len(v), [seq_of.get((d, t)) for t in v[:8]]) for d, v in list(lost.items())[:10]}
         raise AssertionError(f"readings lost on {len(lost)} devices, {sum(len(v) for v in lost.values())} in all; "
                              f"(device: count, first missing seqs): {detail}; still in the stream, unacknowledged: "
-                             f"{_unacked(stack)}; dead letters {_dead_letters(stack)}")
+                             f"{_unacked(stack)}; dead letters {_dead_letters(stack)}; replicas "
+                             f"{_replica_counts(stack)}; consumers of their partitions "
+                             f"{_consumers_of(stack, {d.rsplit('-', 1)[0] for d in lost})}; logs in {stack.root}")
     assert not _dead_letters(stack), "valid messages were refused"
     assert samples["duplicates"] == 0, samples
     # the edge: everything it committed to its outbox was acknowledged by the cluster (nothing pending,
@@ -308,6 +311,41 @@ def _unacked(stack: Stack) -> int:
     from tests.integration.test_nats_cluster import _unacked as count
 
     return count(stack.cluster)
+
+
+def _replica_counts(stack: Stack) -> dict[str, dict[str, float]]:
+    """What each replica says it received, dropped as replays, stored and had refused (since its last start)."""
+    names = ("received_total", "duplicates_total", "points_stored_total", "points_rejected_total")
+    return {n: {k: r.metric(k) for k in names} for n, r in stack.replicas.items()}
+
+
+def _consumers_of(stack: Stack, gateways: set[str]) -> dict[str, Any]:
+    """Delivery state of the consumers of these gateways' partitions (ack floor, redeliveries)."""
+    import asyncio
+
+    import nats
+
+    from cloud.cluster import partition as P
+    from cloud.ingest.jetstream import parse_servers
+
+    parts = {P.partition_of(SITE, g, PARTITIONS) for g in gateways}
+
+    async def run() -> dict[str, Any]:
+        nc = await nats.connect(parse_servers(stack.cluster.urls))
+        js = nc.jetstream()
+        out = {}
+        for part in sorted(parts):
+            for lane in (P.SAFETY, P.BULK):
+                ci = await js.consumer_info(P.MQTT_STREAM, P.consumer_name(part, lane))
+                out[ci.name] = {"delivered": ci.delivered.stream_seq, "ack_floor": ci.ack_floor.stream_seq,
+                                "redelivered": ci.num_redelivered, "pending": ci.num_pending}
+        await nc.close()
+        return out
+
+    try:
+        return asyncio.run(run())
+    except Exception as e:  # a diagnostic must not hide the assertion it explains
+        return {"error": repr(e)}
 
 
 def _seq_by_ts(sent: list[tuple[str, bytes]]) -> dict[tuple[str, int], int]:

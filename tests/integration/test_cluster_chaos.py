@@ -263,7 +263,8 @@ def test_every_reading_stored_once(stack: Stack) -> None:
                              f"(device: count, first missing seqs): {detail}; still in the stream, unacknowledged: "
                              f"{_unacked(stack)}; dead letters {_dead_letters(stack)}; replicas "
                              f"{_replica_counts(stack)}; consumers of their partitions "
-                             f"{_consumers_of(stack, {d.rsplit('-', 1)[0] for d in lost})}; logs in {stack.root}")
+                             f"{_consumers_of(stack, {d.rsplit('-', 1)[0] for d in lost})}; where the stream has the "
+                             f"lost ones: {_lost_in_stream(stack, lost)}; logs in {stack.root}")
     assert not _dead_letters(stack), "valid messages were refused"
     assert samples["duplicates"] == 0, samples
     # the edge: everything it committed to its outbox was acknowledged by the cluster (nothing pending,
@@ -339,6 +340,79 @@ def _consumers_of(stack: Stack, gateways: set[str]) -> dict[str, Any]:
                 ci = await js.consumer_info(P.MQTT_STREAM, P.consumer_name(part, lane))
                 out[ci.name] = {"delivered": ci.delivered.stream_seq, "ack_floor": ci.ack_floor.stream_seq,
                                 "redelivered": ci.num_redelivered, "pending": ci.num_pending}
+        await nc.close()
+        return out
+
+    try:
+        return asyncio.run(run())
+    except Exception as e:  # a diagnostic must not hide the assertion it explains
+        return {"error": repr(e)}
+
+
+def _lost_in_stream(stack: Stack, lost: dict[str, list[int]], devices: int = 4) -> dict[str, Any]:
+    """Where the lost readings of a few devices are in `$MQTT_msgs` (limits retention keeps them): under
+    which subject and stream sequence, and what their partition's consumer says of those sequences
+    (acknowledged: at or under its ack floor; delivered: at or under its delivered sequence). Also the
+    stream subjects outside the partitioned uplink (a message stored there is read by no consumer)."""
+    import asyncio
+    import json
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    from cloud.cluster import partition as P
+    from cloud.ingest.jetstream import parse_servers
+    from device_profiles import wire
+
+    async def run() -> dict[str, Any]:
+        nc = await nats.connect(parse_servers(stack.cluster.urls))
+        js = nc.jetstream(timeout=10)
+        out: dict[str, Any] = {}
+        r = await nc.request(f"$JS.API.STREAM.INFO.{P.MQTT_STREAM}",
+                             json.dumps({"subjects_filter": f"{P.MQTT_STREAM_PREFIX}>"}).encode(), timeout=10)
+        info = json.loads(r.data)
+        st = info.get("state", {})
+        out["stream"] = {"retention": info.get("config", {}).get("retention"), "first": st.get("first_seq"),
+                         "last": st.get("last_seq"), "messages": st.get("messages")}
+        out["unpartitioned_subjects"] = {k: v for k, v in (st.get("subjects") or {}).items()
+                                         if not k.startswith(f"{P.MQTT_STREAM_PREFIX}{P.PREFIX}.")}
+        for dev in list(lost)[:devices]:
+            gw = dev.rsplit("-", 1)[0]
+            part = P.partition_of(SITE, gw, PARTITIONS)
+            want = set(lost[dev])
+            ci = await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
+                filter_subjects=[f"{P.MQTT_STREAM_PREFIX}*.*.sw.v1.{SITE}.{gw}.{dev}.telemetry",
+                                 f"{P.MQTT_STREAM_PREFIX}sw.v1.{SITE}.{gw}.{dev}.telemetry"],
+                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60,
+                num_replicas=1, mem_storage=True))
+            sub = await js.pull_subscribe_bind(ci.name, stream=P.MQTT_STREAM)
+            found: list[tuple[int, str]] = []
+            total = 0
+            while True:
+                try:
+                    msgs = await sub.fetch(500, timeout=2)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                for m in msgs:
+                    total += 1
+                    up = P.parse_subject(m.subject)
+                    t = wire.parse_topic(up.topic if up is not None
+                                         else m.subject.removeprefix(P.MQTT_STREAM_PREFIX).replace(".", "/"))
+                    ts = round(wire.decode(t.kind, m.data).ts.timestamp() * 1000)
+                    if ts in want:
+                        found.append((m.metadata.sequence.stream, m.subject))
+            await sub.unsubscribe()
+            bulk = await js.consumer_info(P.MQTT_STREAM, P.consumer_name(part, P.BULK))
+            seqs = sorted(q for q, _ in found)
+            out[dev] = {
+                "lost": len(want), "in_stream": len(found), "of_device_in_stream": total,
+                "subjects": sorted({sub_ for _, sub_ in found}),
+                "stream_seqs": (seqs[0], seqs[-1]) if seqs else None,
+                "consumer": {"name": bulk.name, "ack_floor": bulk.ack_floor.stream_seq,
+                             "delivered": bulk.delivered.stream_seq, "ack_pending": bulk.num_ack_pending,
+                             "redelivered": bulk.num_redelivered},
+                "lost_at_or_under_ack_floor": sum(q <= (bulk.ack_floor.stream_seq or 0) for q in seqs),
+            }
         await nc.close()
         return out
 

@@ -112,3 +112,28 @@ def test_bad_broker_lists_are_located(tmp_path: Path, url: str, msg: str) -> Non
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert any("uplink" in i.key and msg in i.message for i in e.value.issues), [str(i) for i in e.value.issues]
+
+
+def test_uplink_stream_keeps_messages_by_age_and_size() -> None:
+    from cloud.cluster import stream as S
+
+    want = S.wanted(3600, 1024)
+    assert want == {"retention": "limits", "max_age": 3600 * 10**9, "max_bytes": 1024, "discard": "old"}
+    with pytest.raises(ValueError):
+        S.wanted(0, 1024)
+
+
+def test_an_interest_stream_is_moved_to_limits_and_keeps_the_rest() -> None:
+    from cloud.cluster import stream as S
+
+    # as nats-server 2.15 creates it on the first MQTT connection (server/mqtt.go)
+    made = {"name": "$MQTT_msgs", "subjects": ["$MQTT.msgs.>"], "retention": "interest", "max_age": 0,
+            "max_bytes": -1, "discard": "old", "storage": "file", "num_replicas": 3, "allow_msg_ttl": True}
+    new = S.update(made, 60, 2048)
+    assert new is not None
+    assert new["retention"] == "limits" and new["max_age"] == 60 * 10**9 and new["max_bytes"] == 2048
+    assert {k: new[k] for k in ("name", "subjects", "storage", "num_replicas", "allow_msg_ttl")} == {
+        k: made[k] for k in ("name", "subjects", "storage", "num_replicas", "allow_msg_ttl")}
+    assert S.update(new, 60, 2048) is None  # already as wanted: no update
+    with pytest.raises(ValueError, match="work-queue"):
+        S.update({**made, "retention": "workqueue"})

@@ -258,13 +258,14 @@ def test_every_reading_stored_once(stack: Stack) -> None:
         time.sleep(2.0)
     if lost:
         seq_of = _seq_by_ts(res.sent)
+        gw_of = _gateway_by_device(res.sent)
         detail = {d: (len(v), [seq_of.get((d, t)) for t in v[:8]]) for d, v in list(lost.items())[:10]}
         raise AssertionError(f"readings lost on {len(lost)} devices, {sum(len(v) for v in lost.values())} in all; "
                              f"(device: count, first missing seqs): {detail}; still in the stream, unacknowledged: "
                              f"{_unacked(stack)}; dead letters {_dead_letters(stack)}; replicas "
                              f"{_replica_counts(stack)}; consumers of their partitions "
-                             f"{_consumers_of(stack, {d.rsplit('-', 1)[0] for d in lost})}; where the stream has the "
-                             f"lost ones: {_lost_in_stream(stack, lost)}; logs in {stack.root}")
+                             f"{_consumers_of(stack, {gw_of[d] for d in lost})}; where the stream has the "
+                             f"lost ones: {_lost_in_stream(stack, lost, gw_of)}; logs in {stack.root}")
     assert not _dead_letters(stack), "valid messages were refused"
     assert samples["duplicates"] == 0, samples
     # the edge: everything it committed to its outbox was acknowledged by the cluster (nothing pending,
@@ -320,53 +321,72 @@ def _replica_counts(stack: Stack) -> dict[str, dict[str, float]]:
     return {n: {k: r.metric(k) for k in names} for n, r in stack.replicas.items()}
 
 
-def _consumers_of(stack: Stack, gateways: set[str]) -> dict[str, Any]:
-    """Delivery state of the consumers of these gateways' partitions (ack floor, redeliveries)."""
+def _on_cluster(stack: Stack, fn: Callable[[Any, Any], Any]) -> Any:
+    """`await fn(nc, js)` on a connection of its own to the cluster; an error is returned, not raised (a
+    diagnostic must not hide the assertion it explains)."""
     import asyncio
 
     import nats
 
-    from cloud.cluster import partition as P
     from cloud.ingest.jetstream import parse_servers
+
+    async def run() -> Any:
+        nc = await nats.connect(parse_servers(stack.cluster.urls))
+        try:
+            return await fn(nc, nc.jetstream(timeout=10))
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(run())
+    except Exception as e:
+        return {"error": f"{e!r} {getattr(e, 'description', '')}"}
+
+
+def _consumers_of(stack: Stack, gateways: set[str]) -> dict[str, Any]:
+    """Delivery state of the consumers of these gateways' partitions (ack floor, redeliveries)."""
+    from cloud.cluster import partition as P
 
     parts = {P.partition_of(SITE, g, PARTITIONS) for g in gateways}
 
-    async def run() -> dict[str, Any]:
-        nc = await nats.connect(parse_servers(stack.cluster.urls))
-        js = nc.jetstream()
+    async def run(nc: Any, js: Any) -> dict[str, Any]:
         out = {}
         for part in sorted(parts):
             for lane in (P.SAFETY, P.BULK):
                 ci = await js.consumer_info(P.MQTT_STREAM, P.consumer_name(part, lane))
                 out[ci.name] = {"delivered": ci.delivered.stream_seq, "ack_floor": ci.ack_floor.stream_seq,
                                 "redelivered": ci.num_redelivered, "pending": ci.num_pending}
-        await nc.close()
         return out
 
-    try:
-        return asyncio.run(run())
-    except Exception as e:  # a diagnostic must not hide the assertion it explains
-        return {"error": repr(e)}
+    return dict(_on_cluster(stack, run))
 
 
-def _lost_in_stream(stack: Stack, lost: dict[str, list[int]], devices: int = 4) -> dict[str, Any]:
+def _gateway_by_device(sent: list[tuple[str, bytes]]) -> dict[str, str]:
+    from device_profiles import wire
+
+    out = {}
+    for topic, _ in sent:
+        t = wire.parse_topic(topic)
+        if t.device:
+            out[t.device] = t.gateway
+    return out
+
+
+def _lost_in_stream(stack: Stack, lost: dict[str, list[int]], gw_of: dict[str, str], devices: int = 4
+                    ) -> dict[str, Any]:
     """Where the lost readings of a few devices are in `$MQTT_msgs` (limits retention keeps them): under
     which subject and stream sequence, and what their partition's consumer says of those sequences
     (acknowledged: at or under its ack floor; delivered: at or under its delivered sequence). Also the
     stream subjects outside the partitioned uplink (a message stored there is read by no consumer)."""
-    import asyncio
     import json
 
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     from cloud.cluster import partition as P
-    from cloud.ingest.jetstream import parse_servers
     from device_profiles import wire
 
-    async def run() -> dict[str, Any]:
-        nc = await nats.connect(parse_servers(stack.cluster.urls))
-        js = nc.jetstream(timeout=10)
+    async def run(nc: Any, js: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         r = await nc.request(f"$JS.API.STREAM.INFO.{P.MQTT_STREAM}",
                              json.dumps({"subjects_filter": f"{P.MQTT_STREAM_PREFIX}>"}).encode(), timeout=10)
@@ -377,14 +397,13 @@ def _lost_in_stream(stack: Stack, lost: dict[str, list[int]], devices: int = 4) 
         out["unpartitioned_subjects"] = {k: v for k, v in (st.get("subjects") or {}).items()
                                          if not k.startswith(f"{P.MQTT_STREAM_PREFIX}{P.PREFIX}.")}
         for dev in list(lost)[:devices]:
-            gw = dev.rsplit("-", 1)[0]
+            gw = gw_of[dev]
             part = P.partition_of(SITE, gw, PARTITIONS)
             want = set(lost[dev])
             ci = await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
                 filter_subjects=[f"{P.MQTT_STREAM_PREFIX}*.*.sw.v1.{SITE}.{gw}.{dev}.telemetry",
                                  f"{P.MQTT_STREAM_PREFIX}sw.v1.{SITE}.{gw}.{dev}.telemetry"],
-                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60,
-                num_replicas=1, mem_storage=True))
+                name=f"diag-{dev}", ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60))
             sub = await js.pull_subscribe_bind(ci.name, stream=P.MQTT_STREAM)
             found: list[tuple[int, str]] = []
             total = 0
@@ -413,13 +432,9 @@ def _lost_in_stream(stack: Stack, lost: dict[str, list[int]], devices: int = 4) 
                              "redelivered": bulk.num_redelivered},
                 "lost_at_or_under_ack_floor": sum(q <= (bulk.ack_floor.stream_seq or 0) for q in seqs),
             }
-        await nc.close()
         return out
 
-    try:
-        return asyncio.run(run())
-    except Exception as e:  # a diagnostic must not hide the assertion it explains
-        return {"error": repr(e)}
+    return dict(_on_cluster(stack, run))
 
 
 def _seq_by_ts(sent: list[tuple[str, bytes]]) -> dict[tuple[str, int], int]:

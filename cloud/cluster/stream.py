@@ -7,8 +7,9 @@ subject, and its acknowledgements decide deletion on each replica of the stream:
 while a replica knows no consumer covering it (a whole-cluster restart, a node catching up, a leader
 change) is acknowledged to the edge and deleted, silently. Under interest retention the chaos test
 (issue 13) lost acknowledged readings in 4 of 6 runs, none left in the stream to look at; under limits
-retention it lost none in 4 runs of 4 (the consumers and replicas act the same under both). So the cloud creates the stream first, with *limits*
-retention (nats-server uses a stream that exists), and moves a stream nats-server created to limits:
+retention it lost none in 4 runs of 4 (the consumers and replicas act the same under both). So the
+cloud creates the stream first, with *limits* retention (nats-server uses a stream that exists), and
+moves a stream nats-server created to limits:
 
 - a message stays until it is older than `MAX_AGE_S` or the stream is over `MAX_BYTES` (oldest
   dropped first), whatever the consumers did; the consumers still track their own acknowledgements,

@@ -6,7 +6,7 @@ the node acknowledges it (cloud/cluster/partition.py). nats-server creates that 
 subject, and its acknowledgements decide deletion on each replica of the stream: a message stored
 while a replica knows no consumer covering it (a whole-cluster restart, a node catching up, a leader
 change) is acknowledged to the edge and deleted, silently. Under interest retention the chaos test
-(issue 13) lost acknowledged readings in 4 of 7 runs, none left in the stream to look at; under limits
+(issue 13) lost acknowledged readings in 4 of 8 runs, none left in the stream to look at; under limits
 retention it lost none in 5 runs of 5 (the consumers and replicas act the same under both). So the
 cloud creates the stream first, with *limits* retention (nats-server uses a stream that exists), and
 moves a stream nats-server created to limits:

@@ -154,10 +154,13 @@ def serve(
         list[Path] | None,
         typer.Option(help="alarm file(s): people, escalation, overrides… (default: the site file's alarm keys)"),
     ] = None,
-    broker: Annotated[str, typer.Option(help="mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    broker: Annotated[
+        str, typer.Option(help="mqtt://host:port, or a NATS cluster: nats://h1:4222,h2:4222,h3:4222")
+    ] = "mqtt://127.0.0.1:1883",
     broker_user: BrokerUser = None,
     gateway_broker: Annotated[
-        str, typer.Option(help="broker address written into enrolled gateways' configs (default: --broker)")
+        str, typer.Option(help="broker address written into enrolled gateways' configs (default: --broker); "
+                          "on a NATS cluster the nodes' MQTT listeners, comma-separated")
     ] = "",
     data_dir: Annotated[Path, typer.Option(help="databases and spool")] = Path("var/shelterwatch"),
     tsdb: Annotated[str, typer.Option(help="as for `ingest`; default SQLite in --data-dir")] = "",
@@ -165,6 +168,11 @@ def serve(
     alarm_db: Annotated[
         str, typer.Option(help="alarm store URL, e.g. postgresql+psycopg://sw@db/sw; default SQLite in --data-dir")
     ] = "",
+    web_db: Annotated[
+        str, typer.Option(help="users, sessions, commands (replicas share it); default SQLite in --data-dir")
+    ] = "",
+    replica_id: Annotated[str, typer.Option(help="NATS cluster: this replica's name (default host-port)")] = "",
+    partitions: Annotated[int, typer.Option(help="NATS cluster: partitions in the nodes' mappings")] = 16,
     host: str = "127.0.0.1",
     port: int = 8000,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
@@ -190,8 +198,9 @@ def serve(
     if not secret and (f := os.environ.get("SHELTERWATCH_SECRET_FILE")):
         secret = Path(f).read_text().strip()
     cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms or [], secret=secret, data_dir=data_dir,
-                      tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, host=host, port=port,
-                      metrics_port=metrics_port, account=account, gateway_broker=gateway_broker)
+                      tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, web_db=web_db, replica_id=replica_id,
+                      partitions=partitions, host=host, port=port, metrics_port=metrics_port, account=account,
+                      gateway_broker=gateway_broker)
     try:
         svc = CloudService(cfg).start()
     except (ConfigError, ValueError) as e:
@@ -205,3 +214,27 @@ def serve(
         done.wait()
     finally:
         svc.stop()
+
+
+@app.command("nats-config")
+def nats_config(
+    name: Annotated[str, typer.Option(help="this node's name (unique in the cluster)")],
+    routes: Annotated[str, typer.Option(help="every node's host, comma-separated (this one included)")],
+    host: Annotated[str, typer.Option(help="address this node listens on")] = "0.0.0.0",
+    store_dir: Annotated[str, typer.Option(help="JetStream file storage")] = "/var/lib/nats",
+    client_port: int = 4222,
+    cluster_port: int = 6222,
+    mqtt_port: int = 1883,
+    http_port: int = 8222,
+    partitions: Annotated[int, typer.Option(help="must match the replicas' --partitions")] = 16,
+    extra: Annotated[str, typer.Option(help="appended verbatim: TLS, accounts, authorization")] = "",
+) -> None:
+    """Print the config of one node of the NATS cluster (docs/operations.md, "Growing past one machine")."""
+    from cloud.cluster.natsconf import NodeConfig, render
+
+    hosts = [h.strip() for h in routes.split(",") if h.strip()]
+    typer.echo(render(NodeConfig(
+        name=name, store_dir=store_dir, routes=[f"nats://{h}:{cluster_port}" for h in hosts], host=host,
+        client_port=client_port, cluster_port=cluster_port, mqtt_port=mqtt_port, http_port=http_port,
+        partitions=partitions, extra=extra,
+    )), nl=False)

@@ -148,7 +148,9 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
         devs.append(entry)
     from cloud.broker_account import without_credentials
 
-    url = without_credentials(broker_url).rstrip("/")
+    # one broker, or the MQTT listeners of a cluster's nodes, comma-separated (edge_agent/config.py: a list)
+    urls = [without_credentials(u.strip()).rstrip("/") for u in broker_url.split(",") if u.strip()]
+    url: str | list[str] = urls[0] if len(urls) == 1 else urls
     doc = {
         "site": site,
         "gateway": gateway,

@@ -34,6 +34,15 @@ class ServeConfig:
     # share alarm state use PostgreSQL (postgresql+psycopg://user@host/db; docs/alarms.md).
     state_db: str = ""
     alarm_db: str = ""
+    # The web part's own tables (users, sessions, commands); default SQLite in data_dir. Replicas
+    # serving one estate share it (PostgreSQL), so a login or a command works on any of them.
+    web_db: str = ""
+    # A NATS cluster (broker nats://h1:4222,h2:4222,h3:4222): this replica's name among the others
+    # (default host-port), how many partitions the nodes split the uplink into (their `mappings`) and
+    # how long a dead replica's partitions stay leased before survivors take them (cloud/cluster).
+    replica_id: str = ""
+    partitions: int = 16
+    lease_ttl_s: float = 6.0
     host: str = "127.0.0.1"
     port: int = 8000
     mqtt_client: str = "gmqtt"
@@ -81,6 +90,8 @@ class CloudService:
         self.commander: Any = None
         self.configs: Any = None  # cloud.remote_config.service.ConfigService
         self.app: Any = None
+        self.member: Any = None  # cloud.cluster.replica.ClusterMember on a NATS cluster
+        self._t0 = 0.0
 
     @property
     def url(self) -> str:
@@ -114,6 +125,7 @@ class CloudService:
         from cloud.site_config import alarm_configs, load_site
         from cloud.state.registry import Registry
 
+        self._t0 = time.monotonic()
         c, d = self.cfg, self.cfg.data_dir
         d.mkdir(parents=True, exist_ok=True)
         if c.gil_switch_interval_s is not None:
@@ -123,9 +135,10 @@ class CloudService:
         web_kw: dict[str, Any] = {} if c.poll_ms is None else {"poll_ms": c.poll_ms}
         account = c.account or BrokerAccount()
         self.settings = settings = WebSettings(
-            db_url=f"sqlite:///{d / 'web.db'}", secret=c.secret, mqtt_url=c.broker,
+            db_url=c.web_db or f"sqlite:///{d / 'web.db'}", secret=c.secret, mqtt_url=c.broker,
             mqtt_username=account.username, mqtt_password=account.password,
-            gateway_broker_url=without_credentials(c.gateway_broker or c.broker), **web_kw)
+            gateway_broker_url=",".join(without_credentials(u) for u in (c.gateway_broker or c.broker).split(",")),
+            **web_kw)
         secret = settings.secret_bytes()  # refuses a short or missing secret before anything starts
         site_files = [("(given)", s) for s in c.sites] + [(str(p), load_site(p)) for p in c.site_files]
         sites = [s for _, s in site_files]  # located errors before anything starts
@@ -135,23 +148,27 @@ class CloudService:
 
         state_db = c.state_db or f"sqlite:///{d / 'state.db'}"
         self.registry = registry = Registry(state_db)
-        self.parts.append(("registry", registry))
+        self._started("registry", registry)
         for s in sites:
             registry.register_site(s)
-        self.store = AlarmStore(c.alarm_db or f"sqlite:///{d / 'alarms.db'}")
-        self.parts.append(("alarm store", self.store))
+        alarm_db = c.alarm_db or f"sqlite:///{d / 'alarms.db'}"
+        self.store = AlarmStore(alarm_db)
+        self._started("alarm store", self.store)
         self.dispatcher = Dispatcher(AppriseSender(), self.store.log_attempt)
-        self.parts.append(("dispatcher", self.dispatcher))
+        self._started("dispatcher", self.dispatcher)
         self.signer = AckSigner(secret)
         self.engine = AlarmEngine(self.store, RegistryDirectory(registry), alarm_sites, self.dispatcher,
                                   self.signer, tick_s=c.engine_tick_s).start()
-        self.parts.append(("alarm engine", self.engine))
+        self._started("alarm engine", self.engine)
         # Status, events and device health go ahead of telemetry into the engine (the in-process
         # half of the safety lane; cloud/ingest/priority.py).
         # Telemetry is conflated per device, holding only the samples the engine's rules read.
         self.gate = PriorityGate(self.engine, depths=self.engine.point_depths).start()
-        self.parts.append(("safety gate", self.gate))
+        self._started("safety gate", self.gate)
         from cloud.history.service import HistoryService
+        from cloud.ingest.jetstream import is_nats_url
+
+        clustered = is_nats_url(c.broker)  # partitions come from leases (cloud/cluster/replica.py)
 
         self.history = HistoryService().attach(self.engine)  # alarm, inspection, gateway_status, parking_stay
         self.ingest = ingest = IngestService(IngestConfig(
@@ -159,17 +176,32 @@ class CloudService:
             tsdb=c.tsdb or f"sqlite:///{d / 'ts.db'}", state_db=state_db, spool_dir=str(d / "spool"),
             client_id=c.client_id, shared_group=None, metrics_port=c.metrics_port, safety_lane=c.safety_lane,
             housekeeping_interval=c.housekeeping_interval, directory_refresh=c.directory_refresh,
+            partitions=c.partitions, partitions_owned=[] if clustered else None,
             account=account, **({} if c.time_policy is None else {"time_policy": c.time_policy})),
             safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
-        self.parts.append(("ingest", ingest.start()))
+        self._started("ingest", ingest.start())
+        if clustered:
+            import socket
+
+            from cloud.cluster.replica import ClusterMember
+
+            self.member = ClusterMember(alarm_db, c.replica_id or f"{socket.gethostname()}-{c.port}", c.partitions,
+                                        ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
+                                        url=self.url).start()
+            self._started("cluster member", self.member)
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
-        self.parts.append(("history", self.history.start()))
+        self._started("history", self.history.start())
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,
                                    account.username, account.password,
                                    timeout_s=settings.command_timeout_s).start()
-        self.parts.append(("commander", self.commander))
-        if c.remote_config:
+        self._started("commander", self.commander)
+        if c.remote_config and clustered:
+            # Not wired for a NATS cluster yet: every replica would answer each gateway's `confirming`
+            # and step the same rollouts, and births arrive on the partitioned subjects
+            # (docs/operations.md, "Growing past one machine").
+            log.warning("remote configuration is not available on a NATS cluster yet; not started")
+        elif c.remote_config:
             from cloud.remote_config.service import ConfigService
             from cloud.remote_config.store import ConfigStore
             from device_profiles.loader import catalog
@@ -177,7 +209,7 @@ class CloudService:
             self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
                                          lambda site: [g.id for g in registry.gateways(site)],
                                          account.username, account.password).start()
-            self.parts.append(("remote config", self.configs))
+            self._started("remote config", self.configs)
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
                              commander=self.commander, db=self.commander.db, storage=ingest.storage_status,
                              configs=self.configs, sessions=self.history.sessions)
@@ -190,6 +222,11 @@ class CloudService:
             if not web.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
             time.sleep(0.02)
+
+    def _started(self, name: str, part: Any) -> None:
+        """Record a started part (stopped newest first) and how long this start has taken so far."""
+        self.parts.append((name, part))
+        log.info("%s up after %.1f s", name, time.monotonic() - self._t0)
 
     def stop(self) -> None:
         """Newest first; every step runs even if an earlier one failed."""

@@ -499,6 +499,7 @@ class Agent:
             "uplink": {
                 "connected": self.uplink.connected,
                 "url": self.cfg.uplink.url,
+                "server": "{}:{}".format(*self.uplink.server),
                 "sent": self.uplink.sent,
                 "acked": self.uplink.acks,
                 "last_error": self.uplink.last_error,

@@ -40,8 +40,15 @@ class Tls(_Strict):
     insecure: bool = Field(default=False, description="skip hostname check (lab use only)")
 
 
+BrokerUrl = Annotated[str, Field(pattern=r"^mqtts?://[^/:,]+(:\d+)?/?$")]
+
+
 class Uplink(_Strict):
-    url: str = Field(pattern=r"^mqtts?://[^/:]+(:\d+)?/?$", description="mqtt://host:port or mqtts://host:port")
+    # One broker, or the nodes of a broker cluster (NATS, docs/operations.md "Growing past one
+    # machine"): the uplink connects to one at a time and moves to the next when it is lost.
+    url: BrokerUrl | Annotated[list[BrokerUrl], Field(min_length=1, max_length=16)] = Field(
+        description="mqtt://host:port or mqtts://host:port, or a list of them (the nodes of a cluster)"
+    )
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
@@ -51,20 +58,37 @@ class Uplink(_Strict):
     reconnect_max_s: float = Field(default=30.0, gt=0, le=600)
     window: int = Field(default=100, ge=1, le=65535, description="QoS 1 messages in flight")
 
+    @model_validator(mode="after")
+    def _one_scheme(self) -> Uplink:
+        if len({u.split("://", 1)[0] for u in self.urls}) > 1:
+            raise ValueError("every broker url must use the same scheme (all mqtt:// or all mqtts://)")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """(host, port) of every broker, in the order tried."""
+        out = []
+        for u in self.urls:
+            rest = u.split("://", 1)[1].rstrip("/")
+            host, _, port = rest.partition(":")
+            out.append((host, int(port) if port else (8883 if self.use_tls else 1883)))
+        return out
+
     @property
     def host(self) -> str:
-        return self.url.split("://", 1)[1].rstrip("/").split(":")[0]
+        return self.servers[0][0]
 
     @property
     def port(self) -> int:
-        rest = self.url.split("://", 1)[1].rstrip("/")
-        if ":" in rest:
-            return int(rest.split(":")[1])
-        return 8883 if self.use_tls else 1883
+        return self.servers[0][1]
 
     @property
     def use_tls(self) -> bool:
-        return self.url.startswith("mqtts://") or self.tls is not None
+        return self.urls[0].startswith("mqtts://") or self.tls is not None
 
 
 class Bus(_Strict):

@@ -5,6 +5,14 @@ The session is persistent (clean_session False, fixed client id) so messages in 
 link drops are re-sent by paho on reconnect under the same mid; we never publish them twice.
 While disconnected nothing is handed to paho: new rows wait in SQLite, bounded, not in RAM.
 
+A broker cluster (`uplink.url` a list, e.g. the three NATS nodes): one node at a time; every new
+connection attempt after the first goes to the next node in the list, so a node that is lost or
+refuses is left at once, and paho re-sends the QoS 1 messages still in flight there to the next one.
+The session (the edge's command subscription) and the retained status live in the cluster, not in
+one node. Gateways start at different nodes (by client id) so a fleet spreads over the cluster.
+A node that hangs without closing the connection (SIGSTOP, a frozen VM) is only noticed by MQTT's
+keepalive, after up to twice `keepalive_s`: use a short keepalive (5 s) with a cluster.
+
 Threading: paho runs its network loop in its own thread (`loop_start`); everything else (the
 outbox, the pump) runs in the agent's thread. The two meet only in `_acked` under a lock.
 """
@@ -16,6 +24,7 @@ import logging
 import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +73,10 @@ class Uplink:
             if t and t.insecure:
                 c.tls_insecure_set(True)
         self.client_will_ts = wire.now()
-        c.on_pre_connect = self._arm_will  # paho calls it before every connection attempt
+        self.servers = cfg.servers
+        self._server_i = zlib.crc32(self.client_id.encode()) % len(self.servers)
+        self._attempts = 0
+        c.on_pre_connect = self._pre_connect  # paho calls it before every connection attempt
         c.reconnect_delay_set(min_delay=max(1, int(cfg.reconnect_min_s)), max_delay=max(1, int(cfg.reconnect_max_s)))
         c.max_inflight_messages_set(cfg.window)
         c.max_queued_messages_set(0)
@@ -95,7 +107,22 @@ class Uplink:
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
-    def _arm_will(self, client: mqtt.Client, userdata: Any) -> None:
+    @property
+    def server(self) -> tuple[str, int]:
+        """The broker (node) of the current or next connection."""
+        return self.servers[self._server_i]
+
+    def _pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """Before every connection attempt: the next node of a cluster (after the first attempt),
+        then the last will of this connection."""
+        if self._attempts and len(self.servers) > 1:
+            self._server_i = (self._server_i + 1) % len(self.servers)
+            # paho's `host` setter refuses while CONNECTING (its state here); reconnect() reads these next
+            client._host, client._port = self.server
+        self._attempts += 1
+        self._arm_will(client)
+
+    def _arm_will(self, client: mqtt.Client) -> None:
         """The last will of the connection about to be made, timed now (so the birth that follows
         carries the time this connection was made; see `_on_connect`)."""
         self.client_will_ts = wire.now()
@@ -146,7 +173,8 @@ class Uplink:
     # ------------------------------------------------------------------ agent thread
 
     def start(self) -> None:
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        host, port = self.server
+        self.client.connect_async(host, port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
 
     def stop(self, graceful: bool = True) -> None:

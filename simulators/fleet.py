@@ -159,6 +159,9 @@ class VGateway:
 
 @dataclass
 class FleetConfig:
+    # One broker, or the MQTT listeners of a cluster's nodes, comma-separated
+    # ("mqtt://h1:1883,mqtt://h2:1883,mqtt://h3:1883"): connections spread over them and move to the
+    # next node when theirs is lost, re-sending what was in flight (like the edge's uplink).
     broker: str = "mqtt://127.0.0.1:1883"
     site: str = "demo-estate"
     site_file: str | None = None  # topology from a site file; else `gateways` synthetic gateways
@@ -179,6 +182,7 @@ class FleetConfig:
     epoch: str | None = None  # the virtual outboxes' epoch; None: a new random one per model
     connections: int = 8
     client_prefix: str = "sw-fleet"
+    keepalive_s: int = 30  # a hung node is noticed after up to twice this; use 5 with a cluster
     # Values quiet by each profile's alarm rules (simulators/fleet_ranges.py); False: nominal ranges
     # only, so cars park in fire lanes and ports charge for hours (tests that want alarm traffic).
     quiet: bool = True
@@ -408,32 +412,58 @@ class FleetResult:
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
     sent: list[tuple[str, bytes]] = field(default_factory=list)  # only with record=True
+    unacked: int = 0  # published but never acknowledged by the broker (lost, if the broker lost them)
 
     @property
     def rate(self) -> float:
         return self.published / self.seconds if self.seconds else 0.0
 
 
-def _connect(url: str, client_id: str, will: tuple[str, bytes] | None) -> Any:
+def broker_urls(broker: str) -> list[str]:
+    """`mqtt://h1:1883,mqtt://h2:1883` (or `mqtt://h1:1883,h2:1883`) → one URL per broker."""
+    parts = [p.strip() for p in broker.split(",") if p.strip()]
+    scheme = parts[0].split("://", 1)[0] if "://" in parts[0] else "mqtt"
+    return [p if "://" in p else f"{scheme}://{p}" for p in parts]
+
+
+def _connect(
+    urls: list[str], client_id: str, will: tuple[str, bytes] | None, start: int = 0, keepalive: int = 30,
+    wait_s: float = 30.0,
+) -> Any:
+    """A paho client on `urls[start]`; every later connection attempt goes to the next URL."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    u = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
+    servers = [urllib.parse.urlsplit(u if "://" in u else f"mqtt://{u}") for u in urls]
+    at = {"i": start % len(servers), "attempts": 0}
+    u = servers[at["i"]]
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
+    c.reconnect_delay_set(1, 2)
     if u.username:
         c.username_pw_set(u.username, u.password)
     if u.scheme in ("mqtts", "ssl", "tls"):
         c.tls_set()
     if will:
         c.will_set(will[0], will[1], qos=1, retain=True)
+
+    def pre_connect(client: Any, _u: Any) -> None:
+        if at["attempts"] and len(servers) > 1:
+            at["i"] = (at["i"] + 1) % len(servers)
+            # paho's `host` setter refuses while CONNECTING (its state here); reconnect() reads these next
+            client._host, client._port = servers[at["i"]].hostname or "127.0.0.1", servers[at["i"]].port or 1883
+        at["attempts"] += 1
+
     ready = threading.Event()
+    c.on_pre_connect = pre_connect
     c.on_connect = lambda *a: ready.set()
-    c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+    c.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=keepalive)
     c.loop_start()
-    if not ready.wait(10):
-        raise ConnectionError(f"no CONNACK from {url}")
+    # a NATS node answers an MQTT CONNECT once the session is in its replicated stream: seconds on a busy machine
+    if not ready.wait(wait_s):
+        c.loop_stop()
+        raise ConnectionError(f"no CONNACK from {urls}")
     return c
 
 
@@ -446,6 +476,7 @@ def publish_fleet(
     """Publish the fleet's traffic; returns counts. Bounded by `duration`, `max_messages`, `ticks`."""
     model = model or FleetModel(cfg)
     n_conn = max(1, min(cfg.connections, len(model.gateways)))
+    urls = broker_urls(cfg.broker)
     clients = []
     gw_conn: dict[str, int] = {}
     for i in range(n_conn):
@@ -453,7 +484,7 @@ def publish_fleet(
         for g in mine:
             gw_conn[g] = i
         will = (model.topic(mine[0], wire.Kind.STATUS), model.will(mine[0])) if len(mine) == 1 else None
-        clients.append(_connect(cfg.broker, f"{cfg.client_prefix}-{cfg.seed}-{i}", will))
+        clients.append(_connect(urls, f"{cfg.client_prefix}-{cfg.seed}-{i}", will, start=i, keepalive=cfg.keepalive_s))
     res = FleetResult()
     t0 = time.monotonic()
     deadline = t0 + cfg.duration if cfg.duration else None
@@ -473,28 +504,34 @@ def publish_fleet(
                     time.sleep(due - now)
             gw = topic.split("/")[3]
             c = clients[gw_conn[gw]]
-            while True:
-                info = c.publish(topic, payload, qos=cfg.qos, retain=retain)
-                if info.rc == 0:
-                    break
-                time.sleep(0.001)  # in-flight window full: paho refuses (queue 0 = unbounded off)
+            # Queue 0 = unbounded: paho takes every QoS 1 message; while disconnected it keeps it (rc
+            # NO_CONN) and sends it after the reconnect, as it re-sends those still in flight.
+            info = c.publish(topic, payload, qos=cfg.qos, retain=retain)
             infos.append(info)
             if len(infos) > 5000:
-                infos = [i for i in infos if not i.is_published()]
+                infos = [i for i in infos if not _acked(i)]
             res.published += 1
             res.size += len(payload)
             kind = topic.rsplit("/", 1)[1]
             res.by_kind[kind] = res.by_kind.get(kind, 0) + 1
             if record:
                 res.sent.append((topic, payload))
-        for info in infos:
-            info.wait_for_publish(30)
+        deadline = time.monotonic() + 30
+        while infos and time.monotonic() < deadline:
+            infos = [i for i in infos if not _acked(i)]
+            time.sleep(0.05)
+        res.unacked = len(infos)
     finally:
         res.seconds = time.monotonic() - t0
         for c in clients:
             c.disconnect()
             c.loop_stop()
     return res
+
+
+def _acked(info: Any) -> bool:
+    """The broker acknowledged it (QoS 1), or it went out (QoS 0)."""
+    return bool(info._published)
 
 
 def now_utc() -> datetime:

@@ -61,6 +61,10 @@ class _Ctx:
     labels: dict[str, str]
 
 
+def owns_everything(site: str, gateway: str) -> bool:
+    return True
+
+
 class AlarmEngine:
     def __init__(
         self,
@@ -134,6 +138,9 @@ class AlarmEngine:
         # end), now). cloud/history writes them to the
         # time-series store; it must only enqueue, never block.
         self.on_change: Callable[[str, Any, float], None] | None = None
+        # A replica of a cluster judges silence, runs timers and escalates only for the gateways it
+        # owns (cloud/cluster/leases.py), and takes others over with `adopt`; alone it owns all.
+        self.owns: Callable[[str, str], bool] = owns_everything
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> AlarmEngine:
@@ -754,6 +761,8 @@ class AlarmEngine:
             now = self.clock() if now is None else now
             for k in list(self._pending):
                 rule, tr, ctx = self.tracks[k]
+                if not self.owns(ctx.site, ctx.gateway):
+                    continue
                 if tr.pending_since is None or tr.active:
                     self._pending.discard(k)
                 elif R.due(rule, tr, now) is R.Action.RAISE:
@@ -795,7 +804,10 @@ class AlarmEngine:
         if now < self._quiet_until:
             return
         silent_gw: list[tuple[str, str, float]] = []
+        owns = self.owns
         for (site, gw), seen in self.seen_gw.items():
+            if not owns(site, gw):
+                continue
             cfg = self.sites.get(site)
             silence = cfg.gateway_offline.silence_s if cfg else 45.0
             if now - seen > silence and active_key(site, gw, "", GATEWAY_RULE, "") not in self.active:
@@ -809,7 +821,7 @@ class AlarmEngine:
                     self._raise_gateway(site, gw, now, f"no message for {now - seen:.0f} s", now)
         fresher_dev: dict[tuple[str, str, str], float] | None = None
         for (site, gw, dev), seen in list(self.seen_dev.items()):
-            if active_key(site, gw, "", GATEWAY_RULE, "") in self.active:
+            if not owns(site, gw) or active_key(site, gw, "", GATEWAY_RULE, "") in self.active:
                 continue  # the gateway alarm says it all; no storm of device alarms
             ref = self.directory.lookup(site, gw, dev)
             if ref is None or ref.profile_id not in self.profiles:
@@ -889,6 +901,12 @@ class AlarmEngine:
 
     def _escalate(self, now: float) -> None:
         for a in list(self.active.values()):
+            if not self.owns(a.site, a.gateway):
+                continue
+            if self.owns is not owns_everything and (
+                (a.suppressed or (a.next_notify_at is not None and now >= a.next_notify_at)) and not self._fresh(a)
+            ):
+                continue  # acknowledged, silenced or resolved on another replica meanwhile
             if a.suppressed and self._inspection(a.site, now) is None:
                 # the inspection window closed and the condition is still there: wake people now
                 a.suppressed = None
@@ -899,6 +917,64 @@ class AlarmEngine:
             if a.acked or a.suppressed or a.next_notify_at is None or now < a.next_notify_at:
                 continue
             self._notify(a, now, now)
+
+    def _fresh(self, a: Alarm) -> bool:
+        """Bring `a` up to date from the shared store (people act on any replica); False if it is no
+        longer active there."""
+        row = self.store.get(a.id)
+        if row is None or not row.active:
+            if self.active.get(a.key) is a:
+                del self.active[a.key]
+            return False
+        a.acked, a.acked_by, a.acked_at, a.acked_via = row.acked, row.acked_by, row.acked_at, row.acked_via
+        a.silenced_until, a.silence_reason = row.silenced_until, row.silence_reason
+        a.next_notify_at, a.tier, a.notified, a.suppressed = row.next_notify_at, row.tier, row.notified, row.suppressed
+        return True
+
+    # ------------------------------------------------------------------ a cluster's hand-overs
+    def adopt(self, mine: Callable[[str, str], bool]) -> None:
+        """Take gateways over from another replica (or bring them up to date): their active alarms and
+        escalation schedule, pending durations and last-seen times, as the shared store holds them.
+        In-memory rule state of those gateways (hysteresis, rate of rise, comm windows) starts afresh."""
+        alarms = [a for a in self.store.list_alarms(active=True, limit=100_000) if mine(a.site, a.gateway)]
+        tracks = {k: t for k, t in self.store.load_tracks().items() if mine(*k.split("/", 2)[:2])}
+        seen = self.store.load_seen()
+        with self.lock:
+            for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
+                del self.active[k]
+            for a in alarms:
+                self.active[a.key] = a
+            for k in [k for k, (_r, _t, c) in self.tracks.items() if mine(c.site, c.gateway)]:
+                del self.tracks[k]
+                self._pending.discard(k)
+            # Ordering marks and seq counts (cloud/ordering.py) of adopted devices start afresh: the
+            # previous owner's newest messages come again from the stream, in order.
+            for d in [d for d in {*self._dev_mark, *self._comm} if mine(d[0], d[1])]:
+                for per_device in (self._dev_mark, self._marks, self._last_seq, self._missing, self._comm):
+                    per_device.pop(d, None)
+            self._restore_tracks(tracks)
+            for (site, gw, dev), t in seen.items():
+                if not mine(site, gw):
+                    continue
+                if dev:
+                    self.seen_dev[(site, gw, dev)] = max(t, self.seen_dev.get((site, gw, dev), 0.0))
+                else:
+                    self.seen_gw[(site, gw)] = max(t, self.seen_gw.get((site, gw), 0.0))
+
+    def refresh(self) -> None:
+        """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's
+        web page may have resolved one); cheap, called every few seconds."""
+        alarms = {a.key: a for a in self.store.list_alarms(active=True, limit=100_000) if self.owns(a.site, a.gateway)}
+        with self.lock:
+            now = self.clock()
+            for k, a in list(self.active.items()):
+                if self.owns(a.site, a.gateway) and k not in alarms:
+                    del self.active[k]
+                    entry = self.tracks.get(k)
+                    if entry is not None:
+                        entry[1].active = False
+                    a.active, a.cleared_at = False, now
+                    self._changed("clear", a, now)  # the owner writes the history point
 
     def _restore_tracks(self, saved: dict[str, float]) -> None:
         """Rebuild timers persisted before a restart (a retard half elapsed stays half elapsed)."""
@@ -937,7 +1013,10 @@ class AlarmEngine:
                     if not a.acked:
                         self.acknowledge(alarm_id, who, via)
                     return self._clear(k, now, who=who, via=via, action="resolved", detail=note)
-            return False
+            if self.owns is owns_everything:
+                return False
+            # a cluster: another replica's engine holds it; the store is shared (its owner refreshes)
+            return self.store.clear(alarm_id, now, who=who, channel=via, action="resolved", detail=note)
 
     def silence(self, alarm_id: int, until: float, reason: str, who: str, via: str) -> bool:
         with self.lock:

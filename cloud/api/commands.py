@@ -6,8 +6,9 @@ and the command must be declared by the device's profile with fitting arguments
 (`device_profiles.points.resolve_command`). Every command is stored with who asked and, when the
 gateway answers, its outcome — an answer arriving after the page stopped waiting still lands.
 
-The same MQTT connection keeps the latest device `health` message per device for the health page
-(the ingester stores those as time series only).
+The same connection keeps the latest device `health` message per device for the health page
+(the ingester stores those as time series only). The connection is MQTT or, on a NATS cluster,
+NATS (cloud/api/command_link.py, chosen by the broker URL).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.api.command_link import make_link
 from cloud.api.estate import DeviceRec
 from cloud.auth.models import CommandRecord, utcnow
 from cloud.ratelog import RateLimitedLog
@@ -85,8 +87,7 @@ class Commander:
     def __init__(self, db: sessionmaker[Session], mqtt_url: str, username: str | None = None,
                  password: str | None = None, timeout_s: float = 8.0) -> None:
         self.db = db
-        self.mqtt_url = mqtt_url
-        self.username, self.password = username, password
+        self.link = make_link(mqtt_url, username, password)
         self.timeout_s = timeout_s
         self._waiting: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -96,34 +97,31 @@ class Commander:
         self.malformed = 0  # health / cmd-result messages that did not follow the wire contract
 
     def start(self) -> Commander:
-        from cloud.paho_client import start_client
-
-        self._client = start_client(self.mqtt_url, "sw-api", [("sw/v1/+/+/+/cmd-result", 1), ("sw/v1/+/+/+/health", 0)],
-                                    self._on_message, self.username, self.password)
+        self.link.start(self._on_message, "sw-api")
+        self._client = self.link
         return self
 
     def stop(self) -> None:
         if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+            self.link.stop()
             self._client = None
 
     # ----------------------------------------------------------------------------------- inbound
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            t = wire.parse_topic(msg.topic)
+            t = wire.parse_topic(topic)
             if t.kind is wire.Kind.CMD_RESULT:
-                self._result(t, wire.decode(t.kind, msg.payload))
+                self._result(t, wire.decode(t.kind, payload))
             elif t.kind is wire.Kind.HEALTH and t.device:
-                h: wire.DeviceHealth = wire.decode(t.kind, msg.payload)
+                h: wire.DeviceHealth = wire.decode(t.kind, payload)
                 key = (t.site, t.device)
                 if key in self.health or len(self.health) < MAX_HEALTH_ENTRIES:  # bounded memory
                     self.health[key] = {f: getattr(h, f) for f in h.__struct_fields__}
         except wire.WireError as e:
             self.malformed += 1
-            bad_input.warning(e.reason, "ignored a malformed message on %s: %s", msg.topic, e)
-        except Exception:  # never let one bad message stop the MQTT thread
-            log.exception("failed to handle %s", msg.topic)
+            bad_input.warning(e.reason, "ignored a malformed message on %s: %s", topic, e)
+        except Exception:  # never let one bad message stop the connection's thread
+            log.exception("failed to handle %s", topic)
 
     def _result(self, t: wire.Topic, r: wire.CommandResult) -> None:
         with self.db.begin() as s:
@@ -131,7 +129,9 @@ class Commander:
             # Only the gateway the command went to may answer it.
             if rec is None or (rec.site, rec.gateway, rec.device) != (t.site, t.gateway, t.device):
                 return
-            rec.status, rec.detail, rec.answered = r.status, r.detail[:512], utcnow()
+            # the same answer heard again (every replica of a cluster hears it; a redelivery) keeps its time
+            if rec.answered is None or (rec.status, rec.detail) != (r.status, r.detail[:512]):
+                rec.status, rec.detail, rec.answered = r.status, r.detail[:512], utcnow()
         with self._lock:
             ev = self._waiting.get(r.id)
         if ev:
@@ -142,8 +142,8 @@ class Commander:
              value: bool | int | None, by: str, wait: bool = True) -> CommandView:
         check_command(device, site, gateway, command, index, value)
         assert device is not None
-        if self._client is None or not self._client.is_connected():
-            raise CommandRefused(503, "not connected to the MQTT broker; nothing was sent")
+        if self._client is None or not self.link.connected():
+            raise CommandRefused(503, "not connected to the broker; nothing was sent")
         cid = wire.new_id()
         now = wire.now()
         msg = wire.Command(ts=now, id=cid, command=command, index=index,
@@ -156,8 +156,8 @@ class Commander:
         with self._lock:
             self._waiting[cid] = ev
         try:
-            info = self._client.publish(wire.cmd_topic(site, gateway, device.id), wire.encode(msg), qos=1)
-            if wait:
+            failed = self.link.publish(wire.cmd_topic(site, gateway, device.id), wire.encode(msg))
+            if wait and not failed:
                 ev.wait(self.timeout_s)
         finally:
             with self._lock:
@@ -166,7 +166,7 @@ class Commander:
             rec = s.get(CommandRecord, cid)
             assert rec is not None
             if rec.status == "sent" and wait:
-                rec.detail = "no answer yet from the gateway" if info.rc == 0 else f"publish failed rc={info.rc}"
+                rec.detail = failed or "no answer yet from the gateway"
             return view(rec)
 
     def recent(self, sites: list[str], limit: int = 50) -> list[CommandView]:

@@ -121,6 +121,10 @@ class HistoryService:
         self._watched: dict[str, dict[str, bool]] = {}  # profile → point id → feeds stays
         self._stay_series: dict[tuple[str, str, str], Series] = {}
         self._engine: Any = None
+        # A cluster replica writes the periodic repeats only of the gateways it owns (the owner of a
+        # gateway's partition sees its messages and alarms; cloud/cluster); alone it owns all.
+        self.owns: Callable[[str, str], bool] = lambda site, gateway: True
+        self._alarm_gw: dict[int, tuple[str, str]] = {}  # alarm id → (site, gateway), for `owns`
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_due = 0.0
@@ -136,6 +140,7 @@ class HistoryService:
             with self._lock:
                 for a in engine.active.values():
                     self.alarms.known(a, now)
+                    self._alarm_gw[a.id] = (a.site, a.gateway)
                 for w in engine.store.list_windows():
                     self.inspections.add(w["site"], w["start"], w["end"])
                 for site, cfg in engine.sites.items():
@@ -184,7 +189,26 @@ class HistoryService:
                 self._next_due = 0.0
                 return
             p = self.alarms.change(obj, now)
+            if obj.active:
+                self._alarm_gw[obj.id] = (obj.site, obj.gateway)
+            else:
+                self._alarm_gw.pop(obj.id, None)
         self._put([p])
+
+    # ------------------------------------------------------------------ a cluster's hand-overs
+    def adopt(self, mine: Callable[[str, str], bool], gateways: list[tuple[str, str, bool]], alarms: list[Any]) -> None:
+        """Gateways taken over from another replica: their online state (from the registry) and
+        active alarms (from the shared store) are repeated from now, as their previous owner did."""
+        now = self.clock()
+        for site, gw, online in gateways:
+            if mine(site, gw) and (site, gw) not in self.gateways.online:
+                self.gateways.online[(site, gw)] = online
+                self.gateways._next[(site, gw)] = now
+        with self._lock:
+            for a in alarms:
+                if mine(a.site, a.gateway):
+                    self.alarms.known(a, now)
+                    self._alarm_gw[a.id] = (a.site, a.gateway)
 
     # ------------------------------------------------------------------ history thread
     def _run(self) -> None:
@@ -219,8 +243,15 @@ class HistoryService:
         now = self.clock()
         if now >= self._next_due:
             self._next_due = now + 1.0
+            owns = self.owns
+            for key in [k for k in self.gateways._next if not owns(*k)]:  # moved to another replica
+                self.gateways._next.pop(key, None)
+                self.gateways.online.pop(key, None)
             out.extend(self.gateways.due(now))
             with self._lock:
+                for aid in [i for i in self.alarms.active if not owns(*self._alarm_gw.get(i, ("", "")))]:
+                    self.alarms.active.pop(aid, None)
+                    self._alarm_gw.pop(aid, None)
                 out.extend(self.alarms.due(now))
                 out.extend(self.inspections.due(now))
                 if self.inspections.windows:

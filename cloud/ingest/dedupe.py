@@ -148,9 +148,12 @@ class Deduper:
             return ok
 
     def load(self, key: str, st: dict[str, Any]) -> None:
-        self.windows[key] = SeqWindow.from_state(st, self.max_runs)
-        if isinstance(st.get("previous"), dict):
-            self.previous[key] = SeqWindow.from_state(st["previous"], self.max_runs)
+        w = SeqWindow.from_state(st, self.max_runs)
+        p = SeqWindow.from_state(st["previous"], self.max_runs) if isinstance(st.get("previous"), dict) else None
+        with self._lock:  # a cluster replica loads while its ingest thread accepts (IngestService.adopt)
+            self.windows[key] = w
+            if p is not None:
+                self.previous[key] = p
 
     def _state(self, key: str) -> dict[str, Any]:
         st = self.windows[key].state()

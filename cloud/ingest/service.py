@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from cloud.broker_account import BrokerAccount, redact
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
+from cloud.ingest.jetstream import JetStreamIngestClient, is_nats_url
 from cloud.ingest.mqtt import IngestClient
 from cloud.ingest.parked import ParkedStore
 from cloud.ingest.pipeline import Pipeline
@@ -58,6 +60,11 @@ class IngestConfig:
     # While a transport waits to acknowledge, the storage writer gathers points this long after the
     # oldest waiting request, then writes (acknowledgements wait about this plus one write).
     ack_linger: float = 0.05
+    # A NATS cluster (broker nats://…): the partitions the nodes split the uplink into (the nodes'
+    # `mappings`, cloud/cluster/partition.py) and those this process consumes (None: all of them;
+    # `cloud serve` replicas take theirs from partition leases, cloud/cluster/leases.py).
+    partitions: int = 16
+    partitions_owned: list[int] | None = None
     # MQTT 5 Receive Maximum per lane: unacknowledged messages the broker may send (cloud/ingest/mqtt.py).
     receive_maximum: int = 4096
     # `stop()`: how long points may take to reach the store; what has not by then goes to the spool.
@@ -143,19 +150,31 @@ class IngestService:
         self._enrol_dir: Any = None
         self._enrol_sites: frozenset[str] = frozenset()
         lanes = config.safety_lane
-        self.client = client_cls(
-            config.broker,
-            self._handle_main if lanes else self.pipeline.handle,
-            cid,
-            config.mqtt_version,
-            config.shared_group,
-            config.site,
-            lanes=lanes,
-            safety_handler=self._handle_safety if lanes else None,
-            account=config.account or None,
-            durable=self.durable,
-            receive_maximum=config.receive_maximum,
-        )
+        if is_nats_url(config.broker):  # a NATS cluster: partitioned durable consumers, both lanes always
+            self.client: Any = JetStreamIngestClient(
+                config.broker,
+                self._handle_main,
+                cid,
+                safety_handler=self._handle_safety,
+                partitions=config.partitions,
+                owned=config.partitions_owned,
+                account=config.account or None,
+                durable=self.durable,
+            )
+        else:
+            self.client = client_cls(
+                config.broker,
+                self._handle_main if lanes else self.pipeline.handle,
+                cid,
+                config.mqtt_version,
+                config.shared_group,
+                config.site,
+                lanes=lanes,
+                safety_handler=self._handle_safety if lanes else None,
+                account=config.account or None,
+                durable=self.durable,
+                receive_maximum=config.receive_maximum,
+            )
         self._stop = threading.Event()
         self._house: threading.Thread | None = None
         self._metrics_server: Any = None
@@ -285,7 +304,8 @@ class IngestService:
             from cloud.timebeacon import TimeBeacon
 
             self.beacon = TimeBeacon(
-                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None
+                self.config.broker, f"{self._cid}-time", self.config.time_beacon_s, self.config.account or None,
+                send=self.client.publish_plain if is_nats_url(self.config.broker) else None,
             ).start()
         if wait and not self.client.wait_connected(wait):
             log.warning("not connected to %s after %.0fs; still trying", redact(self.config.broker), wait)
@@ -316,6 +336,15 @@ class IngestService:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self.registry.close()
+
+    def adopt(self, mine: Callable[[str, str], bool]) -> None:
+        """Take gateways over from another replica (cloud/cluster): their devices' replay-check state as
+        the shared registry holds it, before their partitions are read."""
+        devices = self.pipeline.directory.devices
+        for (site, dev), st in self.registry.load_seq_states().items():
+            entry = devices.get((site, dev))
+            if entry is not None and mine(site, entry.gateway):
+                self.pipeline.dedupe.load(f"{site}/{dev}", st)
 
     def refresh_directory(self) -> None:
         self.pipeline.set_directory(self.registry.directory())

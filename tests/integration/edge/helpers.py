@@ -92,7 +92,12 @@ class Collector:
         self.errors: list[str] = []
         self.lock = threading.Lock()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        c.on_connect = lambda cl, u, f, rc, p=None: [cl.subscribe(t, qos=1) for t in wire.subscriptions()]
+
+        def subscribe(cl: mqtt.Client, *_: Any) -> None:
+            for t in wire.subscriptions():
+                cl.subscribe(t, qos=1)
+
+        c.on_connect = subscribe
         c.on_message = self._msg
         c.reconnect_delay_set(1, 2)
         c.connect("127.0.0.1", port)

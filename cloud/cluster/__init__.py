@@ -1,0 +1,1 @@
+"""Growing past one machine: the NATS cluster's partitions, partition leases and replica ownership."""

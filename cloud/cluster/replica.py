@@ -1,0 +1,120 @@
+"""One `cloud serve` replica of a cluster: its partition leases wired to its ingester, alarm engine
+and history.
+
+What happens when partitions move (cloud/cluster/leases.py runs it, on its thread):
+- taking partitions over (`prepare`, before a message of theirs is read): the ingester loads their
+  devices' replay-check state, the engine their active alarms, escalation schedule, pending durations
+  and last-seen times, history their gateways' online state and active alarms — all from the shared
+  database, as the previous owner left them;
+- then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: a partition
+  taken over starts with a consumer reset, so what the previous owner had not acknowledged comes
+  again at once, in order);
+- handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), then the
+  lease is freed.
+
+The engine, history and ingester ask `owns(site, gateway)`: the gateway's partition is held and the
+lease is still locally valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cloud.cluster.leases import LeaseManager
+from cloud.cluster.partition import partition_of
+
+log = logging.getLogger(__name__)
+
+
+class ClusterMember:
+    def __init__(
+        self,
+        db_url: str,
+        replica_id: str,
+        partitions: int,
+        ingest: Any,  # cloud.ingest.service.IngestService with a JetStream client
+        engine: Any = None,  # cloud.alarms.engine.AlarmEngine
+        history: Any = None,  # cloud.history.service.HistoryService
+        ttl_s: float = 6.0,
+        renew_s: float = 1.0,
+        refresh_s: float = 5.0,
+        url: str = "",
+    ) -> None:
+        self.partitions = partitions
+        self.ingest, self.engine, self.history = ingest, engine, history
+        self.refresh_s = refresh_s
+        self._part: dict[tuple[str, str], int] = {}
+        self.leases = LeaseManager(db_url, replica_id, partitions, apply=self._apply, prepare=self._prepare,
+                                   drained=ingest.client.drained, ttl_s=ttl_s, renew_s=renew_s, url=url)
+        ingest.client.valid = self.leases.valid
+        if engine is not None:
+            engine.owns = self.owns
+        if history is not None:
+            history.owns = self.owns
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self.takeovers: list[tuple[float, frozenset[int], float]] = []  # (wall time, partitions, seconds to prepare)
+
+    def partition(self, site: str, gateway: str) -> int:
+        key = (site, gateway)
+        p = self._part.get(key)
+        if p is None:
+            p = partition_of(site, gateway, self.partitions)
+            if len(self._part) < 1_000_000:
+                self._part[key] = p
+        return p
+
+    def owns(self, site: str, gateway: str) -> bool:
+        return self.leases.owns(self.partition(site, gateway))
+
+    def _mine(self, parts: frozenset[int]) -> Callable[[str, str], bool]:
+        return lambda site, gateway: self.partition(site, gateway) in parts
+
+    # ------------------------------------------------------------------ lease callbacks
+    def _prepare(self, parts: frozenset[int]) -> None:
+        t0 = time.monotonic()
+        mine = self._mine(parts)
+        self.ingest.adopt(mine)
+        if self.engine is not None:
+            self.engine.adopt(mine)
+        if self.history is not None:
+            gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
+            alarms = list(self.engine.active.values()) if self.engine is not None else []
+            self.history.adopt(mine, gws, alarms)
+        dt = time.monotonic() - t0
+        self.takeovers.append((time.time(), parts, dt))
+        log.info("partitions %s: state of their gateways loaded in %.2f s", sorted(parts), dt)
+
+    def _apply(self, held: frozenset[int]) -> None:
+        self.ingest.client.set_partitions(held)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> ClusterMember:
+        self.leases.start()
+        if self.engine is not None:
+            self._refresher = threading.Thread(target=self._refresh, name="cluster-refresh", daemon=True)
+            self._refresher.start()
+        return self
+
+    def _refresh(self) -> None:
+        """The engine re-reads its gateways' active alarms now and then: people resolve alarms on
+        whichever replica served their page."""
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.engine.refresh()
+            except Exception:
+                log.exception("cluster: refreshing active alarms failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.leases.stop()
+        if self._refresher is not None:
+            self._refresher.join(5)
+
+    def stats(self) -> dict[str, Any]:
+        return {"replica": self.leases.me, "held": sorted(self.leases.held()), "lease_errors": self.leases.errors,
+                "takeovers": len(self.takeovers)}

@@ -1,0 +1,503 @@
+"""The ingester's side of a NATS cluster: durable consumers per partition and lane (nats-py).
+
+Chosen by the broker URL (`nats://h1:4222,h2:4222,h3:4222`); the pipeline behind it is the one the
+MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
+
+- **Where messages come from.** Edges publish MQTT to any node; the NATS MQTT layer stores each
+  QoS 1 message in its replicated stream `$MQTT_msgs` *before* it acknowledges it to the edge, under
+  the partitioned subject of `cloud.cluster.partition` (the nodes' subject mappings). This client reads
+  that stream through durable pull consumers, one per (partition, lane): `sw-p003-safety` (status,
+  events, device health) and `sw-p003-bulk` (telemetry, gateway health, command results). It creates
+  the stream (the server would create the same one on the first MQTT connection, and uses ours when it
+  exists) and the consumers if they are missing. The stream keeps messages by age and size (limits
+  retention, cloud/cluster/stream.py), not only while a consumer is interested: with nats-server's
+  interest retention a message stored while the stream leader had no consumer covering its subject
+  (a whole-cluster restart, a leader change) was acknowledged to the edge and deleted unread.
+- **Acknowledgement.** A message is acknowledged only behind the ingester's durability point
+  (`durable.after`, cloud/ingest/durability.py: storage holds it, in the store or its disk spool, and
+  the alarm engine has processed it), each one by itself (AckExplicit): with AckAll the new owner's
+  first ack would also acknowledge what the dead owner had received and never handled.
+- **Ownership.** Only the partitions in `owned` are consumed (all of them when no lease manager is
+  wired in: one replica). `set_partitions()` moves consumption as leases move. Taking a partition over
+  starts with a consumer reset to its ack floor (NATS 2.14+), so what the previous owner had received
+  but not acknowledged comes again at once and in order, not after the ack wait.
+- **Gateway health** travels at QoS 0 (best effort): NATS does not store it, so the owner of a
+  partition also holds a plain subscription for it.
+
+Pull loop: each (partition, lane) keeps pull requests outstanding with idle heartbeats and handles
+messages as they arrive (nats-py's `fetch` would hold a message back until its batch is full or the
+request expires). One asyncio loop in one thread runs every consumer, so the handlers are never called
+concurrently, as with the MQTT clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from cloud.broker_account import BrokerAccount
+from cloud.cluster import partition as P
+from cloud.cluster import stream as S
+from cloud.ingest.durability import Durable
+from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
+
+log = logging.getLogger(__name__)
+
+LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
+
+
+def parse_servers(url: str) -> list[str]:
+    """`nats://h1:4222,h2:4222` or `nats://h1:4222,nats://h2:4222` → one URL per node."""
+    if not url.startswith(("nats://", "tls://")):
+        raise ValueError(f"not a NATS URL: {url!r}")
+    scheme = url.split("://", 1)[0]
+    out = []
+    for part in url.split(","):
+        part = part.strip()
+        if part:
+            out.append(part if "://" in part else f"{scheme}://{part}")
+    return out
+
+
+def is_nats_url(url: str) -> bool:
+    return url.startswith(("nats://", "tls://"))
+
+
+class _Puller:
+    """Pull requests kept outstanding on one durable consumer; messages handled as they arrive."""
+
+    BATCH = 500
+    EXPIRES_S = 30.0
+    HEARTBEAT_S = 2.0
+    RETRY_S = 0.25  # after an error status (no leader yet, leadership change)
+
+    def __init__(self, owner: JetStreamIngestClient, part: int, lane: str) -> None:
+        self.owner = owner
+        self.part, self.lane = part, lane
+        self.consumer = P.consumer_name(part, lane)
+        self.handler = owner.handlers[LANE_OF[lane]]
+        self.outstanding = 0
+        self.last_seen = time.monotonic()
+        self.to_ack: list[str] = []  # reply subjects of handled messages, not yet behind an `after`
+        self.acking = 0  # `after` calls whose acks have not gone out yet
+        self.stopped = False
+        self.sub: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
+        self.handled = 0
+        self.last_status = ""
+        self.pause_until = 0.0
+
+    async def start(self) -> None:
+        nc = self.owner.nc
+        self.inbox = nc.new_inbox()
+        self.sub = await nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=200_000)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+
+    def reset_flow(self) -> None:
+        """Forget what we think is outstanding: the next loop turn asks again."""
+        self.outstanding = 0
+        self.wake.set()
+
+    async def _run(self) -> None:
+        nc = self.owner.nc
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{P.MQTT_STREAM}.{self.consumer}"
+        req = json.dumps({"batch": self.BATCH, "expires": int(self.EXPIRES_S * 1e9),
+                          "idle_heartbeat": int(self.HEARTBEAT_S * 1e9)}).encode()
+        while not self.stopped:
+            try:
+                if time.monotonic() - self.last_seen > 3 * self.HEARTBEAT_S:
+                    self.outstanding = 0  # no heartbeat: our requests died with a node or a leader
+                    self.last_seen = time.monotonic()
+                pause = self.pause_until - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                if self.outstanding <= self.BATCH // 2 and nc.is_connected:
+                    await nc.publish(subject, req, reply=self.inbox)
+                    self.outstanding += self.BATCH
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.HEARTBEAT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # disconnected: nats-py reconnects; ask again then
+                log.debug("pull %s: %s", self.consumer, e)
+                self.outstanding = 0
+                await asyncio.sleep(0.2)
+
+    async def _on_msg(self, msg: Any) -> None:
+        self.last_seen = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            if status == "100":
+                return  # idle heartbeat (or flow control)
+            if status in ("404", "408"):  # request done: what it still had to give is no longer coming
+                try:
+                    left = int(msg.headers.get("Nats-Pending-Messages", self.BATCH))
+                except ValueError:
+                    left = self.BATCH
+                self.outstanding = max(0, self.outstanding - left)
+            else:  # 409 leadership change, 503 no leader yet…: ask again, after a pause
+                if status != self.last_status:
+                    log.info("consumer %s: %s %s", self.consumer, status, msg.headers.get("Description", ""))
+                self.outstanding = 0
+                self.pause_until = time.monotonic() + self.RETRY_S
+            self.last_status = status
+            self.wake.set()
+            return
+        self.last_status = ""
+        self.outstanding -= 1
+        if self.outstanding <= self.BATCH // 2:
+            self.wake.set()
+        if self.stopped or not self.owner.holds(self.part):
+            return  # not ours any more: never acknowledged, the next owner gets it
+        up = P.parse_subject(msg.subject)
+        topic = up.topic if up is not None else msg.subject.replace(".", "/")
+        self.owner.lane_received[LANE_OF[self.lane]] += 1
+        self.handled += 1
+        self.handler(topic, msg.data, time.time())
+        self.to_ack.append(msg.reply)
+
+
+class JetStreamIngestClient(BaseIngestClient):
+    """Same interface as the MQTT ingest clients (`start`, `stop`, `connected`, lanes, `durable`);
+    `protocol` is 0 (not MQTT). Without `durable` a message is acknowledged once the handler returned."""
+
+    def __init__(
+        self,
+        url: str,
+        handler: Callable[[str, bytes, float], object],
+        client_id: str,
+        *,
+        safety_handler: Callable[[str, bytes, float], object] | None = None,
+        partitions: int = P.DEFAULT_PARTITIONS,
+        owned: Iterable[int] | None = None,
+        account: BrokerAccount | None = None,
+        durable: Durable | None = None,
+        ack_interval: float = 0.02,
+        replicas: int = 3,
+        max_age_s: float = S.MAX_AGE_S,
+        max_bytes: int = S.MAX_BYTES,
+    ) -> None:
+        super().__init__(url, handler, client_id, "nats", None, "+", lanes=True, safety_handler=safety_handler,
+                         durable=durable)
+        self.servers = parse_servers(url)
+        self.account = account  # the cloud's own user on the nodes (cloud/broker_account.py), if they ask for one
+        self.partitions = partitions
+        self.ack_interval = ack_interval
+        self.replicas = replicas
+        self.max_age_s, self.max_bytes = max_age_s, max_bytes  # the stream's limits (cloud/cluster/stream.py)
+        self._want: frozenset[int] = frozenset(range(partitions) if owned is None else owned)
+        self._held: frozenset[int] = frozenset()
+        self.nc: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pullers: dict[tuple[int, str], _Puller] = {}
+        self._draining: dict[tuple[int, str], _Puller] = {}  # stopped; their last acks still to send
+        # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
+        self.valid: Callable[[], bool] = lambda: True
+        self._gw_health: dict[int, Any] = {}
+        self._changed: asyncio.Event | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self.resets = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ ownership
+    def holds(self, part: int) -> bool:
+        return part in self._held and self.valid()
+
+    def held(self) -> frozenset[int]:
+        return self._held
+
+    def set_partitions(self, parts: Iterable[int], wait: float = 0.0) -> None:
+        """Consume exactly these partitions from now on (thread-safe); waits until done if `wait`."""
+        self._want = frozenset(parts)
+        if self._loop is not None and self._changed is not None:
+            self._loop.call_soon_threadsafe(self._changed.set)
+        if wait:
+            deadline = time.monotonic() + wait
+            while self._held != self._want and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def drained(self, parts: Iterable[int]) -> bool:
+        """Everything handled on these partitions has been acknowledged (a clean hand-over)."""
+        want = set(parts)
+        return all(
+            not p.to_ack and not p.acking
+            for d in (self._pullers, self._draining)
+            for (part, _), p in list(d.items())
+            if part in want
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ingest-nats", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._main(), self._loop)
+
+    async def _main(self) -> None:
+        import nats
+
+        self._changed = asyncio.Event()
+
+        async def disconnected() -> None:
+            for lane in self.lanes:
+                self._lane_down(lane)
+
+        async def reconnected() -> None:
+            log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
+            # deliveries in flight to us while away are lost to us: have them again, at once and in order
+            # (in the background: what comes twice, dedupe drops)
+            for part in self._held:
+                for lane in (P.SAFETY, P.BULK):
+                    asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
+            for p in self._pullers.values():
+                p.reset_flow()
+            for lane in self.lanes:
+                self._lane_up(lane)
+
+        async def error(e: Exception) -> None:
+            self.last_error = str(e)
+            if not self._stopping:
+                log.debug("NATS ingest: %s", e)
+
+        delay = 0.2
+        while not self._stopping:
+            try:
+                self.nc = await nats.connect(
+                    servers=self.servers, name=self.client_id, connect_timeout=2, ping_interval=2,
+                    max_outstanding_pings=3, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
+                    disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
+                    user=self.account.username if self.account else None,
+                    password=self.account.password if self.account else None,
+                )
+                await self._ensure()
+                break
+            except Exception as e:
+                self.last_error = str(e)
+                log.warning("cannot set up NATS ingest on %s: %s; retrying", self.url, e)
+                if self.nc is not None:
+                    with contextlib.suppress(Exception):
+                        await self.nc.close()
+                    self.nc = None
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+        if self._stopping:
+            return
+        for lane in self.lanes:
+            self._lane_up(lane)
+        self._ready.set()
+        asyncio.get_running_loop().create_task(self._acker())
+        while not self._stopping:
+            try:
+                await self._apply()
+            except Exception:
+                log.exception("NATS ingest: moving partitions failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            self._changed.clear()
+            if self._held != self._want:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+
+    async def _ensure(self) -> None:
+        """The MQTT layer's stream and our consumers, created if missing (idempotent). The stream keeps
+        messages by age and size (limits retention, cloud/cluster/stream.py): one nats-server created
+        with interest retention is moved to that."""
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        js = self.nc.jetstream(timeout=10)
+        api = f"$JS.API.STREAM.%s.{P.MQTT_STREAM}"
+        info = await self._api(api % "INFO", {})
+        if "error" in info:
+            if info["error"].get("err_code") != 10059:  # stream not found
+                raise RuntimeError(f"stream info of {P.MQTT_STREAM}: {info['error']}")
+            cfg = {"name": P.MQTT_STREAM, "subjects": [P.MQTT_STREAM_PREFIX + ">"], "storage": "file",
+                   "num_replicas": self.replicas, "allow_msg_ttl": True, **S.wanted(self.max_age_s, self.max_bytes)}
+            created = await self._api(api % "CREATE", cfg)
+            if "error" in created and created["error"].get("err_code") != 10058:  # lost a creation race: fine
+                raise RuntimeError(f"cannot create {P.MQTT_STREAM}: {created['error']}")
+            info = await self._api(api % "INFO", {})
+        new = S.update(info.get("config", {}), self.max_age_s, self.max_bytes)
+        if new is not None:
+            r = await self._api(api % "UPDATE", new)
+            if "error" in r:
+                raise RuntimeError(f"cannot move {P.MQTT_STREAM} to limits retention: {r['error']}")
+            log.warning("stream %s moved from %s retention to limits (max_age %ss, max_bytes %s)", P.MQTT_STREAM,
+                        info.get("config", {}).get("retention"), self.max_age_s, self.max_bytes)
+        existing = set()
+        for ci in await js.consumers_info(P.MQTT_STREAM):
+            existing.add(ci.name)
+        for part in range(self.partitions):
+            for lane in (P.SAFETY, P.BULK):
+                name = P.consumer_name(part, lane)
+                if name in existing:
+                    continue
+                await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
+                    durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
+                    description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
+
+    async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One JetStream API request, raw JSON both ways (the stream config round-trips exactly)."""
+        r = await self.nc.request(subject, json.dumps(body).encode(), timeout=10)
+        return dict(json.loads(r.data or b"{}"))
+
+    async def _reset(self, name: str, tries: int = 8) -> None:
+        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+); retried
+        while a node or a consumer leader is being replaced (then what it had delivered comes again
+        after the ack wait)."""
+        for i in range(tries):
+            try:
+                r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=2)
+                body = json.loads(r.data or b"{}")
+                if "error" not in body:
+                    self.resets += 1
+                    # what a loss investigation needs: where the consumer now stands (issue 13, chaos)
+                    log.info("consumer %s reset to stream seq %s (ack floor %s)", name, body.get("reset_seq"),
+                             (body.get("ack_floor") or {}).get("stream_seq"))
+                    return
+                err = body["error"]
+            except Exception as e:
+                err = str(e) or type(e).__name__
+            if i == tries - 1:
+                log.warning("reset of %s failed: %s (what it had delivered comes again after the ack wait)",
+                            name, err)
+            await asyncio.sleep(0.5)
+
+    async def _apply(self) -> None:
+        want, held = self._want, self._held
+        for part in sorted(held - want):  # stop first: never two owners' worth of pulls from us
+            self._held = self._held - {part}
+            for lane in (P.SAFETY, P.BULK):
+                p = self._pullers.pop((part, lane), None)
+                if p is not None:
+                    await p.stop()
+                    if p.to_ack or p.acking:
+                        self._draining[(part, lane)] = p
+            sub = self._gw_health.pop(part, None)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        new = sorted(want - held)
+        # Reset the consumers of partitions taken over before reading them: what the previous owner had
+        # received but not acknowledged comes again at once, in order, and nothing we read is reset.
+        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4)
+                               for part in new for lane in (P.SAFETY, P.BULK)))
+        for part in new:
+            self._held = self._held | {part}
+            for lane in (P.SAFETY, P.BULK):
+                p = _Puller(self, part, lane)
+                await p.start()
+                self._pullers[(part, lane)] = p
+            self._gw_health[part] = await self.nc.subscribe(
+                P.gateway_health_subject(part), cb=self._on_gateway_health)
+
+    async def _on_gateway_health(self, msg: Any) -> None:
+        if msg.headers and msg.headers.get("Nmqtt-Pub", "0") != "0":
+            return  # QoS 1: stored, and read through the bulk consumer
+        up = P.parse_subject(msg.subject)
+        if up is None or up.partition not in self._held:
+            return
+        self.lane_received[MAIN] += 1
+        self.handlers[MAIN](up.topic, msg.data, time.time())
+
+    async def _acker(self) -> None:
+        """Acknowledge what each partition lane handled once it is durable (every `ack_interval`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.ack_interval)
+            for key, p in list(self._draining.items()):
+                if not p.to_ack and not p.acking:
+                    del self._draining[key]
+            for p in [*self._pullers.values(), *self._draining.values()]:
+                if not p.to_ack:
+                    continue
+                replies, p.to_ack = p.to_ack, []
+                p.acking += 1
+                if self.durable is None:
+                    await self._ack(p, replies)
+                else:  # on the handlers' thread, after their calls: the durability point's contract
+                    self.durable.after(partial(self._ack_from, loop, p, replies))
+
+    def _ack_from(self, loop: asyncio.AbstractEventLoop, p: _Puller, replies: list[str]) -> None:
+        """The durability point's callback (any thread): hand the acks to our loop."""
+        loop.call_soon_threadsafe(self._ack_soon, p, replies)
+
+    def _ack_soon(self, p: _Puller, replies: list[str]) -> None:
+        asyncio.get_running_loop().create_task(self._ack(p, replies))
+
+    async def _ack(self, p: _Puller, replies: list[str]) -> None:
+        # Acknowledged even when the partition has moved on meanwhile: it is durable, so the next owner
+        # need not have it again.
+        try:
+            for r in replies:
+                await self.nc.publish(r, b"+ACK")
+        except Exception as e:  # not acknowledged: delivered again, and dedupe drops it
+            log.debug("ack on %s failed: %s", p.consumer, e)
+        finally:
+            p.acking -= 1
+
+    def publish_plain(self, topic: str, payload: bytes) -> bool:
+        """A plain NATS publish of an MQTT topic (any thread): the nodes hand it to MQTT subscribers at
+        QoS 0. False when not connected (nothing sent)."""
+        loop, nc = self._loop, self.nc
+        if loop is None or nc is None or not nc.is_connected:
+            return False
+        subject = topic.replace("/", ".")
+        loop.call_soon_threadsafe(lambda: loop.create_task(nc.publish(subject, payload)))
+        return True
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self._ready.wait(timeout) and self.connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping = True
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def close() -> None:
+            # handle nothing new, then the last acks: what is durable should not come again
+            for p in self._pullers.values():
+                p.stopped = True
+            deadline = time.monotonic() + 5
+            left = [*self._pullers.values(), *self._draining.values()]
+            while any(p.to_ack or p.acking for p in left) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(2)
+            for p in list(self._pullers.values()):
+                await p.stop()
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.drain()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread:
+            self._thread.join(5)
+        self._loop = None

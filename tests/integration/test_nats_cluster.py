@@ -1,0 +1,266 @@
+"""The NATS cluster tier on a real 3-node cluster: partitions as the servers map them, an edge
+uplink that moves to the next node, birth / last will / retained status across nodes, and the
+ingester reading every partition through durable consumers, acknowledging behind durability, while a
+node is killed with `kill -9`.
+
+One cluster for the module (about 2 s to form); tests that kill a node start it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.cluster import partition as P
+from cloud.ingest.jetstream import parse_servers
+from cloud.site_config import load_site
+from device_profiles import wire
+from edge_agent.config import Uplink as UplinkCfg
+from edge_agent.outbox import New, Outbox
+from edge_agent.uplink import Uplink
+from simulators.fleet import FleetConfig, FleetModel, FleetResult, publish_fleet, site_file_text
+from tests.fixtures.nats_cluster import NatsCluster, make_nats_cluster
+from tests.integration.ingest_support import SIM_START, expected_points, running_ingester
+from tests.integration.test_ingest_kill import stored_keys
+from tests.polling import wait_until
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    c = make_nats_cluster(tmp_path_factory.mktemp("nats"), partitions=16)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+class Observer:
+    """A plain MQTT subscriber on one node, recording (topic, payload, retain)."""
+
+    def __init__(self, url: str, topic: str, name: str) -> None:
+        port = int(url.rsplit(":", 1)[1])
+        self.got: list[tuple[str, bytes, bool]] = []
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv311)
+        self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload), bool(m.retain)))
+        self.subscribed = threading.Event()
+        self.c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
+        self.c.on_subscribe = lambda *_a: self.subscribed.set()
+        self.c.connect("127.0.0.1", port, keepalive=5)
+        self.c.loop_start()
+        assert self.subscribed.wait(10), f"{name} not subscribed"
+
+    def states(self) -> list[tuple[str, bool]]:
+        return [(json.loads(p)["state"], r) for _t, p, r in self.got if p]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_the_servers_partition_uplink_subjects_like_partition_of(cluster: NatsCluster) -> None:
+    import nats
+
+    rnd = random.Random(3)
+    pairs = [(f"s{rnd.randrange(10**6)}", f"gw-{rnd.randrange(10**6)}") for _ in range(60)]
+
+    async def run() -> dict[tuple[str, str], int]:
+        nc = await nats.connect(parse_servers(cluster.urls))
+        got: dict[tuple[str, str], int] = {}
+
+        async def cb(m: Any) -> None:
+            up = P.parse_subject(m.subject)
+            assert up is not None
+            t = wire.parse_topic(up.topic)
+            got[(t.site, t.gateway)] = up.partition
+
+        await nc.subscribe(f"{P.PREFIX}.>", cb=cb)
+        await nc.flush()
+        for s, g in pairs:
+            await nc.publish(f"sw.v1.{s}.{g}.status", b"{}")
+        await nc.flush()
+        for _ in range(100):
+            if len(got) == len(pairs):
+                break
+            await asyncio.sleep(0.05)
+        await nc.close()
+        return got
+
+    got = asyncio.run(run())
+    assert got == {(s, g): P.partition_of(s, g, cluster.partitions) for s, g in pairs}
+    assert len(set(got.values())) > 8  # spread over the partitions
+
+
+def _pump_until(up: Uplink, cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up.pump()
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_edge_moves_to_the_next_node_and_birth_will_retained_status_follow(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    site, gw = "fo-site", "gw-fo"
+    part = P.partition_of(site, gw, cluster.partitions)
+    status = f"{P.PREFIX}/{part}/sw/v1/{site}/{gw}/status"
+    o = Outbox(tmp_path / "o.db")
+    cfg = UplinkCfg(url=cluster.mqtt_urls, keepalive_s=5, reconnect_min_s=0.5, reconnect_max_s=1)
+    up = Uplink(cfg, site, gw, o)
+    first = cluster.mqtt_urls.index("mqtt://{}:{}".format(*up.server))  # where it will connect first
+    others = [i for i in range(3) if i != first]
+    obs = Observer(cluster.mqtt_urls[others[0]], status, "obs-1")
+    up.start()
+    try:
+        _pump_until(up, lambda: up.connected, 15, "first connection")
+        wait_until(lambda: [s for s in obs.states() if s[0] == "online"], 10, "the birth on another node")
+        # kill -9 the edge's node: it goes to the next one, re-sends what was in flight, and the
+        # new birth reaches a subscriber on a third node
+        o.put_many([New(wire.topic(site, gw, wire.Kind.TELEMETRY, "d1"),
+                        lambda s: wire.encode(wire.Telemetry(ts=wire.now(), seq=s, values={"x": s})), "d1")
+                    for _ in range(50)])
+        connects = up.connects
+        cluster.kill(first)
+        _pump_until(up, lambda: up.connected and up.connects > connects, 30, "the edge on another node")
+        assert "mqtt://{}:{}".format(*up.server) != cluster.mqtt_urls[first]
+        assert up.wait_idle(20), "outbox not drained on the new node"
+        births = len([s for s in obs.states() if s[0] == "online"])
+        assert births >= 2, obs.got
+    finally:
+        up.stop(graceful=False)
+        cluster.start(first)
+
+    # The last will, published by whichever node the gateway was on, is retained for everyone.
+    mosq = shutil.which("mosquitto_pub")
+    if mosq is None:
+        pytest.fail("mosquitto_pub is missing: scripts/setup.sh --test installs mosquitto-clients")
+    will = wire.encode(wire.last_will())
+    node = cluster.nodes[others[1]]
+    pub = subprocess.Popen([mosq, "-V", "mqttv311", "-h", "127.0.0.1", "-p", str(node.cfg.mqtt_port),
+                            "-i", f"sw-edge-{gw}", "-t", "sw/v1/x/y/z/health", "-l", "-q", "1", "-k", "5",
+                            "--will-topic", f"sw/v1/{site}/{gw}/status", "--will-payload", will.decode(),
+                            "--will-qos", "1", "--will-retain"], stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_until(lambda: node.has_mqtt_client(f"sw-edge-{gw}"), 20, "mosquitto_pub connected")  # its will armed
+        pub.send_signal(signal.SIGKILL)  # no DISCONNECT: the node publishes the will
+        pub.wait(5)
+        wait_until(lambda: obs.states() and obs.states()[-1][0] == "offline", 15, "the last will on another node")
+        late = Observer(cluster.mqtt_urls[first], status, "obs-late")  # the node that was dead meanwhile
+        wait_until(lambda: late.states(), 10, "retained status on the restarted node")
+        assert late.states()[-1] == ("offline", True)
+        late.close()
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+        obs.close()
+        o.close()
+
+
+def test_ingester_reads_every_partition_and_acks_behind_durability_across_a_node_kill(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """10 gateways (40 devices) publish ~4,000 QoS 1 messages at 800 msg/s, connections spread over
+    the three nodes; one node is killed with kill -9 mid-stream and started again. The store holds
+    every reading once and the consumers have nothing left unacknowledged."""
+    site_id, gateways, ticks = "nats-ingest", 10, 100
+    model = FleetModel(FleetConfig(site=site_id, gateways=gateways, ticks=ticks, sim_start=SIM_START, seed=5))
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(site_file_text(site_id, model.topology, auto_enrol=False))
+    site = load_site(site_file)
+    with running_ingester(tmp_path, cluster.urls, f"sqlite:///{tmp_path}/ts.db", site_file=site_file) as (svc, _):
+        cfg = FleetConfig(broker=",".join(cluster.mqtt_urls), site=site_id, gateways=gateways, ticks=ticks,
+                          sim_start=SIM_START, seed=5, rate=800, duration=None, connections=6,
+                          client_prefix="nats-ingest-fleet", keepalive_s=5)
+        result: list[FleetResult] = []
+        pub = threading.Thread(target=lambda: result.append(publish_fleet(cfg, record=True, model=model)))
+        pub.start()
+        wait_until(lambda: svc.stats()["received"] > 1000, 20, "messages before the kill")
+        victim = 1
+        cluster.kill(victim)
+        pub.join(90)
+        cluster.start(victim)
+        assert result and result[0].unacked == 0, result
+        expected = expected_points(result[0].sent, site)
+        wait_until(lambda: stored_keys(tmp_path / "ts.db")[0] >= set(expected), 60,
+                   "every published reading in the store")
+        keys, rows = stored_keys(tmp_path / "ts.db")
+        assert keys == set(expected)
+        assert rows == len(keys), "a reading stored twice"
+        assert svc.stats()["dead_letters"] == {}
+        wait_until(lambda: _unacked(cluster) == 0, 20, "every message acknowledged")
+
+
+def _unacked(cluster: NatsCluster) -> int:
+    import nats
+
+    async def run() -> int:
+        nc = await nats.connect(parse_servers(cluster.urls))
+        js = nc.jetstream()
+        n = 0
+        for ci in await js.consumers_info(P.MQTT_STREAM):
+            if ci.name.startswith("sw-p"):
+                n += (ci.num_pending or 0) + (ci.num_ack_pending or 0)
+        await nc.close()
+        return n
+
+    return asyncio.run(run())
+
+
+def test_a_command_reaches_its_gateway_from_either_replica_and_its_result_is_recorded(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Two Commanders (two replicas' web parts) share one web database; a gateway stand-in on a third
+    node answers. The command sent through one replica arrives; both record the answer."""
+    from cloud.api.commands import Commander
+    from cloud.api.estate import DeviceRec
+    from cloud.auth.models import make_engine, make_sessionmaker
+
+    site, gw, dev = "cmd-site", "gw-cmd", "chg-1"
+    db = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'web.db'}"))
+    one, two = Commander(db, cluster.urls, timeout_s=10).start(), Commander(db, cluster.urls, timeout_s=1).start()
+    answered = threading.Event()
+
+    def on_cmd(c: Any, _u: Any, m: Any) -> None:  # the gateway: answer every command
+        t = wire.parse_topic(m.topic)
+        cmd = wire.decode(t.kind, m.payload)
+        res = wire.CommandResult(ts=wire.now(), id=cmd.id, status="done", detail="port switched off")
+        c.publish(wire.topic(site, gw, wire.Kind.CMD_RESULT, t.device), wire.encode(res), qos=1)
+        answered.set()
+
+    edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cmd-edge", protocol=mqtt.MQTTv311)
+    edge.on_message = on_cmd
+    subscribed = threading.Event()
+    edge.on_subscribe = lambda *_a: subscribed.set()
+    edge.on_connect = lambda c, *_a: c.subscribe(wire.cmd_topic(site, gw), qos=1)
+    edge.connect("127.0.0.1", cluster.nodes[2].cfg.mqtt_port, keepalive=5)
+    edge.loop_start()
+    try:
+        assert subscribed.wait(10)
+        time.sleep(0.5)  # the subscription's interest reaches the other nodes
+        rec = DeviceRec(site=site, id=dev, gateway=gw, profile="hengtong-ebc12")
+        view = one.send(rec, site, gw, "port_enable", 3, False, by="manager")
+        assert answered.is_set()
+        assert view.status == "done" and view.detail == "port switched off"
+        assert two.get(view.id) == view  # the other replica reads the same record
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        one.stop()
+        two.stop()

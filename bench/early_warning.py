@@ -25,8 +25,8 @@ rules for the slow modes, ≤ 1 false warning per 10,000 normal sessions.
 
 Tune on one seed, report another (`--seed`, default 3): the thresholds in `charge_session.Settings`
 were tuned on seed 1; a first run on seed 2 found two defects (a stuck reading during the warm-up
-corrupted the port's model), fixed since; the ageing-pack rule (`drift_*`) was tuned on seeds 1 and 2.
-The figures in docs/charging.md are seed 3's, with seed 4 as a second held-out check. `--modes` plays
+corrupted the port's model), fixed since, so the figures in docs/charging.md are seed 3's (seed 4 is a
+second held-out seed). `--modes` plays
 only some failure modes (each keeps its run of the full plan; the normal cabinets are the same), for a
 focused tuning run; `--dump` writes every session's record for tuning offline.
 

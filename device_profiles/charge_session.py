@@ -27,7 +27,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from statistics import correlation, linear_regression, median
+from statistics import linear_regression, median
 from typing import Any
 
 import numpy as np
@@ -95,10 +95,6 @@ class Settings:
     stuck_s: float = 300.0  # a reading that has not moved for this long (and `stuck_samples` reads) ...
     stuck_samples: int = 10  # ... is not judged
     steep_c_per_min: float = 0.5  # an excess growing this fast needs one bucket less to confirm
-    drift_buckets: int = 24  # a pack heating itself: over this many buckets the excess climbed ...
-    drift_rise_c: float = 2.0  # ... at least this much (the fitted line's rise) ...
-    drift_r2: float = 0.8  # ... steadily (r² of the line), while the connector itself warmed ...
-    drift_excess_c: float = 2.0  # ... and it stands at least this high now
     curve_points: int = 720  # buckets of curve kept per session (cloud pages)
 
 
@@ -536,7 +532,6 @@ class ChargeWatch:
             held = min(e for _, e, _ in list(p.excess)[-s.sustain_buckets :])
             ses.peak_sustained_c = max(ses.peak_sustained_c, held)
             high = high or held >= s.sustain_excess_c
-        drifting = self._held(p, "drift", ses.learned and level >= s.drift_excess_c and self._drift(p))
         warming = not ses.learned and age >= s.early_from_s and self._early(p) >= s.early_slope_c_per_min
         early = self._held(p, "early", warming, 2)
         rising = rising or early
@@ -557,13 +552,13 @@ class ChargeWatch:
         )
         if spiky:
             reasons.append("current_spikes")
-        if (rising or high or drifting) and ses.phase == "cc" and ses.cc_current_a > 0 and ses.taper_at is None:
+        if (rising or high) and ses.phase == "cc" and ses.cc_current_a > 0 and ses.taper_at is None:
             reasons.append("no_taper")
         if energy:
             reasons.append("energy_beyond_pack")
         if hot or peer_hot:
             reasons.append("connector_heating")
-        if rising or high or drifting:
+        if rising or high:
             reasons.append("unexplained_heat")
         if not reasons:
             return None
@@ -596,34 +591,6 @@ class ChargeWatch:
             session_s=age,
             spikes=spikes if spiky else 0,
         )
-
-    def _drift(self, p: _Port) -> bool:
-        """A pack heating itself (an ageing pack's losses feeding on its own warmth): over the last
-        `drift_buckets` the excess climbed by `drift_rise_c` or more along a clean line (r² ≥
-        `drift_r2`) while the connector's own reading rose. Its heat reaches the sensor through the
-        pack's slow lag, so it climbs steadily for tens of minutes; what fools the model in a healthy
-        charge does not: a cloud or a neighbour plugging in moves the excess in a step (flat before
-        it: the first third of the window hardly climbs; settling after it: the second half climbs at
-        less than half the pace),
-        a cold night's falling air leaves the connector cooling, a taper ends with it falling."""
-        s = self.s
-        n = s.drift_buckets
-        if len(p.excess) < n:
-            return False
-        tail = list(p.excess)[-n:]
-        if tail[-1][0] - tail[0][0] > 1.5 * (n - 1) * s.bucket_s:
-            return False  # a gap (a reading that was stuck): no line across it
-        mins = [a / 60.0 for a, _, _ in tail]
-        ex = [e for _, e, _ in tail]
-        fit = linear_regression(mins, ex)
-        if fit.slope * (mins[-1] - mins[0]) < s.drift_rise_c:
-            return False
-        first = linear_regression(mins[: n // 3], ex[: n // 3]).slope
-        late = linear_regression(mins[n // 2 :], ex[n // 2 :]).slope
-        if first < 0.2 * fit.slope or late < 0.5 * fit.slope:
-            return False  # a step: flat before it, or settling after it
-        r = correlation(mins, ex) if len(set(ex)) > 1 else 0.0
-        return r * r >= s.drift_r2 and linear_regression(mins, [x for _, _, x in tail]).slope > 0.0
 
     def _early(self, p: _Port) -> float:
         """During the warm-up: how much faster (K/min) the connector warms than the steepest healthy

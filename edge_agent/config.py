@@ -138,11 +138,10 @@ class ChargeAnalytics(_Strict):
     stop_eta_s: float | None = Field(default=None, ge=0, le=7200)
     energy_limit_kwh: float | None = Field(default=None, gt=0, le=20)
     neighbour_k_per_k: float | None = Field(default=None, ge=0, le=1)
-    drift_rise_c: float | None = Field(default=None, gt=0, le=50)
 
     def overrides(self) -> dict[str, float]:
         keys = ("warn_excess_c", "warn_slope_c_per_min", "high_excess_c", "severe_excess_c", "stop_eta_s",
-                "energy_limit_kwh", "neighbour_k_per_k", "drift_rise_c")
+                "energy_limit_kwh", "neighbour_k_per_k")
         return {k: float(v) for k in keys if (v := getattr(self, k)) is not None}
 
 

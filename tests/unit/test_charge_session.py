@@ -139,55 +139,13 @@ def test_a_connector_far_hotter_than_its_peers_under_the_same_load() -> None:
 
 def test_settings_move_the_thresholds() -> None:
     strict = Settings(warn_excess_c=50.0, high_excess_c=60.0, sustain_excess_c=60.0, severe_excess_c=70.0,
-                      envelope_margin_c=60.0, spikes_warn=1000, early_slope_c_per_min=50.0, drift_rise_c=60.0)
+                      envelope_margin_c=60.0, spikes_warn=1000, early_slope_c_per_min=50.0)
     m = cabinet()
     w = ChargeWatch.for_profile(get_profile("voltpile-cp10"), strict)
     assert w.cutoff_c == 75.0 and ChargeWatch.for_profile(get_profile("hengtong-ebc12")).cutoff_c == 70.0
     m.plug(5, pack=Pack(capacity_kwh=0.6, soc=0.7, temp=22.0))
     m.fail(5, "bms_failure", severity=0.8)
     assert play(m, w, 120, until_c=70.0) == []
-
-
-def feed(temp: Any, ambient: Any, minutes: int = 120, amps: float = 1.6) -> list[Finding]:
-    """Hand-written samples, one port charging at a steady current (every 10 s): the connector reads
-    `temp(t_min)`, the cabinet `ambient(t_min)`; a healthy port's own warming (1.6 K/A² through a 2 min
-    lag, a pack adding 0.0035 K/W through a 40 min lag) comes on top of what the caller gives."""
-    w = ChargeWatch([1, 2, 3])
-    watts = amps * 228 * 0.97
-    found: list[Finding] = []
-    for k in range(1, minutes * 6 + 1):
-        t = k * 10.0
-        m = t / 60.0
-        own = 1.6 * amps * amps * (1 - math.exp(-t / 120)) + 0.0035 * watts * (1 - math.exp(-t / 2400))
-        found += w.observe({"ambient_temp": round(ambient(m), 1), "port.2.state": "charging",
-                            "port.2.current": amps, "port.2.power": round(watts), "port.2.enabled": True,
-                            "port.2.connector_temp": round(ambient(m) + own + temp(m), 1)}, t)
-    return found
-
-
-def test_a_pack_heating_itself_slowly_is_warned_of_while_its_heat_is_still_small() -> None:
-    """An ageing pack: from minute 20 its extra heat climbs steadily (0.1 K/min, faster as it warms);
-    the warning comes before the excess reaches 4 °C, where the other rules start."""
-    found = feed(lambda m: 0.0 if m < 20 else 0.1 * (m - 20) + 0.0008 * (m - 20) ** 2, lambda m: 20.0, 75)
-    assert found, "no warning for a steady climb of unexplained heat"
-    f = found[0]
-    assert "unexplained_heat" in f.reasons and not f.severe
-    assert 2.0 <= f.excess_c < 4.0 and 40 <= f.session_s / 60 <= 55, f
-
-
-@pytest.mark.parametrize(
-    ("temp", "ambient", "what"),
-    [
-        (lambda m: 0.0, lambda m: 20.0, "a healthy charge"),
-        (lambda m: 0.0 if m < 30 else 3.0 * (1 - math.exp(-(m - 30) / 3)), lambda m: 20.0,
-         "a step that settles (a cloud moving off a sunny port: its air and the connector's own lag)"),
-        (lambda m: 0.0 if m < 20 else -0.05 * (m - 20), lambda m: 20.0 if m < 20 else 20.0 - 0.15 * (m - 20),
-         "air falling faster than the connector cools (a cold night)"),
-        (lambda m: 2.5 + 0.3 * math.sin(m / 3), lambda m: 20.0, "a port that runs warm, steadily"),
-    ],
-)
-def test_what_does_not_climb_steadily_is_not_a_heating_pack(temp: Any, ambient: Any, what: str) -> None:
-    assert feed(temp, ambient) == [], what
 
 
 def test_what_a_finding_says_in_both_languages() -> None:

@@ -35,7 +35,7 @@ devices:
     labels: {{shelter: a}}
     interlocks:
       port_overtemp: {{value: 70}}
-    charge_analytics: {{stop_port: true, warn_excess_c: 6, drift_rise_c: 3}}
+    charge_analytics: {{stop_port: true, warn_excess_c: 6}}
   - id: ebc12-a
     profile: hengtong-ebc12
     bus: t1
@@ -117,7 +117,7 @@ def test_good_config_loads_with_its_profiles(tmp_path: Path) -> None:
     assert set(profiles) == {"voltpile-cp10", "hengtong-ebc12"}
     assert cfg.devices[0].interlocks["port_overtemp"].value == 70
     ca = cfg.devices[0].charge_analytics
-    assert ca.stop_port and ca.overrides() == {"warn_excess_c": 6.0, "drift_rise_c": 3.0}
+    assert ca.stop_port and ca.overrides() == {"warn_excess_c": 6.0}
     assert cfg.devices[1].charge_analytics.enabled and not cfg.devices[1].charge_analytics.stop_port
     assert cfg.uplink.port == 1883 and not cfg.uplink.use_tls
 

@@ -99,7 +99,8 @@ def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | Non
     deadband), so a quiet point's last sample still holds when the next one comes: the newest sample
     older than the window is kept as the window's baseline, at the window's start. Without it a port
     quiet for a minute that starts running away had no earlier sample, and the rule waited for 5 s
-    of the rise itself before it could judge (the e2e bench's slowest rate-of-rise alarms). Measured
+    of the rise itself before it could judge (this alone did not bring the e2e bench's loaded p99
+    under 2 s: docs/e2e-latency.md). Measured
     from the window's start the baseline can only understate the rise (by at most the deadband per
     minute), so it raises nothing a held sample would not justify."""
     base: tuple[float, float] | None = None

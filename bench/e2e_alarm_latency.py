@@ -534,6 +534,8 @@ def main() -> None:
             print("WARNING: the fleet did not reach 2,000 msg/s (machine too busy?): the loaded figures "
                   "are not the figures the target is stated for", flush=True)
         engine_stats = stack.engine.stats()
+        with stack.engine.lock:  # the engine thread counts under it
+            stale_top = stack.engine.stale_by_point.most_common(5)
         gate_stats = stack.cloud.gate.stats()
         assert stack.inbox is not None
         (tmp / "pushes.json").write_text(json.dumps(stack.inbox.got, ensure_ascii=False, indent=0))
@@ -564,6 +566,8 @@ def main() -> None:
         print(f"in front of the engine (loaded): at most {held.max_q:,} messages waiting "
               f"({held.max_devices:,} device entries, {held.max_samples:,} samples); gate merged "
               f"{gate_stats['merged']:,} messages; engine: {engine_stats['stale']:,} readings judged history")
+        top = ", ".join(f"{g}/{d} {p}: {n:,}" for (_, g, d, p), n in stale_top)
+        print(f"   judged history, most: {top or '-'}")
     if PortRunaway.main_cuts:
         print(f"the edge cut a runaway charger's main power {PortRunaway.main_cuts} times on a smoke reading"
               f" nobody set; {PortRunaway.spoiled} port cycles lost power before the port got hot and are"

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +100,9 @@ class AlarmEngine:
             "errors": 0,
             "seq_gaps": 0,
         }
+        # Readings judged history, per device and point: which devices' readings arrive overtaken
+        # (an event ahead of its telemetry is normal; a charger port's temperature is not).
+        self.stale_by_point: Counter[tuple[str, str, str, str]] = Counter()
         self._rules: dict[tuple[str, str], tuple[dict[str, list[AlarmRule]], list[AlarmRule]]] = {}
         self.tracks: dict[str, tuple[AlarmRule, R.Track, _Ctx]] = {}
         self.active: dict[str, Alarm] = {a.key: a for a in store.list_alarms(active=True, limit=100_000)}
@@ -532,6 +535,7 @@ class AlarmEngine:
                 marks = self._marks[(msg.site, msg.gateway, dev)] = {}
             if not O.newer(sample, marks.get(pid)):
                 self.counters["stale"] += 1  # backlog, or overtaken by a newer reading: not state
+                self.stale_by_point[(msg.site, msg.gateway, dev, pid)] += 1
                 return
             marks[pid] = O.mark(sample)
             t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
@@ -1072,9 +1076,10 @@ def _meta(p: Any, received: float) -> O.Meta | None:
     return None if seq is None else O.Meta(seq, p.ts.timestamp(), received, p.epoch)
 
 
-# Samples of a rate-of-rise point the gate holds: its oldest and newest three. The rule compares the
-# oldest and the newest sample of its window, so the rate at the end of a held run is the same with
-# more samples between; fewer samples kept a saturated engine's round over the fleet ~2x shorter.
+# Samples of a rate-of-rise point the gate holds: its oldest, its lowest and the newest. The rule
+# judges the newest against the lowest of its window over the window's span, so the rate at the end
+# of a held run is the same with more samples between; fewer samples kept a saturated engine's round
+# over the fleet ~2x shorter.
 RATE_SAMPLES = 4
 
 

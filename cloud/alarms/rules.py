@@ -93,16 +93,23 @@ RATE_MIN_SPAN_S = 5.0
 
 
 def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | None:
-    """Rise per minute over the last minute of samples (oldest sample at least 5 s back).
+    """Rise per minute over the last minute of samples (oldest sample at least 5 s back): the
+    newest value above the **lowest** of the window, over the window's span.
+
+    From the lowest, not the oldest: a port that cooled in the last minute (a charge ended, a port
+    cut off and switched back on) and then runs away rises from where it cooled to. Judged from the
+    window's oldest, still-hot sample, that rise first had to climb back past it: in the e2e bench a
+    port that ran away again 46-56 s after its last cut-off raised 5-13 s late (issue 11). Over the
+    whole span, not the time since the low: a wobble of a few tenths at the bottom of a cooling curve
+    is no faster rise than before. A port that only rose gives the same figure as before.
 
     The edge reports by exception (docs/profiles.md: a value is sent when it moved at least its
     deadband), so a quiet point's last sample still holds when the next one comes: the newest sample
     older than the window is kept as the window's baseline, at the window's start. Without it a port
     quiet for a minute that starts running away had no earlier sample, and the rule waited for 5 s
-    of the rise itself before it could judge (this alone did not bring the e2e bench's loaded p99
-    under 2 s: docs/e2e-latency.md). Measured
-    from the window's start the baseline can only understate the rise (by at most the deadband per
-    minute), so it raises nothing a held sample would not justify."""
+    of the rise itself before it could judge. Measured from the window's start the baseline can only
+    understate the rise (by at most the deadband per minute), so it raises nothing a held sample
+    would not justify."""
     base: tuple[float, float] | None = None
     while samples and now - samples[0][0] > RATE_WINDOW_S:
         base = samples.popleft()
@@ -112,10 +119,11 @@ def rate_per_min(samples: deque[tuple[float, float]], now: float) -> float | Non
         if base is not None:
             samples.appendleft(base)  # alone: kept as it was, for the next sample
         return None
-    (t0, v0), (t1, v1) = samples[0], samples[-1]
+    t0, t1, v1 = samples[0][0], samples[-1][0], samples[-1][1]
     if t1 - t0 < RATE_MIN_SPAN_S:
         return None
-    return (v1 - v0) / (t1 - t0) * 60.0
+    low = min(v for _, v in samples)
+    return (v1 - low) / (t1 - t0) * 60.0
 
 
 def step(rule: AlarmRule, tr: Track, value: Scalar, now: float) -> Action:

@@ -17,7 +17,9 @@ What merging keeps, so that rules judge the same thing they would have judged me
   (where a held condition started, and now) for threshold and state rules, `depth` for a rate of
   rise. A point the engine has not met yet keeps `depth` samples;
 - up to that many samples per point (oldest first). A full run drops its second-oldest sample: the
-  oldest stays, because it is where a rise or a held condition starts, and the newest stay;
+  oldest stays, because it is where a rise or a held condition starts, and the newest stay; so does
+  the lowest after the oldest (the third-oldest goes instead), where a port that cooled starts to
+  rise again (a rate of rise is judged from its window's lowest);
   unless the oldest is more than `span_s` (60 s, the rate-of-rise window) older than the new
   sample: then it is no use to a rate any more and goes first. (Runs fill only when a device's
   entry waits for `depth` of its readings, i.e. the engine was stalled for many seconds.)
@@ -58,6 +60,19 @@ def add_seq(runs: list[list[int]], seq: int, max_runs: int) -> None:
     if len(runs) > max_runs:
         a, b = runs[0], runs.pop(1)
         a[0], a[1] = min(a[0], b[0]), max(a[1], b[1])
+
+
+def _victim(run: list[tuple[Meta, wire.Scalar]]) -> int:
+    """Which sample a full run (oldest first, at least 2) drops for a newer one: the second-oldest,
+    unless it is the run's lowest number: a rate of rise is judged from the lowest of its window
+    (cloud/alarms/rules.py), which is where a port that cooled starts to rise again."""
+    second = run[1][1]
+    if len(run) < 3 or type(second) not in (int, float):
+        return 1
+    for i, (_, v) in enumerate(run):
+        if i != 1 and type(v) in (int, float) and v <= second:  # type: ignore[operator]
+            return 1
+    return 2
 
 
 class Conflator:
@@ -135,7 +150,7 @@ class Conflator:
                     if depth == 1 or meta.ts - run[0][0].ts > self.span_s:
                         del run[0]
                     else:
-                        del run[1]
+                        del run[_victim(run)]
                     self.thinned += 1
                 run.append((meta, v))
 

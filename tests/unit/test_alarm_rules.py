@@ -243,3 +243,21 @@ def test_rate_of_rise_after_a_quiet_minute_judges_from_the_held_value() -> None:
     assert run(ror, slow) == []
     spike_free = [(0.0, 30.0), (180.0, 30.5)]  # one deadband step after a quiet spell: 0.5 °C/min
     assert run(ror, spike_free) == []
+
+
+def test_rate_of_rise_after_a_cool_down_judges_from_the_low() -> None:
+    """A port that ran hot, cooled (cut off, switched back on) and runs away again 50 s later rises
+    from where it cooled to: raised once the rise passes `rate` over the window, not after it has
+    climbed back past the window's oldest, still-hot sample (issue 11: 5-13 s late). A small wobble
+    at the bottom of a cooling curve still raises nothing."""
+    ror = rule(kind="rate_of_rise", point="t", rate=8)
+    first = [(0.0, 25.0)] + [(100.0 + t, 25.0 + 4 * t) for t in range(1, 14)]  # to 77 °C
+    acts = run(ror, [*first, (114.0, 25.0)])
+    assert [a for _, a in acts] == [R.Action.RAISE, R.Action.CLEAR]
+    again = [*first, (114.0, 25.0), *[(164.0 + t, 25.0 + 4 * t) for t in range(1, 8)]]
+    acts = run(ror, again)
+    assert [a for _, a in acts] == [R.Action.RAISE, R.Action.CLEAR, R.Action.RAISE], acts
+    assert acts[2][0] <= 167.0, acts  # +12 °C within the window's minute: 3 s into the rise
+    cooling = [(float(t), 60.0 - 0.5 * t) for t in range(0, 60, 5)]  # -6 °C/min, deadband steps
+    wobble = [*cooling, (60.0, 31.0), (65.0, 31.5), (70.0, 32.0)]  # +1.5 °C off the bottom
+    assert run(ror, wobble) == []

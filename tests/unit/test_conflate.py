@@ -229,3 +229,16 @@ def test_the_engine_says_how_many_samples_of_each_point_to_hold() -> None:
     c.add(tele("d", 11, {"unread": 11}))
     r = readings(c.take())
     assert r.points == {} and r.last.seq == 11  # still an entry: the engine judges silence on it
+
+
+def test_a_full_run_keeps_the_low_a_rise_starts_from() -> None:
+    """A port cooled from 70 to 25 °C and rises again while the engine is stalled: the run keeps
+    its oldest, the low the rise starts from (a rate is judged from its window's lowest) and the
+    newest; a text point thins as before."""
+    c = Conflator(depth=4)
+    values = [70.0, 25.0, 29.0, 33.0, 37.0, 41.0]
+    for seq, v in enumerate(values, start=1):
+        c.add(tele("d", seq, {"temp": v, "mode": f"m{seq}"}))
+    r = readings(c.take())
+    assert [v for _, v in r.points["temp"]] == [70.0, 25.0, 37.0, 41.0]
+    assert [v for _, v in r.points["mode"]] == ["m1", "m4", "m5", "m6"]

@@ -285,7 +285,6 @@ class PortRunaway(Cycler):
         n = self.ports[self.k % len(self.ports)]
         self.k += 1
         where = f"device {self.cid}, port {n}"
-        port = self.model.port(n)
         if not self.model.main_relay:
             with self.dev.lock:
                 self.model.set_main(True)
@@ -308,16 +307,14 @@ class PortRunaway(Cycler):
             # the port never got hot. Not a measurement of the cloud; counted apart.
             PortRunaway.spoiled += 1
             with self.dev.lock:
-                port.runaway = False
-                port.connector_temp = self.model.ambient_temp
+                self.model.cool(n)
             return
         self.res.add(KINDS[1], got.get("rate"), t0, 0.0, where)
         self.res.add(KINDS[2], got.get("over"), crossed.get(self.over_at), self.over_for, where)
         self.res.add(KINDS[4], got.get("cut"), crossed.get(self.cut_at), 0.0, where)
         i = self.phone.mark()
         with self.dev.lock:  # cool down at once and switch the port back on (as a manager would)
-            port.runaway = False
-            port.connector_temp = self.model.ambient_temp
+            self.model.cool(n)
             self.model.set_enabled(n, True)
         resolve(self.stack, self.cid, "interlock", str(n))
         self.phone.wait(i, {"rate": push("Charging port heating fast", where, resolved=True),

@@ -224,6 +224,14 @@ class ChargerModel:
 
     runaway = start_runaway
 
+    def cool(self, number: int) -> None:
+        """The connector back at the cabinet air's temperature at once, sensor and truth (a test's
+        shortcut between two runs: setting the reading alone left the connector hot, and the next
+        step read it hot again)."""
+        p = self.port(number)
+        p.runaway = False
+        p.true_temp = p.connector_temp = self.ambient_temp
+
     def fail(self, number: int, mode: FailureMode, onset_s: float = 0.0, speed: float = 1.0,
              severity: float = 0.75) -> Failure:
         """Start a slow failure on the port's pack (or, `hot_connector`, its contact); a pack failure

@@ -81,6 +81,18 @@ def test_runaway_climbs_several_degrees_per_second_until_switched_off_then_cools
     assert m.ports[3].connector_temp < peak, "runaway ended with the cut-off"
 
 
+def test_cool_puts_the_connector_itself_back_at_the_air_temperature() -> None:
+    """The benches' shortcut between two runs: the connector, not only its reading, is cool, so
+    the next step still reads it cool (setting the reading alone read ~75 °C again a step later)."""
+    m = quiet_charger(ambient_c=20)
+    m.runaway(2)
+    run(m, 15)
+    assert m.ports[2].connector_temp > 60
+    m.cool(2)
+    run(m, 1)
+    assert m.ports[2].connector_temp < 25 and not m.ports[2].runaway
+
+
 def test_main_cut_stops_every_port_at_once() -> None:
     m = quiet_charger(plugged=[1, 2, 3])
     assert sum(p.current for p in m.ports.values()) > 4

@@ -12,7 +12,10 @@ pushes, then puts the device back and waits for the all-clear):
 
 - **state event** — waterflow on spk1 / spk2 (retard overridden to 0 s): t0 = the flow switch flips;
 - **rate of rise** — a charger port runs away at 4 °C/s (chg1, chg3, two ports at a time each):
-  t0 = the runaway starts; "Charging port heating fast" (no `for`; the rule needs a 5 s span);
+  t0 = the condition the rule states becomes true at the simulated connector: it stands more than
+  `rate` (8 °C) above its lowest of the last minute (docs/alarms.md), as a threshold's t0 is the
+  connector reaching the threshold; "Charging port heating fast" has no `for`. Also shown, not
+  judged: counted from the runaway's start (≥ 2 s more: 8 °C at 4 °C/s);
 - **threshold** — the same port: t0 = the simulated connector reaches the rule's `raise` (70 °C
   on chg1's voltpile-cp10, 65 °C on chg3's hengtong-ebc12); "Charging port overheating" has
   `for: 5`; and cabinet_hot on chg2: t0 = the cabinet ambient steps to 55 °C, `for` overridden to 5 s;
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,6 +84,8 @@ KINDS = [  # report rows, in order
     f"offline: device silent (for {OFFLINE_FOR_S:.0f} s)",
     "offline: gateway SIGKILL (last will)",
 ]
+# Shown for reading the figures, not judged against the target.
+INFO = ["rate of rise, counted from the runaway's start"]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -100,9 +106,9 @@ class Results:
     """Latencies (push received − t0 − `for`, seconds) and timeouts per kind, for one phase."""
 
     def __init__(self) -> None:
-        self.lat: dict[str, list[float]] = {k: [] for k in KINDS}
-        self.timeouts: dict[str, int] = dict.fromkeys(KINDS, 0)
-        self.worst: dict[str, list[tuple[float, str]]] = {k: [] for k in KINDS}  # (latency, what, when)
+        self.lat: dict[str, list[float]] = {k: [] for k in KINDS + INFO}
+        self.timeouts: dict[str, int] = dict.fromkeys(KINDS + INFO, 0)
+        self.worst: dict[str, list[tuple[float, str]]] = {k: [] for k in KINDS + INFO}  # (latency, what, when)
         self.lock = threading.Lock()
 
     def add(self, kind: str, push: dict[str, Any] | None, t0: float | None, for_s: float = 0.0,
@@ -237,24 +243,43 @@ class Waterflow(Cycler):
 
 
 class Crossings:
-    """When a simulated port connector first reaches each level, stamped in the simulator's own
-    step (every 0.1 s), so a bench thread that is slow to run cannot miss a short crossing."""
+    """When a simulated port connector first reaches each level, and when its rise over the last
+    minute first exceeds a rate, stamped in the simulator's own step (every 0.1 s), so a bench
+    thread that is slow to run cannot miss a short crossing."""
 
     _of: ClassVar[dict[int, Crossings]] = {}
 
     def __init__(self, dev: Any) -> None:
         self.seen: dict[int, tuple[tuple[float, ...], dict[float, float]]] = {}
+        # A rate of rise as the rule states it (docs/alarms.md): the connector now above its lowest
+        # of the last minute by more than `rate` °C. Each tracked port's last minute is kept.
+        self.rises: dict[int, tuple[float, dict[str, float]]] = {}
+        self.minute: dict[int, deque[tuple[float, float]]] = {}
         orig = dev.step
 
         def step(dt: float) -> None:
             orig(dt)
+            now = time.time()
             for n, (levels, got) in list(self.seen.items()):
                 temp = dev.model.ports[n].connector_temp
                 for lvl in levels:
                     if lvl not in got and temp >= lvl:
-                        got[lvl] = time.time()
+                        got[lvl] = now
+            for n, hist in self.minute.items():
+                temp = dev.model.ports[n].connector_temp
+                hist.append((now, temp))
+                while hist[0][0] < now - 60.0:
+                    hist.popleft()
+                watch = self.rises.get(n)
+                if watch is not None and "at" not in watch[1] and temp - min(v for _, v in hist) > watch[0]:
+                    watch[1]["at"] = now
 
         dev.step = step
+
+    def track(self, ports: list[int]) -> None:
+        """Keep these ports' last minute (for `rises`)."""
+        for n in ports:
+            self.minute.setdefault(n, deque())
 
     @classmethod
     def of(cls, dev: Any) -> Crossings:
@@ -277,6 +302,10 @@ class PortRunaway(Cycler):
         self.over_at, self.over_for = float(over.raise_at), float(over.for_s)
         self.cut_at = cut_off(stack, cid)
         self.crossings = Crossings.of(self.dev)
+        self.crossings.track(ports)
+        rate = rule(stack, cid, "connector_temp_rise").rate
+        assert rate is not None
+        self.rate = float(rate)  # °C per minute
 
     main_cuts = 0  # main power found cut before a cycle (the edge read smoke: see docs/e2e-latency.md)
     spoiled = 0  # cycles whose port lost power to such a cut before it got hot
@@ -294,14 +323,17 @@ class PortRunaway(Cycler):
             time.sleep(2.0)
         i = self.phone.mark()
         crossed: dict[float, float] = {}
+        rose: dict[str, float] = {}
         with self.dev.lock:
             t0 = time.time()
             self.model.start_runaway(n)
             self.crossings.seen[n] = ((self.over_at, self.cut_at), crossed)
+            self.crossings.rises[n] = (self.rate, rose)
         got = self.phone.wait(i, {"rate": push("Charging port heating fast", where),
                                   "over": push("Charging port overheating", where),
                                   "cut": push("Edge cut power", where)}, self.timeout_s)
         self.crossings.seen.pop(n, None)
+        self.crossings.rises.pop(n, None)
         if self.cut_at not in crossed and not self.model.main_relay:
             # The edge cut the whole charger on a smoke reading nobody set (docs/e2e-latency.md):
             # the port never got hot. Not a measurement of the cloud; counted apart.
@@ -309,7 +341,8 @@ class PortRunaway(Cycler):
             with self.dev.lock:
                 self.model.cool(n)
             return
-        self.res.add(KINDS[1], got.get("rate"), t0, 0.0, where)
+        self.res.add(KINDS[1], got.get("rate"), rose.get("at"), 0.0, where)
+        self.res.add(INFO[0], got.get("rate"), t0, 0.0, where)
         self.res.add(KINDS[2], got.get("over"), crossed.get(self.over_at), self.over_for, where)
         self.res.add(KINDS[4], got.get("cut"), crossed.get(self.cut_at), 0.0, where)
         i = self.phone.mark()
@@ -551,6 +584,8 @@ def main() -> None:
         for k in KINDS:
             to = res.timeouts[k]
             print(row(k, res.lat[k], f"   {to} timeouts" if to else ""))
+        for k in INFO:
+            print(row(f"({k})", res.lat[k]))
         slow = [(k, w) for k in KINDS for w in res.worst[k] if w[0] > 2.0]
         for k, (lat, what) in slow:
             print(f"   slowest {k}: {lat * 1000:.0f} ms, {what}")

@@ -211,7 +211,9 @@ class JetStreamIngestClient(BaseIngestClient):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pullers: dict[tuple[int, str], _Puller] = {}
-        self._draining: dict[tuple[int, str], _Puller] = {}  # stopped; their last acks still to send
+        self._draining: list[_Puller] = []  # stopped; their last acks still to send
+        # Consumer resets of partitions just leased, started before their state is loaded (`claimed`)
+        self._resetting: dict[int, asyncio.Future[None]] = {}
         # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
         self.valid: Callable[[], bool] = lambda: True
         self._gw_health: dict[int, Any] = {}
@@ -238,14 +240,33 @@ class JetStreamIngestClient(BaseIngestClient):
             while self._held != self._want and time.monotonic() < deadline:
                 time.sleep(0.01)
 
+    def claimed(self, parts: Iterable[int]) -> None:
+        """Partitions this replica has just leased and will read once their state is loaded: reset
+        their consumers now, while that state loads (thread-safe, returns at once), so that reading
+        starts the moment `set_partitions` asks for them (issue 13: an alarm of a takeover is pushed
+        within 2 s of it). The previous owner's lease has expired, so it handles nothing more."""
+        loop = self._loop
+        if loop is None or self._changed is None:  # not set up yet: `_apply` resets them itself
+            return
+        loop.call_soon_threadsafe(self._reset_early, frozenset(parts))
+
+    def _reset_early(self, parts: frozenset[int]) -> None:
+        for part in parts - self._held:
+            self._resetting[part] = asyncio.ensure_future(self._reset_partition(part))
+
+    async def _reset_partition(self, part: int) -> None:
+        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4) for lane in (P.SAFETY, P.BULK)))
+
     def drained(self, parts: Iterable[int]) -> bool:
-        """Everything handled on these partitions has been acknowledged (a clean hand-over)."""
+        """These partitions are no longer read, and everything handled on them has been acknowledged
+        (a clean hand-over: only then may another replica take them)."""
         want = set(parts)
+        if want & self._held:
+            return False  # still read: the loop has not stopped their pullers yet
         return all(
             not p.to_ack and not p.acking
-            for d in (self._pullers, self._draining)
-            for (part, _), p in list(d.items())
-            if part in want
+            for p in [*self._pullers.values(), *self._draining]
+            if p.part in want
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -389,30 +410,39 @@ class JetStreamIngestClient(BaseIngestClient):
     async def _apply(self) -> None:
         want, held = self._want, self._held
         for part in sorted(held - want):  # stop first: never two owners' worth of pulls from us
+            stopping = [p for lane in (P.SAFETY, P.BULK) if (p := self._pullers.pop((part, lane), None)) is not None]
+            for p in stopping:
+                p.stopped = True  # handles nothing more from here on
+                self._draining.append(p)  # `drained` waits for its last acks
             self._held = self._held - {part}
-            for lane in (P.SAFETY, P.BULK):
-                p = self._pullers.pop((part, lane), None)
-                if p is not None:
-                    await p.stop()
-                    if p.to_ack or p.acking:
-                        self._draining[(part, lane)] = p
+            for p in stopping:
+                await p.stop()
             sub = self._gw_health.pop(part, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+        for part in [q for q in self._resetting if q not in want]:  # claimed, then not read after all
+            self._resetting.pop(part)
         new = sorted(want - held)
+        if not new:
+            return
+        t0 = time.monotonic()
         # Reset the consumers of partitions taken over before reading them: what the previous owner had
         # received but not acknowledged comes again at once, in order, and nothing we read is reset.
-        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4)
-                               for part in new for lane in (P.SAFETY, P.BULK)))
-        for part in new:
-            self._held = self._held | {part}
-            for lane in (P.SAFETY, P.BULK):
+        # Those leased through `claimed` were reset while their state loaded.
+        await asyncio.gather(*(self._resetting.pop(part) if part in self._resetting else self._reset_partition(part)
+                               for part in new))
+        # Every partition's safety lane first: a takeover's alarms do not wait behind its telemetry backlog.
+        self._held = self._held | frozenset(new)
+        for lane in (P.SAFETY, P.BULK):
+            for part in new:
                 p = _Puller(self, part, lane)
                 await p.start()
                 self._pullers[(part, lane)] = p
+        for part in new:
             self._gw_health[part] = await self.nc.subscribe(
                 P.gateway_health_subject(part), cb=self._on_gateway_health)
+        log.info("partitions %s read from now on (consumer resets waited for: %.2f s)", new, time.monotonic() - t0)
 
     async def _on_gateway_health(self, msg: Any) -> None:
         if msg.headers and msg.headers.get("Nmqtt-Pub", "0") != "0":
@@ -428,10 +458,8 @@ class JetStreamIngestClient(BaseIngestClient):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ack_interval)
-            for key, p in list(self._draining.items()):
-                if not p.to_ack and not p.acking:
-                    del self._draining[key]
-            for p in [*self._pullers.values(), *self._draining.values()]:
+            self._draining = [p for p in self._draining if p.to_ack or p.acking]
+            for p in [*self._pullers.values(), *self._draining]:
                 if not p.to_ack:
                     continue
                 replies, p.to_ack = p.to_ack, []
@@ -483,7 +511,7 @@ class JetStreamIngestClient(BaseIngestClient):
             for p in self._pullers.values():
                 p.stopped = True
             deadline = time.monotonic() + 5
-            left = [*self._pullers.values(), *self._draining.values()]
+            left = [*self._pullers.values(), *self._draining]
             while any(p.to_ack or p.acking for p in left) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if self.nc is not None:

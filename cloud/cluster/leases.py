@@ -236,7 +236,7 @@ class LeaseManager:
 
     def _hand_over(self, parts: frozenset[int], wait_s: float) -> None:
         """Wait (up to `wait_s`) until what was handled on `parts` is acknowledged; then `handed`.
-        Not drained in time: the next owner gets those messages again after a consumer reset."""
+        Not drained in time: the next owner gets those messages again after the consumers' ack wait."""
         deadline = time.monotonic() + wait_s
         while self._drained is not None and not self._drained(parts):
             if time.monotonic() >= deadline:

@@ -2,14 +2,13 @@
 and history.
 
 What happens when partitions move (cloud/cluster/leases.py runs it, on its thread):
-- taking partitions over (`prepare`, before a message of theirs is read): their consumers are reset
-  (in the background, cloud/ingest/jetstream.py `claimed`), the ingester loads their
+- taking partitions over (`prepare`, before a message of theirs is read): the ingester loads their
   devices' replay-check state, the engine their active alarms, escalation schedule, pending durations
   and last-seen times, history their gateways' online state and active alarms — all from the shared
   database, as the previous owner left them;
-- then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: a partition
-  taken over starts from its consumer reset, so what the previous owner had not acknowledged comes
-  again at once, in order);
+- then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
+  previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
+  no longer than a lease, is over: by the takeover it is);
 - handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), the
   ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
@@ -80,7 +79,6 @@ class ClusterMember:
     # ------------------------------------------------------------------ lease callbacks
     def _prepare(self, parts: frozenset[int]) -> None:
         t0 = time.monotonic()
-        self.ingest.client.claimed(parts)  # their consumers are reset meanwhile
         mine = self._mine(parts)
         self.ingest.adopt(mine)
         t1 = time.monotonic()

@@ -18,9 +18,16 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   the alarm engine has processed it), each one by itself (AckExplicit): with AckAll the new owner's
   first ack would also acknowledge what the dead owner had received and never handled.
 - **Ownership.** Only the partitions in `owned` are consumed (all of them when no lease manager is
-  wired in: one replica). `set_partitions()` moves consumption as leases move. Taking a partition over
-  starts with a consumer reset to its ack floor (NATS 2.14+), so what the previous owner had received
-  but not acknowledged comes again at once and in order, not after the ack wait.
+  wired in: one replica). `set_partitions()` moves consumption as leases move. What a dead owner had
+  received but not acknowledged comes again after the consumers' ack wait (`ACK_WAIT_S`), which is
+  no longer than a lease (cloud/cluster/leases.py): by the time a survivor has claimed the partition,
+  it is delivered again at once, in order of its first delivery.
+- **No consumer resets.** `$JS.API.CONSUMER.RESET` (NATS 2.14+) would have such messages again at
+  once, but it restarts the consumer's delivery numbering at 1 while its replicas keep the old one: in
+  the chaos test (issue 13), a reset made while the nodes came back from a restart, followed by the
+  loss of the consumer's leader, left the new leader continuing the old numbering past messages
+  delivered after the reset and never acknowledged. They were never delivered again and the ack floor
+  passed them: acknowledged readings missing from the store (111 in one run, 4 in another).
 - **Gateway health** travels at QoS 0 (best effort): NATS does not store it, so the owner of a
   partition also holds a plain subscription for it.
 
@@ -51,6 +58,12 @@ from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
 log = logging.getLogger(__name__)
 
 LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
+# How long a delivered message may stay unacknowledged before the cluster delivers it again: at most a
+# partition lease's time to live (6 s), so a dead owner's unacknowledged messages are due again by the
+# time a survivor takes its partitions over. Acknowledgements wait for the durability point, normally
+# well under a second (storage writes or spools within its linger); one that takes longer only has its
+# message delivered twice, and the replay check drops the copy.
+ACK_WAIT_S = 6.0
 
 
 def parse_servers(url: str) -> list[str]:
@@ -212,15 +225,12 @@ class JetStreamIngestClient(BaseIngestClient):
         self._thread: threading.Thread | None = None
         self._pullers: dict[tuple[int, str], _Puller] = {}
         self._draining: list[_Puller] = []  # stopped; their last acks still to send
-        # Consumer resets of partitions just leased, started before their state is loaded (`claimed`)
-        self._resetting: dict[int, asyncio.Future[None]] = {}
         # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
         self.valid: Callable[[], bool] = lambda: True
         self._gw_health: dict[int, Any] = {}
         self._changed: asyncio.Event | None = None
         self._stopping = False
         self._ready = threading.Event()
-        self.resets = 0
         self.last_error = ""
 
     # ------------------------------------------------------------------ ownership
@@ -239,23 +249,6 @@ class JetStreamIngestClient(BaseIngestClient):
             deadline = time.monotonic() + wait
             while self._held != self._want and time.monotonic() < deadline:
                 time.sleep(0.01)
-
-    def claimed(self, parts: Iterable[int]) -> None:
-        """Partitions this replica has just leased and will read once their state is loaded: reset
-        their consumers now, while that state loads (thread-safe, returns at once), so that reading
-        starts the moment `set_partitions` asks for them (issue 13: an alarm of a takeover is pushed
-        within 2 s of it). The previous owner's lease has expired, so it handles nothing more."""
-        loop = self._loop
-        if loop is None or self._changed is None:  # not set up yet: `_apply` resets them itself
-            return
-        loop.call_soon_threadsafe(self._reset_early, frozenset(parts))
-
-    def _reset_early(self, parts: frozenset[int]) -> None:
-        for part in parts - self._held:
-            self._resetting[part] = asyncio.ensure_future(self._reset_partition(part))
-
-    async def _reset_partition(self, part: int) -> None:
-        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4) for lane in (P.SAFETY, P.BULK)))
 
     def drained(self, parts: Iterable[int]) -> bool:
         """These partitions are no longer read, and everything handled on them has been acknowledged
@@ -287,11 +280,7 @@ class JetStreamIngestClient(BaseIngestClient):
 
         async def reconnected() -> None:
             log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
-            # deliveries in flight to us while away are lost to us: have them again, at once and in order
-            # (in the background: what comes twice, dedupe drops)
-            for part in self._held:
-                for lane in (P.SAFETY, P.BULK):
-                    asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
+            # deliveries in flight to us while away are lost to us: they come again after the ack wait
             for p in self._pullers.values():
                 p.reset_flow()
             for lane in self.lanes:
@@ -367,45 +356,27 @@ class JetStreamIngestClient(BaseIngestClient):
                 raise RuntimeError(f"cannot move {P.MQTT_STREAM} to limits retention: {r['error']}")
             log.warning("stream %s moved from %s retention to limits (max_age %ss, max_bytes %s)", P.MQTT_STREAM,
                         info.get("config", {}).get("retention"), self.max_age_s, self.max_bytes)
-        existing = set()
-        for ci in await js.consumers_info(P.MQTT_STREAM):
-            existing.add(ci.name)
+        existing: dict[str, ConsumerConfig | None] = {
+            ci.name: ci.config for ci in await js.consumers_info(P.MQTT_STREAM)}
         for part in range(self.partitions):
             for lane in (P.SAFETY, P.BULK):
                 name = P.consumer_name(part, lane)
-                if name in existing:
+                ccfg = existing.get(name)
+                if ccfg is None:
+                    ccfg = ConsumerConfig(
+                        durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=ACK_WAIT_S, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
+                        description="shelterwatch uplink partition (cloud/ingest/jetstream.py)")
+                elif ccfg.ack_wait != ACK_WAIT_S:  # made by an earlier version (30 s): an update keeps its state
+                    ccfg.ack_wait = ACK_WAIT_S
+                else:
                     continue
-                await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
-                    durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
-                    description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
+                await js.add_consumer(P.MQTT_STREAM, ccfg)
 
     async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         """One JetStream API request, raw JSON both ways (the stream config round-trips exactly)."""
         r = await self.nc.request(subject, json.dumps(body).encode(), timeout=10)
         return dict(json.loads(r.data or b"{}"))
-
-    async def _reset(self, name: str, tries: int = 8) -> None:
-        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+); retried
-        while a node or a consumer leader is being replaced (then what it had delivered comes again
-        after the ack wait)."""
-        for i in range(tries):
-            try:
-                r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=2)
-                body = json.loads(r.data or b"{}")
-                if "error" not in body:
-                    self.resets += 1
-                    # what a loss investigation needs: where the consumer now stands (issue 13, chaos)
-                    log.info("consumer %s reset to stream seq %s (ack floor %s)", name, body.get("reset_seq"),
-                             (body.get("ack_floor") or {}).get("stream_seq"))
-                    return
-                err = body["error"]
-            except Exception as e:
-                err = str(e) or type(e).__name__
-            if i == tries - 1:
-                log.warning("reset of %s failed: %s (what it had delivered comes again after the ack wait)",
-                            name, err)
-            await asyncio.sleep(0.5)
 
     async def _apply(self) -> None:
         want, held = self._want, self._held
@@ -421,17 +392,9 @@ class JetStreamIngestClient(BaseIngestClient):
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-        for part in [q for q in self._resetting if q not in want]:  # claimed, then not read after all
-            self._resetting.pop(part)
         new = sorted(want - held)
         if not new:
             return
-        t0 = time.monotonic()
-        # Reset the consumers of partitions taken over before reading them: what the previous owner had
-        # received but not acknowledged comes again at once, in order, and nothing we read is reset.
-        # Those leased through `claimed` were reset while their state loaded.
-        await asyncio.gather(*(self._resetting.pop(part) if part in self._resetting else self._reset_partition(part)
-                               for part in new))
         # Every partition's safety lane first: a takeover's alarms do not wait behind its telemetry backlog.
         self._held = self._held | frozenset(new)
         for lane in (P.SAFETY, P.BULK):
@@ -442,7 +405,7 @@ class JetStreamIngestClient(BaseIngestClient):
         for part in new:
             self._gw_health[part] = await self.nc.subscribe(
                 P.gateway_health_subject(part), cb=self._on_gateway_health)
-        log.info("partitions %s read from now on (consumer resets waited for: %.2f s)", new, time.monotonic() - t0)
+        log.info("partitions %s read from now on", new)
 
     async def _on_gateway_health(self, msg: Any) -> None:
         if msg.headers and msg.headers.get("Nmqtt-Pub", "0") != "0":

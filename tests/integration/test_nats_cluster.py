@@ -205,7 +205,7 @@ def test_ingester_reads_every_partition_and_acks_behind_durability_across_a_node
         assert keys == set(expected)
         assert rows == len(keys), "a reading stored twice"
         assert svc.stats()["dead_letters"] == {}
-        # an ack sent to the killed node is lost: the message comes again after ack_wait (30 s) and
+        # an ack sent to the killed node is lost: the message comes again after the ack wait (6 s) and
         # the replay check acknowledges it then
         wait_until(lambda: _unacked(cluster) == 0, 45, "every message acknowledged")
 
@@ -283,3 +283,81 @@ def test_a_command_reaches_its_gateway_from_either_replica_and_its_result_is_rec
         edge.loop_stop()
         one.stop()
         two.stop()
+
+
+class _NeverDurable:
+    """A durability point that never fires: the replica dies before anything it handled is durable."""
+
+    def after(self, callback: Any) -> None:
+        pass
+
+
+def test_a_survivor_gets_what_the_dead_owner_left_unacknowledged_without_a_consumer_reset(
+    cluster: NatsCluster,
+) -> None:
+    """Replica A reads a partition and dies before acknowledging anything; B takes the partition over.
+    Every message A had comes to B (delivered again after the consumers' ack wait, which is no longer
+    than a lease), and nobody sends `$JS.API.CONSUMER.RESET`: a reset restarts the consumer's delivery
+    numbering, and a reset followed by the loss of the consumer's leader skipped messages that were
+    then below the ack floor, acknowledged and never stored (issue 13, the chaos test)."""
+    import nats
+
+    from cloud.ingest.jetstream import ACK_WAIT_S, JetStreamIngestClient
+
+    site, gw = "handover", "gw-h"
+    part = P.partition_of(site, gw, cluster.partitions)
+    topics = [f"sw/v1/{site}/{gw}/dev-{i}/telemetry" for i in range(40)]
+    resets: list[str] = []
+    got_a: list[str] = []
+    got_b: list[str] = []
+
+    async def watch(stop: threading.Event) -> None:
+        nc = await nats.connect(parse_servers(cluster.urls))
+
+        async def on_reset(m: Any) -> None:
+            resets.append(m.subject)
+
+        await nc.subscribe("$JS.API.CONSUMER.RESET.>", cb=on_reset)
+        await nc.flush()
+        watching.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await nc.close()
+
+    watching, stop = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=lambda: asyncio.run(watch(stop)), daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    a = JetStreamIngestClient(cluster.urls, lambda t, p, r: got_a.append(t), "handover-a", owned=[part],
+                              durable=_NeverDurable())
+    b = JetStreamIngestClient(cluster.urls, lambda t, p, r: got_b.append(t), "handover-b", owned=[])
+    edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="handover-edge", protocol=mqtt.MQTTv311)
+    try:
+        a.start()
+        assert a.wait_connected(20)
+        edge.connect("127.0.0.1", cluster.nodes[0].cfg.mqtt_port, keepalive=5)
+        edge.loop_start()
+        infos = [edge.publish(t, b'{"ts":"2026-01-01T00:00:00Z","seq":1,"values":{}}', qos=1) for t in topics]
+        for info in infos:
+            info.wait_for_publish(10)
+        wait_until(lambda: set(topics) <= set(got_a), 20, "A to read the partition")
+        a.stop()  # gone with nothing acknowledged
+        b.start()
+        assert b.wait_connected(20)
+        b.set_partitions([part], wait=10)  # the takeover
+        wait_until(lambda: set(topics) <= set(got_b), 3 * ACK_WAIT_S, "A's unacknowledged messages at B")
+        assert resets == []
+
+        async def ack_wait() -> float:
+            nc = await nats.connect(parse_servers(cluster.urls))
+            ci = await nc.jetstream().consumer_info(P.MQTT_STREAM, P.consumer_name(part, P.BULK))
+            await nc.close()
+            return float(ci.config.ack_wait or 0)
+
+        assert asyncio.run(ack_wait()) == ACK_WAIT_S
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        b.stop()
+        stop.set()
+        watcher.join(5)

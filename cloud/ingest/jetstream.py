@@ -90,6 +90,7 @@ class _Puller:
     EXPIRES_S = 30.0
     HEARTBEAT_S = 2.0
     RETRY_S = 0.25  # after an error status (no leader yet, leadership change)
+    YIELD_EVERY = 32  # bulk messages handled between two turns given to the other lanes (`_on_msg`)
 
     def __init__(self, owner: JetStreamIngestClient, part: int, lane: str) -> None:
         self.owner = owner
@@ -188,6 +189,11 @@ class _Puller:
         self.handled += 1
         self.handler(topic, msg.data, time.time())
         self.to_ack.append(msg.reply)
+        if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
+            # nats-py hands a subscription's queued messages to us back to back, without giving the loop
+            # away: a telemetry backlog (a takeover's first pulls) would hold the safety lanes' events
+            # until the whole batch is through (up to ~1 s under load). Let them in every few messages.
+            await asyncio.sleep(0)
 
 
 class JetStreamIngestClient(BaseIngestClient):

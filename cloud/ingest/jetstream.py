@@ -414,7 +414,7 @@ class JetStreamIngestClient(BaseIngestClient):
         log.info("partitions %s read from now on", new)
 
     async def _on_gateway_health(self, msg: Any) -> None:
-        if msg.headers and msg.headers.get("Nmqtt-Pub", "0") != "0":
+        if msg.headers and msg.headers.get(P.MQTT_QOS_HEADER, "0") != "0":
             return  # QoS 1: stored, and read through the bulk consumer
         up = P.parse_subject(msg.subject)
         if up is None or up.partition not in self._held:

@@ -2,10 +2,14 @@
 Chosen by the broker URL, like the ingester: `mqtt://…` (paho, one broker) or `nats://h1,h2,h3`
 (nats-py, a NATS cluster).
 
-On NATS a command is a plain publish on `sw.v1.<site>.<gw>.<device>.cmd`: the node the gateway is
-connected to delivers it to the gateway's MQTT subscription (as QoS 0: NATS hands messages that did
-not come from MQTT QoS 1 to MQTT subscribers at QoS 0; a command carries its own expiry and the page
-shows "no answer" when none comes). Results and device health come back on the partitioned uplink
+On NATS a command is stored before it is sent, as an edge's QoS 1 PUBLISH is: a JetStream publish into
+the MQTT layer's stream (`$MQTT.msgs.sw.v1.<site>.<gw>.<device>.cmd`, cloud/cluster/partition.py
+`command_subject`), acknowledged once the stream's replicas hold it. The MQTT layer delivers it at
+QoS 1 to the gateway's persistent session, from whichever node the gateway is connected to, also when
+it subscribed there a moment ago or connects later (a command carries its own expiry: the edge refuses
+a stale one). A plain NATS publish reached MQTT subscribers at QoS 0 only, and only on nodes that had
+already heard of the gateway's subscription: a command sent just after the gateway moved node was
+lost. Results and device health come back on the partitioned uplink
 subjects (cloud/cluster/partition.py); every replica hears every result and records it in the shared
 database, so the page that sent a command sees its answer whichever replica took it.
 """
@@ -93,17 +97,17 @@ class NatsLink:
         return self.nc is not None and bool(self.nc.is_connected)
 
     def publish(self, topic: str, payload: bytes) -> str:
+        """'' once the stream holds the command (QoS 1 to the gateway), else why not."""
         assert self._loop is not None
-        subject = topic.replace("/", ".")
         try:
-            asyncio.run_coroutine_threadsafe(self._publish(subject, payload), self._loop).result(5)
+            asyncio.run_coroutine_threadsafe(self._publish(topic, payload), self._loop).result(6)
         except Exception as e:
-            return f"publish failed: {e}"
+            return f"publish failed: {type(e).__name__} {e}".rstrip()
         return ""
 
-    async def _publish(self, subject: str, payload: bytes) -> None:
-        await self.nc.publish(subject, payload)
-        await self.nc.flush(2)
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        js = self.nc.jetstream(timeout=5)
+        await js.publish(P.stored_subject(topic), payload, headers={P.MQTT_QOS_HEADER: "1"})
 
     def stop(self) -> None:
         if self._loop is None:

@@ -62,7 +62,8 @@ class LeaseManager:
     """Holds this replica's partitions. Callbacks run on the lease thread, in this order:
     `prepare(new)` before new partitions are consumed (load their state), `apply(held)` whenever
     the set changes (start / stop consumers), `drained(parts)` → True once released partitions'
-    messages are all acknowledged."""
+    messages are all acknowledged, then `handed(parts)` (only when drained: save what the next owner
+    needs) just before their leases are freed."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class LeaseManager:
         apply: Callable[[frozenset[int]], None],
         prepare: Callable[[frozenset[int]], None] | None = None,
         drained: Callable[[frozenset[int]], bool] | None = None,
+        handed: Callable[[frozenset[int]], None] | None = None,
         ttl_s: float = 6.0,
         renew_s: float = 1.0,
         margin_s: float = 1.0,
@@ -87,7 +89,7 @@ class LeaseManager:
         self.pg = self.engine.dialect.name == "postgresql"
         self.me = replica_id
         self.partitions = partitions
-        self._apply, self._prepare, self._drained = apply, prepare, drained
+        self._apply, self._prepare, self._drained, self._handed = apply, prepare, drained, handed
         self.ttl_s, self.renew_s, self.margin_s = ttl_s, renew_s, margin_s
         self.url = url
         self._held: frozenset[int] = frozenset()
@@ -135,6 +137,7 @@ class LeaseManager:
         held, self._held = self._held, frozenset()
         self._apply(frozenset())
         if release and held:
+            self._hand_over(held, wait_s=2.0)
             try:
                 with self.engine.begin() as c:
                     c.execute(update(leases_t).where(leases_t.c.owner == self.me)
@@ -225,13 +228,26 @@ class LeaseManager:
     def _release(self, parts: frozenset[int]) -> None:
         """Stop consuming, wait until what was handled is acknowledged, then free the leases."""
         self._set(self._held - parts)
-        deadline = time.monotonic() + min(5.0, self.ttl_s)
-        while self._drained is not None and not self._drained(parts) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._hand_over(parts, wait_s=min(5.0, self.ttl_s))
         with self.engine.begin() as c:
             c.execute(update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.partition.in_(parts))
                       .values(owner=None, expires=0.0))
         log.info("replica %s handed partitions %s back", self.me, sorted(parts))
+
+    def _hand_over(self, parts: frozenset[int], wait_s: float) -> None:
+        """Wait (up to `wait_s`) until what was handled on `parts` is acknowledged; then `handed`.
+        Not drained in time: the next owner gets those messages again after the consumers' ack wait."""
+        deadline = time.monotonic() + wait_s
+        while self._drained is not None and not self._drained(parts):
+            if time.monotonic() >= deadline:
+                log.warning("partitions %s handed back with acknowledgements still outstanding", sorted(parts))
+                return
+            time.sleep(0.02)
+        if self._handed is not None:
+            try:
+                self._handed(parts)
+            except Exception:
+                log.exception("handing partitions %s over", sorted(parts))
 
     def _set(self, held: frozenset[int]) -> None:
         if held != self._held:

@@ -26,6 +26,10 @@ from device_profiles import wire
 PREFIX = "swp"  # partitioned uplink subjects: swp.<n>.sw.v1.<site>.<gw>.…
 MQTT_STREAM = "$MQTT_msgs"  # where NATS keeps QoS 1 MQTT messages (created by nats-server or by us)
 MQTT_STREAM_PREFIX = "$MQTT.msgs."
+# The header under which the MQTT layer keeps the QoS a message of `$MQTT_msgs` was published with; a
+# message stored with "1" is delivered to MQTT subscribers at QoS 1 (nats-server's mqtt.go, pinned
+# version; tests/integration/test_nats_cluster.py checks it).
+MQTT_QOS_HEADER = "Nmqtt-Pub"
 DEFAULT_PARTITIONS = 16
 
 # The uplink kinds of a gateway and of its devices (docs/wire.md)
@@ -108,9 +112,16 @@ def parse_subject(subject: str) -> Uplink | None:
     return Uplink(int(n), rest.replace(".", "/"))
 
 
+def stored_subject(topic: str) -> str:
+    """The subject under which the MQTT layer stores a QoS 1 message of an MQTT topic in `$MQTT_msgs`
+    (not mapped: the mappings cover the uplink only)."""
+    return MQTT_STREAM_PREFIX + topic.replace("/", ".")
+
+
 def command_subject(site: str, gateway: str, device: str) -> str:
-    """Where the cloud publishes a command on NATS (unmapped: edges subscribe to `…/<device>/cmd`)."""
-    return wire.cmd_topic(site, gateway, device).replace("/", ".")
+    """Where the cloud publishes a command on NATS: stored in `$MQTT_msgs` under the command topic
+    (edges subscribe to `…/<device>/cmd` at QoS 1), with `MQTT_QOS_HEADER` 1 (cloud/api/command_link.py)."""
+    return stored_subject(wire.cmd_topic(site, gateway, device))
 
 
 def partitions_subject_filter(kind: str) -> str:

@@ -6,11 +6,11 @@ What happens when partitions move (cloud/cluster/leases.py runs it, on its threa
   devices' replay-check state, the engine their active alarms, escalation schedule, pending durations
   and last-seen times, history their gateways' online state and active alarms — all from the shared
   database, as the previous owner left them;
-- then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: a partition
-  taken over starts with a consumer reset, so what the previous owner had not acknowledged comes
-  again at once, in order);
-- handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), then the
-  lease is freed.
+- then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
+  previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
+  no longer than a lease, is over: by the takeover it is);
+- handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), the
+  ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
 The engine, history and ingester ask `owns(site, gateway)`: the gateway's partition is held and the
 lease is still locally valid.
@@ -49,8 +49,10 @@ class ClusterMember:
         self.refresh_s = refresh_s
         self._part: dict[tuple[str, str], int] = {}
         self.leases = LeaseManager(db_url, replica_id, partitions, apply=self._apply, prepare=self._prepare,
-                                   drained=ingest.client.drained, ttl_s=ttl_s, renew_s=renew_s, url=url)
+                                   drained=ingest.client.drained, handed=self._handed, ttl_s=ttl_s,
+                                   renew_s=renew_s, url=url)
         ingest.client.valid = self.leases.valid
+        ingest.owns = self.owns
         if engine is not None:
             engine.owns = self.owns
         if history is not None:
@@ -79,15 +81,21 @@ class ClusterMember:
         t0 = time.monotonic()
         mine = self._mine(parts)
         self.ingest.adopt(mine)
+        t1 = time.monotonic()
         if self.engine is not None:
             self.engine.adopt(mine)
+        t2 = time.monotonic()
         if self.history is not None:
             gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
             alarms = list(self.engine.active.values()) if self.engine is not None else []
             self.history.adopt(mine, gws, alarms)
         dt = time.monotonic() - t0
         self.takeovers.append((time.time(), parts, dt))
-        log.info("partitions %s: state of their gateways loaded in %.2f s", sorted(parts), dt)
+        log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f, "
+                 "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, dt - (t2 - t0))
+
+    def _handed(self, parts: frozenset[int]) -> None:
+        self.ingest.hand_over(self._mine(parts))
 
     def _apply(self, held: frozenset[int]) -> None:
         self.ingest.client.set_partitions(held)

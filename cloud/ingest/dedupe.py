@@ -162,6 +162,11 @@ class Deduper:
             st["previous"] = p.state()
         return st
 
+    def states(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The current state of these keys' windows (those that have one)."""
+        with self._lock:
+            return {k: self._state(k) for k in keys if k in self.windows}
+
     def take_dirty(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             out = {k: self._state(k) for k in self.dirty}

@@ -18,9 +18,16 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   the alarm engine has processed it), each one by itself (AckExplicit): with AckAll the new owner's
   first ack would also acknowledge what the dead owner had received and never handled.
 - **Ownership.** Only the partitions in `owned` are consumed (all of them when no lease manager is
-  wired in: one replica). `set_partitions()` moves consumption as leases move. Taking a partition over
-  starts with a consumer reset to its ack floor (NATS 2.14+), so what the previous owner had received
-  but not acknowledged comes again at once and in order, not after the ack wait.
+  wired in: one replica). `set_partitions()` moves consumption as leases move. What a dead owner had
+  received but not acknowledged comes again after the consumers' ack wait (`ACK_WAIT_S`), which is
+  no longer than a lease (cloud/cluster/leases.py): by the time a survivor has claimed the partition,
+  it is delivered again at once, in order of its first delivery.
+- **No consumer resets.** `$JS.API.CONSUMER.RESET` (NATS 2.14+) would have such messages again at
+  once, but it restarts the consumer's delivery numbering at 1 while its replicas keep the old one: in
+  the chaos test (issue 13), a reset made while the nodes came back from a restart, followed by the
+  loss of the consumer's leader, left the new leader continuing the old numbering past messages
+  delivered after the reset and never acknowledged. They were never delivered again and the ack floor
+  passed them: acknowledged readings missing from the store (111 in one run, 4 in another).
 - **Gateway health** travels at QoS 0 (best effort): NATS does not store it, so the owner of a
   partition also holds a plain subscription for it.
 
@@ -51,6 +58,12 @@ from cloud.ingest.mqtt import MAIN, SAFETY, BaseIngestClient
 log = logging.getLogger(__name__)
 
 LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
+# How long a delivered message may stay unacknowledged before the cluster delivers it again: at most a
+# partition lease's time to live (6 s), so a dead owner's unacknowledged messages are due again by the
+# time a survivor takes its partitions over. Acknowledgements wait for the durability point, normally
+# well under a second (storage writes or spools within its linger); one that takes longer only has its
+# message delivered twice, and the replay check drops the copy.
+ACK_WAIT_S = 6.0
 
 
 def parse_servers(url: str) -> list[str]:
@@ -77,6 +90,7 @@ class _Puller:
     EXPIRES_S = 30.0
     HEARTBEAT_S = 2.0
     RETRY_S = 0.25  # after an error status (no leader yet, leadership change)
+    YIELD_EVERY = 32  # bulk messages handled between two turns given to the other lanes (`_on_msg`)
 
     def __init__(self, owner: JetStreamIngestClient, part: int, lane: str) -> None:
         self.owner = owner
@@ -175,6 +189,11 @@ class _Puller:
         self.handled += 1
         self.handler(topic, msg.data, time.time())
         self.to_ack.append(msg.reply)
+        if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
+            # nats-py hands a subscription's queued messages to us back to back, without giving the loop
+            # away: a telemetry backlog (a takeover's first pulls) would hold the safety lanes' events
+            # until the whole batch is through (up to ~1 s under load). Let them in every few messages.
+            await asyncio.sleep(0)
 
 
 class JetStreamIngestClient(BaseIngestClient):
@@ -211,14 +230,13 @@ class JetStreamIngestClient(BaseIngestClient):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pullers: dict[tuple[int, str], _Puller] = {}
-        self._draining: dict[tuple[int, str], _Puller] = {}  # stopped; their last acks still to send
+        self._draining: list[_Puller] = []  # stopped; their last acks still to send
         # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
         self.valid: Callable[[], bool] = lambda: True
         self._gw_health: dict[int, Any] = {}
         self._changed: asyncio.Event | None = None
         self._stopping = False
         self._ready = threading.Event()
-        self.resets = 0
         self.last_error = ""
 
     # ------------------------------------------------------------------ ownership
@@ -239,13 +257,15 @@ class JetStreamIngestClient(BaseIngestClient):
                 time.sleep(0.01)
 
     def drained(self, parts: Iterable[int]) -> bool:
-        """Everything handled on these partitions has been acknowledged (a clean hand-over)."""
+        """These partitions are no longer read, and everything handled on them has been acknowledged
+        (a clean hand-over: only then may another replica take them)."""
         want = set(parts)
+        if want & self._held:
+            return False  # still read: the loop has not stopped their pullers yet
         return all(
             not p.to_ack and not p.acking
-            for d in (self._pullers, self._draining)
-            for (part, _), p in list(d.items())
-            if part in want
+            for p in [*self._pullers.values(), *self._draining]
+            if p.part in want
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -266,11 +286,7 @@ class JetStreamIngestClient(BaseIngestClient):
 
         async def reconnected() -> None:
             log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
-            # deliveries in flight to us while away are lost to us: have them again, at once and in order
-            # (in the background: what comes twice, dedupe drops)
-            for part in self._held:
-                for lane in (P.SAFETY, P.BULK):
-                    asyncio.get_running_loop().create_task(self._reset(P.consumer_name(part, lane)))
+            # deliveries in flight to us while away are lost to us: they come again after the ack wait
             for p in self._pullers.values():
                 p.reset_flow()
             for lane in self.lanes:
@@ -346,76 +362,59 @@ class JetStreamIngestClient(BaseIngestClient):
                 raise RuntimeError(f"cannot move {P.MQTT_STREAM} to limits retention: {r['error']}")
             log.warning("stream %s moved from %s retention to limits (max_age %ss, max_bytes %s)", P.MQTT_STREAM,
                         info.get("config", {}).get("retention"), self.max_age_s, self.max_bytes)
-        existing = set()
-        for ci in await js.consumers_info(P.MQTT_STREAM):
-            existing.add(ci.name)
+        existing: dict[str, ConsumerConfig | None] = {
+            ci.name: ci.config for ci in await js.consumers_info(P.MQTT_STREAM)}
         for part in range(self.partitions):
             for lane in (P.SAFETY, P.BULK):
                 name = P.consumer_name(part, lane)
-                if name in existing:
+                ccfg = existing.get(name)
+                if ccfg is None:
+                    ccfg = ConsumerConfig(
+                        durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
+                        ack_wait=ACK_WAIT_S, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
+                        description="shelterwatch uplink partition (cloud/ingest/jetstream.py)")
+                elif ccfg.ack_wait != ACK_WAIT_S:  # made by an earlier version (30 s): an update keeps its state
+                    ccfg.ack_wait = ACK_WAIT_S
+                else:
                     continue
-                await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
-                    durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=30, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
-                    description="shelterwatch uplink partition (cloud/ingest/jetstream.py)"))
+                await js.add_consumer(P.MQTT_STREAM, ccfg)
 
     async def _api(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         """One JetStream API request, raw JSON both ways (the stream config round-trips exactly)."""
         r = await self.nc.request(subject, json.dumps(body).encode(), timeout=10)
         return dict(json.loads(r.data or b"{}"))
 
-    async def _reset(self, name: str, tries: int = 8) -> None:
-        """Redeliver what this consumer delivered and nobody acknowledged, now (NATS 2.14+); retried
-        while a node or a consumer leader is being replaced (then what it had delivered comes again
-        after the ack wait)."""
-        for i in range(tries):
-            try:
-                r = await self.nc.request(f"$JS.API.CONSUMER.RESET.{P.MQTT_STREAM}.{name}", b"", timeout=2)
-                body = json.loads(r.data or b"{}")
-                if "error" not in body:
-                    self.resets += 1
-                    # what a loss investigation needs: where the consumer now stands (issue 13, chaos)
-                    log.info("consumer %s reset to stream seq %s (ack floor %s)", name, body.get("reset_seq"),
-                             (body.get("ack_floor") or {}).get("stream_seq"))
-                    return
-                err = body["error"]
-            except Exception as e:
-                err = str(e) or type(e).__name__
-            if i == tries - 1:
-                log.warning("reset of %s failed: %s (what it had delivered comes again after the ack wait)",
-                            name, err)
-            await asyncio.sleep(0.5)
-
     async def _apply(self) -> None:
         want, held = self._want, self._held
         for part in sorted(held - want):  # stop first: never two owners' worth of pulls from us
+            stopping = [p for lane in (P.SAFETY, P.BULK) if (p := self._pullers.pop((part, lane), None)) is not None]
+            for p in stopping:
+                p.stopped = True  # handles nothing more from here on
+                self._draining.append(p)  # `drained` waits for its last acks
             self._held = self._held - {part}
-            for lane in (P.SAFETY, P.BULK):
-                p = self._pullers.pop((part, lane), None)
-                if p is not None:
-                    await p.stop()
-                    if p.to_ack or p.acking:
-                        self._draining[(part, lane)] = p
+            for p in stopping:
+                await p.stop()
             sub = self._gw_health.pop(part, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         new = sorted(want - held)
-        # Reset the consumers of partitions taken over before reading them: what the previous owner had
-        # received but not acknowledged comes again at once, in order, and nothing we read is reset.
-        await asyncio.gather(*(self._reset(P.consumer_name(part, lane), tries=4)
-                               for part in new for lane in (P.SAFETY, P.BULK)))
-        for part in new:
-            self._held = self._held | {part}
-            for lane in (P.SAFETY, P.BULK):
+        if not new:
+            return
+        # Every partition's safety lane first: a takeover's alarms do not wait behind its telemetry backlog.
+        self._held = self._held | frozenset(new)
+        for lane in (P.SAFETY, P.BULK):
+            for part in new:
                 p = _Puller(self, part, lane)
                 await p.start()
                 self._pullers[(part, lane)] = p
+        for part in new:
             self._gw_health[part] = await self.nc.subscribe(
                 P.gateway_health_subject(part), cb=self._on_gateway_health)
+        log.info("partitions %s read from now on", new)
 
     async def _on_gateway_health(self, msg: Any) -> None:
-        if msg.headers and msg.headers.get("Nmqtt-Pub", "0") != "0":
+        if msg.headers and msg.headers.get(P.MQTT_QOS_HEADER, "0") != "0":
             return  # QoS 1: stored, and read through the bulk consumer
         up = P.parse_subject(msg.subject)
         if up is None or up.partition not in self._held:
@@ -428,10 +427,8 @@ class JetStreamIngestClient(BaseIngestClient):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.ack_interval)
-            for key, p in list(self._draining.items()):
-                if not p.to_ack and not p.acking:
-                    del self._draining[key]
-            for p in [*self._pullers.values(), *self._draining.values()]:
+            self._draining = [p for p in self._draining if p.to_ack or p.acking]
+            for p in [*self._pullers.values(), *self._draining]:
                 if not p.to_ack:
                     continue
                 replies, p.to_ack = p.to_ack, []
@@ -483,7 +480,7 @@ class JetStreamIngestClient(BaseIngestClient):
             for p in self._pullers.values():
                 p.stopped = True
             deadline = time.monotonic() + 5
-            left = [*self._pullers.values(), *self._draining.values()]
+            left = [*self._pullers.values(), *self._draining]
             while any(p.to_ack or p.acking for p in left) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             if self.nc is not None:

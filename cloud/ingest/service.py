@@ -130,6 +130,10 @@ class IngestService:
         self.durable.on_barrier(self._checkpoint)
         self._want_checkpoint = False
         self._durable_states: deque[dict[str, dict[str, object]]] = deque()
+        self._persist_lock = threading.Lock()  # the replay-check state is written by one thread at a time
+        # A cluster replica (cloud/cluster/replica.py) writes the replay-check state only of the gateways
+        # it owns: a snapshot taken before a hand-over must not overwrite what the next owner saved.
+        self.owns: Callable[[str, str], bool] = lambda site, gateway: True
         self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
@@ -346,6 +350,20 @@ class IngestService:
             if entry is not None and mine(site, entry.gateway):
                 self.pipeline.dedupe.load(f"{site}/{dev}", st)
 
+    def hand_over(self, mine: Callable[[str, str], bool]) -> None:
+        """Hand gateways to another replica (cloud/cluster): save their devices' replay-check state now,
+        before the lease is freed. Call it only once every message of theirs that this replica handled
+        is acknowledged, hence durable, and once `owns` says no for them. The next owner loads it
+        before reading (`adopt`), so what comes again from the stream (everything above the consumer's
+        ack floor) is dropped as a replay; saved only by the regular checkpoint, up to its last second
+        or two came back as news, and the alarm engine judged those old readings again."""
+        devices = self.pipeline.directory.devices
+        keys = [f"{site}/{dev}" for (site, dev), e in devices.items() if mine(site, e.gateway)]
+        with self._persist_lock:
+            states = self.pipeline.dedupe.states(keys)
+            if states:
+                self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+
     def refresh_directory(self) -> None:
         self.pipeline.set_directory(self.registry.directory())
 
@@ -353,9 +371,17 @@ class IngestService:
         """Save the replay check's state that is durable and the last values; ask the pipeline's
         thread for the next checkpoint."""
         self.dead.flush()
-        while self._durable_states:
-            states = self._durable_states.popleft()
-            self.registry.save_seq_states({tuple(k.split("/", 1)): v for k, v in states.items()})  # type: ignore[misc]
+        with self._persist_lock:
+            while self._durable_states:
+                states = self._durable_states.popleft()
+                devices = self.pipeline.directory.devices
+                keep = {}
+                for k, v in states.items():
+                    site, dev = k.split("/", 1)
+                    entry = devices.get((site, dev))
+                    if entry is None or self.owns(site, entry.gateway):
+                        keep[(site, dev)] = v
+                self.registry.save_seq_states(keep)
         self._want_checkpoint = True
         self.registry.save_last_values(self.pipeline.take_last_values())
         self.registry.save_gateway_clocks(self.pipeline.take_clocks())

@@ -35,7 +35,7 @@ def test_subjects_round_trip_to_topics() -> None:
     assert P.parse_subject("swp.12.sw.v1.estate.gw-1.status") == P.Uplink(12, "sw/v1/estate/gw-1/status")
     assert P.parse_subject("sw.v1.estate.gw-1.status") is None
     assert P.parse_subject("swp.x.sw.v1.a.b.status") is None
-    assert P.command_subject("estate", "gw-1", "charger-a") == "sw.v1.estate.gw-1.charger-a.cmd"
+    assert P.command_subject("estate", "gw-1", "charger-a") == "$MQTT.msgs.sw.v1.estate.gw-1.charger-a.cmd"
 
 
 def test_mappings_cover_the_uplink_and_leave_the_downlink() -> None:

@@ -154,3 +154,29 @@ def test_what_a_finding_says_in_both_languages() -> None:
     assert "never tapers" in en and "6.3 °C above" in en and "about 23 min to the 75 °C cut-off" in en
     assert "电池管理系统可能失效" in zh and "约 23 分钟后达到断电温度 75 °C" in zh and "0.71 kWh" in zh
     assert "heating up" in describe({"reason": "something new"})
+
+
+@pytest.mark.parametrize("seen_idle", [False, True], ids=["between-two-polls", "idle-for-one-poll"])
+def test_a_bike_swapped_within_a_bucket_starts_a_new_session(seen_idle: bool) -> None:
+    """A resident takes a bike away and the next plugs theirs in between two polls (no poll sees the
+    port idle: only the energy counter, reset by the charger, tells), or within one bucket (one poll sees
+    it idle). The old session ends there; the new bike's session starts with its own model."""
+    m, w = cabinet(), watch()
+    m.plug(3, pack=Pack(capacity_kwh=0.8, soc=0.2, temp=22.0))
+    play(m, w, 40)
+    old_energy = m.ports[3].energy_kwh
+    t = 40 * 60.0 + 5.0  # 5 s into a bucket: the swap is over long before it closes
+    m.step(5.0)
+    w.observe(values(m), t)
+    m.unplug(3)
+    if seen_idle:
+        t += 5.0
+        m.step(5.0)
+        w.observe(values(m), t)
+    m.plug(3, pack=Pack(capacity_kwh=1.2, soc=0.1, charger_a=2.0, temp=22.0))
+    play(m, w, 20, t0=t)
+    ses = w.session(3)
+    assert ses is not None and ses.start >= 40 * 60.0, "the new bike's session starts at the swap"
+    assert ses.energy_kwh == pytest.approx(m.ports[3].energy_kwh, abs=0.01)
+    old = [e for e in w.ended if e.port == 3]
+    assert len(old) == 1 and old[0].end is not None and old[0].energy_kwh == pytest.approx(old_energy, abs=0.01)

@@ -294,7 +294,7 @@ class ChargeWatch:
             elif key == 1:  # current
                 if num:
                     p.currents.append(v)
-                    if p.state is None and v <= 0.05 and p.session is not None and p.swap_at is None:
+                    if p.state is None and float(v) <= 0.05 and p.session is not None and p.swap_at is None:
                         p.swap_at = now  # no state point: a current that stops is the end of the session
                     # the previous sample against the mean of its neighbours: a spike stands out,
                     # a taper (a straight or gently curved line) does not

@@ -156,25 +156,38 @@ def test_what_a_finding_says_in_both_languages() -> None:
     assert "heating up" in describe({"reason": "something new"})
 
 
-@pytest.mark.parametrize("seen_idle", [False, True], ids=["between-two-polls", "idle-for-one-poll"])
-def test_a_bike_swapped_within_a_bucket_starts_a_new_session(seen_idle: bool) -> None:
+@pytest.mark.parametrize("how", ["between-two-polls", "idle-for-one-poll", "no-state-point"])
+def test_a_bike_swapped_within_a_bucket_starts_a_new_session(how: str) -> None:
     """A resident takes a bike away and the next plugs theirs in between two polls (no poll sees the
     port idle: only the energy counter, reset by the charger, tells), or within one bucket (one poll sees
-    it idle). The old session ends there; the new bike's session starts with its own model."""
+    it idle; or, a charger without state and energy points, sees no current). The old session ends
+    there; the new bike's session starts with its own model."""
     m, w = cabinet(), watch()
+    keep = ("state", "energy") if how != "no-state-point" else ()
+
+    def seen() -> dict[str, Any]:
+        return {k: v for k, v in values(m).items() if not k.endswith(("state", "energy")) or k.endswith(keep)}
+
     m.plug(3, pack=Pack(capacity_kwh=0.8, soc=0.2, temp=22.0))
-    play(m, w, 40)
-    old_energy = m.ports[3].energy_kwh
-    t = 40 * 60.0 + 5.0  # 5 s into a bucket: the swap is over long before it closes
-    m.step(5.0)
-    w.observe(values(m), t)
-    m.unplug(3)
-    if seen_idle:
+    t = 0.0
+    for _ in range(40 * 12):
         t += 5.0
         m.step(5.0)
-        w.observe(values(m), t)
+        w.observe(seen(), t)
+    old_energy = m.ports[3].energy_kwh
+    t += 5.0  # 5 s into a bucket: the swap is over long before it closes
+    m.step(5.0)
+    w.observe(seen(), t)
+    m.unplug(3)
+    if how != "between-two-polls":
+        t += 5.0
+        m.step(5.0)
+        w.observe(seen(), t)
     m.plug(3, pack=Pack(capacity_kwh=1.2, soc=0.1, charger_a=2.0, temp=22.0))
-    play(m, w, 20, t0=t)
+    for _ in range(20 * 12):
+        t += 5.0
+        m.step(5.0)
+        w.observe(seen(), t)
     ses = w.session(3)
     assert ses is not None and ses.start >= 40 * 60.0, "the new bike's session starts at the swap"
     assert ses.energy_kwh == pytest.approx(m.ports[3].energy_kwh, abs=0.01)

@@ -70,7 +70,7 @@ class Settings:
     warn_excess_c: float = 5.0  # unexplained heat that, rising, makes a warning
     warn_slope_c_per_min: float = 0.08
     high_excess_c: float = 9.0  # unexplained heat that makes a warning even when steady ...
-    sustain_excess_c: float = 4.0  # ... and less of it, when it lasts
+    sustain_excess_c: float = 3.5  # ... and less of it, when it lasts (held `sustain_buckets`)
     sustain_buckets: int = 20
     early_from_s: float = 360.0  # before the model is learnt: heat rising faster than the warm-up can ...
     early_slope_c_per_min: float = 0.8  # ... (after `early_from_s`, beyond the steepest healthy connector)

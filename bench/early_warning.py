@@ -23,10 +23,10 @@ before the cut-off (median, p10), and, on normal sessions, false warnings per 10
 both sides. Targets (DESIGN.md): every mode detected ≥ 95 %, median lead ≥ 10 min over today's
 rules for the slow modes, ≤ 1 false warning per 10,000 normal sessions.
 
-Tune on one seed, report another (`--seed`, default 3): the thresholds in `charge_session.Settings`
-were tuned on seed 1; a first run on seed 2 found two defects (a stuck reading during the warm-up
-corrupted the port's model), fixed since, so the figures in docs/charging.md are seed 3's (seed 4 is a
-second held-out seed). `--modes` plays
+Tune on some seeds, report others (`--seed`, default 3): the thresholds in `charge_session.Settings`
+were tuned on seeds 1 and 2 only; seeds 3 and 4 were held out for the first version and are spent; the
+figures in docs/charging.md are the held-out seeds of the last change (which seeds, and when, it says).
+`--modes` plays
 only some failure modes (each keeps its run of the full plan; the normal cabinets are the same), for a
 focused tuning run; `--dump` writes every session's record for tuning offline.
 

@@ -70,7 +70,7 @@ class Settings:
     warn_excess_c: float = 5.0  # unexplained heat that, rising, makes a warning
     warn_slope_c_per_min: float = 0.08
     high_excess_c: float = 9.0  # unexplained heat that makes a warning even when steady ...
-    sustain_excess_c: float = 4.0  # ... and less of it, when it lasts
+    sustain_excess_c: float = 3.5  # ... and less of it, when it lasts (held `sustain_buckets`)
     sustain_buckets: int = 20
     early_from_s: float = 360.0  # before the model is learnt: heat rising faster than the warm-up can ...
     early_slope_c_per_min: float = 0.8  # ... (after `early_from_s`, beyond the steepest healthy connector)
@@ -208,6 +208,10 @@ class _Port:
     ripple: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=32))
     hold: dict[str, int] = field(default_factory=dict)  # condition → consecutive buckets
     idle_since: float | None = None
+    # a bike taken away and another plugged in within one bucket (or between two polls): when, the
+    # energy counter's last reading before it was reset and its first after
+    swap_at: float | None = None
+    swap_energy: tuple[float, float] | None = None
 
 
 class ChargeWatch:
@@ -290,6 +294,8 @@ class ChargeWatch:
             elif key == 1:  # current
                 if num:
                     p.currents.append(v)
+                    if p.state is None and float(v) <= 0.05 and p.session is not None and p.swap_at is None:
+                        p.swap_at = now  # no state point: a current that stops is the end of the session
                     # the previous sample against the mean of its neighbours: a spike stands out,
                     # a taper (a straight or gently curved line) does not
                     if p.nc >= 2 and p.c1 > 0.3:
@@ -303,10 +309,17 @@ class ChargeWatch:
                     p.powers.append(v)
             elif key == 0:  # state
                 p.state = str(v)
+                if p.state == "idle" and p.session is not None and p.swap_at is None:
+                    p.swap_at = now  # unplugged, if only for one poll: the session ends here
             elif key == 5:  # enabled
                 p.enabled = bool(v)
             elif key == 3:  # energy
                 if num:
+                    # the charger resets the session's counter when a bike is plugged in: a counter that
+                    # went back is a new bike, even when no poll saw the port empty
+                    if p.energy is not None and v < p.energy - 5e-4 and p.session is not None:
+                        p.swap_at = now if p.swap_at is None else p.swap_at
+                        p.swap_energy = (p.energy, float(v))
                     p.energy = float(v)
             elif key == 6:  # voltage
                 if num and float(v) > 50:
@@ -393,6 +406,14 @@ class ChargeWatch:
 
     def _session(self, p: _Port, t: float) -> Finding | None:
         s = self.s
+        swap_at, swap_energy, p.swap_at, p.swap_energy = p.swap_at, p.swap_energy, None, None
+        if swap_at is not None and p.session is not None:  # the bike changed within the bucket
+            ended = p.session
+            if swap_energy is not None and p.energy_at_start is not None and swap_energy[0] >= p.energy_at_start:
+                ended.energy_kwh = swap_energy[0] - p.energy_at_start
+            ended.end = swap_at
+            self.ended.append(ended)
+            p.session = None
         ses = p.session
         if not self._active(p):
             if ses is not None:
@@ -409,8 +430,8 @@ class ChargeWatch:
                 p.idle_at = t
             return None
         if ses is None:
-            ses = p.session = Session(p.n, t - s.bucket_s)
-            p.energy_at_start = p.energy
+            ses = p.session = Session(p.n, t - s.bucket_s if swap_at is None else swap_at)
+            p.energy_at_start = p.energy if swap_energy is None else swap_energy[1]
             p.rows.clear()
             p.excess.clear()
             p.ripple.clear()

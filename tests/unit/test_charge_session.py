@@ -154,3 +154,67 @@ def test_what_a_finding_says_in_both_languages() -> None:
     assert "never tapers" in en and "6.3 °C above" in en and "about 23 min to the 75 °C cut-off" in en
     assert "电池管理系统可能失效" in zh and "约 23 分钟后达到断电温度 75 °C" in zh and "0.71 kWh" in zh
     assert "heating up" in describe({"reason": "something new"})
+
+
+@pytest.mark.parametrize("how", ["between-two-polls", "idle-for-one-poll", "no-state-point"])
+def test_a_bike_swapped_within_a_bucket_starts_a_new_session(how: str) -> None:
+    """A resident takes a bike away and the next plugs theirs in between two polls (no poll sees the
+    port idle: only the energy counter, reset by the charger, tells), or within one bucket (one poll sees
+    it idle; or, a charger without state and energy points, sees no current). The old session ends
+    there; the new bike's session starts with its own model."""
+    m, w = cabinet(), watch()
+    keep = ("state", "energy") if how != "no-state-point" else ()
+
+    def seen() -> dict[str, Any]:
+        return {k: v for k, v in values(m).items() if not k.endswith(("state", "energy")) or k.endswith(keep)}
+
+    m.plug(3, pack=Pack(capacity_kwh=0.8, soc=0.2, temp=22.0))
+    t = 0.0
+    for _ in range(40 * 12):
+        t += 5.0
+        m.step(5.0)
+        w.observe(seen(), t)
+    old_energy = m.ports[3].energy_kwh
+    t += 5.0  # 5 s into a bucket: the swap is over long before it closes
+    m.step(5.0)
+    w.observe(seen(), t)
+    m.unplug(3)
+    if how != "between-two-polls":
+        t += 5.0
+        m.step(5.0)
+        w.observe(seen(), t)
+    m.plug(3, pack=Pack(capacity_kwh=1.2, soc=0.1, charger_a=2.0, temp=22.0))
+    for _ in range(20 * 12):
+        t += 5.0
+        m.step(5.0)
+        w.observe(seen(), t)
+    ses = w.session(3)
+    assert ses is not None and ses.start >= 40 * 60.0, "the new bike's session starts at the swap"
+    assert ses.energy_kwh == pytest.approx(m.ports[3].energy_kwh, abs=0.01)
+    old = [e for e in w.ended if e.port == 3]
+    assert len(old) == 1 and old[0].end is not None and old[0].energy_kwh == pytest.approx(old_energy, abs=0.01)
+
+
+@pytest.mark.parametrize(("extra_c", "warns"), [(4.3, True), (3.6, False)])
+def test_unexplained_heat_that_lasts_warns_from_3_5_degrees(extra_c: float, warns: bool) -> None:
+    """An ageing pack's heat builds slowly and may never grow fast enough, nor reach 5 °C, for the rising
+    rule: unexplained heat held for `sustain_buckets` warns from `sustain_excess_c` (3.5 °C). The port's
+    reading is what the model explains plus `extra_c` from minute 20 on; the allowance for a warm, healthy
+    pack (about 0.4 °C at this power) does not count."""
+    s = Settings()
+    w = ChargeWatch([1], settings=s)
+    f = sp = 0.0
+    found: list[Finding] = []
+    for k in range(1, 121):  # one poll a minute, as the bucket closes
+        t = k * 60.0
+        f += (1.0 - f) * (1.0 - math.exp(-60.0 / s.fast_tau_s))  # I² = 1 through the connector lag
+        sp += (220.0 - sp) * (1.0 - math.exp(-60.0 / s.slow_tau_s))
+        temp = 20.0 + 1.6 * f + s.pack_k_per_w * sp + (extra_c if t >= 20 * 60 else 0.0)
+        found += w.observe({"ambient_temp": 20.0, "port.1.state": "charging", "port.1.current": 1.0,
+                            "port.1.power": 220.0, "port.1.connector_temp": round(temp, 1)}, t)
+    ses = w.session(1)
+    assert ses is not None and ses.learned
+    assert bool(found) is warns, (found, ses.peak_sustained_c)
+    if warns:
+        assert found[0].reason == "no_taper" and "unexplained_heat" in found[0].reasons
+        assert found[0].session_s >= (20 + s.sustain_buckets) * 60 - s.bucket_s

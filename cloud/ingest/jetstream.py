@@ -469,7 +469,8 @@ class JetStreamIngestClient(BaseIngestClient):
         messages, so the head start costs one round trip; the telemetry waits in the stream, durable."""
         if not safety:
             return
-        js = self.nc.jetstream(timeout=self.SAFETY_HEAD_START_S)
+        # asked on the safety connection: the bulk one may be reading a telemetry backlog
+        js = self.conn(P.SAFETY).jetstream(timeout=self.SAFETY_HEAD_START_S)
 
         async def empty(p: _Puller) -> None:
             with contextlib.suppress(Exception):  # no answer: the puller's own signals decide

@@ -187,7 +187,11 @@ class _Puller:
         topic = up.topic if up is not None else msg.subject.replace(".", "/")
         self.owner.lane_received[LANE_OF[self.lane]] += 1
         self.handled += 1
-        self.handler(topic, msg.data, time.time())
+        try:
+            self.handler(topic, msg.data, time.time())
+        except Exception:  # not handled (a store unreachable): never acknowledged, delivered again
+            log.exception("%s: handling %s failed; it comes again after the ack wait", self.consumer, topic)
+            return
         self.to_ack.append(msg.reply)
         if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
             # nats-py hands a subscription's queued messages to us back to back, without giving the loop
@@ -373,8 +377,12 @@ class JetStreamIngestClient(BaseIngestClient):
                         durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
                         ack_wait=ACK_WAIT_S, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
                         description="shelterwatch uplink partition (cloud/ingest/jetstream.py)")
-                elif ccfg.ack_wait != ACK_WAIT_S:  # made by an earlier version (30 s): an update keeps its state
+                elif ccfg.ack_wait != ACK_WAIT_S or set(ccfg.filter_subjects or ()) != set(P.lane_filters(part, lane)):
+                    # made by an earlier version (ack wait 30 s; no config answers in the safety lane): an
+                    # update keeps its state (delivered and acknowledged positions)
                     ccfg.ack_wait = ACK_WAIT_S
+                    ccfg.filter_subjects = P.lane_filters(part, lane)
+                    ccfg.filter_subject = None
                 else:
                     continue
                 await js.add_consumer(P.MQTT_STREAM, ccfg)

@@ -192,16 +192,15 @@ class CloudService:
             self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
                                          lambda site: [g.id for g in registry.gateways(site)],
                                          account.username, account.password,
-                                         owns=self._owns if clustered else None).start()
+                                         owns=self._owns if clustered else None,
+                                         name=self._replica_id() if clustered else "").start()
             if clustered:
                 ingest.config_sink, ingest.on_birth = self.configs.handle, self.configs.birth
             self._started("remote config", self.configs)
         if clustered:
-            import socket
-
             from cloud.cluster.replica import ClusterMember
 
-            self.member = ClusterMember(alarm_db, c.replica_id or f"{socket.gethostname()}-{c.port}", c.partitions,
+            self.member = ClusterMember(alarm_db, self._replica_id(), c.partitions,
                                         ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
                                         url=self.url).start()
             self._started("cluster member", self.member)
@@ -223,6 +222,11 @@ class CloudService:
             if not web.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
             time.sleep(0.02)
+
+    def _replica_id(self) -> str:
+        import socket
+
+        return self.cfg.replica_id or f"{socket.gethostname()}-{self.cfg.port}"
 
     def _owns(self, site: str, gateway: str) -> bool:
         """This replica owns the gateway's partition (False until the cluster member runs)."""

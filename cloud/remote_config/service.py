@@ -105,7 +105,8 @@ def drift_of(desired: Version | None, st: State | None, local_match: Version | N
 class ConfigService:
     def __init__(self, store: ConfigStore, mqtt_url: str | None, catalog: dict[str, Profile],
                  gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
-                 rollout_tick_s: float = 0.5, owns: Callable[[str, str], bool] | None = None) -> None:
+                 rollout_tick_s: float = 0.5, owns: Callable[[str, str], bool] | None = None,
+                 name: str = "") -> None:
         self.store = store
         self.url = mqtt_url
         # On a NATS cluster: answers come through the owner's ingester (`handle`, `birth`), desired configs
@@ -115,6 +116,8 @@ class ConfigService:
         # with one broker and one `cloud serve`.
         self.owns: Callable[[str, str], bool] = owns or (lambda site, gateway: True)
         self.resend_s = 2.0  # how often the owner looks for desired configs not sent yet (cluster)
+        self.name = name  # the replica's id on a cluster: in the history and the rollout steps it moved
+        self.who = f"cloud {name}".strip()
         self.catalog = catalog
         self.gateways = gateways  # site → registered gateway ids
         self.username, self.password = username, password
@@ -220,7 +223,7 @@ class ConfigService:
                                wire.ConfigConfirm(ts=wire.now(), version=r.version), retain=False)
             if not ok and self.clustered:
                 raise RuntimeError(f"{site}/{gw}: cannot send config-confirm of version {r.version} now")
-            self.store.add_event(site, gw, r.version, "cloud", "confirmed",
+            self.store.add_event(site, gw, r.version, self.who, "confirmed",
                                  "heard the gateway over its new uplink: confirmed")
         problems = [{"line": p.line, "key": p.key, "message": p.message} for p in r.problems]
         self.store.record_result(site, gw, r.version, r.status, r.running, r.detail, dict(r.devices), problems,
@@ -428,13 +431,13 @@ class ConfigService:
                 detail = str(e) + "".join(f"; {p}" for p in e.problems)
                 self._stop_rollout(r, steps, i, "refused", f"{gw}: {detail}")
                 return
-            step.update(state="sent", version=v.version, at=time.time(), detail="sent")
+            step.update(state="sent", version=v.version, at=time.time(), detail="sent", by=self.name)
             self.store.save_rollout(r.id, "running", f"{gw}: version {v.version} sent", steps)
             return
         st = self.store.state(r.site, gw)
         if st is not None and st.last_version == step["version"] and st.last_status in TERMINAL:
             if st.last_status == "applied":
-                step.update(state="applied", detail=st.last_detail)
+                step.update(state="applied", detail=st.last_detail, by=self.name)
                 self.store.save_rollout(r.id, "running", f"{gw}: applied", steps)
             else:
                 self._stop_rollout(r, steps, i, st.last_status, f"{gw} {st.last_status}: {st.last_detail}")
@@ -442,7 +445,7 @@ class ConfigService:
             self._stop_rollout(r, steps, i, "timeout", f"{gw}: no result within {r.step_timeout_s:.0f} s (offline?)")
 
     def _stop_rollout(self, r: Rollout, steps: list[dict[str, Any]], i: int, state: str, detail: str) -> None:
-        steps[i].update(state=state, detail=detail)
+        steps[i].update(state=state, detail=detail, by=self.name)
         for s in steps[i + 1:]:
             s.update(state="skipped", detail="not started: the rollout stopped before")
         self.store.save_rollout(r.id, "stopped", f"stopped at {detail}", steps)

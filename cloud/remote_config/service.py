@@ -206,7 +206,9 @@ class ConfigService:
                 if cur is not None and cur.desired is not None and st.config_version != cur.desired \
                         and not (cur.last_version == cur.desired and cur.last_status in (*TERMINAL, "applying",
                                                                                           "confirming")):
-                    self.publish(site, gw)
+                    sent = self.publish(site, gw)
+                    log.info("%s/%s: its birth says it runs version %d, not the desired %d: %s", site, gw,
+                             st.config_version, cur.desired, "sent again" if sent else "could not send it now")
         except Exception:  # a birth is not worth failing the ingester's message for: the next one comes
             log.exception("%s/%s: recording its birth for remote configuration failed", site, gw)
         with self.changed:

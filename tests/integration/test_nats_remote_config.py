@@ -190,6 +190,75 @@ def test_a_config_accepted_by_any_replica_reaches_its_gateway_and_is_answered_on
     print(f"\nchange through the other replica applied in {took:.1f} s")
 
 
+def test_a_config_accepted_before_the_gateway_ever_connected_reaches_it_at_its_birth(stack: Stack) -> None:
+    """No retained message on a cluster, and no session to deliver to yet: the owner sends the desired
+    config again when the gateway's birth shows it does not run it. Accepted by the replica that does
+    not own this gateway (here the owner is B, the change goes through A)."""
+    from device_profiles.loader import get_profile
+
+    s = stack
+    owners = s.db.owners()
+    gw = next(g for g in GATEWAYS if g != s.gw and owners[partition_of(SITE, g, PARTITIONS)] == "r2")
+    root = s.root / gw
+    root.mkdir()
+    dev = SimDevice(get_profile("nanfang-fsm8"), 3)
+    dev.set(pipe_pressure=4.2)
+    (root / "bus").mkdir()
+    bus = RtuBus(root / "bus", [dev])
+    edge: AgentProcess | None = None
+    obs = None
+    try:
+        cfg_path = _edge_config(root, s.cluster, gw, bus.port)
+        desired = yaml.safe_load(cfg_path.read_text())
+        desired["uplink"]["keepalive_s"] = 8
+        v = api(s, s.a, "PUT", f"/sites/{SITE}/gateways/{gw}/config",
+                {"yaml": yaml.safe_dump(desired, sort_keys=False), "comment": "before it came", "confirm_s": 60})
+        # not retained by the cluster: a fresh subscriber on another node gets nothing
+        obs = Observer(s.cluster.mqtt_urls[2], f"sw/v1/{SITE}/{gw}/config")
+        time.sleep(1.0)
+        assert obs.got == []
+        t0 = time.monotonic()
+        edge = AgentProcess(cfg_path, root / "edge.log").start()
+        st = wait_until(lambda: (x := s.store.state(SITE, gw)) is not None and x.last_version == v["version"]
+                        and x.last_status in ("applied", "rolled_back", "refused") and x,
+                        90, f"{gw}'s answer\n{s.b.tail()}")
+        assert st.last_status == "applied", (st.last_status, st.last_detail)
+        assert yaml.safe_load(cfg_path.read_text())["uplink"]["keepalive_s"] == 8
+        confirms = [e.who for e in s.store.events(SITE, gw, limit=500) if e.what == "confirmed"]
+        assert confirms == ["cloud r2"]
+        print(f"\nconfig waiting for a new gateway applied {time.monotonic() - t0:.1f} s after the agent started")
+    finally:
+        if obs is not None:
+            obs.close()
+        if edge is not None:
+            edge.stop()
+        bus.stop()
+
+
+class Observer:
+    """A clean-session MQTT subscriber on one node, recording what it gets."""
+
+    def __init__(self, url: str, topic: str) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.got: list[bytes] = []
+        subscribed = threading.Event()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cfg-observer", protocol=mqtt.MQTTv311)
+        self.c.on_message = lambda _c, _u, m: self.got.append(bytes(m.payload))
+        self.c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
+        self.c.on_subscribe = lambda *_a: subscribed.set()
+        self.c.connect("127.0.0.1", int(url.rsplit(":", 1)[1]), keepalive=5)
+        self.c.loop_start()
+        assert subscribed.wait(10), "observer not subscribed"
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
 def test_the_survivor_finishes_a_rollout_whose_owner_was_killed_before_the_result(stack: Stack) -> None:
     s = stack
     base = len(s.store.versions(SITE, s.gw))

@@ -35,6 +35,15 @@ Pull loop: each (partition, lane) keeps pull requests outstanding with idle hear
 messages as they arrive (nats-py's `fetch` would hold a message back until its batch is full or the
 request expires). One asyncio loop in one thread runs every consumer, so the handlers are never called
 concurrently, as with the MQTT clients.
+
+**One NATS connection per lane**, as the MQTT ingester has one MQTT connection per lane. On a shared
+connection a safety message queues in the socket behind every bulk message delivered before it, and
+nats-py reads a socket 32 KiB per turn of the loop: with a telemetry backlog in flight (a survivor
+that just took over eight partitions, 500-message pulls on each) the waterflow event of a taken-over
+gateway reached the handler 2.0-2.4 s after the server sent it, first delivery, while the handler
+itself took 10 ms (traced in bench/cluster.py's takeover at 2,000 msg/s). On its own connection it is
+read on the loop's next turn. Each lane pulls and acknowledges on its own connection; the bulk one also
+sets up the stream and consumers and holds the gateway-health subscriptions.
 """
 
 from __future__ import annotations
@@ -64,6 +73,14 @@ LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
 # well under a second (storage writes or spools within its linger); one that takes longer only has its
 # message delivered twice, and the replay check drops the copy.
 ACK_WAIT_S = 6.0
+
+
+def _pending_behind(msg: Any) -> int | None:
+    """How many messages the consumer still had for us behind this one (its ack subject), if known."""
+    try:
+        return int(msg.metadata.num_pending)
+    except Exception:
+        return None
 
 
 def parse_servers(url: str) -> list[str]:
@@ -108,9 +125,12 @@ class _Puller:
         self.handled = 0
         self.last_status = ""
         self.pause_until = 0.0
+        # Set once what the consumer held when we started has been handled (a message saying nothing is
+        # pending behind it, an empty answer or an idle heartbeat): `_apply`'s safety head start.
+        self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
-        nc = self.owner.nc
+        nc = self.owner.conn(self.lane)
         self.inbox = nc.new_inbox()
         self.sub = await nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=200_000)
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -132,7 +152,7 @@ class _Puller:
         self.wake.set()
 
     async def _run(self) -> None:
-        nc = self.owner.nc
+        nc = self.owner.conn(self.lane)
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{P.MQTT_STREAM}.{self.consumer}"
         req = json.dumps({"batch": self.BATCH, "expires": int(self.EXPIRES_S * 1e9),
                           "idle_heartbeat": int(self.HEARTBEAT_S * 1e9)}).encode()
@@ -162,8 +182,10 @@ class _Puller:
         status = msg.headers.get("Status") if msg.headers else None
         if status:
             if status == "100":
+                self.caught_up.set()  # idle: nothing was there to deliver
                 return  # idle heartbeat (or flow control)
-            if status in ("404", "408"):  # request done: what it still had to give is no longer coming
+            if status in ("404", "408"):
+                self.caught_up.set()  # request done: what it still had to give is no longer coming
                 try:
                     left = int(msg.headers.get("Nats-Pending-Messages", self.BATCH))
                 except ValueError:
@@ -193,6 +215,8 @@ class _Puller:
             log.exception("%s: handling %s failed; it comes again after the ack wait", self.consumer, topic)
             return
         self.to_ack.append(msg.reply)
+        if not self.caught_up.is_set() and self.lane == P.SAFETY and _pending_behind(msg) == 0:
+            self.caught_up.set()
         if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
             # nats-py hands a subscription's queued messages to us back to back, without giving the loop
             # away: a telemetry backlog (a takeover's first pulls) would hold the safety lanes' events
@@ -203,6 +227,8 @@ class _Puller:
 class JetStreamIngestClient(BaseIngestClient):
     """Same interface as the MQTT ingest clients (`start`, `stop`, `connected`, lanes, `durable`);
     `protocol` is 0 (not MQTT). Without `durable` a message is acknowledged once the handler returned."""
+
+    SAFETY_HEAD_START_S = 1.0  # `_head_start`'s bound: telemetry of new partitions waits no longer
 
     def __init__(
         self,
@@ -230,7 +256,8 @@ class JetStreamIngestClient(BaseIngestClient):
         self.max_age_s, self.max_bytes = max_age_s, max_bytes  # the stream's limits (cloud/cluster/stream.py)
         self._want: frozenset[int] = frozenset(range(partitions) if owned is None else owned)
         self._held: frozenset[int] = frozenset()
-        self.nc: Any = None
+        self.nc: Any = None  # the bulk lane's connection (and the stream's set-up, gateway health)
+        self.nc_safety: Any = None  # the safety lane's own connection (module docstring)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pullers: dict[tuple[int, str], _Puller] = {}
@@ -242,6 +269,10 @@ class JetStreamIngestClient(BaseIngestClient):
         self._stopping = False
         self._ready = threading.Event()
         self.last_error = ""
+
+    def conn(self, lane: str) -> Any:
+        """The NATS connection a partition lane (P.SAFETY / P.BULK) pulls and acknowledges on."""
+        return self.nc_safety if lane == P.SAFETY and self.nc_safety is not None else self.nc
 
     # ------------------------------------------------------------------ ownership
     def holds(self, part: int) -> bool:
@@ -284,42 +315,51 @@ class JetStreamIngestClient(BaseIngestClient):
 
         self._changed = asyncio.Event()
 
-        async def disconnected() -> None:
-            for lane in self.lanes:
+        def callbacks(lane: str) -> dict[str, Any]:
+            """A connection's callbacks: its lane goes down and up with it."""
+
+            async def disconnected() -> None:
                 self._lane_down(lane)
 
-        async def reconnected() -> None:
-            log.info("NATS ingest reconnected to %s", self.nc.connected_url.netloc if self.nc else "?")
-            # deliveries in flight to us while away are lost to us: they come again after the ack wait
-            for p in self._pullers.values():
-                p.reset_flow()
-            for lane in self.lanes:
+            async def reconnected() -> None:
+                nc = self.nc_safety if lane == SAFETY else self.nc
+                log.info("NATS ingest (%s lane) reconnected to %s", lane, nc.connected_url.netloc if nc else "?")
+                # deliveries in flight to us while away are lost to us: they come again after the ack wait
+                for p in self._pullers.values():
+                    if LANE_OF[p.lane] == lane:
+                        p.reset_flow()
                 self._lane_up(lane)
+
+            return {"disconnected_cb": disconnected, "reconnected_cb": reconnected}
 
         async def error(e: Exception) -> None:
             self.last_error = str(e)
             if not self._stopping:
                 log.debug("NATS ingest: %s", e)
 
+        async def connect(lane: str) -> Any:
+            return await nats.connect(
+                servers=self.servers, name=self.lane_client_id(lane), connect_timeout=2, ping_interval=2,
+                max_outstanding_pings=3, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
+                error_cb=error, user=self.account.username if self.account else None,
+                password=self.account.password if self.account else None, **callbacks(lane),
+            )
+
         delay = 0.2
         while not self._stopping:
             try:
-                self.nc = await nats.connect(
-                    servers=self.servers, name=self.client_id, connect_timeout=2, ping_interval=2,
-                    max_outstanding_pings=3, reconnect_time_wait=0.5, max_reconnect_attempts=-1,
-                    disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
-                    user=self.account.username if self.account else None,
-                    password=self.account.password if self.account else None,
-                )
+                self.nc = await connect(MAIN)
+                self.nc_safety = await connect(SAFETY)
                 await self._ensure()
                 break
             except Exception as e:
                 self.last_error = str(e)
                 log.warning("cannot set up NATS ingest on %s: %s; retrying", self.url, e)
-                if self.nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self.nc.close()
-                    self.nc = None
+                for nc in (self.nc, self.nc_safety):
+                    if nc is not None:
+                        with contextlib.suppress(Exception):
+                            await nc.close()
+                self.nc = self.nc_safety = None
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
         if self._stopping:
@@ -411,15 +451,43 @@ class JetStreamIngestClient(BaseIngestClient):
             return
         # Every partition's safety lane first: a takeover's alarms do not wait behind its telemetry backlog.
         self._held = self._held | frozenset(new)
-        for lane in (P.SAFETY, P.BULK):
-            for part in new:
-                p = _Puller(self, part, lane)
-                await p.start()
-                self._pullers[(part, lane)] = p
+        safety = []
+        for part in new:
+            p = _Puller(self, part, P.SAFETY)
+            await p.start()
+            self._pullers[(part, P.SAFETY)] = p
+            safety.append(p)
+        await self._head_start(safety)
+        for part in new:
+            p = _Puller(self, part, P.BULK)
+            await p.start()
+            self._pullers[(part, P.BULK)] = p
         for part in new:
             self._gw_health[part] = await self.nc.subscribe(
                 P.gateway_health_subject(part), cb=self._on_gateway_health)
         log.info("partitions %s read from now on", new)
+
+    async def _head_start(self, safety: list[_Puller]) -> None:
+        """Wait (at most SAFETY_HEAD_START_S) until the new safety lanes have handled what their
+        consumers held, before the same partitions' telemetry backlog is pulled.
+
+        Taking a dead replica's partitions over, the survivor pulls ~6 s of their telemetry at once; in
+        the same loop (and over the same cores) that backlog delayed the events of the outage by up to
+        1.7 s even on their own connection (bench/cluster.py at 2,000 msg/s). Safety lanes hold few
+        messages, so the head start costs one round trip; the telemetry waits in the stream, durable."""
+        if not safety:
+            return
+        js = self.nc.jetstream(timeout=self.SAFETY_HEAD_START_S)
+
+        async def empty(p: _Puller) -> None:
+            with contextlib.suppress(Exception):  # no answer: the puller's own signals decide
+                ci = await js.consumer_info(P.MQTT_STREAM, p.consumer)
+                if not ci.num_pending and not ci.num_ack_pending:
+                    p.caught_up.set()
+
+        await asyncio.gather(*(empty(p) for p in safety))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.caught_up.wait() for p in safety)), self.SAFETY_HEAD_START_S)
 
     async def _on_gateway_health(self, msg: Any) -> None:
         if msg.headers and msg.headers.get(P.MQTT_QOS_HEADER, "0") != "0":
@@ -457,8 +525,9 @@ class JetStreamIngestClient(BaseIngestClient):
         # Acknowledged even when the partition has moved on meanwhile: it is durable, so the next owner
         # need not have it again.
         try:
+            nc = self.conn(p.lane)
             for r in replies:
-                await self.nc.publish(r, b"+ACK")
+                await nc.publish(r, b"+ACK")
         except Exception as e:  # not acknowledged: delivered again, and dedupe drops it
             log.debug("ack on %s failed: %s", p.consumer, e)
         finally:
@@ -491,14 +560,15 @@ class JetStreamIngestClient(BaseIngestClient):
             left = [*self._pullers.values(), *self._draining]
             while any(p.to_ack or p.acking for p in left) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            if self.nc is not None:
+            conns = [nc for nc in (self.nc_safety, self.nc) if nc is not None]
+            for nc in conns:
                 with contextlib.suppress(Exception):
-                    await self.nc.flush(2)
+                    await nc.flush(2)
             for p in list(self._pullers.values()):
                 await p.stop()
-            if self.nc is not None:
+            for nc in conns:
                 with contextlib.suppress(Exception):
-                    await self.nc.drain()
+                    await nc.drain()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close(), loop).result(15)

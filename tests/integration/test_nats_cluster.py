@@ -361,3 +361,42 @@ def test_a_survivor_gets_what_the_dead_owner_left_unacknowledged_without_a_consu
         b.stop()
         stop.set()
         watcher.join(5)
+
+
+def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(cluster: NatsCluster) -> None:
+    """A survivor taking a partition over finds both lanes waiting. Its events,
+    status and device health are handled first, all of them, before the first of its telemetry: the
+    telemetry lane of a new partition is pulled only once its safety lane has caught up
+    (cloud/ingest/jetstream.py `_head_start`; before, both were pulled at once and the waterflow event
+    of a takeover waited up to 2.4 s behind ~6 s of telemetry in bench/cluster.py)."""
+    from cloud.ingest.jetstream import JetStreamIngestClient
+
+    site, gw = "headstart", "gw-hs"
+    part = P.partition_of(site, gw, cluster.partitions)
+    n = 600
+    telemetry = [f"sw/v1/{site}/{gw}/dev-{i}/telemetry" for i in range(n)]
+    safety = [f"sw/v1/{site}/{gw}/dev-{i}/{'event' if i % 2 else 'health'}" for i in range(n)]
+    order: list[str] = []
+    edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="headstart-edge", protocol=mqtt.MQTTv311)
+    edge.max_inflight_messages_set(200)
+    client = JetStreamIngestClient(cluster.urls, lambda t, p, r: order.append(t), "headstart", owned=[])
+    try:
+        client.start()  # the stream and the consumers exist before anything is published
+        assert client.wait_connected(20)
+        edge.connect("127.0.0.1", cluster.nodes[1].cfg.mqtt_port, keepalive=5)
+        edge.loop_start()
+        body = b'{"ts":"2026-01-01T00:00:00Z","seq":1}'
+        infos = [edge.publish(t, body, qos=1) for pair in zip(telemetry, safety, strict=True) for t in pair]
+        for info in infos:
+            info.wait_for_publish(30)
+        client.set_partitions([part], wait=10)  # the takeover: both lanes have a backlog
+        mine = set(telemetry) | set(safety)
+        wait_until(lambda: mine <= set(order), 30, "every message of the partition")
+        got = [t for t in order if t in mine]
+        first_telemetry = next(i for i, t in enumerate(got) if t.endswith("/telemetry"))
+        late = [t for t in got[first_telemetry:] if not t.endswith("/telemetry")]
+        assert not late, f"{len(late)} safety messages handled after the partition's telemetry began"
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        client.stop()

@@ -138,7 +138,8 @@ class IngestService:
         # Remote configuration on a NATS cluster (cloud/remote_config/service.py): a gateway's
         # `config-result` / `config-running` arrive on its partition's safety lane and go to `config_sink`
         # instead of the pipeline (it raises when it could not record one: not acknowledged, delivered
-        # again); births go to the pipeline and, once recorded, to `on_birth`. None elsewhere.
+        # again); births go to the pipeline and, once recorded, to `on_birth`. None elsewhere (then those
+        # answers are dropped: remote configuration is off).
         self.config_sink: Callable[[str, bytes], None] | None = None
         self.on_birth: Callable[[str, str, wire.Status], None] | None = None
         self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
@@ -230,8 +231,9 @@ class IngestService:
             self._unpark(expired=True)
 
     def _handle_safety(self, topic: str, payload: bytes, received: float) -> None:
-        if self.config_sink is not None and topic.endswith(CONFIG_UPLINK):
-            self.config_sink(topic, payload)
+        if topic.endswith(CONFIG_UPLINK):  # never telemetry: remote configuration's, or nobody's (disabled)
+            if self.config_sink is not None:
+                self.config_sink(topic, payload)
             return
         self.pipeline.handle(topic, payload, received)
         if self._parked_n:

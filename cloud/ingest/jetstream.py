@@ -7,7 +7,8 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   QoS 1 message in its replicated stream `$MQTT_msgs` *before* it acknowledges it to the edge, under
   the partitioned subject of `cloud.cluster.partition` (the nodes' subject mappings). This client reads
   that stream through durable pull consumers, one per (partition, lane): `sw-p003-safety` (status,
-  events, device health) and `sw-p003-bulk` (telemetry, gateway health, command results). It creates
+  events, device health; remote configuration's answers, cloud/remote_config/service.py) and
+  `sw-p003-bulk` (telemetry, gateway health, command results). It creates
   the stream (the server would create the same one on the first MQTT connection, and uses ours when it
   exists) and the consumers if they are missing. The stream keeps messages by age and size (limits
   retention, cloud/cluster/stream.py), not only while a consumer is interested: with nats-server's

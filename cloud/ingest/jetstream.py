@@ -212,10 +212,9 @@ class _Puller:
         self.handled += 1
         try:
             self.handler(topic, msg.data, time.time())
+            self.to_ack.append(msg.reply)
         except Exception:  # not handled (a store unreachable): never acknowledged, delivered again
             log.exception("%s: handling %s failed; it comes again after the ack wait", self.consumer, topic)
-            return
-        self.to_ack.append(msg.reply)
         if not self.caught_up.is_set() and self.lane == P.SAFETY and _pending_behind(msg) == 0:
             self.caught_up.set()
         if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:

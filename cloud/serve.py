@@ -181,12 +181,26 @@ class CloudService:
             safety=self.history.fan_out(self.gate), engine=self.engine)  # acks of events wait for the engine
         self.history.bind(ingest.storage, lambda: ingest.pipeline.directory).step()  # watching from message 1
         self._started("ingest", ingest.start())
-        if clustered:
-            import socket
+        if c.remote_config:
+            from cloud.remote_config.service import ConfigService
+            from cloud.remote_config.store import ConfigStore
+            from device_profiles.loader import catalog
 
+            # On a NATS cluster a gateway's answers and births reach only its partition's owner, through
+            # the ingester (acknowledged once recorded); the owner answers and steps rollouts. Wired before
+            # the cluster member takes partitions, so no answer is read before it has somewhere to go.
+            self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
+                                         lambda site: [g.id for g in registry.gateways(site)],
+                                         account.username, account.password,
+                                         owns=self._owns if clustered else None,
+                                         name=self._replica_id() if clustered else "").start()
+            if clustered:
+                ingest.config_sink, ingest.on_birth = self.configs.handle, self.configs.birth
+            self._started("remote config", self.configs)
+        if clustered:
             from cloud.cluster.replica import ClusterMember
 
-            self.member = ClusterMember(alarm_db, c.replica_id or f"{socket.gethostname()}-{c.port}", c.partitions,
+            self.member = ClusterMember(alarm_db, self._replica_id(), c.partitions,
                                         ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
                                         url=self.url).start()
             self._started("cluster member", self.member)
@@ -196,20 +210,6 @@ class CloudService:
                                    account.username, account.password,
                                    timeout_s=settings.command_timeout_s).start()
         self._started("commander", self.commander)
-        if c.remote_config and clustered:
-            # Not wired for a NATS cluster yet: every replica would answer each gateway's `confirming`
-            # and step the same rollouts, and births arrive on the partitioned subjects
-            # (docs/operations.md, "Growing past one machine").
-            log.warning("remote configuration is not available on a NATS cluster yet; not started")
-        elif c.remote_config:
-            from cloud.remote_config.service import ConfigService
-            from cloud.remote_config.store import ConfigStore
-            from device_profiles.loader import catalog
-
-            self.configs = ConfigService(ConfigStore(registry.engine), c.broker, catalog(),
-                                         lambda site: [g.id for g in registry.gateways(site)],
-                                         account.username, account.password).start()
-            self._started("remote config", self.configs)
         self.app = build_app(settings, RegistrySource(registry), alarm_engine=self.engine, ack_signer=self.signer,
                              commander=self.commander, db=self.commander.db, storage=ingest.storage_status,
                              configs=self.configs, sessions=self.history.sessions)
@@ -222,6 +222,15 @@ class CloudService:
             if not web.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
             time.sleep(0.02)
+
+    def _replica_id(self) -> str:
+        import socket
+
+        return self.cfg.replica_id or f"{socket.gethostname()}-{self.cfg.port}"
+
+    def _owns(self, site: str, gateway: str) -> bool:
+        """This replica owns the gateway's partition (False until the cluster member runs)."""
+        return self.member is not None and bool(self.member.owns(site, gateway))
 
     def _started(self, name: str, part: Any) -> None:
         """Record a started part (stopped newest first) and how long this start has taken so far."""

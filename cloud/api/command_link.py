@@ -66,7 +66,8 @@ class NatsLink:
         self._thread: threading.Thread | None = None
         self.nc: Any = None
 
-    def start(self, on_message: OnMessage, name: str, timeout: float = 10.0) -> None:
+    def start(self, on_message: OnMessage | None, name: str, timeout: float = 10.0) -> None:
+        """Connect; with `on_message`, hear command results and device health (None: publish only)."""
         import nats
 
         from device_profiles import wire
@@ -77,15 +78,16 @@ class NatsLink:
 
         async def cb(m: Any) -> None:
             up = P.parse_subject(m.subject)
-            if up is not None:
+            if up is not None and on_message is not None:
                 on_message(up.topic, m.data)
 
         async def connect() -> None:
             self.nc = await nats.connect(servers=self.servers, name=f"{name}-{wire.new_id()[:8]}", connect_timeout=2,
                                          ping_interval=2, max_outstanding_pings=3, reconnect_time_wait=0.5,
                                          max_reconnect_attempts=-1, user=self.username, password=self.password)
-            await self.nc.subscribe(P.partitions_subject_filter("cmd-result"), cb=cb)
-            await self.nc.subscribe(P.partitions_subject_filter("health"), cb=cb)
+            if on_message is not None:
+                await self.nc.subscribe(P.partitions_subject_filter("cmd-result"), cb=cb)
+                await self.nc.subscribe(P.partitions_subject_filter("health"), cb=cb)
             await self.nc.flush()
 
         try:

@@ -33,7 +33,11 @@ MQTT_QOS_HEADER = "Nmqtt-Pub"
 DEFAULT_PARTITIONS = 16
 
 # The uplink kinds of a gateway and of its devices (docs/wire.md)
-_GATEWAY_KINDS = ("status", "health")  # sw.v1.<site>.<gw>.<kind>
+# Remote configuration's uplink (`config-result`, `config-running`, docs/wire.md) is partitioned too: a
+# gateway's answers are read by the owner of its partition through its safety consumer, once, and
+# delivered again to a survivor if the owner dies before acknowledging them (cloud/remote_config/).
+CONFIG_UP_KINDS = ("config-result", "config-running")
+_GATEWAY_KINDS = ("status", "health", *CONFIG_UP_KINDS)  # sw.v1.<site>.<gw>.<kind>
 _DEVICE_KINDS = ("telemetry", "event", "health", "cmd-result")  # sw.v1.<site>.<gw>.<dev>.<kind>
 
 SAFETY, BULK = "safety", "bulk"
@@ -41,7 +45,7 @@ SAFETY, BULK = "safety", "bulk"
 # from the telemetry bulk, so an alarm never waits behind a telemetry backlog of its partition.
 # Subject tails after `sw.v1.`: <site>.<gw>.<kind> or <site>.<gw>.<device>.<kind>.
 LANE_TAILS: dict[str, tuple[str, ...]] = {
-    SAFETY: ("*.*.status", "*.*.*.event", "*.*.*.health"),
+    SAFETY: ("*.*.status", "*.*.*.event", "*.*.*.health", *(f"*.*.{k}" for k in CONFIG_UP_KINDS)),
     BULK: ("*.*.*.telemetry", "*.*.health", "*.*.*.cmd-result"),
 }
 

@@ -7,7 +7,8 @@ MQTT clients feed (`cloud/ingest/mqtt.py`). What differs:
   QoS 1 message in its replicated stream `$MQTT_msgs` *before* it acknowledges it to the edge, under
   the partitioned subject of `cloud.cluster.partition` (the nodes' subject mappings). This client reads
   that stream through durable pull consumers, one per (partition, lane): `sw-p003-safety` (status,
-  events, device health) and `sw-p003-bulk` (telemetry, gateway health, command results). It creates
+  events, device health; remote configuration's answers, cloud/remote_config/service.py) and
+  `sw-p003-bulk` (telemetry, gateway health, command results). It creates
   the stream (the server would create the same one on the first MQTT connection, and uses ours when it
   exists) and the consumers if they are missing. The stream keeps messages by age and size (limits
   retention, cloud/cluster/stream.py), not only while a consumer is interested: with nats-server's
@@ -209,8 +210,11 @@ class _Puller:
         topic = up.topic if up is not None else msg.subject.replace(".", "/")
         self.owner.lane_received[LANE_OF[self.lane]] += 1
         self.handled += 1
-        self.handler(topic, msg.data, time.time())
-        self.to_ack.append(msg.reply)
+        try:
+            self.handler(topic, msg.data, time.time())
+            self.to_ack.append(msg.reply)
+        except Exception:  # not handled (a store unreachable): never acknowledged, delivered again
+            log.exception("%s: handling %s failed; it comes again after the ack wait", self.consumer, topic)
         if not self.caught_up.is_set() and self.lane == P.SAFETY and _pending_behind(msg) == 0:
             self.caught_up.set()
         if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
@@ -413,8 +417,12 @@ class JetStreamIngestClient(BaseIngestClient):
                         durable_name=name, filter_subjects=P.lane_filters(part, lane), ack_policy=AckPolicy.EXPLICIT,
                         ack_wait=ACK_WAIT_S, max_ack_pending=20_000, max_waiting=64, num_replicas=self.replicas,
                         description="shelterwatch uplink partition (cloud/ingest/jetstream.py)")
-                elif ccfg.ack_wait != ACK_WAIT_S:  # made by an earlier version (30 s): an update keeps its state
+                elif ccfg.ack_wait != ACK_WAIT_S or set(ccfg.filter_subjects or ()) != set(P.lane_filters(part, lane)):
+                    # made by an earlier version (ack wait 30 s; no config answers in the safety lane): an
+                    # update keeps its state (delivered and acknowledged positions)
                     ccfg.ack_wait = ACK_WAIT_S
+                    ccfg.filter_subjects = P.lane_filters(part, lane)
+                    ccfg.filter_subject = None
                 else:
                     continue
                 await js.add_consumer(P.MQTT_STREAM, ccfg)

@@ -37,6 +37,7 @@ from cloud.tsdb.spool import StorageWriter
 from device_profiles import wire
 
 log = logging.getLogger(__name__)
+CONFIG_UPLINK = tuple(f"/{k}" for k in (wire.ConfigKind.RESULT, wire.ConfigKind.RUNNING))
 
 
 @dataclass
@@ -134,6 +135,13 @@ class IngestService:
         # A cluster replica (cloud/cluster/replica.py) writes the replay-check state only of the gateways
         # it owns: a snapshot taken before a hand-over must not overwrite what the next owner saved.
         self.owns: Callable[[str, str], bool] = lambda site, gateway: True
+        # Remote configuration on a NATS cluster (cloud/remote_config/service.py): a gateway's
+        # `config-result` / `config-running` arrive on its partition's safety lane and go to `config_sink`
+        # instead of the pipeline (it raises when it could not record one: not acknowledged, delivered
+        # again); births go to the pipeline and, once recorded, to `on_birth`. None elsewhere (then those
+        # answers are dropped: remote configuration is off).
+        self.config_sink: Callable[[str, bytes], None] | None = None
+        self.on_birth: Callable[[str, str, wire.Status], None] | None = None
         self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
@@ -223,6 +231,10 @@ class IngestService:
             self._unpark(expired=True)
 
     def _handle_safety(self, topic: str, payload: bytes, received: float) -> None:
+        if topic.endswith(CONFIG_UPLINK):  # never telemetry: remote configuration's, or nobody's (disabled)
+            if self.config_sink is not None:
+                self.config_sink(topic, payload)
+            return
         self.pipeline.handle(topic, payload, received)
         if self._parked_n:
             self._unpark(expired=received - self._parked_since > self.PARK_S)
@@ -283,6 +295,8 @@ class IngestService:
             self.pipeline.set_directory(self.registry.directory())
             changed = True
         self.registry.set_gateway_status(site, gateway, status)
+        if self.on_birth is not None and status.state == "online":
+            self.on_birth(site, gateway, status)
         return changed
 
     # ------------------------------------------------------------------ lifecycle

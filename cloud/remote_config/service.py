@@ -12,7 +12,24 @@
 * A rollout sends one change to many gateways one at a time and stops at the first one that is
   refused, rolled back or silent (`rollout_step`).
 
-The MQTT connection is paho's; handlers run on its thread and only touch the store.
+Chosen by the broker URL, like the ingester (one code path, two transports):
+
+* `mqtt://…` (one broker): a paho connection of its own subscribes to the answers and births and
+  publishes the desired config retained; handlers run on paho's thread and only touch the store.
+* `nats://h1,h2,h3` (a NATS cluster with N `cloud serve` replicas over one database): a gateway's
+  answers (`config-result`, `config-running`) are partitioned uplink like its births
+  (cloud/cluster/partition.py), so they are read once, by the replica that owns the gateway's partition,
+  through its durable safety consumer: the ingester hands them to `handle` (and births to `birth`) and
+  acknowledges them only after `handle` returned, so an answer the owner did not live to record is
+  delivered again to the survivor that takes the partition over. Only the owner (`owns`) answers
+  `confirming` (and only once per version), imports a first running config, re-sends desired
+  configs and steps a rollout whose current gateway it owns. The desired config is published by
+  whichever replica accepted it, stored in the cluster's `$MQTT_msgs` stream under the `config` topic
+  (cloud/api/command_link.py): the gateway's persistent session gets it at QoS 1 from whichever node it
+  is on, also after being away. NATS's MQTT layer makes a message retained only when an MQTT client
+  publishes it, so it is not retained there; instead the owner sends the desired config again when a
+  gateway's birth shows it does not run it and has no answer for it (a gateway that never had a
+  session, or was away longer than the stream keeps messages).
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cloud.ingest.jetstream import is_nats_url
 from cloud.remote_config.store import TERMINAL, ConfigStore, Rollout, State, Version
 from cloud.remote_config.validate import Verdict, patched, validate
 from device_profiles import wire
@@ -87,9 +105,19 @@ def drift_of(desired: Version | None, st: State | None, local_match: Version | N
 class ConfigService:
     def __init__(self, store: ConfigStore, mqtt_url: str | None, catalog: dict[str, Profile],
                  gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
-                 rollout_tick_s: float = 0.5) -> None:
+                 rollout_tick_s: float = 0.5, owns: Callable[[str, str], bool] | None = None,
+                 name: str = "") -> None:
         self.store = store
         self.url = mqtt_url
+        # On a NATS cluster: answers come through the owner's ingester (`handle`, `birth`), desired configs
+        # go out through the stream, not retained (module doc).
+        self.clustered = mqtt_url is not None and is_nats_url(mqtt_url)
+        # Is this replica the one that answers for a gateway (cloud/cluster/replica.py `owns`)? Always
+        # with one broker and one `cloud serve`.
+        self.owns: Callable[[str, str], bool] = owns or (lambda site, gateway: True)
+        self.resend_s = 2.0  # how often the owner looks for desired configs not sent yet (cluster)
+        self.name = name  # the replica's id on a cluster: in the history and the rollout steps it moved
+        self.who = f"cloud {name}".strip()
         self.catalog = catalog
         self.gateways = gateways  # site → registered gateway ids
         self.username, self.password = username, password
@@ -101,7 +129,12 @@ class ConfigService:
 
     # ------------------------------------------------------------------ life cycle
     def start(self, wait_s: float = 10.0) -> ConfigService:
-        if self.url is not None:
+        if self.url is not None and self.clustered:
+            from cloud.api.command_link import NatsLink
+
+            self._client = NatsLink(self.url, self.username, self.password)
+            self._client.start(None, "sw-config", timeout=wait_s)
+        elif self.url is not None:
             from cloud.paho_client import start_client
 
             subs = [(t, 1) for t in (*wire.config_subscriptions(), f"{wire.PREFIX}/+/+/status")]
@@ -116,45 +149,83 @@ class ConfigService:
         if self._thread is not None:
             self._thread.join(5)
         if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+            if self.clustered:
+                self._client.stop()
+            else:
+                self._client.disconnect()
+                self._client.loop_stop()
             self._client = None
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.is_connected()
+        if self._client is None:
+            return False
+        return bool(self._client.connected() if self.clustered else self._client.is_connected())
 
-    # ------------------------------------------------------------------ inbound (paho thread)
+    # ------------------------------------------------------------------ inbound
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        """paho's callback (one broker): births and answers; never lets one message stop paho's thread."""
         try:
             if msg.topic.endswith("/status"):
                 t = wire.parse_topic(msg.topic)
-                st: wire.Status = wire.decode(t.kind, msg.payload)
-                if st.state == "online" and self._known(t.site, t.gateway):
-                    self.store.record_running(t.site, t.gateway, st.config_version, st.config_digest, None, st.agent)
+                self.birth(t.site, t.gateway, wire.decode(t.kind, msg.payload))
                 return
-            site, gw, kind = wire.parse_config_topic(msg.topic)
-            if not self._known(site, gw):
-                log.warning("config message from unregistered gateway %s/%s ignored", site, gw)
-                return
-            payload = wire.decode_config(kind, msg.payload)
-            if isinstance(payload, wire.ConfigResult):
-                self._result(site, gw, payload)
-            elif isinstance(payload, wire.ConfigRunning):
-                self._running(site, gw, payload)
+            self.handle(msg.topic, msg.payload)
         except wire.WireError as e:
             log.warning("ignored %s: %s", msg.topic, e)
-        except Exception:  # never let one bad message stop the MQTT thread
+        except Exception:
             log.exception("failed to handle %s", msg.topic)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """A gateway's `config-result` or `config-running`. A malformed one or one of an unregistered
+        gateway is logged and dropped; an exception means it was not recorded (the ingester then does not
+        acknowledge it: it comes again)."""
+        try:
+            site, gw, kind = wire.parse_config_topic(topic)
+            payload_ = wire.decode_config(kind, payload)
+        except wire.WireError as e:
+            log.warning("ignored %s: %s", topic, e)
+            return
+        if not self._known(site, gw):
+            log.warning("config message from unregistered gateway %s/%s ignored", site, gw)
+            return
+        if isinstance(payload_, wire.ConfigResult):
+            self._result(site, gw, payload_)
+        elif isinstance(payload_, wire.ConfigRunning):
+            self._running(site, gw, payload_)
+
+    def birth(self, site: str, gw: str, st: wire.Status) -> None:
+        """A gateway's birth names the config it runs. On a cluster (no retained desired config) the
+        owner sends the desired config again if the gateway neither runs it nor answered it."""
+        if st.state != "online" or not self._known(site, gw):
+            return
+        try:
+            self.store.record_running(site, gw, st.config_version, st.config_digest, None, st.agent)
+            if self.clustered:
+                cur = self.store.state(site, gw)
+                if cur is not None and cur.desired is not None and st.config_version != cur.desired \
+                        and not (cur.last_version == cur.desired and cur.last_status in (*TERMINAL, "applying",
+                                                                                          "confirming")):
+                    sent = self.publish(site, gw)
+                    log.info("%s/%s: its birth says it runs version %d, not the desired %d: %s", site, gw,
+                             st.config_version, cur.desired, "sent again" if sent else "could not send it now")
+        except Exception:  # a birth is not worth failing the ingester's message for: the next one comes
+            log.exception("%s/%s: recording its birth for remote configuration failed", site, gw)
+        with self.changed:
+            self.changed.notify_all()
 
     def _known(self, site: str, gateway: str) -> bool:
         return gateway in self.gateways(site)
 
     def _result(self, site: str, gw: str, r: wire.ConfigResult) -> None:
-        if r.status == "confirming":
-            self._publish(wire.config_topic(site, gw, wire.ConfigKind.CONFIRM),
-                          wire.ConfigConfirm(ts=wire.now(), version=r.version), retain=False)
-            self.store.add_event(site, gw, r.version, "cloud", "confirmed",
+        if r.status == "confirming" and not self.store.has_event(site, gw, r.version, "confirmed"):
+            # once per version: the same `confirming` delivered again (to a survivor, after its owner died
+            # having answered it) is not answered twice
+            ok = self._publish(wire.config_topic(site, gw, wire.ConfigKind.CONFIRM),
+                               wire.ConfigConfirm(ts=wire.now(), version=r.version), retain=False)
+            if not ok and self.clustered:
+                raise RuntimeError(f"{site}/{gw}: cannot send config-confirm of version {r.version} now")
+            self.store.add_event(site, gw, r.version, self.who, "confirmed",
                                  "heard the gateway over its new uplink: confirmed")
         problems = [{"line": p.line, "key": p.key, "message": p.message} for p in r.problems]
         self.store.record_result(site, gw, r.version, r.status, r.running, r.detail, dict(r.devices), problems,
@@ -175,14 +246,20 @@ class ConfigService:
 
     # ------------------------------------------------------------------ outbound
     def _publish(self, topic: str, msg: Any, retain: bool) -> bool:
-        if self._client is None or not self._client.is_connected():
+        if not self.connected:
             return False
+        if self.clustered:  # stored in the cluster's stream, QoS 1 to the gateway's session (module doc)
+            err = self._client.publish(topic, wire.encode(msg))
+            if err:
+                log.warning("%s: %s", topic, err)
+            return not err
         info = self._client.publish(topic, wire.encode(msg), qos=1, retain=retain)
         return bool(info.rc == 0)
 
     def publish(self, site: str, gw: str) -> bool:
-        """Send the desired config (retained); False when the broker is not reachable now (it is
-        sent on the next connection)."""
+        """Send the desired config (retained with one broker; stored in the stream on a cluster); False
+        when the broker is not reachable now (it is sent on the next connection, or by the owner's
+        next look on a cluster)."""
         st = self.store.state(site, gw)
         if st is None or st.desired is None:
             return False
@@ -192,7 +269,7 @@ class ConfigService:
                              comment=v.comment, probe_s=v.probe_s, confirm_s=v.confirm_s)
         ok = self._publish(wire.config_topic(site, gw, wire.ConfigKind.DESIRED), msg, retain=True)
         if ok:
-            self.store.mark_sent(site, gw, v.version)
+            self.store.mark_sent(site, gw, v.version, "stored in the cluster" if self.clustered else "retained")
         return ok
 
     def _republish(self) -> None:
@@ -300,12 +377,41 @@ class ConfigService:
         return r
 
     def _rollouts(self) -> None:
+        last_resend = time.monotonic()
         while not self._stop.wait(self.rollout_tick_s):
             try:
                 for r in self.store.rollouts(state="running"):
-                    self.rollout_step(r)
+                    if self.steps(r):
+                        self.rollout_step(r)
+                if self.clustered and time.monotonic() - last_resend >= self.resend_s:
+                    last_resend = time.monotonic()
+                    self._send_unsent()
             except Exception:
                 log.exception("rollout step failed")
+
+    @staticmethod
+    def current_gateway(r: Rollout) -> str:
+        """The gateway a rollout waits for: its first step not finished (the last one when all are)."""
+        return next((s["gateway"] for s in r.steps if s["state"] in ("pending", "sent")), r.steps[-1]["gateway"])
+
+    def steps(self, r: Rollout) -> bool:
+        """Does this replica step `r` now? The owner of its current gateway does (it also reads that
+        gateway's answers): one replica at a time, and the survivor of a takeover carries on."""
+        return not r.steps or self.owns(r.site, self.current_gateway(r))
+
+    def _send_unsent(self) -> None:
+        """Desired configs of this replica's gateways accepted while the cluster could not be reached."""
+        for st in self.store.states():
+            if st.desired is not None and st.sent != st.desired and self.owns(st.site, st.gateway):
+                self.publish(st.site, st.gateway)
+
+    def _submitted_for(self, r: Rollout, gw: str, comment: str) -> Version | None:
+        """The version this step already made, if a replica made it and died before saving the step."""
+        st = self.store.state(r.site, gw)
+        v = self.store.version(r.site, gw, st.desired) if st is not None and st.desired else None
+        if v is not None and v.source == "rollout" and v.comment == comment[:500] and v.created_at >= r.created_at:
+            return v
+        return None
 
     def rollout_step(self, r: Rollout) -> None:
         """Advance one rollout by at most one step (persisted, so a restart carries on)."""
@@ -316,21 +422,24 @@ class ConfigService:
             return
         step, gw = steps[i], steps[i]["gateway"]
         if step["state"] == "pending":
+            comment = f"rollout {r.id}: {r.comment}".strip(": ")
             try:
-                text = patched(self.base_text(r.site, gw), r.patch)
-                v = self.submit(r.site, gw, text, r.created_by, f"rollout {r.id}: {r.comment}".strip(": "),
-                                r.probe_s, r.confirm_s, source="rollout")
+                v = self._submitted_for(r, gw, comment)
+                if v is None:
+                    text = patched(self.base_text(r.site, gw), r.patch)
+                    v = self.submit(r.site, gw, text, r.created_by, comment, r.probe_s, r.confirm_s,
+                                    source="rollout")
             except ConfigRejected as e:
                 detail = str(e) + "".join(f"; {p}" for p in e.problems)
                 self._stop_rollout(r, steps, i, "refused", f"{gw}: {detail}")
                 return
-            step.update(state="sent", version=v.version, at=time.time(), detail="sent")
+            step.update(state="sent", version=v.version, at=time.time(), detail="sent", by=self.name)
             self.store.save_rollout(r.id, "running", f"{gw}: version {v.version} sent", steps)
             return
         st = self.store.state(r.site, gw)
         if st is not None and st.last_version == step["version"] and st.last_status in TERMINAL:
             if st.last_status == "applied":
-                step.update(state="applied", detail=st.last_detail)
+                step.update(state="applied", detail=st.last_detail, by=self.name)
                 self.store.save_rollout(r.id, "running", f"{gw}: applied", steps)
             else:
                 self._stop_rollout(r, steps, i, st.last_status, f"{gw} {st.last_status}: {st.last_detail}")
@@ -338,7 +447,7 @@ class ConfigService:
             self._stop_rollout(r, steps, i, "timeout", f"{gw}: no result within {r.step_timeout_s:.0f} s (offline?)")
 
     def _stop_rollout(self, r: Rollout, steps: list[dict[str, Any]], i: int, state: str, detail: str) -> None:
-        steps[i].update(state=state, detail=detail)
+        steps[i].update(state=state, detail=detail, by=self.name)
         for s in steps[i + 1:]:
             s.update(state="skipped", detail="not started: the rollout stopped before")
         self.store.save_rollout(r.id, "stopped", f"stopped at {detail}", steps)

@@ -254,14 +254,14 @@ class ConfigStore:
             s.add(EventRow(site=site, gateway=gateway, version=version, at=time.time(), who=by[:128], what="desired",
                            detail=detail or f"version {version} is the desired config"))
 
-    def mark_sent(self, site: str, gateway: str, version: int) -> None:
+    def mark_sent(self, site: str, gateway: str, version: int, how: str = "retained") -> None:
         with self._lock, self.session.begin() as s:
             st = self._state_row(s, site, gateway)
             first = st.sent != version
             st.sent = version
             if first:
                 s.add(EventRow(site=site, gateway=gateway, version=version, at=time.time(), who="cloud",
-                               what="sent", detail="published to the gateway (retained)"))
+                               what="sent", detail=f"published to the gateway ({how})"))
 
     def record_result(self, site: str, gateway: str, version: int, status: str, running: int, detail: str,
                       devices: dict[str, str], problems: list[dict[str, Any]], ts: float = 0.0) -> bool:
@@ -310,6 +310,12 @@ class ConfigStore:
         with self._lock, self.session.begin() as s:
             s.add(EventRow(site=site, gateway=gateway, version=version, at=time.time(), who=who[:128], what=what,
                            detail=detail[:2000]))
+
+    def has_event(self, site: str, gateway: str, version: int, what: str) -> bool:
+        with self.session() as s:
+            return s.scalar(select(EventRow.id).where(
+                EventRow.site == site, EventRow.gateway == gateway, EventRow.version == version,
+                EventRow.what == what).limit(1)) is not None
 
     def events(self, site: str, gateway: str | None = None, limit: int = 100) -> list[Event]:
         with self.session() as s:

@@ -48,8 +48,9 @@ ALARM_GW, ALARM_DEV = "gw-alarm", "alarm-spk"
 class Replica:
     """`shelterwatch cloud serve` as a child process we start, kill -9 and start again."""
 
-    def __init__(self, name: str, root: Path, broker: str, site_file: Path, alarm_file: Path, tsdb: str,
+    def __init__(self, name: str, root: Path, broker: str, site_file: Path, alarm_file: Path, tsdb: str | None,
                  db_url: str, partitions: int) -> None:
+        """`tsdb` None: each replica's own SQLite series file (tests that do not count readings)."""
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,8 @@ class Replica:
         self.metrics_port = free_port()
         self.argv = [
             sys.executable, "-m", "shelterwatch.cli", "cloud", "serve", "--site", str(site_file),
-            "--alarms", str(alarm_file), "--broker", broker, "--data-dir", str(self.dir), "--tsdb", tsdb,
+            "--alarms", str(alarm_file), "--broker", broker, "--data-dir", str(self.dir),
+            *(["--tsdb", tsdb] if tsdb else []),
             "--state-db", db_url, "--alarm-db", db_url, "--web-db", db_url, "--replica-id", name,
             "--partitions", str(partitions), "--port", str(self.port), "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip

@@ -400,3 +400,85 @@ def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(
         edge.disconnect()
         edge.loop_stop()
         client.stop()
+
+
+def test_a_config_answer_is_read_on_its_partitions_safety_lane_and_comes_again_if_not_handled(
+    cluster: NatsCluster,
+) -> None:
+    """Remote configuration's answers are partitioned uplink (the nodes' mappings): a gateway's
+    `config-result` reaches its partition's safety lane. A handler that raises (the store unreachable)
+    leaves it unacknowledged: it is delivered again after the ack wait (cloud/remote_config/service.py
+    relies on it to record every answer)."""
+    from cloud.ingest.jetstream import ACK_WAIT_S, JetStreamIngestClient
+
+    site, gw = "cfg-up", "gw-c"
+    part = P.partition_of(site, gw, cluster.partitions)
+    topic = wire.config_topic(site, gw, wire.ConfigKind.RESULT)
+    seen: list[str] = []
+
+    def safety(t: str, _p: bytes, _r: float) -> None:
+        seen.append(t)
+        if len(seen) == 1:
+            raise RuntimeError("store unreachable")
+
+    ing = JetStreamIngestClient(cluster.urls, lambda t, p, r: None, "cfg-up", safety_handler=safety, owned=[part])
+    edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cfg-up-edge", protocol=mqtt.MQTTv311)
+    try:
+        ing.start()
+        assert ing.wait_connected(20)
+        edge.connect("127.0.0.1", cluster.nodes[1].cfg.mqtt_port, keepalive=5)
+        edge.loop_start()
+        res = wire.ConfigResult(ts=wire.now(), version=2, status="applied", running=2, detail="ok")
+        edge.publish(topic, wire.encode(res), qos=1).wait_for_publish(10)
+        wait_until(lambda: len(seen) >= 2, 3 * ACK_WAIT_S, "the answer delivered again after a failed handling")
+        assert seen[:2] == [topic, topic]
+        time.sleep(ACK_WAIT_S + 1)
+        assert len(seen) == 2  # handled the second time: acknowledged, not delivered a third time
+    finally:
+        edge.disconnect()
+        edge.loop_stop()
+        ing.stop()
+
+
+def test_consumers_made_before_the_config_answers_were_partitioned_get_the_new_filters(
+    cluster: NatsCluster,
+) -> None:
+    """An upgrade (docs/operations.md): a safety consumer made by an earlier version, without the config
+    answers in its filters, is updated in place when a replica starts (not made again)."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from cloud.ingest.jetstream import ACK_WAIT_S, JetStreamIngestClient
+
+    part, name = 5, P.consumer_name(5, P.SAFETY)
+    old = [f for f in P.lane_filters(part, P.SAFETY) if "config-" not in f]
+
+    async def run(make: bool) -> tuple[list[str], Any]:
+        nc = await nats.connect(parse_servers(cluster.urls))
+        js = nc.jetstream(timeout=10)
+        if make:
+            await js.delete_consumer(P.MQTT_STREAM, name)
+            await js.add_consumer(P.MQTT_STREAM, ConsumerConfig(
+                durable_name=name, filter_subjects=old, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
+                max_ack_pending=20_000, max_waiting=64, num_replicas=3))
+        ci = await js.consumer_info(P.MQTT_STREAM, name)
+        await nc.close()
+        return list(ci.config.filter_subjects or []), ci.created
+
+    ing = JetStreamIngestClient(cluster.urls, lambda t, p, r: None, "upgrade-a", owned=[])
+    try:
+        ing.start()  # makes the stream and consumers if this module's earlier tests did not
+        assert ing.wait_connected(20)
+    finally:
+        ing.stop()
+    filters, created = asyncio.run(run(make=True))
+    assert set(filters) == set(old)
+    ing = JetStreamIngestClient(cluster.urls, lambda t, p, r: None, "upgrade-b", owned=[])
+    try:
+        ing.start()
+        assert ing.wait_connected(20)
+    finally:
+        ing.stop()
+    filters, created_after = asyncio.run(run(make=False))
+    assert set(filters) == set(P.lane_filters(part, P.SAFETY))
+    assert created_after == created  # the same consumer, updated (its delivered and acknowledged state kept)

@@ -41,9 +41,10 @@ def test_subjects_round_trip_to_topics() -> None:
 def test_mappings_cover_the_uplink_and_leave_the_downlink() -> None:
     m = P.server_mappings(16)
     assert set(m) == {"sw.v1.*.*.status", "sw.v1.*.*.health", "sw.v1.*.*.*.telemetry", "sw.v1.*.*.*.event",
-                      "sw.v1.*.*.*.health", "sw.v1.*.*.*.cmd-result"}
+                      "sw.v1.*.*.*.health", "sw.v1.*.*.*.cmd-result", "sw.v1.*.*.config-result",
+                      "sw.v1.*.*.config-running"}
     assert all(v.startswith("swp.{{partition(16,1,2)}}.sw.v1.") for v in m.values())
-    assert not any(k.endswith(".cmd") for k in m)
+    assert not any(k.endswith((".cmd", ".config", ".config-confirm")) for k in m)  # the downlink
     with pytest.raises(ValueError):
         P.server_mappings(0)
 
@@ -52,6 +53,8 @@ def test_lanes_split_the_kinds() -> None:
     safety, bulk = P.lane_filters(3, P.SAFETY), P.lane_filters(3, P.BULK)
     assert "$MQTT.msgs.swp.3.sw.v1.*.*.*.event" in safety
     assert "$MQTT.msgs.swp.3.sw.v1.*.*.*.telemetry" in bulk
+    # a gateway's config answers are read by its owner with its births (cloud/remote_config/)
+    assert {"$MQTT.msgs.swp.3.sw.v1.*.*.config-result", "$MQTT.msgs.swp.3.sw.v1.*.*.config-running"} <= set(safety)
     assert not set(safety) & set(bulk)
     assert P.consumer_name(3, P.SAFETY) == "sw-p003-safety"
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from cloud import enrol
-from cloud.auth.models import EnrolledGateway
+from cloud.auth.models import EnrolledGateway, NatsGatewayUser
 
 
 class EnrolConflict(ValueError):
@@ -31,6 +31,7 @@ def enrol_and_store(app: Any, site: str, gateway: str, name: str, devices: list[
             s.add(EnrolledGateway(site=site, gateway=gateway, name=name, mqtt_user=e.mqtt_user,
                                   passwd_line=e.passwd_line, created_by=by,
                                   devices=[{"id": d.id, "profile": d.profile} for d in devices]))
+            s.add(NatsGatewayUser(site=site, gateway=gateway, bcrypt_hash=e.nats_hash))
     except IntegrityError:
         raise EnrolConflict(f"gateway {gateway!r} is already enrolled on site {site}") from None
     register = getattr(src, "add_gateway", None)

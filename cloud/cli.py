@@ -173,6 +173,10 @@ def serve(
     ] = "",
     replica_id: Annotated[str, typer.Option(help="NATS cluster: this replica's name (default host-port)")] = "",
     partitions: Annotated[int, typer.Option(help="NATS cluster: partitions in the nodes' mappings")] = 16,
+    nats_users_file: Annotated[str, typer.Option(
+        help="NATS cluster: this machine's node's accounts file, kept equal to the enrolled gateways")] = "",
+    nats_reload_pid: Annotated[list[int] | None, typer.Option(
+        help="NATS cluster: the local node's pid, reloaded (SIGHUP) when the accounts change")] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
@@ -200,7 +204,8 @@ def serve(
     cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms or [], secret=secret, data_dir=data_dir,
                       tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, web_db=web_db, replica_id=replica_id,
                       partitions=partitions, host=host, port=port, metrics_port=metrics_port, account=account,
-                      gateway_broker=gateway_broker)
+                      gateway_broker=gateway_broker, nats_users_file=nats_users_file,
+                      nats_reload_pids=nats_reload_pid or [])
     try:
         svc = CloudService(cfg).start()
     except (ConfigError, ValueError) as e:

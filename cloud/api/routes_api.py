@@ -330,6 +330,22 @@ def enrol_gateway(site: str, body: EnrolIn, request: Request,
                     passwd_line=e.passwd_line, acl=e.acl, edge_config=e.edge_config)
 
 
+@router.post("/sites/{site}/gateways/{gateway}/password", response_model=EnrolOut,
+             description="A new broker password for an enrolled gateway (shown once) and its edge config; "
+                         "the old one stops working when the broker reloads its accounts.")
+def rotate_gateway_password(site: str, gateway: str, request: Request,
+                            p: Principal = Depends(require(Perm.ENROL))) -> EnrolOut:
+    from cloud.api.enrolment import NotEnrolled, rotate_password
+
+    site_of(p, site, known_sites(request))
+    try:
+        e = rotate_password(request.app, site, gateway)
+    except NotEnrolled as ex:
+        raise HTTPException(404, str(ex)) from None
+    return EnrolOut(site=site, gateway=e.gateway, mqtt_user=e.mqtt_user, mqtt_password=e.password,
+                    passwd_line=e.passwd_line, acl=e.acl, edge_config=e.edge_config)
+
+
 @router.get("/sites/{site}/mosquitto/passwd", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
 def mosquitto_passwd(site: str, request: Request, p: Principal = Depends(require(Perm.ENROL))) -> Response:

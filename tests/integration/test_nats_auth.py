@@ -22,7 +22,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud import enrol
-from cloud.auth.models import NatsGatewayUser, make_engine, make_sessionmaker
+from cloud.auth.models import make_engine, make_sessionmaker
 from cloud.broker_account import BrokerAccount
 from cloud.cluster import partition as P
 from cloud.cluster.natsusers import UsersSync, users_text
@@ -41,22 +41,46 @@ CLOUD = BrokerAccount("cloud", "cloud-pw-never-in-a-file-0815")
 
 
 class Env:
+    """The web side of enrolment (`enrol_and_store`, `rotate_password` with a real registry and web
+    database; no HTTP in front) and a cluster whose nodes include the accounts it writes."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
+        from types import SimpleNamespace
+
+        from cloud.api.estate import RegistrySource
+        from cloud.api.settings import WebSettings
+        from cloud.site_config import load_site
+        from cloud.state.registry import Registry
+
+        self.registry = Registry(f"sqlite:///{root / 'state.db'}")
+        self.registry.register_site(load_site(_site_file(root, {"gw-from-file": "dev0"})))
         self.db = make_sessionmaker(make_engine(f"sqlite:///{root / 'web.db'}"))
+        self.app = SimpleNamespace(state=SimpleNamespace(
+            estate=RegistrySource(self.registry), db=self.db,
+            settings=WebSettings(gateway_broker_url="mqtt://127.0.0.1:1883")))
         self.gw: dict[str, enrol.Enrolment] = {}
         self.cluster: NatsCluster
 
     def enrol(self, gateway: str, device: str) -> enrol.Enrolment:
-        """As cloud/api/enrolment.py stores it (the hash only), then the accounts file's text."""
-        e = enrol.enrol(SITE, gateway, [DeviceSpec(device, "voltpile-cp10")], "mqtt://127.0.0.1:1883")
-        with self.db.begin() as s:
-            s.add(NatsGatewayUser(site=SITE, gateway=gateway, bcrypt_hash=e.nats_hash))
-        self.gw[gateway] = e
-        return e
+        from cloud.api.enrolment import enrol_and_store
+
+        self.gw[gateway] = enrol_and_store(self.app, SITE, gateway, "", [DeviceSpec(device, "voltpile-cp10")], "inst")
+        return self.gw[gateway]
+
+    def rotate(self, gateway: str) -> enrol.Enrolment:
+        from cloud.api.enrolment import rotate_password
+
+        self.gw[gateway] = rotate_password(self.app, SITE, gateway)
+        return self.gw[gateway]
 
     def users(self) -> str:
         return users_text(self.db, CLOUD, partitions=16)
+
+    def sync(self) -> UsersSync:
+        """What `cloud serve --nats-users-file F --nats-reload-pid P…` runs beside the nodes."""
+        assert self.cluster.users_file is not None
+        return UsersSync(self.db, CLOUD, self.cluster.users_file,
+                         [n.proc.pid for n in self.cluster.nodes if n.proc is not None], partitions=16)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +94,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield e
     finally:
         e.cluster.stop_all()
+        e.registry.close()
 
 
 def _edge(env: Env, gateway: str, node: int = 0, password: str | None = None, user: str | None = None) -> tuple[
@@ -94,6 +119,14 @@ def _edge(env: Env, gateway: str, node: int = 0, password: str | None = None, us
         c.loop_stop()
         raise ConnectionRefusedError(str(rc))
     return c, events
+
+
+def _connects(env: Env, gateway: str, node: int, password: str | None = None) -> bool:
+    try:
+        _close(_edge(env, gateway, node=node, password=password)[0])
+        return True
+    except ConnectionRefusedError:
+        return False
 
 
 def _close(*clients: mqtt.Client) -> None:
@@ -199,22 +232,31 @@ def test_a_gateway_enrolled_on_a_running_cluster_connects_after_the_reload(env: 
         env.enrol("gw-c", "chg3")
         with pytest.raises(ConnectionRefusedError):
             _edge(env, "gw-c", node=2)
-        assert env.cluster.users_file is not None
-        sync = UsersSync(env.db, CLOUD, env.cluster.users_file,
-                         [n.proc.pid for n in env.cluster.nodes if n.proc is not None], partitions=16)
+        sync = env.sync()
         assert sync.sync_once() and not sync.sync_once(), "rewritten (and nodes reloaded) only on a change"
 
-        def connects() -> bool:
-            try:
-                _close(_edge(env, "gw-c", node=2)[0])
-                return True
-            except ConnectionRefusedError:
-                return False
-
-        wait_until(connects, 10, "gw-c accepted after the reload")
+        wait_until(lambda: _connects(env, "gw-c", 2), 10, "gw-c accepted after the reload")
         for node in (0, 1):
             _close(_edge(env, "gw-c", node=node)[0])
         assert a.is_connected()
         a.publish(wire.topic(SITE, "gw-a", wire.Kind.TELEMETRY, "chg1"), _telemetry(3), qos=1).wait_for_publish(5)
     finally:
         _close(a)
+
+
+def test_a_rotated_password_replaces_the_old_one_on_every_node(env: Env) -> None:
+    """`POST …/gateways/<gw>/password` (rotate_password): after the sync the old password is refused
+    on every node and the new one, from the fresh edge config, accepted."""
+    env.enrol("gw-r", "chg-r")
+    sync = env.sync()
+    sync.sync_once()
+    old = env.gw["gw-r"].password
+    wait_until(lambda: _connects(env, "gw-r", 0), 10, "gw-r accepted")
+    new = env.rotate("gw-r").password
+    assert new != old and new in env.gw["gw-r"].edge_config
+    assert sync.sync_once()
+
+    def only_the_new_one_works() -> bool:
+        return all(_connects(env, "gw-r", i) and not _connects(env, "gw-r", i, password=old) for i in range(3))
+
+    wait_until(only_the_new_one_works, 10, "the old password refused, the new accepted on every node")

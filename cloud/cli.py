@@ -173,6 +173,10 @@ def serve(
     ] = "",
     replica_id: Annotated[str, typer.Option(help="NATS cluster: this replica's name (default host-port)")] = "",
     partitions: Annotated[int, typer.Option(help="NATS cluster: partitions in the nodes' mappings")] = 16,
+    nats_users_file: Annotated[str, typer.Option(
+        help="NATS cluster: this machine's node's accounts file, kept equal to the enrolled gateways")] = "",
+    nats_reload_pid: Annotated[list[int] | None, typer.Option(
+        help="NATS cluster: the local node's pid, reloaded (SIGHUP) when the accounts change")] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus /metrics on this port")] = None,
@@ -200,7 +204,8 @@ def serve(
     cfg = ServeConfig(broker=broker, site_files=site, alarm_files=alarms or [], secret=secret, data_dir=data_dir,
                       tsdb=tsdb, state_db=state_db, alarm_db=alarm_db, web_db=web_db, replica_id=replica_id,
                       partitions=partitions, host=host, port=port, metrics_port=metrics_port, account=account,
-                      gateway_broker=gateway_broker)
+                      gateway_broker=gateway_broker, nats_users_file=nats_users_file,
+                      nats_reload_pids=nats_reload_pid or [])
     try:
         svc = CloudService(cfg).start()
     except (ConfigError, ValueError) as e:
@@ -227,7 +232,10 @@ def nats_config(
     mqtt_port: int = 1883,
     http_port: int = 8222,
     partitions: Annotated[int, typer.Option(help="must match the replicas' --partitions")] = 16,
-    extra: Annotated[str, typer.Option(help="appended verbatim: TLS, accounts, authorization")] = "",
+    users_file: Annotated[str, typer.Option(
+        help="the accounts include file (`cloud nats-users` writes it), relative to this config's directory; "
+             "'' for no accounts (anyone may connect: a lab only)")] = "shelterwatch-users.conf",
+    extra: Annotated[str, typer.Option(help="appended verbatim: TLS, …")] = "",
 ) -> None:
     """Print the config of one node of the NATS cluster (docs/operations.md, "Growing past one machine")."""
     from cloud.cluster.natsconf import NodeConfig, render
@@ -236,5 +244,36 @@ def nats_config(
     typer.echo(render(NodeConfig(
         name=name, store_dir=store_dir, routes=[f"nats://{h}:{cluster_port}" for h in hosts], host=host,
         client_port=client_port, cluster_port=cluster_port, mqtt_port=mqtt_port, http_port=http_port,
-        partitions=partitions, extra=extra,
+        partitions=partitions, users_file=users_file or None, extra=extra,
     )), nl=False)
+
+
+@app.command("nats-users")
+def nats_users(
+    web_db: Annotated[str, typer.Option("--web-db", help="SQLAlchemy URL of the web database (enrolments)")],
+    out: Annotated[Path, typer.Option(help="the accounts file the node includes (nats-config --users-file)")],
+    partitions: Annotated[int, typer.Option(help="must match the nodes' mappings and the replicas' --partitions")] = 16,
+    reload_pid: Annotated[list[int] | None, typer.Option(
+        help="a local nats-server to reload (SIGHUP) once the file is written; repeat per node")] = None,
+    broker_user: BrokerUser = None,
+) -> None:
+    """Write a NATS node's accounts (the cloud's user and every enrolled gateway's, bcrypt hashes and
+    subject permissions) and reload the node: run after an enrolment on every node's machine
+    (docs/operations.md, "Growing past one machine")."""
+    from cloud.auth.models import make_engine, make_sessionmaker
+    from cloud.broker_account import BrokerAccountError, from_env
+    from cloud.cluster.natsusers import reload_nodes, users_text, write_atomically
+
+    try:
+        text = users_text(make_sessionmaker(make_engine(web_db)), from_env(broker_user), partitions)
+    except (BrokerAccountError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    write_atomically(out, text)
+    try:
+        reload_nodes(reload_pid or [])
+    except ProcessLookupError as e:
+        typer.echo(f"error: no such nats-server process: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{out}: {text.count('user: ') - 1} gateway account(s) and the cloud's; "
+               + (f"reloaded {len(reload_pid or [])} node(s)" if reload_pid else "reload the nodes (SIGHUP)"))

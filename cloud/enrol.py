@@ -9,6 +9,8 @@ publishing under gateway B's topics. Each enrolled gateway therefore gets:
 * an ACL block: write only the topics it sends under `sw/v1/<site>/<gateway>/`, read only its own
   `…/+/cmd`, its own config topics (`…/config`, `…/config-confirm`) and the cloud's time beacon
   `sw/v1/time`;
+* the same password as a bcrypt hash for a NATS cluster's nodes, whose subject permissions are
+  made from the same topic lists (cloud/cluster/natsauth.py);
 * a starting edge config (edge_agent/config.py format) with its uplink credentials filled in: its
   own account and the broker's address, never the cloud's account (credentials that reach this
   module inside a URL are dropped). It passes `edge-agent check` as returned.
@@ -55,6 +57,7 @@ class Enrolment:
     passwd_line: str
     acl: str
     edge_config: str
+    nats_hash: str = field(default="", repr=False)  # bcrypt, for a NATS cluster's accounts (cloud/cluster/natsauth.py)
 
 
 def mqtt_username(site: str, gateway: str) -> str:
@@ -85,15 +88,22 @@ def check_passwd_line(line: str, password: str) -> bool:
         return False
 
 
-def gateway_acl(site: str, gateway: str) -> str:
-    """Write exactly what a gateway sends (its uplink topics, its config results and running
-    config), read its commands, ITS config topics and the time beacon; never write its own desired
-    config."""
+def gateway_topics(site: str, gateway: str) -> tuple[list[str], list[str]]:
+    """(topics a gateway writes, topic filters it reads): exactly what it sends (its uplink topics,
+    its config results and running config), its commands, ITS config topics and the time beacon;
+    never its own desired config. The mosquitto ACL and the NATS permissions
+    (cloud/cluster/natsauth.py) are both made from these lists."""
     wire.check_id("site", site)
     wire.check_id("gateway", gateway)
     ups = [*wire.subscriptions(site, gateway),
            *(wire.config_topic(site, gateway, k) for k in (wire.ConfigKind.RESULT, wire.ConfigKind.RUNNING))]
     reads = [wire.cmd_topic(site, gateway), *wire.gateway_config_subscriptions(site, gateway), wire.TIME_TOPIC]
+    return ups, reads
+
+
+def gateway_acl(site: str, gateway: str) -> str:
+    """The mosquitto ACL block of one gateway (`gateway_topics`)."""
+    ups, reads = gateway_topics(site, gateway)
     return (f"user {mqtt_username(site, gateway)}\n"
             + "".join(f"topic write {t}\n" for t in ups)
             + "".join(f"topic read {t}\n" for t in reads))
@@ -154,7 +164,7 @@ def edge_config(site: str, gateway: str, broker_url: str, username: str, passwor
     doc = {
         "site": site,
         "gateway": gateway,
-        "uplink": {"url": url, "client_id": f"{site}.{gateway}", "username": username, "password": password},
+        "uplink": {"url": url, "client_id": f"{site}:{gateway}", "username": username, "password": password},
         "buses": list(buses.values()),
         "devices": devs,
     }
@@ -185,9 +195,12 @@ def enrol(site: str, gateway: str, devices: list[DeviceSpec], broker_url: str) -
         seen.add(d.id)
     user = mqtt_username(site, gateway)
     password = secrets.token_urlsafe(24)
+    from cloud.cluster.natsauth import bcrypt_hash
+
     return Enrolment(site=site, gateway=gateway, mqtt_user=user, password=password,
                      passwd_line=passwd_line(user, password), acl=gateway_acl(site, gateway),
-                     edge_config=edge_config(site, gateway, broker_url, user, password, devices))
+                     edge_config=edge_config(site, gateway, broker_url, user, password, devices),
+                     nats_hash=bcrypt_hash(password))
 
 
 def parse_devices(text: str) -> list[DeviceSpec]:

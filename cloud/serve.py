@@ -65,6 +65,10 @@ class ServeConfig:
     # The broker address written into enrolled gateways' configs (default: `broker`); never an account.
     gateway_broker: str = ""
     time_policy: Any = None  # cloud.ingest.timepolicy.TimePolicy; None: the default policy
+    # NATS cluster: this machine's node's accounts file and the node's pid(s) to reload when the
+    # enrolled accounts change (cloud/cluster/natsusers.py); "" leaves the node's accounts alone.
+    nats_users_file: str = ""
+    nats_reload_pids: list[int] = field(default_factory=list)
 
 
 class CloudService:
@@ -204,6 +208,12 @@ class CloudService:
                                         ingest, self.engine, self.history, ttl_s=c.lease_ttl_s,
                                         url=self.url).start()
             self._started("cluster member", self.member)
+            if c.nats_users_file:
+                from cloud.cluster.natsusers import UsersSync
+
+                self._started("NATS accounts", UsersSync(
+                    make_sessionmaker(make_engine(settings.db_url)), account, Path(c.nats_users_file),
+                    list(c.nats_reload_pids), c.partitions).start())
         # stopped before ingest (parts stop newest first), so its last points still reach the storage
         self._started("history", self.history.start())
         self.commander = Commander(make_sessionmaker(make_engine(settings.db_url)), c.broker,

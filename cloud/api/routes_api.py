@@ -310,6 +310,12 @@ def command_status(command_id: str, request: Request, p: Principal = Depends(req
     return v
 
 
+def _enrol_out(e: Any) -> EnrolOut:
+    """The answer to an enrolment or a password rotation (`cloud.enrol.Enrolment`)."""
+    return EnrolOut(site=e.site, gateway=e.gateway, mqtt_user=e.mqtt_user, mqtt_password=e.password,
+                    passwd_line=e.passwd_line, acl=e.acl, edge_config=e.edge_config)
+
+
 @router.post("/sites/{site}/gateways", response_model=EnrolOut, status_code=201,
              description="Enrol a gateway: MQTT credentials bound to its own topics, the broker's "
                          "password-file line and ACL block, and a starting edge config.")
@@ -326,8 +332,22 @@ def enrol_gateway(site: str, body: EnrolIn, request: Request,
         raise HTTPException(409, str(ex)) from None
     except EnrolError as ex:
         raise HTTPException(422, str(ex)) from None
-    return EnrolOut(site=site, gateway=e.gateway, mqtt_user=e.mqtt_user, mqtt_password=e.password,
-                    passwd_line=e.passwd_line, acl=e.acl, edge_config=e.edge_config)
+    return _enrol_out(e)
+
+
+@router.post("/sites/{site}/gateways/{gateway}/password", response_model=EnrolOut,
+             description="A new broker password for an enrolled gateway (shown once) and its edge config; "
+                         "the old one stops working when the broker reloads its accounts.")
+def rotate_gateway_password(site: str, gateway: str, request: Request,
+                            p: Principal = Depends(require(Perm.ENROL))) -> EnrolOut:
+    from cloud.api.enrolment import NotEnrolled, rotate_password
+
+    site_of(p, site, known_sites(request))
+    try:
+        e = rotate_password(request.app, site, gateway)
+    except NotEnrolled as ex:
+        raise HTTPException(404, str(ex)) from None
+    return _enrol_out(e)
 
 
 @router.get("/sites/{site}/mosquitto/passwd", response_class=Response,

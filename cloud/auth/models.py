@@ -108,6 +108,21 @@ class EnrolledGateway(WebBase):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class NatsGatewayUser(WebBase):
+    """A gateway's account on a NATS cluster: the bcrypt hash of the password enrolment made (NATS
+    does not read mosquitto's PBKDF2 lines). Its own table, so databases made before it get it from
+    `create_all` (cloud/cluster/natsusers.py renders the nodes' include file from these rows)."""
+
+    __tablename__ = "web_nats_gateway_users"
+    __table_args__ = (UniqueConstraint("site", "gateway"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), index=True)
+    gateway: Mapped[str] = mapped_column(String(64))
+    bcrypt_hash: Mapped[str] = mapped_column(String(128))
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL and foreign keys, and may be used from several threads."""
     if url.startswith("sqlite"):

@@ -4,7 +4,8 @@ One generator for the test fixture, the benchmark and the operator (`shelterwatc
 docs/operations.md "Growing past one machine"), so what is tested is what is deployed. Each node:
 JetStream with file storage in its own directory, a cluster route to every other node, the MQTT
 listener edges connect to (its streams replicated 3 times), the partition mappings of
-`cloud.cluster.partition`, and a monitoring port for health checks.
+`cloud.cluster.partition`, a monitoring port for health checks, and (`users_file`) the include file
+with the broker accounts (`cloud.cluster.natsauth`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class NodeConfig:
     # How long NATS waits for an MQTT subscriber's PUBACK before redelivering (edges' commands).
     mqtt_ack_wait: str = "30s"
     max_file_store: str = "10G"
+    # The broker accounts (cloud/cluster/natsauth.py): an include file holding the `authorization`
+    # block, rewritten at enrolment; the node reloads it on SIGHUP. None: no accounts (tests, lab).
+    # RELATIVE to the node's config file: nats-server joins an include's path to the including
+    # file's directory, even a path starting with '/' (measured with 2.15.1).
+    users_file: str | None = None
     extra: str = ""  # appended verbatim (TLS, accounts, authorization…)
 
 
@@ -66,6 +72,11 @@ def render(c: NodeConfig) -> str:
     ]
     lines += [f"  {_q(src)}: {_q(dst)}" for src, dst in server_mappings(c.partitions).items()]
     lines.append("}")
+    if c.users_file is not None:
+        if c.users_file.startswith("/"):
+            raise ValueError(f"users file {c.users_file}: give it relative to the node's config file "
+                             "(nats-server reads includes from the config file's directory)")
+        lines.append(f"include {_q(c.users_file)}  # authorization: cloud and gateway accounts")
     if c.extra:
         lines.append(c.extra)
     return "\n".join(lines) + "\n"

@@ -43,6 +43,7 @@ TABLE: dict[tuple[str, str], Perm | str] = {
     ("GET", "/api/v1/sites/{site}/commands"): Perm.COMMAND,
     ("GET", "/api/v1/commands/{command_id}"): Perm.COMMAND,
     ("POST", "/api/v1/sites/{site}/gateways"): Perm.ENROL,
+    ("POST", "/api/v1/sites/{site}/gateways/{gateway}/password"): Perm.ENROL,
     ("GET", "/api/v1/sites/{site}/mosquitto/passwd"): Perm.ENROL,
     ("GET", "/api/v1/sites/{site}/mosquitto/acl"): Perm.ENROL,
     ("GET", "/api/v1/sites/{site}/configs"): Perm.CONFIGURE,

@@ -69,7 +69,7 @@ def test_edge_config_carries_credentials_and_devices() -> None:
                                         DeviceSpec("rx", "geomag-rx200")], "mqtt://broker:1883")
     doc = yaml.safe_load(e.edge_config)
     assert doc["site"] == "estate-a" and doc["gateway"] == "gw1"
-    assert doc["uplink"] == {"url": "mqtt://broker:1883", "client_id": "estate-a.gw1",
+    assert doc["uplink"] == {"url": "mqtt://broker:1883", "client_id": "estate-a:gw1",
                              "username": "gw.estate-a.gw1", "password": e.password}
     by_id = {d["id"]: d for d in doc["devices"]}
     assert by_id["hub"]["address"] == 7 and by_id["chg1"]["address"] == 1

@@ -266,6 +266,6 @@ def test_an_alarm_raised_by_a_replica_that_died_before_notifying_is_pushed(make:
         [push] = wait_until(lambda: rec.got, 10, "the push")
         assert "Sprinkler waterflow" in push.title
         wait_until(lambda: states(b.store, alarm.id) == [("vol", "sent")], 10, "the intent settled")
-        assert b.store.get(alarm.id).tier == 1  # type: ignore[union-attr]
+        assert b.store.get(alarm.id).tier == 1
     finally:
         rec.stop()

@@ -68,7 +68,8 @@ class Replica:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "SHELTERWATCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1"})
-        wait_until(self._up, wait, f"replica {self.name} to serve\n{self.tail()}", every=0.2)
+        if wait:  # 0: return at once (the caller waits for what it needs, not for the web)
+            wait_until(self._up, wait, f"replica {self.name} to serve\n{self.tail()}", every=0.2)
         return self
 
     def _up(self) -> bool:

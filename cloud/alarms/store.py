@@ -135,9 +135,10 @@ notify_log = Table(
     # channel chains (`route`, cloud/notify/outbox.py); NULL on attempt rows.
     Column("state", String(12)),
     Column("route", Integer),
-    Index("ix_notify_log_pending", "state", postgresql_where=text("state = 'pending'"),
-          sqlite_where=text("state = 'pending'")),
 )
+# What a takeover reads (`pending_intents`): the few unsettled intents, not the whole log.
+pending_index = Index("ix_notify_log_pending", notify_log.c.state, postgresql_where=text("state = 'pending'"),
+                      sqlite_where=text("state = 'pending'"))
 
 windows = Table(
     "inspection_windows",
@@ -174,6 +175,11 @@ def _add_intent_columns(engine: Any) -> None:
         for name, sql_type in (("state", "VARCHAR(12)"), ("route", "INTEGER")):
             if name not in have:
                 c.execute(text(f"ALTER TABLE notify_log ADD COLUMN {'IF NOT EXISTS ' if pg else ''}{name} {sql_type}"))
+    try:
+        pending_index.create(engine, checkfirst=True)  # create_all adds indexes only with their table
+    except Exception:  # another replica created it meanwhile
+        if not any(i["name"] == pending_index.name for i in inspect(engine).get_indexes("notify_log")):
+            raise
 
 
 def active_key(site: str, gateway: str, device: str, rule: str, instance: str) -> str:

@@ -272,14 +272,26 @@ class Dispatcher:
 
     def _run(self, job: Job) -> None:
         url = job.channels[job.channel_index].url
-        if self._attempts(job, url, job.title, job.body, [job.alarm_id]):
+        try:
+            ok = self._attempts(job, url, job.title, job.body, [job.alarm_id])
+        except Exception:  # the attempt log failed (database away): nothing else will tell the job's end
+            log.exception("alarm %s: the push to %s could not be recorded", job.alarm_id, job.person)
+            _settle(job, False)
+            return
+        if ok:
             _settle(job, True)
         else:
             job.channel_index += 1
             self._route(job)
 
     def _run_group(self, url: str, jobs: list[Job], title: str, body: str) -> None:
-        ok = self._attempts(jobs[0], url, title, body, [j.alarm_id for j in jobs])
+        try:
+            ok = self._attempts(jobs[0], url, title, body, [j.alarm_id for j in jobs])
+        except Exception:
+            log.exception("alarms %s: the grouped push could not be recorded", [j.alarm_id for j in jobs])
+            for j in jobs:
+                _settle(j, False)
+            return
         for j in jobs:
             if ok:
                 _settle(j, True)

@@ -269,3 +269,28 @@ def test_an_alarm_raised_by_a_replica_that_died_before_notifying_is_pushed(make:
         assert b.store.get(alarm.id).tier == 1
     finally:
         rec.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_notify_log_from_before_intents_gets_their_columns(tmp_path: Any, backend: str, request: Any) -> None:
+    """A database written by an older `cloud serve` (create_all adds tables, never columns)."""
+    from sqlalchemy import create_engine, inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    old = create_engine(url)
+    with old.begin() as c:  # notify_log as it was, with one attempt in it
+        c.execute(text("CREATE TABLE notify_log (id INTEGER PRIMARY KEY, alarm_id INTEGER NOT NULL, ts FLOAT NOT "
+                       "NULL, person VARCHAR(64) NOT NULL, channel TEXT NOT NULL, purpose VARCHAR(16) NOT NULL, "
+                       "attempt INTEGER NOT NULL, ok BOOLEAN NOT NULL, error TEXT NOT NULL)"))
+        c.execute(text("INSERT INTO notify_log VALUES (1, 5, 1.0, 'vol', 'json://h/…', 'alarm', 1, true, '')"))
+    old.dispose()
+    stores = [AlarmStore(url), AlarmStore(url)]  # two replicas starting on it
+    try:
+        insp = inspect(stores[0].engine)
+        assert {"state", "route"} <= {c["name"] for c in insp.get_columns("notify_log")}
+        assert "ix_notify_log_pending" in {i["name"] for i in insp.get_indexes("notify_log")}
+        assert [(x["attempt"], x["ok"], x["state"]) for x in stores[1].attempts(5)] == [(1, True, None)]
+        assert stores[1].intents(5) == []
+    finally:
+        for s in stores:
+            s.close()

@@ -804,9 +804,18 @@ class AlarmEngine:
         """Re-send what a previous owner of these gateways (a replica that died, this process before a
         crash) intended to push and never finished, and notify alarms it raised but never got to
         notify (cloud/notify/outbox.py says which and why not). Called at a takeover (`adopt`) and at
-        the start of a process that owns everything. → pushes re-submitted."""
+        the start of a process that owns everything. Never raises: a takeover must not fail over its
+        bookkeeping (the next reminder still comes). → pushes re-submitted."""
         if self.dispatcher is None:
             return 0
+        try:
+            return self._resend(mine)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not re-send the pushes left pending")
+            return 0
+
+    def _resend(self, mine: Callable[[str, str], bool]) -> int:
         pending: dict[int, list[dict[str, Any]]] = {}
         for r in self.store.pending_intents():
             if mine(r["site"], r["gateway"]):
@@ -821,6 +830,7 @@ class AlarmEngine:
             for a in by_id.values():
                 cfg = self.sites.get(a.site)
                 if (a.next_notify_at is None and not a.acked and not a.suppressed and a.id not in pending
+                        and not (a.silenced_until and now < a.silenced_until)
                         and cfg is not None and wants(cfg.escalation, a.severity)):
                     self.store.add_audit(a.id, now, "push-resumed", detail="raised, never notified")
                     self._notify(a, now, a.raised_at)  # its owner died between raising and notifying

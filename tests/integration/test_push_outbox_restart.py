@@ -23,7 +23,7 @@ from device_profiles import wire
 from tests.integration.cluster_support import PushReceiver, Replica, alarm_file_text
 from tests.polling import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SITE_FILE = Path(__file__).parents[2] / "cloud" / "sites" / "demo-estate.yaml"
 SITE, GW, DEV = "demo-estate", "gw-shelter-a", "spk1"
 

@@ -128,6 +128,15 @@ def flow(r: Replica, on: bool = True) -> Alarm:
     return a
 
 
+def held_then_dead(make: Any, cfg: AlarmSiteConfig, rec: PushReceiver, pushes: int = 1) -> tuple[Replica, Alarm]:
+    """Replica A raises the alarm, its push(es) reach the phone, which holds them unanswered; A dies."""
+    a = make(cfg)
+    alarm = flow(a)
+    wait_until(lambda: len(rec.held) == pushes, 10, "replica A's pushes to reach the phone")
+    a.die()  # killed while the phone had not answered: the push is not known to have arrived
+    return a, alarm
+
+
 def states(store: AlarmStore, alarm_id: int) -> list[tuple[str, str]]:
     return [(i["person"], i["state"]) for i in store.intents(alarm_id)]
 
@@ -135,10 +144,7 @@ def states(store: AlarmStore, alarm_id: int) -> list[tuple[str, str]]:
 def test_a_push_held_when_its_replica_dies_is_sent_by_the_next_owner(make: Any) -> None:
     rec = PushReceiver(hold=1)
     try:
-        a = make(site_cfg(rec))
-        alarm = flow(a)
-        wait_until(lambda: rec.held, 10, "replica A's push to reach the phone")
-        a.die()  # killed while the phone had not answered: the push is not known to have arrived
+        a, alarm = held_then_dead(make, site_cfg(rec), rec)
         assert states(a.store, alarm.id) == [("vol", "pending")]
         b = make(site_cfg(rec), owns=nothing)
         t0 = time.time()
@@ -195,10 +201,7 @@ def test_a_voluntary_hand_over_waits_for_the_push_in_flight(make: Any) -> None:
 def test_an_alarm_acknowledged_meanwhile_is_not_pushed_again(make: Any) -> None:
     rec = PushReceiver(hold=1)
     try:
-        a = make(site_cfg(rec))
-        alarm = flow(a)
-        wait_until(lambda: rec.held, 10, "replica A's push to reach the phone")
-        a.die()
+        _, alarm = held_then_dead(make, site_cfg(rec), rec)
         b = make(site_cfg(rec), owns=nothing)
         assert b.engine.acknowledge(alarm.id, "vol", "web")  # on B's page, before B owns the gateway
         b.engine.adopt(mine)
@@ -214,10 +217,7 @@ def test_an_old_intent_gives_way_to_the_escalations_next_step(make: Any) -> None
     """Taken over after the reminder was due: one reminder goes, not the raise replayed as if new."""
     rec = PushReceiver(hold=1)
     try:
-        a = make(site_cfg(rec))
-        alarm = flow(a)
-        wait_until(lambda: rec.held, 10, "replica A's push to reach the phone")
-        a.die()
+        _, alarm = held_then_dead(make, site_cfg(rec), rec)
         make.clock.t = T0 + 400  # the 300 s reminder is due
         b = make(site_cfg(rec), owns=nothing)
         b.engine.adopt(mine)
@@ -237,10 +237,7 @@ def test_an_old_intent_gives_way_to_the_escalations_next_step(make: Any) -> None
 def test_a_route_that_now_fails_does_not_hold_up_the_others(make: Any) -> None:
     rec = PushReceiver(hold=2)
     try:
-        a = make(site_cfg(rec, people=("v1", "v2")))
-        alarm = flow(a)
-        wait_until(lambda: len(rec.held) == 2, 10, "both of A's pushes to reach the phones")
-        a.die()
+        _, alarm = held_then_dead(make, site_cfg(rec, people=("v1", "v2")), rec, pushes=2)
         # B's configuration: v1's channel is gone for good (a phone number changed, a bot removed)
         b = make(site_cfg(rec, people=("v1", "v2"), dead=("v1",)), owns=nothing)
         b.engine.adopt(mine)

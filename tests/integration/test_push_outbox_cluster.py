@@ -19,10 +19,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud.alarms.store import AlarmStore
 from cloud.cluster.partition import partition_of
-from device_profiles import wire
 from tests.integration.cluster_support import ClusterDb, PushReceiver, Replica, alarm_file_text, partition_owner_wait
+from tests.integration.push_support import assert_sent_again_once, flow_until_held
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,18 +46,8 @@ def test_the_survivor_sends_the_push_its_dead_owner_had_on_the_way(tmp_path: Pat
         wait_until(lambda: set(db.owners().values()) == {"r1", "r2"}, 60, "both replicas holding partitions")
         gw.connect("127.0.0.1", nats_cluster.nodes[0].cfg.mqtt_port, keepalive=5)
         gw.loop_start()
-        topic = wire.topic(SITE, GW, wire.Kind.TELEMETRY, DEV)
-        seq = 0
-
-        def flowing() -> bool:
-            """Waterflow until the push reaches the phone (repeats are the same active alarm)."""
-            nonlocal seq
-            seq += 1
-            msg = wire.Telemetry(ts=wire.now(), seq=seq, values={"waterflow": True, "pipe_pressure": 3.9})
-            gw.publish(topic, wire.encode(msg), qos=1).wait_for_publish(10)
-            return bool(rec.held)
-
-        wait_until(flowing, 60, "the fire alarm's push to reach the phone", every=0.5)
+        flow_until_held(gw, SITE, GW, DEV, rec, lambda: next((f"{n} exited\n{r.tail()}" for n, r in replicas.items()
+                                                           if not r.alive()), None))
         owner = db.owner(part)
         assert owner in replicas
         replicas[owner].kill()  # kill -9 while the phone has not answered
@@ -73,12 +62,4 @@ def test_the_survivor_sends_the_push_its_dead_owner_had_on_the_way(tmp_path: Pat
         for r in replicas.values():
             r.stop()
         rec.stop()
-    store = AlarmStore(postgres_url)
-    try:
-        [alarm] = [a for a in store.list_alarms(site=SITE) if a.rule == "waterflow"]
-        [intent] = store.intents(alarm.id)
-        assert (intent["person"], intent["purpose"], intent["state"]) == ("vol", "alarm", "sent")
-        assert [x["ok"] for x in store.attempts(alarm.id) if x["purpose"] == "alarm"] == [True]
-        assert "push-resent" in [e["action"] for e in store.audit_of(alarm.id)]
-    finally:
-        store.close()
+    assert_sent_again_once(postgres_url, SITE)

@@ -21,6 +21,7 @@ import pytest
 
 from device_profiles import wire
 from tests.integration.cluster_support import PushReceiver, Replica, alarm_file_text
+from tests.integration.push_support import assert_sent_again_once, flow_until_held
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,20 +43,7 @@ def test_a_push_cut_off_by_kill_9_is_sent_by_the_restarted_process(tmp_path: Pat
         gw.loop_start()
         status = wire.encode(wire.Status(ts=wire.now(), state="online"))
         gw.publish(wire.topic(SITE, GW, wire.Kind.STATUS), status, qos=1, retain=True).wait_for_publish(5)
-        topic = wire.topic(SITE, GW, wire.Kind.TELEMETRY, DEV)
-        seq = 0
-
-        def flowing() -> bool:
-            """Waterflow until the push reaches the phone (the ingester subscribes shortly after the
-            web is up; repeats are the same active alarm)."""
-            nonlocal seq
-            seq += 1
-            msg = wire.Telemetry(ts=wire.now(), seq=seq, values={"waterflow": True, "pipe_pressure": 3.9})
-            gw.publish(topic, wire.encode(msg), qos=1).wait_for_publish(5)
-            assert serve.alive(), serve.tail()
-            return bool(rec.held)
-
-        wait_until(flowing, 60, "the fire alarm's push to reach the phone", every=0.5)
+        flow_until_held(gw, SITE, GW, DEV, rec, lambda: None if serve.alive() else serve.tail())
         serve.kill()  # kill -9 while the phone has not answered
         assert rec.got == []
         t0 = time.time()
@@ -68,14 +56,4 @@ def test_a_push_cut_off_by_kill_9_is_sent_by_the_restarted_process(tmp_path: Pat
         gw.disconnect()
         serve.stop()
         rec.stop()
-    from cloud.alarms.store import AlarmStore
-
-    store = AlarmStore(postgres_url)
-    try:
-        [alarm] = [a for a in store.list_alarms(site=SITE) if a.rule == "waterflow"]
-        [intent] = store.intents(alarm.id)
-        assert (intent["person"], intent["purpose"], intent["state"]) == ("vol", "alarm", "sent")
-        assert [x["ok"] for x in store.attempts(alarm.id) if x["purpose"] == "alarm"] == [True]
-        assert "push-resent" in [e["action"] for e in store.audit_of(alarm.id)]
-    finally:
-        store.close()
+    assert_sent_again_once(postgres_url, SITE)

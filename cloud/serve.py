@@ -173,6 +173,8 @@ class CloudService:
         from cloud.ingest.jetstream import is_nats_url
 
         clustered = is_nats_url(c.broker)  # partitions come from leases (cloud/cluster/replica.py)
+        if not clustered:  # alone it owns every gateway now; a replica re-sends at each takeover (adopt)
+            log.info("pushes re-sent after a restart: %d", self.engine.resend())
 
         self.history = HistoryService().attach(self.engine)  # alarm, inspection, gateway_status, parking_stay
         self.ingest = ingest = IngestService(IngestConfig(

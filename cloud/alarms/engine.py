@@ -17,6 +17,7 @@ merged per device (`Readings`, cloud/ingest/conflate.py) with every sample's own
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -31,11 +32,12 @@ from cloud import ordering as O
 from cloud.alarms import rules as R
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import DeviceRef, Directory
-from cloud.alarms.store import Alarm, AlarmStore, active_key
+from cloud.alarms.store import Alarm, AlarmStore, Intent, active_key
 from cloud.notify.dispatch import Dispatcher, Job
 from cloud.notify.escalation import plan, wants
 from cloud.notify.links import AckSigner
 from cloud.notify.message import alarm_text
+from cloud.notify.outbox import chains, route_text, triage
 from cloud.safety import Readings, SafetyMessage
 from device_profiles import wire
 from device_profiles.loader import catalog
@@ -99,6 +101,7 @@ class AlarmEngine:
             "replayed_events": 0,
             "errors": 0,
             "seq_gaps": 0,
+            "pushes_resent": 0,
         }
         # Readings judged history, per device and point: which devices' readings arrive overtaken
         # (an event ahead of its telemetry is normal; a charger port's temperature is not).
@@ -144,6 +147,9 @@ class AlarmEngine:
         # A replica of a cluster judges silence, runs timers and escalates only for the gateways it
         # owns (cloud/cluster/leases.py), and takes others over with `adopt`; alone it owns all.
         self.owns: Callable[[str, str], bool] = owns_everything
+        # Pushes with an intent still being sent here: intent id → (site, gateway) (`pushes_settled`)
+        self._inflight: dict[int, tuple[str, str]] = {}
+        self._inflight_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> AlarmEngine:
@@ -725,39 +731,132 @@ class AlarmEngine:
         tiers, top, nxt = plan(cfg.escalation, a.raised_at, a.tier, now)
         people = [p for p in cfg.people if p.tier in tiers]
         purpose = "reminder" if (a.tier and top == a.tier) else "alarm"
-        self._send(a, people, purpose, now, origin)
+        jobs = self._jobs(a, people, purpose, now, origin)
         a.tier, a.next_notify_at = top, nxt
         a.notified = sorted(set(a.notified) | {p.id for p in people})
-        self.store.set_notify(a.id, a.tier, a.next_notify_at, a.notified)
+        # The step and its pushes' intents are durable before anything is sent (cloud/notify/outbox.py)
+        ids = self.store.set_notify(a.id, a.tier, a.next_notify_at, a.notified,
+                                    [Intent(j.person, r, route_text(j.channels), purpose) for j, r in jobs], now)
+        self._submit(a, [(j, i) for (j, _), i in zip(jobs, ids, strict=True)])
 
     def _send(self, a: Alarm, people: list[Any], purpose: str, now: float, origin: float) -> None:
+        """Pushes without an intent (resolutions: the alarm is over, nobody re-sends them)."""
+        self._submit(a, [(j, None) for j, _ in self._jobs(a, people, purpose, now, origin)])
+
+    def _jobs(self, a: Alarm, people: list[Any], purpose: str, now: float, origin: float,
+              only: int | None = None) -> list[tuple[Job, int]]:
+        """(job, route) for each of the people's channel chains (cloud/notify/outbox.py `chains`), or
+        only route `only`; none without a dispatcher."""
         if not self.dispatcher or not people:
-            return
+            return []
         cfg = self.sites.get(a.site)
         site_name, site_zh = (cfg.name, cfg.name_zh) if cfg else (a.site, a.site)
         ttl = cfg.ack_link_ttl_s if cfg else 86400
         base = (cfg.public_url if cfg else "").rstrip("/")
         pol = cfg.escalation if cfg else None
+        out = []
         for p in people:
             url = None
             if self.signer and purpose != "resolution":
                 url = f"{base}/ack/{self.signer.sign(a.id, p.id, now + ttl)}"
             t = alarm_text(a, site_name, site_zh, url, purpose)
-            chains = [[c] for c in p.channels] if p.delivery == "all" else [list(p.channels)]
-            for chain in chains:
-                self.dispatcher.submit(
-                    Job(
-                        a.id,
-                        p.id,
-                        chain,
-                        t.title,
-                        t.body,
-                        purpose,
-                        origin,
-                        retries=pol.retries if pol else 2,
-                        retry_delay_s=pol.retry_delay_s if pol else 1.0,
-                    )
-                )
+            for route, chain in enumerate(chains(p)):
+                if only is not None and route != only:
+                    continue
+                out.append((Job(
+                    a.id,
+                    p.id,
+                    chain,
+                    t.title,
+                    t.body,
+                    purpose,
+                    origin,
+                    retries=pol.retries if pol else 2,
+                    retry_delay_s=pol.retry_delay_s if pol else 1.0,
+                ), route))
+        return out
+
+    def _submit(self, a: Alarm, jobs: list[tuple[Job, int | None]]) -> None:
+        if self.dispatcher is None:
+            return
+        for job, intent in jobs:
+            if intent is not None:
+                with self._inflight_lock:
+                    self._inflight[intent] = (a.site, a.gateway)
+                job.done = functools.partial(self._settled, intent)
+            self.dispatcher.submit(job)
+
+    def _settled(self, intent: int, ok: bool) -> None:
+        """From the dispatcher's threads: the push of `intent` went out (or every channel failed)."""
+        try:
+            self.store.settle(intent, "sent" if ok else "failed", "" if ok else "every channel failed")
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(intent, None)
+
+    def pushes_settled(self, mine: Callable[[str, str], bool]) -> bool:
+        """No push of these gateways' alarms is still being sent here: a replica handing gateways over
+        waits for this (cloud/cluster/replica.py), so the next owner does not send them again."""
+        with self._inflight_lock:
+            return not any(mine(*gw) for gw in self._inflight.values())
+
+    def resend(self, mine: Callable[[str, str], bool] = owns_everything) -> int:
+        """Re-send what a previous owner of these gateways (a replica that died, this process before a
+        crash) intended to push and never finished, and notify alarms it raised but never got to
+        notify (cloud/notify/outbox.py says which and why not). Called at a takeover (`adopt`) and at
+        the start of a process that owns everything. Never raises: a takeover must not fail over its
+        bookkeeping (the next reminder still comes). → pushes re-submitted."""
+        if self.dispatcher is None:
+            return 0
+        try:
+            return self._resend(mine)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not re-send the pushes left pending")
+            return 0
+
+    def _resend(self, mine: Callable[[str, str], bool]) -> int:
+        pending: dict[int, list[dict[str, Any]]] = {}
+        for r in self.store.pending_intents():
+            if mine(r["site"], r["gateway"]):
+                pending.setdefault(r["alarm_id"], []).append(r)
+        n = 0
+        with self.lock:
+            now = self.clock()
+            by_id = {a.id: a for a in self.active.values() if mine(a.site, a.gateway)}
+            for aid, rows in pending.items():
+                a = by_id.get(aid)
+                n += self._resend_alarm(a if a is not None else self.store.get(aid), rows, now)
+            for a in by_id.values():
+                cfg = self.sites.get(a.site)
+                if (a.next_notify_at is None and not a.acked and not a.suppressed and a.id not in pending
+                        and not (a.silenced_until and now < a.silenced_until)
+                        and cfg is not None and wants(cfg.escalation, a.severity)):
+                    self.store.add_audit(a.id, now, "push-resumed", detail="raised, never notified")
+                    self._notify(a, now, a.raised_at)  # its owner died between raising and notifying
+                    n += 1
+        return n
+
+    def _resend_alarm(self, a: Alarm | None, rows: list[dict[str, Any]], now: float) -> int:
+        verdict = triage(rows, a, now)
+        cfg = self.sites.get(a.site) if a is not None else None
+        people = {p.id: p for p in cfg.people} if cfg else {}
+        again: list[tuple[Job, int | None]] = []
+        for r in rows:
+            why = verdict[r["id"]]
+            if not why and a is not None:
+                p = people.get(r["person"])
+                jobs = self._jobs(a, [p], r["purpose"], now, r["ts"], only=r["route"] or 0) if p else []
+                if jobs:
+                    again.append((jobs[0][0], r["id"]))
+                    continue
+                why = "person or channel no longer configured"
+            self.store.settle(r["id"], "dropped", why)
+        if a is not None and again:
+            self.store.add_audit(a.id, now, "push-resent", detail=", ".join(j.person for j, _ in again)[:500])
+            self.counters["pushes_resent"] += len(again)
+            self._submit(a, again)
+        return len(again)
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float | None = None) -> None:
@@ -964,6 +1063,7 @@ class AlarmEngine:
                     self.seen_dev[(site, gw, dev)] = max(t, self.seen_dev.get((site, gw, dev), 0.0))
                 else:
                     self.seen_gw[(site, gw)] = max(t, self.seen_gw.get((site, gw), 0.0))
+        self.resend(mine)  # pushes the previous owner intended and never finished
 
     def refresh(self) -> None:
         """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's

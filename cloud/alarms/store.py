@@ -12,7 +12,10 @@ Why the shapes below:
 - Upserts go through `_upsert` (SQLite and PostgreSQL both have INSERT … ON CONFLICT), so two
   replicas writing the same timer or last-seen row never trip over a primary key.
 - `audit` and `notify_log` are append-only: who did what, when, through which channel; every
-  notification attempt with its outcome.
+  notification attempt with its outcome. The one exception is a push's *intent* (its outbox row,
+  `attempt` 0): written with the escalation step, before the send is tried, and settled once (`state`
+  pending → sent / failed / dropped), so whoever owns the alarm's gateway next (a survivor replica, a
+  restarted process) re-sends what a dead process intended and never finished (cloud/notify/outbox.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -39,7 +43,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -125,7 +131,14 @@ notify_log = Table(
     Column("attempt", Integer, nullable=False),
     Column("ok", Boolean, nullable=False),
     Column("error", Text, nullable=False, default=""),
+    # Intent rows only (attempt 0): pending / sent / failed / dropped, and which of the person's
+    # channel chains (`route`, cloud/notify/outbox.py); NULL on attempt rows.
+    Column("state", String(12)),
+    Column("route", Integer),
 )
+# What a takeover reads (`pending_intents`): the few unsettled intents, not the whole log.
+pending_index = Index("ix_notify_log_pending", notify_log.c.state, postgresql_where=text("state = 'pending'"),
+                      sqlite_where=text("state = 'pending'"))
 
 windows = Table(
     "inspection_windows",
@@ -137,6 +150,36 @@ windows = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("by", String(64), nullable=False, default=""),
 )
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A push an escalation step intends: to `person`, through their channel chain `route`, for
+    `purpose` (alarm / reminder); `channel` is the chain, redacted (what the log may show)."""
+
+    person: str
+    route: int
+    channel: str
+    purpose: str
+
+
+def _add_intent_columns(engine: Any) -> None:
+    """A notify_log created before intents existed gets their two columns (create_all adds tables,
+    never columns). Replicas starting together may race: PostgreSQL's IF NOT EXISTS settles it."""
+    insp = inspect(engine)
+    if not insp.has_table("notify_log"):
+        return
+    have = {c["name"] for c in insp.get_columns("notify_log")}
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as c:
+        for name, sql_type in (("state", "VARCHAR(12)"), ("route", "INTEGER")):
+            if name not in have:
+                c.execute(text(f"ALTER TABLE notify_log ADD COLUMN {'IF NOT EXISTS ' if pg else ''}{name} {sql_type}"))
+    try:
+        pending_index.create(engine, checkfirst=True)  # create_all adds indexes only with their table
+    except Exception:  # another replica created it meanwhile
+        if not any(i["name"] == pending_index.name for i in inspect(engine).get_indexes("notify_log")):
+            raise
 
 
 def active_key(site: str, gateway: str, device: str, rule: str, instance: str) -> str:
@@ -210,6 +253,7 @@ class AlarmStore:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
+        _add_intent_columns(self.engine)
         metadata.create_all(self.engine)
         self._lock = threading.RLock()
 
@@ -340,13 +384,31 @@ class AlarmStore:
                 )
         return bool(n)
 
-    def set_notify(self, alarm_id: int, tier: int, next_at: float | None, notified: list[str]) -> None:
+    def set_notify(
+        self,
+        alarm_id: int,
+        tier: int,
+        next_at: float | None,
+        notified: list[str],
+        intents: list[Intent] | None = None,
+        now: float = 0.0,
+    ) -> list[int]:
+        """The escalation step taken, and the pushes it intends (outbox rows, `state` pending), in one
+        transaction: either both survive a crash or neither (then the alarm looks never notified and
+        its next owner notifies it). → the intents' row ids, in order."""
         with self.tx() as c:
             c.execute(
                 update(alarms)
                 .where(alarms.c.id == alarm_id)
                 .values(tier=tier, next_notify_at=next_at, notified=json.dumps(notified))
             )
+            return [
+                int(c.execute(insert(notify_log).values(
+                    alarm_id=alarm_id, ts=now, person=i.person, channel=i.channel[:2000], purpose=i.purpose,
+                    attempt=0, ok=False, error="", state="pending", route=i.route,
+                )).inserted_primary_key[0])  # type: ignore[index]
+                for i in intents or []
+            ]
 
     def update(self, alarm_id: int, **vals: Any) -> None:
         with self.tx() as c:
@@ -459,11 +521,39 @@ class AlarmStore:
             )
 
     def attempts(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
-        q = select(notify_log).order_by(notify_log.c.id)
+        """Send attempts (not the intents: `intents`)."""
+        q = select(notify_log).where(notify_log.c.attempt > 0).order_by(notify_log.c.id)
         if alarm_id is not None:
             q = q.where(notify_log.c.alarm_id == alarm_id)
         with self.tx() as c:
             return [dict(r._mapping) for r in c.execute(q)]
+
+    def intents(self, alarm_id: int | None = None, pending: bool = False) -> list[dict[str, Any]]:
+        """Intent rows (outbox), oldest first; only those not settled yet with `pending`."""
+        q = select(notify_log).where(notify_log.c.attempt == 0).order_by(notify_log.c.id)
+        if pending:
+            q = q.where(notify_log.c.state == "pending")
+        if alarm_id is not None:
+            q = q.where(notify_log.c.alarm_id == alarm_id)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def pending_intents(self) -> list[dict[str, Any]]:
+        """Every intent not settled yet, with its alarm's site and gateway (who owns it decides)."""
+        q = (select(notify_log, alarms.c.site, alarms.c.gateway)
+             .join(alarms, alarms.c.id == notify_log.c.alarm_id)
+             .where(notify_log.c.state == "pending").order_by(notify_log.c.id))
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def settle(self, intent_id: int, state: str, why: str = "") -> bool:
+        """pending → `state` (sent, failed, dropped), once: the first outcome recorded stays (a frozen
+        replica waking up after its successor re-sent does not overwrite it). False if already settled."""
+        with self.tx() as c:
+            return bool(c.execute(
+                update(notify_log).where(notify_log.c.id == intent_id, notify_log.c.state == "pending")
+                .values(state=state, error=why[:500])  # `ok` stays an attempt's outcome: counts of ok rows are pushes
+            ).rowcount)
 
     # ------------------------------------------------------------------ inspection windows
     def add_window(self, site: str, start: float, end: float, reason: str, by: str) -> int:

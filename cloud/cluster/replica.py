@@ -9,8 +9,8 @@ What happens when partitions move (cloud/cluster/leases.py runs it, on its threa
 - then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is);
-- handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), the
-  ingester saves their devices' replay-check state (`handed`), then the lease is freed.
+- handing partitions back: the consumers stop, the last acknowledgements and the pushes being sent
+  go out (`drained`), the ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
 The engine, history and ingester ask `owns(site, gateway)`: the gateway's partition is held and the
 lease is still locally valid.
@@ -49,7 +49,7 @@ class ClusterMember:
         self.refresh_s = refresh_s
         self._part: dict[tuple[str, str], int] = {}
         self.leases = LeaseManager(db_url, replica_id, partitions, apply=self._apply, prepare=self._prepare,
-                                   drained=ingest.client.drained, handed=self._handed, ttl_s=ttl_s,
+                                   drained=self._drained, handed=self._handed, ttl_s=ttl_s,
                                    renew_s=renew_s, url=url)
         ingest.client.valid = self.leases.valid
         ingest.owns = self.owns
@@ -93,6 +93,12 @@ class ClusterMember:
         self.takeovers.append((time.time(), parts, dt))
         log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f, "
                  "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, dt - (t2 - t0))
+
+    def _drained(self, parts: frozenset[int]) -> bool:
+        """Handed back only once their messages are acknowledged and their pushes in flight here went
+        out: the next owner re-sends pushes still pending (cloud/notify/outbox.py)."""
+        return bool(self.ingest.client.drained(parts)) and (
+            self.engine is None or self.engine.pushes_settled(self._mine(parts)))
 
     def _handed(self, parts: frozenset[int]) -> None:
         self.ingest.hand_over(self._mine(parts))

@@ -7,6 +7,8 @@
 - Sends run on a thread pool: one slow SMTP server never holds up a webhook.
 - A failed send is retried `retries` times, then the person's next channel is tried. Every
   attempt is written to the notify log.
+- A job's `done` is told once how it ended (True: a channel took it; False: every one failed), so
+  its intent in the outbox is settled (cloud/notify/outbox.py).
 """
 
 from __future__ import annotations
@@ -154,6 +156,16 @@ class Job:
     retries: int = 2
     retry_delay_s: float = 1.0
     channel_index: int = 0
+    done: Callable[[bool], None] | None = None  # told once: sent (True) or every channel failed
+
+
+def _settle(job: Job, ok: bool) -> None:
+    if job.done is None:
+        return
+    try:
+        job.done(ok)
+    except Exception:  # the outbox is bookkeeping: it must never stop the other sends
+        log.exception("alarm %s: recording how the push to %s ended failed", job.alarm_id, job.person)
 
 
 @dataclass
@@ -198,6 +210,7 @@ class Dispatcher:
     def _route(self, job: Job) -> None:
         if job.channel_index >= len(job.channels):
             log.error("alarm %s: every channel of %s failed", job.alarm_id, job.person)
+            _settle(job, False)
             return
         ch = job.channels[job.channel_index]
         limit = ch.effective_limit
@@ -259,12 +272,29 @@ class Dispatcher:
 
     def _run(self, job: Job) -> None:
         url = job.channels[job.channel_index].url
-        if not self._attempts(job, url, job.title, job.body, [job.alarm_id]):
+        try:
+            ok = self._attempts(job, url, job.title, job.body, [job.alarm_id])
+        except Exception:  # the attempt log failed (database away): nothing else will tell the job's end
+            log.exception("alarm %s: the push to %s could not be recorded", job.alarm_id, job.person)
+            _settle(job, False)
+            return
+        if ok:
+            _settle(job, True)
+        else:
             job.channel_index += 1
             self._route(job)
 
     def _run_group(self, url: str, jobs: list[Job], title: str, body: str) -> None:
-        if not self._attempts(jobs[0], url, title, body, [j.alarm_id for j in jobs]):
+        try:
+            ok = self._attempts(jobs[0], url, title, body, [j.alarm_id for j in jobs])
+        except Exception:
+            log.exception("alarms %s: the grouped push could not be recorded", [j.alarm_id for j in jobs])
             for j in jobs:
+                _settle(j, False)
+            return
+        for j in jobs:
+            if ok:
+                _settle(j, True)
+            else:
                 j.channel_index += 1
                 self._route(j)

@@ -70,7 +70,8 @@ class Replica:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, "SHELTERWATCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1"})
-        wait_until(self._up, wait, f"replica {self.name} to serve\n{self.tail()}", every=0.2)
+        if wait:  # 0: return at once (the caller waits for what it needs, not for the web)
+            wait_until(self._up, wait, f"replica {self.name} to serve\n{self.tail()}", every=0.2)
         return self
 
     def _up(self) -> bool:
@@ -139,6 +140,7 @@ def alarm_file_text(site: str, receiver_url: str) -> str:
 class Push:
     at: float
     title: str
+    path: str = ""
 
 
 @dataclass
@@ -244,13 +246,20 @@ def edge_status(state_dir: Path) -> dict[str, Any]:
 
 
 class PushReceiver:
-    """The volunteers' phones: an HTTP server recording what apprise `json://` posts (time, title)."""
+    """The volunteers' phones: an HTTP server recording what apprise `json://` posts (time, title).
 
-    def __init__(self) -> None:
+    `hold=n`: the first n requests reach the phone (recorded in `held`) but get no answer until
+    `release()`, then the connection drops unanswered: a push in flight when its sender is killed."""
+
+    def __init__(self, hold: int = 0) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.port = free_port()
         self.got: list[Push] = []
+        self.held: list[Push] = []
+        self._hold = hold
+        self._released = threading.Event()
+        self._lock = threading.Lock()
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -260,7 +269,13 @@ class PushReceiver:
                     title = str(json.loads(raw).get("title", ""))
                 except ValueError:
                     title = ""
-                rec.got.append(Push(time.time(), title))
+                with rec._lock:
+                    holding = len(rec.held) < rec._hold
+                    (rec.held if holding else rec.got).append(Push(time.time(), title, self.path))
+                if holding:
+                    rec._released.wait(120)
+                    self.close_connection = True  # no answer: the sender never learns it arrived
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -271,13 +286,20 @@ class PushReceiver:
         self.srv = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        self._released.set()
+
     @property
     def url(self) -> str:
-        return f"json://127.0.0.1:{self.port}/push/vol"
+        return self.url_for("vol")
+
+    def url_for(self, person: str) -> str:
+        return f"json://127.0.0.1:{self.port}/push/{person}"
 
     def alarms(self, name: str = "Sprinkler waterflow") -> list[Push]:
         return [p for p in self.got if name in p.title and "RESOLVED" not in p.title and "REMINDER" not in p.title]
 
     def stop(self) -> None:
+        self.release()
         self.srv.shutdown()
         self.srv.server_close()

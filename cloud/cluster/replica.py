@@ -10,7 +10,8 @@ What happens when partitions move (cloud/cluster/leases.py runs it, on its threa
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is);
 - handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), the
-  ingester saves their devices' replay-check state (`handed`), then the lease is freed.
+  ingester saves their devices' replay-check state, the engine and history what they have not
+  flushed yet (`handed`), then the lease is freed.
 
 The engine, history and ingester ask `owns(site, gateway)`: the gateway's partition is held and the
 lease is still locally valid.
@@ -95,7 +96,12 @@ class ClusterMember:
                  "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, dt - (t2 - t0))
 
     def _handed(self, parts: frozenset[int]) -> None:
-        self.ingest.hand_over(self._mine(parts))
+        mine = self._mine(parts)
+        self.ingest.hand_over(mine)
+        if self.engine is not None:
+            self.engine.hand_over(mine)  # timers, last-seen times, rule windows not flushed yet
+        if self.history is not None:
+            self.history.hand_over(mine)  # open stays and charge sessions
 
     def _apply(self, held: frozenset[int]) -> None:
         self.ingest.client.set_partitions(held)

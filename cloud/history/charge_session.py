@@ -68,6 +68,8 @@ class ChargeSessions:
         self.dirty: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.urgent = False
         self._open: dict[tuple[str, str, int], float] = {}  # start of each port's open session
+        self._upto: dict[tuple[str, str], float] = {}
+        self._last: dict[tuple[str, str], float] = {}  # each charger's newest reading (edge time)  # a resumed charger: readings up to this are known
 
     def telemetry(self, site: str, device: str, profile: Any, values: Mapping[str, Any], ts: float) -> list[TsPoint]:
         with self._lock:
@@ -78,8 +80,13 @@ class ChargeSessions:
             w = d.watch
             if w.closed_at is not None and ts < w.closed_at - w.s.bucket_s:
                 return []  # backfill older than what was judged: history, not a session
+            if self._upto and (site, device) in self._upto:
+                if ts <= self._upto[(site, device)]:
+                    return []  # the previous owner's last readings, delivered again: in the resumed state
+                del self._upto[(site, device)]
             closed = w.closed_at
             w.observe(values, ts)
+            self._last[(site, device)] = ts
             out = []
             while w.ended:
                 ses = w.ended.popleft()
@@ -88,14 +95,14 @@ class ChargeSessions:
                 del kept[:-KEEP_ENDED]
                 out.append(self._point(site, device, ses, ended=True))
                 if ses.port in w.ports:
-                    self.dirty[(site, device, ses.port)] = session_row(w, ses.port, ses)
+                    self.dirty[(site, device, ses.port)] = session_row(w, ses.port, ses, ts)
                     self._open.pop((site, device, ses.port), None)
                     self.urgent = True
             if w.closed_at != closed:  # a bucket closed: sessions may have started; bookkeeping moved
                 for n, p in w.ports.items():
                     if p.session is not None:
                         key = (site, device, n)
-                        self.dirty[key] = session_row(w, n, p.session)
+                        self.dirty[key] = session_row(w, n, p.session, ts)
                         if self._open.get(key) != p.session.start:
                             self._open[key] = p.session.start
                             self.urgent = True
@@ -113,7 +120,7 @@ class ChargeSessions:
             ses.severe = ses.severe or severe
             ses.warned_at = ses.warned_at if ses.warned_at is not None else ts
             if first and d is not None:
-                self.dirty[(site, device, port)] = session_row(d.watch, port, ses)
+                self.dirty[(site, device, port)] = session_row(d.watch, port, ses, self._last.get((site, device), ts))
                 self.urgent = True
             return [self._point(site, device, ses, ended=False, at=ts)] if first else []
 
@@ -149,6 +156,7 @@ class ChargeSessions:
             if not resume_port(d.watch, port, ses, data):
                 return False
             self._open[(site, device, port)] = ses.start
+            self._upto[(site, device)] = max(self._upto.get((site, device), 0.0), float(data["at"]))
             return None
 
     def _point(self, site: str, device: str, ses: Session, ended: bool, at: float | None = None) -> TsPoint:

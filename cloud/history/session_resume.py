@@ -25,13 +25,15 @@ _PORT_FLOATS = ("current", "power")
 _PORT_OPT = ("energy", "energy_at_start", "temp")
 
 
-def session_row(watch: ChargeWatch, port: int, ses: Session) -> dict[str, Any]:
-    """The row of `port`'s session `ses` (open, or just ended: then `end` is set)."""
+def session_row(watch: ChargeWatch, port: int, ses: Session, at: float) -> dict[str, Any]:
+    """The row of `port`'s session `ses` (open, or just ended: then `end` is set), as of the reading
+    at `at` (edge time): the next owner ignores readings up to it (the stream delivers the previous
+    owner's last ones again; an energy counter read again would look like a new bike)."""
     p = watch.ports[port]
     d: dict[str, Any] = {k: getattr(ses, k) for k in (*_SES_FLOATS, *_SES_OPT)}
     d.update(phase=ses.phase, flagged=ses.flagged, severe=ses.severe)
     d.update({k: getattr(p, k) for k in (*_PORT_FLOATS, *_PORT_OPT)})
-    d.update(state=p.state, enabled=p.enabled)
+    d.update(state=p.state, enabled=p.enabled, at=at, amb=watch.ambient)
     return d
 
 
@@ -56,9 +58,17 @@ def resume_port(watch: ChargeWatch, port: int, ses: Session, data: dict[str, Any
     holds for that port). False if the row's port values are malformed."""
     if not all(_num(data.get(k)) for k in _PORT_FLOATS) or not all(_opt(data.get(k)) for k in _PORT_OPT):
         return False
-    state, enabled = data.get("state"), data.get("enabled")
+    state, enabled, at, amb = data.get("state"), data.get("enabled"), data.get("at"), data.get("amb")
     if not (state is None or isinstance(state, str)) or not (enabled is None or isinstance(enabled, bool)):
         return False
+    if not _num(at) or not _opt(amb):
+        return False
+    # the bucket the previous owner was filling closes at the next reading, judged on these values
+    bucket = math.floor(at / watch.s.bucket_s)
+    if watch.bucket is None or watch.bucket < bucket:
+        watch.bucket = bucket
+    if watch.ambient is None and amb is not None:
+        watch.ambient = float(amb)
     p = watch.ports[port]
     for k in (*_PORT_FLOATS, *_PORT_OPT):
         v = data.get(k)

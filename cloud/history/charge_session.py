@@ -68,8 +68,8 @@ class ChargeSessions:
         self.dirty: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.urgent = False
         self._open: dict[tuple[str, str, int], float] = {}  # start of each port's open session
-        self._upto: dict[tuple[str, str], float] = {}
-        self._last: dict[tuple[str, str], float] = {}  # each charger's newest reading (edge time)  # a resumed charger: readings up to this are known
+        self._upto: dict[tuple[str, str], float] = {}  # a resumed charger: readings up to this are known
+        self._last: dict[tuple[str, str], float] = {}  # each charger's newest reading (edge time)
 
     def telemetry(self, site: str, device: str, profile: Any, values: Mapping[str, Any], ts: float) -> list[TsPoint]:
         with self._lock:

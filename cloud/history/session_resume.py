@@ -61,7 +61,7 @@ def resume_port(watch: ChargeWatch, port: int, ses: Session, data: dict[str, Any
     state, enabled, at, amb = data.get("state"), data.get("enabled"), data.get("at"), data.get("amb")
     if not (state is None or isinstance(state, str)) or not (enabled is None or isinstance(enabled, bool)):
         return False
-    if not _num(at) or not _opt(amb):
+    if at is None or not _num(at) or not _opt(amb):
         return False
     # the bucket the previous owner was filling closes at the next reading, judged on these values
     bucket = math.floor(at / watch.s.bucket_s)

@@ -28,7 +28,7 @@ def mark_json(m: O.Mark | None) -> list[Any] | None:
 
 
 def parse_mark(v: Any) -> O.Mark | None:
-    if (isinstance(v, list) and len(v) == 3 and type(v[0]) is int and _finite(v[1])
+    if (isinstance(v, list) and len(v) == 3 and type(v[0]) is int and finite(v[1])
             and isinstance(v[2], str)):
         return O.Mark(v[0], float(v[1]), v[2])
     return None
@@ -45,7 +45,7 @@ def parse_rate(data: dict[str, Any]) -> tuple[str, deque[tuple[float, float]], O
         return None
     samples: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)
     for s in raw:
-        if not (isinstance(s, list) and len(s) == 2 and _finite(s[0]) and _finite(s[1])):
+        if not (isinstance(s, list) and len(s) == 2 and finite(s[0]) and finite(s[1])):
             return None
         if samples and s[0] < samples[-1][0]:
             return None  # the rule needs them in time order
@@ -64,5 +64,6 @@ def parse_comm(data: dict[str, Any]) -> tuple[CommWindow, O.Mark | None] | None:
     return CommWindow(p, e), parse_mark(data.get("m"))
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """A real number (not a bool, NaN or infinity): what a saved time or value must be."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

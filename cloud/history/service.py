@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud.alarms.resume import finite
 from cloud.history.alarm import AlarmTracker
 from cloud.history.charge_session import FROM as SESSION_FROM
 from cloud.history.charge_session import MEASUREMENT as SESSION_MEASUREMENT
@@ -251,12 +251,12 @@ class HistoryService:
                 ts, occ, since, last = data.get("ts"), data.get("occ"), data.get("since"), data.get("last")
                 block, _, pkey = split_point_id(pid)
                 if (dev is None or dev.gateway != gw or (block, pkey) not in self._stay_keys.get(dev.profile, ())
-                        or not _num(ts) or not isinstance(occ, bool) or not (since is None or _num(since))):
+                        or not finite(ts) or not isinstance(occ, bool) or not (since is None or finite(since))):
                     self.resumed["ignored"] += 1
                     continue
                 if self.stays.restore((site, device, pid), ts, occ, since):
                     self.resumed["stays"] += occ and since is not None
-                    if (not occ and isinstance(last, list) and len(last) == 2 and all(_num(x) for x in last)
+                    if (not occ and isinstance(last, list) and len(last) == 2 and all(finite(x) for x in last)
                             and last[1] >= after and last[1] == ts):
                         out.append(TsPoint(self._stay_series_for(dev, pid), {"dwell_s": float(last[1] - last[0])},
                                            ms(last[1])))
@@ -498,7 +498,3 @@ class HistoryService:
         return {"messages": st.messages, "dropped": st.dropped, "points": st.points, "stays": st.stays,
                 "errors": st.errors, "queued": len(self.queue), "gateways": len(self.gateways.online),
                 "active_alarms": len(self.alarms.active)}
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

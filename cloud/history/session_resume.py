@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cloud.alarms.resume import finite
 from device_profiles.charge_session import ChargeWatch, Session
 
 _SES_FLOATS = ("start", "energy_kwh", "peak_c", "peak_excess_c", "cc_current_a", "cc_s")
@@ -39,7 +40,7 @@ def session_row(watch: ChargeWatch, port: int, ses: Session, at: float) -> dict[
 
 def parse_session(port: int, data: dict[str, Any]) -> Session | None:
     """The Session a row describes, or None if the row is malformed."""
-    if not all(_num(data.get(k)) for k in _SES_FLOATS) or not all(_opt(data.get(k)) for k in _SES_OPT):
+    if not all(finite(data.get(k)) for k in _SES_FLOATS) or not all(_opt(data.get(k)) for k in _SES_OPT):
         return None
     if not isinstance(data.get("phase"), str) or not isinstance(data.get("flagged"), str):
         return None
@@ -56,12 +57,12 @@ def parse_session(port: int, data: dict[str, Any]) -> Session | None:
 def resume_port(watch: ChargeWatch, port: int, ses: Session, data: dict[str, Any]) -> bool:
     """Put an open session and its port's last known values back into `watch` (replacing what it
     holds for that port). False if the row's port values are malformed."""
-    if not all(_num(data.get(k)) for k in _PORT_FLOATS) or not all(_opt(data.get(k)) for k in _PORT_OPT):
+    if not all(finite(data.get(k)) for k in _PORT_FLOATS) or not all(_opt(data.get(k)) for k in _PORT_OPT):
         return False
     state, enabled, at, amb = data.get("state"), data.get("enabled"), data.get("at"), data.get("amb")
     if not (state is None or isinstance(state, str)) or not (enabled is None or isinstance(enabled, bool)):
         return False
-    if at is None or not _num(at) or not _opt(amb):
+    if at is None or not finite(at) or not _opt(amb):
         return False
     # the bucket the previous owner was filling closes at the next reading, judged on these values
     bucket = math.floor(at / watch.s.bucket_s)
@@ -82,9 +83,5 @@ def resume_port(watch: ChargeWatch, port: int, ses: Session, data: dict[str, Any
     return True
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _opt(v: Any) -> bool:
-    return v is None or _num(v)
+    return v is None or finite(v)

@@ -931,7 +931,8 @@ class AlarmEngine:
                 entry = self.tracks.get(k)
                 site, gw, dev, *_ = k.split("/")
                 mark = self._marks.get((site, gw, dev), {}).get(pid)
-                rates[(site, gw, k)] = None if entry is None else RS.rate_row(pid, entry[1].samples, mark)
+                # a copy of the samples (C speed): encoding them happens outside the engine's lock
+                rates[(site, gw, k)] = None if entry is None else RS.rate_row(pid, tuple(entry[1].samples), mark)
             comms: dict[tuple[str, str, str], dict[str, Any] | None] = {}
             for d in comm_keys:
                 self._comm_dirty.discard(d)

@@ -34,8 +34,8 @@ def parse_mark(v: Any) -> O.Mark | None:
     return None
 
 
-def rate_row(pid: str, samples: deque[tuple[float, float]], mark: O.Mark | None) -> dict[str, Any]:
-    return {"pid": pid, "s": [[t, v] for t, v in samples], "m": mark_json(mark)}
+def rate_row(pid: str, samples: tuple[tuple[float, float], ...], mark: O.Mark | None) -> dict[str, Any]:
+    return {"pid": pid, "s": samples, "m": mark_json(mark)}
 
 
 def parse_rate(data: dict[str, Any]) -> tuple[str, deque[tuple[float, float]], O.Mark | None] | None:

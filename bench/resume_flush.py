@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engine_capacity import decoded, engine, fleet, fresh  # noqa: E402
-from cloud.alarms.engine import owns_everything  # noqa: E402
+from bench.engine_capacity import decoded, engine, fleet, fresh
+from cloud.alarms.engine import owns_everything
 
 
 def run(tmp: Path, gateways: int, n: int, keep: bool, name: str) -> tuple[float, int]:

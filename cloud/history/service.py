@@ -189,6 +189,7 @@ class HistoryService:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        self._next_session_save = 0.0  # open sessions' bookkeeping too: a restart resumes them
         self.step()  # what was queued until now
 
     # ------------------------------------------------------------------ engine hook (engine thread)

@@ -197,3 +197,23 @@ def test_saved_windows_that_no_longer_fit_the_site_file_are_ignored(tmp_path: Pa
         b.feed(tel(i + 1, clock.t, {"port.3.connector_temp": 30.0 + 0.5 * i}))
     assert b.raised("connector_temp_rise")
     b.store.close()
+
+
+def test_a_restart_resumes_the_windows_saved_at_stop(tmp_path: Path, db_url: str) -> None:
+    """One machine: `stop` saves the windows, the next engine on the store starts with them."""
+    clock = Clock()
+    ref = Replica(f"sqlite:///{tmp_path / 'ref.db'}", clock)
+    msgs = [(T0 + i, tel(i + 1, T0 + i, {"port.3.connector_temp": heating(i)})) for i in range(160)]
+    expected = first_raise(ref, "connector_temp_rise", msgs)
+    assert expected is not None
+    cut = int(expected - T0) - 2
+    a = Replica(db_url, clock)
+    for t, m in msgs[: cut + 1]:
+        clock.t = t
+        a.engine.process(m)  # no tick: nothing flushed before the stop
+    a.engine.stop()
+    a.store.close()
+    b = Replica(db_url, clock)
+    assert first_raise(b, "connector_temp_rise", msgs[cut + 1:]) == expected
+    for r in (ref, b):
+        r.store.close()

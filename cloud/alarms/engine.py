@@ -1001,8 +1001,12 @@ class AlarmEngine:
         the next owner resumes their timers, last-seen times and rule windows exactly."""
         with self.lock:
             self._flush_tracks()
-        self.flush_seen()
-        self.flush_windows(mine)
+        try:
+            self.flush_seen()
+            self.flush_windows(mine)
+        except Exception:  # the database away: the next owner resumes from the last periodic flush
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save state at a hand-over")
 
     def _others_saw(self) -> dict[tuple[str, str, str], float]:
         """Last-seen times in the store: another replica (shared subscriptions split one gateway's

@@ -29,10 +29,10 @@ from typing import Any
 
 from cloud import ordering as O
 from cloud.alarms import resume as RS
+from cloud.alarms import resume_store
 from cloud.alarms import rules as R
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import DeviceRef, Directory
-from cloud.alarms.resume_store import ResumeStore
 from cloud.alarms.store import Alarm, AlarmStore, active_key
 from cloud.notify.dispatch import Dispatcher, Job
 from cloud.notify.escalation import plan, wants
@@ -124,7 +124,7 @@ class AlarmEngine:
         # a survivor of a takeover resumes them; cloud/alarms/resume.py): rate track key → point id
         self._rate_dirty: dict[str, str] = {}
         self._comm_dirty: set[tuple[str, str, str]] = set()
-        self.resume_store = ResumeStore(store)
+        self.resume_store = resume_store.ResumeStore(store)
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {}

@@ -10,8 +10,7 @@ What happens when partitions move (cloud/cluster/leases.py runs it, on its threa
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is);
 - handing partitions back: the consumers stop, the last acknowledgements go out (`drained`), the
-  ingester saves their devices' replay-check state, the engine and history what they have not
-  flushed yet (`handed`), then the lease is freed.
+  ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
 The engine, history and ingester ask `owns(site, gateway)`: the gateway's partition is held and the
 lease is still locally valid.

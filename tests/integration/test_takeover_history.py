@@ -23,8 +23,8 @@ from cloud.alarms.store import AlarmStore
 from cloud.history.service import HistoryService
 from cloud.safety import SafetyMessage
 from cloud.state.registry import DeviceEntry, Directory
-from cloud.tsdb.lineproto import TsPoint
 from device_profiles import wire
+from tests.unit.test_history_service import Clock, Points
 
 T0 = 1_800_000_000.0
 SITE = "demo"
@@ -41,22 +41,8 @@ DIRECTORY = Directory(
 ALL = lambda site, gw: True  # noqa: E731
 
 
-class Clock:
-    t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Points:
-    def __init__(self) -> None:
-        self.got: list[TsPoint] = []
-
-    def put(self, points: list[TsPoint], received: float | None = None) -> None:
-        self.got.extend(points)
-
-    def of(self, measurement: str) -> list[tuple[tuple[tuple[str, str], ...], dict[str, Any], int]]:
-        return [(p.series.tags, p.fields, p.ts_ms) for p in self.got if p.series.measurement == measurement]
+def of(points: Points, measurement: str) -> list[tuple[tuple[tuple[str, str], ...], dict[str, Any], int]]:
+    return [(p.series.tags, p.fields, p.ts_ms) for p in points.got if p.series.measurement == measurement]
 
 
 class Replica:
@@ -97,18 +83,18 @@ def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_u
     a.tel("bays", {"bay.1.occupied": True}, T0 + 10, 2)  # bay 1: arrival at +10
     a.tel("bays", {"bay.2.occupied": True}, T0 + 20, 3)
     a.tel("bays", {"bay.2.occupied": False}, T0 + 50, 4)  # bay 2: a stay a wrote itself
-    assert [(f["dwell_s"], ts) for _, f, ts in a.points.of("parking_stay")] == [(30.0, (T0 + 50) * 1000)]
+    assert [(f["dwell_s"], ts) for _, f, ts in of(a.points, "parking_stay")] == [(30.0, (T0 + 50) * 1000)]
     # a dies; b takes the gateway over
     clock.t = T0 + 60
     b.adopt()
     # bay 2's stay is given again: same series and timestamp as a's, so the store keeps one
-    assert b.points.of("parking_stay") == a.points.of("parking_stay")
+    assert of(b.points, "parking_stay") == of(a.points, "parking_stay")
     # what a handled last comes again (not acknowledged), then the snapshot, then news
     b.tel("bays", {"bay.2.occupied": False}, T0 + 50, 4)
     b.tel("bays", {"bay.1.occupied": True, "bay.2.occupied": False}, T0 + 80, 5)
     b.tel("bays", {"bay.1.occupied": False}, T0 + 100, 6)  # bay 1 departs: 90 s since its arrival on a
     b.tel("bays", {"bay.1.occupied": False, "bay.2.occupied": False}, T0 + 120, 7)
-    stays = sorted({(tags, f["dwell_s"], ts) for tags, f, ts in b.points.of("parking_stay")})
+    stays = sorted({(tags, f["dwell_s"], ts) for tags, f, ts in of(b.points, "parking_stay")})
     assert [(dict(tags)["bay"], dwell, ts / 1000 - T0) for tags, dwell, ts in stays] == [("1", 90.0, 100.0),
                                                                                          ("2", 30.0, 50.0)]
     assert b.history.resumed["stays"] == 1 and b.history.resumed["ignored"] == 0
@@ -118,7 +104,7 @@ def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_u
     c.tel("bays", {"bay.1.occupied": True}, T0 + 200, 8)
     c.tel("bays", {"bay.1.occupied": False}, T0 + 260, 9)
     # (its last departures, 10 min back at most, are written again at the start: the same points)
-    assert [(f["dwell_s"], ts / 1000 - T0) for _, f, ts in c.points.of("parking_stay")] == [(90.0, 100.0),
+    assert [(f["dwell_s"], ts / 1000 - T0) for _, f, ts in of(c.points, "parking_stay")] == [(90.0, 100.0),
                                                                                            (30.0, 50.0),
                                                                                            (60.0, 260.0)]
     for r in (a, b, c):
@@ -126,8 +112,9 @@ def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_u
 
 
 def port3(t: float, amps: float, temp: float, state: str | None) -> dict[str, Any]:
-    v = {"ambient_temp": 20.0, "port.3.current": amps, "port.3.power": round(amps * 221),
-         "port.3.connector_temp": temp, "port.3.energy": round((t - T0) / 3600 * 0.35, 3), "port.3.enabled": True}
+    v: dict[str, Any] = {"ambient_temp": 20.0, "port.3.current": amps, "port.3.power": round(amps * 221),
+                         "port.3.connector_temp": temp, "port.3.energy": round((t - T0) / 3600 * 0.35, 3),
+                         "port.3.enabled": True}
     if state is not None:
         v["port.3.state"] = state
     return v
@@ -150,7 +137,7 @@ def charge(rep: Replica, minutes: range, with_state: bool = True) -> None:
 
 
 def sessions(rep: Replica) -> list[tuple[dict[str, str], dict[str, Any], float]]:
-    return [(dict(tags), f, ts / 1000) for tags, f, ts in rep.points.of("charge_session")]
+    return [(dict(tags), f, ts / 1000) for tags, f, ts in of(rep.points, "charge_session")]
 
 
 def test_a_charge_session_open_at_the_takeover_is_one_session_with_its_true_start(tmp_path: Path,
@@ -212,5 +199,5 @@ def test_saved_stays_and_sessions_that_no_longer_fit_the_site_file_are_ignored(d
     b.tel("bays", {"bay.1.occupied": False}, T0 + 5, 1)
     b.tel("bays", {"bay.1.occupied": True}, T0 + 10, 2)
     b.tel("bays", {"bay.1.occupied": False}, T0 + 40, 3)
-    assert [f["dwell_s"] for _, f, _ in b.points.of("parking_stay")] == [30.0]
+    assert [f["dwell_s"] for _, f, _ in of(b.points, "parking_stay")] == [30.0]
     b.close()

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud import ordering as O
+from cloud.alarms import resume as RS
+from cloud.alarms import resume_store
 from cloud.alarms import rules as R
 from cloud.alarms.config import AlarmSiteConfig
 from cloud.alarms.directory import DeviceRef, Directory
@@ -120,6 +122,12 @@ class AlarmEngine:
         self._last_seq: dict[tuple[str, str, str], int] = {}
         self._missing: dict[tuple[str, str, str], set[int]] = {}  # seq numbers skipped, not yet filled
         self._comm: dict[tuple[str, str, str], R.CommWindow | None] = {}
+        self._comm_at: dict[tuple[str, str, str], O.Mark] = {}  # the health message that set _comm
+        # Rule windows changed since the last flush (written with last-seen, every seen_flush_s, so
+        # a survivor of a takeover resumes them; cloud/alarms/resume.py): rate track key → point id
+        self._rate_dirty: dict[str, str] = {}
+        self._comm_dirty: set[tuple[str, str, str]] = set()
+        self.resume_store = resume_store.ResumeStore(store)
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {}
@@ -139,6 +147,7 @@ class AlarmEngine:
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
         self._load_windows()
         self._restore_tracks(store.load_tracks())
+        self._restore_windows(*self._load_windows_rows(owns_everything))
         # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
         # Alarm, now), ("window", (site, start, end), now) and ("window-end", (site, start, was_end,
         # end), now). cloud/history writes them to the
@@ -170,8 +179,9 @@ class AlarmEngine:
             self._flush_tracks()
         try:
             self.flush_seen()
+            self.flush_windows()
         except Exception:
-            log.exception("alarm engine could not save last-seen times at stop")
+            log.exception("alarm engine could not save last-seen times or rule windows at stop")
 
     def put(self, msg: SafetyMessage) -> None:
         """SafetySink: enqueue and return at once."""
@@ -463,6 +473,13 @@ class AlarmEngine:
         dkey = (msg.site, msg.gateway, msg.device)
         k = active_key(msg.site, msg.gateway, msg.device, COMM_RULE, "")
         errors = p.timeouts + p.crc_errors + p.exceptions
+        meta = _meta(p, msg.received)
+        if meta is not None:
+            at = self._comm_at.get(dkey)
+            if at is not None and not O.newer(meta, at):
+                return  # counted already (read again after a takeover), or overtaken by a newer report
+            self._comm_at[dkey] = O.mark(meta)
+        self._comm_dirty.add(dkey)
         win, action, ratio = R.comm_step(
             self._comm.get(dkey),
             p.polls,
@@ -559,6 +576,8 @@ class AlarmEngine:
             _, tr, ctx = entry
             before = tr.pending_since
             action = R.step(rule, tr, v, t)
+            if rule.kind is AlarmKind.RATE_OF_RISE:
+                self._rate_dirty[k] = pid
             if tr.pending_since is not None and not tr.active:
                 self._pending.add(k)
             else:
@@ -879,6 +898,7 @@ class AlarmEngine:
                 self._seed_seen(now)
                 if self._thread is None:
                     self.flush_seen()  # driven by hand (tests, tools): write now
+                    self.flush_windows()
                 elif self._flusher is None or not self._flusher.is_alive():
                     # thousands of rows take a database a few hundred ms: not on the alarm thread
                     self._flusher = threading.Thread(target=self._flush_quietly, name="alarm-seen", daemon=True)
@@ -975,9 +995,10 @@ class AlarmEngine:
     def _flush_quietly(self) -> None:
         try:
             self.flush_seen()
+            self.flush_windows()
         except Exception:
             self.counters["errors"] += 1
-            log.exception("alarm engine could not save last-seen times (will retry)")
+            log.exception("alarm engine could not save last-seen times or rule windows (will retry)")
 
     def flush_seen(self) -> None:
         """Write the last-seen times that changed (called from `tick` every `seen_flush_s`, and at
@@ -991,6 +1012,100 @@ class AlarmEngine:
             with self.lock:
                 self._seen_dirty |= dirty  # database away: try again at the next flush
             raise
+
+    # ------------------------------------------------------------------ rule windows, across takeovers
+    def flush_windows(self, mine: Callable[[str, str], bool] | None = None) -> None:
+        """Write the rate-of-rise and comm-error windows that changed since the last flush, of the
+        gateways this replica owns (or of `mine`, at a hand-over: the leases are gone by then), in one
+        transaction each: a telemetry message costs a dict assignment, never a database write. A
+        replica that dies loses at most `seen_flush_s` of them: its successor's windows start from
+        the last flush, and the samples since come again from the stream or are news."""
+        owns = mine or self.owns
+        with self.lock:
+            rate_keys = [(k, pid) for k, pid in self._rate_dirty.items() if owns(*k.split("/", 2)[:2])]
+            comm_keys = [d for d in self._comm_dirty if owns(d[0], d[1])]
+            rates: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+            for k, pid in rate_keys:
+                del self._rate_dirty[k]
+                entry = self.tracks.get(k)
+                site, gw, dev, *_ = k.split("/")
+                mark = self._marks.get((site, gw, dev), {}).get(pid)
+                # a copy of the samples (C speed): encoding them happens outside the engine's lock
+                rates[(site, gw, k)] = None if entry is None else RS.rate_row(pid, tuple(entry[1].samples), mark)
+            comms: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+            for d in comm_keys:
+                self._comm_dirty.discard(d)
+                win = self._comm.get(d)
+                comms[(d[0], d[1], d[2])] = None if win is None else RS.comm_row(win, self._comm_at.get(d))
+        try:
+            self.resume_store.save("rate", rates)
+            self.resume_store.save("comm", comms)
+        except Exception:
+            with self.lock:  # database away: try again at the next flush (newer changes win)
+                for k, pid in rate_keys:
+                    self._rate_dirty.setdefault(k, pid)
+                self._comm_dirty.update(comm_keys)
+            raise
+
+    def _load_windows_rows(self, mine: Callable[[str, str], bool]) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        try:
+            return self.resume_store.load("rate", mine), self.resume_store.load("comm", mine)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not read rule windows; they start afresh")
+            return {}, {}
+
+    def _restore_windows(self, rates: dict[Any, dict[str, Any]], comms: dict[Any, dict[str, Any]]) -> None:
+        """Rate-of-rise and comm-error windows as the store holds them (`_load_windows_rows`). A row
+        that no longer matches the site file (device gone, profile or rule changed, malformed) is
+        skipped: that window starts afresh, as it did before windows were kept."""
+        skipped = 0
+        for (site, gw, k), data in rates.items():
+            parsed = RS.parse_rate(data)
+            parts = k.split("/")
+            ref = self.directory.lookup(site, gw, parts[2]) if len(parts) == 5 and parts[:2] == [site, gw] else None
+            if parsed is None or ref is None or ref.profile_id not in self.profiles:
+                skipped += 1
+                continue
+            pid, samples, mark = parsed
+            dev, rule_key, inst = parts[2], parts[3], parts[4]
+            block, idx, point = split_point_id(pid)
+            by_point, _ = self.rules_for(site, dev, ref.profile_id)
+            rule = next((r for r in by_point.get(point, ()) if r.key == rule_key and r.block == block
+                         and r.kind is AlarmKind.RATE_OF_RISE), None)
+            if rule is None or ("" if idx is None else str(idx)) != inst:
+                skipped += 1
+                continue
+            entry = self.tracks.get(k)
+            if entry is None:
+                entry = (rule, R.Track(active=k in self.active), self._ctx(site, gw, dev, ref, block, idx))
+                self.tracks[k] = entry
+            entry[1].samples = samples
+            if mark is not None:
+                self._marks.setdefault((site, gw, dev), {})[pid] = mark
+        for (site, gw, dev), data in comms.items():
+            comm = RS.parse_comm(data)
+            ref = self.directory.lookup(site, gw, dev)
+            if comm is None or ref is None or site not in self.sites:
+                skipped += 1
+                continue
+            self._comm[(site, gw, dev)] = comm[0]
+            if comm[1] is not None:
+                self._comm_at[(site, gw, dev)] = comm[1]
+        if skipped:
+            log.warning("alarm engine: %d saved rule windows no longer match the site files; ignored", skipped)
+
+    def hand_over(self, mine: Callable[[str, str], bool]) -> None:
+        """Gateways handed to another replica (a planned move): save what they have not saved yet, so
+        the next owner resumes their timers, last-seen times and rule windows exactly."""
+        with self.lock:
+            self._flush_tracks()
+        try:
+            self.flush_seen()
+            self.flush_windows(mine)
+        except Exception:  # the database away: the next owner resumes from the last periodic flush
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not save state at a hand-over")
 
     def _others_saw(self) -> dict[tuple[str, str, str], float]:
         """Last-seen times in the store: another replica (shared subscriptions split one gateway's
@@ -1038,10 +1153,12 @@ class AlarmEngine:
     def adopt(self, mine: Callable[[str, str], bool]) -> None:
         """Take gateways over from another replica (or bring them up to date): their active alarms and
         escalation schedule, pending durations and last-seen times, as the shared store holds them.
-        In-memory rule state of those gateways (hysteresis, rate of rise, comm windows) starts afresh."""
+        and their rate-of-rise and comm-error windows as last flushed (`flush_windows`). Hysteresis
+        needs nothing more: an active threshold alarm comes back active and clears only past `clear`."""
         alarms = [a for a in self.store.list_alarms(active=True, limit=100_000) if mine(a.site, a.gateway)]
         tracks = {k: t for k, t in self.store.load_tracks().items() if mine(*k.split("/", 2)[:2])}
         seen = self.store.load_seen()
+        rates, comms = self._load_windows_rows(mine)
         with self.lock:
             for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
                 del self.active[k]
@@ -1052,10 +1169,14 @@ class AlarmEngine:
                 self._pending.discard(k)
             # Ordering marks and seq counts (cloud/ordering.py) of adopted devices start afresh: the
             # previous owner's newest messages come again from the stream, in order.
-            for d in [d for d in {*self._dev_mark, *self._comm} if mine(d[0], d[1])]:
-                for per_device in (self._dev_mark, self._marks, self._last_seq, self._missing, self._comm):
+            for d in [d for d in {*self._dev_mark, *self._comm, *self._marks} if mine(d[0], d[1])]:
+                for per_device in (self._dev_mark, self._marks, self._last_seq, self._missing, self._comm,
+                                   self._comm_at):
                     per_device.pop(d, None)
             self._restore_tracks(tracks)
+            # ... except the rate-of-rise and comm-error windows (with their points' marks), which
+            # resume from the previous owner's last flush (cloud/alarms/resume.py)
+            self._restore_windows(rates, comms)
             for (site, gw, dev), t in seen.items():
                 if not mine(site, gw):
                     continue

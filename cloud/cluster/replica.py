@@ -101,7 +101,12 @@ class ClusterMember:
             self.engine is None or self.engine.pushes_settled(self._mine(parts)))
 
     def _handed(self, parts: frozenset[int]) -> None:
-        self.ingest.hand_over(self._mine(parts))
+        mine = self._mine(parts)
+        self.ingest.hand_over(mine)
+        if self.engine is not None:
+            self.engine.hand_over(mine)  # timers, last-seen times, rule windows not flushed yet
+        if self.history is not None:
+            self.history.hand_over(mine)  # open stays and charge sessions
 
     def _apply(self, held: frozenset[int]) -> None:
         self.ingest.client.set_partitions(held)

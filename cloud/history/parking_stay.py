@@ -37,6 +37,17 @@ class StayTracker:
     def __init__(self) -> None:
         self.bays: dict[Hashable, _Bay] = {}
         self.ignored_old = 0  # readings older than the bay's known state (backfill)
+        # Bays that arrived or departed since the caller last took them (their state is saved so a
+        # replica taking the gateway over knows the open stay's arrival: cloud/history/service.py)
+        self.changed: set[Hashable] = set()
+
+    def restore(self, bay: Hashable, ts: float, occupied: bool, since: float | None) -> bool:
+        """A bay's state as a previous owner saved it; kept only if it is newer than what is known."""
+        b = self.bays.get(bay)
+        if b is not None and b.ts > ts:
+            return False
+        self.bays[bay] = _Bay(ts, occupied, since if occupied else None)
+        return True
 
     def reading(self, bay: Hashable, ts: float, occupied: bool) -> Stay | None:
         """One `occupied` reading of `bay` at edge time `ts`; the stay it ends, if any."""
@@ -52,6 +63,7 @@ class StayTracker:
         if occupied == b.occupied:
             return None
         b.occupied = occupied
+        self.changed.add(bay)
         if occupied:
             b.since = ts
             return None

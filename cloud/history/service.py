@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud.alarms.resume import finite
 from cloud.history.alarm import AlarmTracker
 from cloud.history.charge_session import FROM as SESSION_FROM
 from cloud.history.charge_session import MEASUREMENT as SESSION_MEASUREMENT
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 STAY_FROM = ("parking_bay", "occupied")  # a stay is a run of this measurement's field being true
 STAY_MEASUREMENT = "parking_stay"
 WINDOW_KEEP_S = 7 * 86400  # inspection windows ended longer ago are forgotten
+# At a takeover, a stay or charge session that ended this recently is written again: its previous
+# owner saved the end before handing the point to storage, and may have died in between (the point's
+# series and timestamp are the same, so the store overwrites it: written once, whatever happened).
+REEMIT_S = 600.0
+SESSION_SAVE_S = 5.0  # a charge session's bookkeeping (energy, peaks) is saved this often
 
 
 class Storage(Protocol):
@@ -128,6 +134,13 @@ class HistoryService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_due = 0.0
+        # Open stays and charge sessions, saved for a replica that takes their gateways over (the
+        # alarm store's `resume_state`, set by `attach`): rows not saved yet, by (site, gateway, key)
+        self._resume: Any = None
+        self._stay_rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._session_rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._next_session_save = 0.0
+        self.resumed = {"stays": 0, "sessions": 0, "reemitted": 0, "ignored": 0}
 
     # ------------------------------------------------------------------ wiring
     def fan_out(self, primary: SafetySink) -> SafetySink:
@@ -149,12 +162,14 @@ class HistoryService:
                 self.inspections.prune(now - WINDOW_KEEP_S)
             engine.on_change = self._on_change
             self._engine = engine
+            self._resume = getattr(engine, "resume_store", None)
         return self
 
     def bind(self, storage: Storage, directory: Callable[[], Directory]) -> HistoryService:
         """Where points go and where devices are looked up; `step()` then works without the thread
         (dashboards/ingest_day.py replays a day that way)."""
         self._storage, self._directory = storage, directory
+        self.resume(self.owns)  # a restart picks up the stays and sessions that were open
         return self
 
     def start(self, storage: Storage | None = None, directory: Callable[[], Directory] | None = None) -> HistoryService:
@@ -174,6 +189,7 @@ class HistoryService:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+        self._next_session_save = 0.0  # open sessions' bookkeeping too: a restart resumes them
         self.step()  # what was queued until now
 
     # ------------------------------------------------------------------ engine hook (engine thread)
@@ -209,6 +225,66 @@ class HistoryService:
                 if mine(a.site, a.gateway):
                     self.alarms.known(a, now)
                     self._alarm_gw[a.id] = (a.site, a.gateway)
+        self.resume(mine)
+
+    def resume(self, mine: Callable[[str, str], bool]) -> None:
+        """Open parking stays and charge sessions of `mine`'s gateways as their previous owner (or this
+        process before a restart) saved them. Rows that no longer fit the site file (device removed,
+        profile changed, malformed) are ignored; a database that does not answer costs the resume,
+        never the takeover."""
+        if self._resume is None or self._storage is None or self._directory is None:
+            return
+        try:
+            stays, sessions = self._resume.load("stay", mine), self._resume.load("session", mine)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("history: could not read open stays and sessions; they start afresh")
+            return
+        with self._step_lock:
+            d = self._directory()
+            if d is not self._dir_seen:
+                self._set_directory(d)
+            out: list[TsPoint] = []
+            after = self.clock() - REEMIT_S
+            for (site, gw, key), data in stays.items():
+                device, _, pid = key.rpartition("/")
+                dev = d.devices.get((site, device))
+                ts, occ, since, last = data.get("ts"), data.get("occ"), data.get("since"), data.get("last")
+                block, _, pkey = split_point_id(pid)
+                if (dev is None or dev.gateway != gw or (block, pkey) not in self._stay_keys.get(dev.profile, ())
+                        or not finite(ts) or not isinstance(occ, bool) or not (since is None or finite(since))):
+                    self.resumed["ignored"] += 1
+                    continue
+                if self.stays.restore((site, device, pid), ts, occ, since):
+                    self.resumed["stays"] += occ and since is not None
+                    if (not occ and isinstance(last, list) and len(last) == 2 and all(finite(x) for x in last)
+                            and last[1] >= after and last[1] == ts):
+                        out.append(TsPoint(self._stay_series_for(dev, pid), {"dwell_s": float(last[1] - last[0])},
+                                           ms(last[1])))
+            for (site, gw, key), data in sessions.items():
+                device, _, port = key.rpartition("/")
+                dev = d.devices.get((site, device))
+                if dev is None or dev.gateway != gw or (site, device) not in self._chargers or not port.isdigit():
+                    self.resumed["ignored"] += 1
+                    continue
+                got = self.sessions.restore(site, device, get_profile(dev.profile), int(port), data, after)
+                if got is False:
+                    self.resumed["ignored"] += 1
+                elif isinstance(got, TsPoint):
+                    out.append(got)
+                else:
+                    self.resumed["sessions"] += data.get("end") is None
+            self.resumed["reemitted"] += len(out)
+            self._put(out)
+        if self.resumed["ignored"]:
+            log.warning("history: %d saved stays or sessions no longer match the site files; ignored",
+                        self.resumed["ignored"])
+
+    def hand_over(self, mine: Callable[[str, str], bool]) -> None:
+        """Gateways handed to another replica: what is queued is processed (its transitions saved),
+        and the open sessions' latest bookkeeping too, so the next owner resumes them as they are."""
+        self._next_session_save = 0.0
+        self.step()
 
     # ------------------------------------------------------------------ history thread
     def _run(self) -> None:
@@ -241,6 +317,7 @@ class HistoryService:
                 self.stats.errors += 1
                 log.exception("history: message from %s/%s", msg.site, msg.gateway)
         now = self.clock()
+        self._save_open(now)  # before the points they explain go to storage (REEMIT_S)
         if now >= self._next_due:
             self._next_due = now + 1.0
             owns = self.owns
@@ -257,6 +334,34 @@ class HistoryService:
                 if self.inspections.windows:
                     self.inspections.prune(now - WINDOW_KEEP_S)
         self._put(out)
+
+    def _save_open(self, now: float) -> None:
+        """Save the stays that arrived or departed and the charge sessions that started, ended or were
+        flagged since the last step (and every SESSION_SAVE_S the others' bookkeeping), in one
+        transaction per kind. Kept for the next step if the database is away."""
+        if self._resume is None:
+            return
+        periodic = now >= self._next_session_save
+        if periodic:
+            self._next_session_save = now + SESSION_SAVE_S
+        d = self._dir_seen
+        for (site, device, port), row in self.sessions.take_dirty(urgent_only=not periodic).items():
+            dev = d.devices.get((site, device)) if d is not None else None
+            if dev is not None:
+                self._session_rows[(site, dev.gateway, f"{device}/{port}")] = row
+        stays, sessions = self._stay_rows, self._session_rows
+        if not stays and not sessions:
+            return
+        try:
+            if stays:
+                self._resume.save("stay", stays)
+                self._stay_rows = {}
+            if sessions:
+                self._resume.save("session", sessions)
+                self._session_rows = {}
+        except Exception:
+            self.stats.errors += 1
+            log.exception("history: could not save open stays and sessions (will retry)")
 
     def _put(self, pts: list[TsPoint]) -> None:
         if pts and self._storage is not None:
@@ -319,7 +424,14 @@ class HistoryService:
                     watched[pid] = ok
             if not ok or not isinstance(v, bool | int | float):
                 continue
-            stay = self.stays.reading((msg.site, msg.device, pid), ts, bool(v))
+            bay = (msg.site, msg.device, pid)
+            stay = self.stays.reading(bay, ts, bool(v))
+            if bay in self.stays.changed:
+                self.stays.changed.discard(bay)
+                b = self.stays.bays[bay]
+                self._stay_rows[(msg.site, dev.gateway, f"{msg.device}/{pid}")] = {
+                    "ts": b.ts, "occ": b.occupied, "since": b.since,
+                    "last": None if stay is None else [stay.arrived, stay.departed]}
             if stay is not None:
                 self.stats.stays += 1
                 s = self._stay_series_for(dev, pid)

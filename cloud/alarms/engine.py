@@ -1188,12 +1188,19 @@ class AlarmEngine:
 
     def refresh(self) -> None:
         """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's
-        web page may have resolved one); cheap, called every few seconds."""
+        web page may have resolved one); cheap, called every few seconds.
+
+        Only alarms that were already active before the store was read may be dropped: one the engine
+        raised while the query ran is missing from its answer, and dropping it left its row active for
+        ever (the clear found nothing to clear; bench/cluster.py, a waterflow flipped on and off within
+        2 s under load, 2026-12-02)."""
+        with self.lock:
+            before = {k: a.id for k, a in self.active.items()}
         alarms = {a.key: a for a in self.store.list_alarms(active=True, limit=100_000) if self.owns(a.site, a.gateway)}
         with self.lock:
             now = self.clock()
             for k, a in list(self.active.items()):
-                if self.owns(a.site, a.gateway) and k not in alarms:
+                if self.owns(a.site, a.gateway) and k not in alarms and before.get(k) == a.id:
                     del self.active[k]
                     entry = self.tracks.get(k)
                     if entry is not None:

@@ -54,3 +54,26 @@ def test_owners_judge_their_own_gateways_and_take_over_with_state(tmp_path: Path
     b.resolve(offline["gw-1"].id, "vol", "web")
     a.refresh()
     assert {x.gateway for x in a.active.values()} == {"gw-2"}
+
+
+def test_refresh_keeps_an_alarm_raised_while_it_read_the_store(tmp_path: Path) -> None:
+    """The cluster's refresher reads the store's active alarms while the engine thread goes on: an
+    alarm raised meanwhile is missing from that answer, and dropping it left its row active for ever
+    (its clear found nothing to clear: a waterflow alarm that never cleared in bench/cluster.py)."""
+    c, clock = cfg(), Clock()
+    store = AlarmStore(f"sqlite:///{tmp_path / 'a.db'}")
+    a = AlarmEngine(store, StaticDirectory([c]), [c], clock=clock, restart_grace_s=0)
+    real = store.list_alarms
+
+    def racing(*args: object, **kw: object) -> list[object]:
+        rows = real(*args, **kw)  # type: ignore[arg-type]
+        clock.t = T0 + 100
+        a.tick()  # the engine raises the gateways' silence while the refresher holds the old answer
+        return rows  # type: ignore[return-value]
+
+    store.list_alarms = racing  # type: ignore[method-assignment]
+    a.refresh()
+    store.list_alarms = real  # type: ignore[method-assignment]
+    raised = [x for x in store.list_alarms(active=True) if x.rule == GATEWAY_RULE]
+    assert len(raised) == 2
+    assert {x.key for x in raised} <= set(a.active), "refresh dropped alarms raised while it read the store"

@@ -13,13 +13,19 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(cond: Callable[[], T], timeout: float = 30.0, what: str = "condition", every: float = 0.05) -> T:
+def wait_until(
+    cond: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "condition",
+    every: float = 0.05,
+    detail: Callable[[], str] | None = None,
+) -> T:
     """Call `cond` every `every` seconds until it returns something truthy, and return that;
-    AssertionError after `timeout` seconds."""
+    AssertionError after `timeout` seconds (with `detail()`, what was seen, if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
         if v:
             return v
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{detail()}" if detail is not None else ""))

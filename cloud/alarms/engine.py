@@ -96,6 +96,7 @@ class AlarmEngine:
         self._thread: threading.Thread | None = None
         self._busy = 0
         self._idle = threading.Condition()
+        self.adopt_times: dict[str, float] = {}  # seconds per step of the last `adopt` (logged by the cluster)
         self.counters: dict[str, int] = {
             "messages": 0,
             "unknown_device": 0,
@@ -1155,10 +1156,14 @@ class AlarmEngine:
         escalation schedule, pending durations and last-seen times, as the shared store holds them.
         and their rate-of-rise and comm-error windows as last flushed (`flush_windows`). Hysteresis
         needs nothing more: an active threshold alarm comes back active and clears only past `clear`."""
+        t0 = time.monotonic()
         alarms = [a for a in self.store.list_alarms(active=True, limit=100_000) if mine(a.site, a.gateway)]
+        t1 = time.monotonic()
         tracks = {k: t for k, t in self.store.load_tracks().items() if mine(*k.split("/", 2)[:2])}
         seen = self.store.load_seen()
+        t2 = time.monotonic()
         rates, comms = self._load_windows_rows(mine)
+        t3 = time.monotonic()
         with self.lock:
             for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
                 del self.active[k]
@@ -1184,7 +1189,10 @@ class AlarmEngine:
                     self.seen_dev[(site, gw, dev)] = max(t, self.seen_dev.get((site, gw, dev), 0.0))
                 else:
                     self.seen_gw[(site, gw)] = max(t, self.seen_gw.get((site, gw), 0.0))
+        t4 = time.monotonic()
         self.resend(mine)  # pushes the previous owner intended and never finished
+        self.adopt_times = {"alarms": t1 - t0, "tracks": t2 - t1, "windows": t3 - t2, "apply": t4 - t3,
+                            "resend": time.monotonic() - t4}
 
     def refresh(self) -> None:
         """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's

@@ -206,6 +206,20 @@ class LeaseManager:
         if give:
             self._release(frozenset(give))
 
+    def _renew(self) -> None:
+        """Heartbeat and leases only (no claims, no hand-backs): for the lease thread's long waits.
+        The local fence moves only if every partition held is still ours."""
+        t0 = time.monotonic()
+        with self.engine.begin() as c:
+            now = self._now(c)
+            until = now + self.ttl_s
+            self._upsert_me(c, now, until)
+            mine = {r.partition for r in c.execute(
+                update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.expires > now)
+                .values(expires=until).returning(leases_t.c.partition))}
+        if self._held <= mine:
+            self._valid_until = t0 + self.ttl_s - self.margin_s
+
     def _claim(self, parts: Iterable[int]) -> list[int]:
         got = []
         with self.engine.begin() as c:
@@ -228,20 +242,33 @@ class LeaseManager:
     def _release(self, parts: frozenset[int]) -> None:
         """Stop consuming, wait until what was handled is acknowledged, then free the leases."""
         self._set(self._held - parts)
-        self._hand_over(parts, wait_s=min(5.0, self.ttl_s))
+        self._hand_over(parts, wait_s=min(5.0, self.ttl_s), renew=True)
         with self.engine.begin() as c:
             c.execute(update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.partition.in_(parts))
                       .values(owner=None, expires=0.0))
         log.info("replica %s handed partitions %s back", self.me, sorted(parts))
 
-    def _hand_over(self, parts: frozenset[int], wait_s: float) -> None:
+    def _hand_over(self, parts: frozenset[int], wait_s: float, renew: bool = False) -> None:
         """Wait (up to `wait_s`) until what was handled on `parts` is acknowledged; then `handed`.
-        Not drained in time: the next owner gets those messages again after the consumers' ack wait."""
+        Not drained in time: the next owner gets those messages again after the consumers' ack wait.
+
+        `renew`: keep the other partitions' leases (and `valid()`) fresh meanwhile. The wait can be
+        as long as a lease; without renewing, every partition this replica kept lapsed locally near its
+        end (nothing handled for a moment) and could be taken by another replica."""
         deadline = time.monotonic() + wait_s
+        renewed = time.monotonic()
         while self._drained is not None and not self._drained(parts):
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 log.warning("partitions %s handed back with acknowledgements still outstanding", sorted(parts))
                 return
+            if renew and now - renewed >= self.renew_s:
+                renewed = now
+                try:
+                    self._renew()
+                except Exception as e:  # the next step finds out what this means
+                    self.errors += 1
+                    self.last_error = str(e)
             time.sleep(0.02)
         if self._handed is not None:
             try:

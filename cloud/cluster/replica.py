@@ -91,8 +91,9 @@ class ClusterMember:
             self.history.adopt(mine, gws, alarms)
         dt = time.monotonic() - t0
         self.takeovers.append((time.time(), parts, dt))
-        log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f, "
-                 "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, dt - (t2 - t0))
+        steps = " ".join(f"{k} {v:.2f}" for k, v in getattr(self.engine, "adopt_times", {}).items())
+        log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f [%s], "
+                 "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, steps, dt - (t2 - t0))
 
     def _drained(self, parts: frozenset[int]) -> bool:
         """Handed back only once their messages are acknowledged and their pushes in flight here went

@@ -81,7 +81,7 @@ def main() -> None:
     t0 = time.perf_counter()
     eng.flush_windows()
     t1 = time.perf_counter()
-    got = eng._load_windows_rows(owns_everything)
+    got = eng._load_windows_rows("rate", owns_everything), eng._load_windows_rows("comm", owns_everything)
     t2 = time.perf_counter()
     eng._restore_windows(*got)
     t3 = time.perf_counter()

@@ -148,7 +148,8 @@ class AlarmEngine:
         self._windows: dict[str, list[tuple[float, float, str]]] = {}
         self._load_windows()
         self._restore_tracks(store.load_tracks())
-        self._restore_windows(*self._load_windows_rows(owns_everything))
+        self._restore_windows(self._load_windows_rows("rate", owns_everything),
+                              self._load_windows_rows("comm", owns_everything))
         # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
         # Alarm, now), ("window", (site, start, end), now) and ("window-end", (site, start, was_end,
         # end), now). cloud/history writes them to the
@@ -1048,13 +1049,14 @@ class AlarmEngine:
                 self._comm_dirty.update(comm_keys)
             raise
 
-    def _load_windows_rows(self, mine: Callable[[str, str], bool]) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    def _load_windows_rows(self, kind: str, mine: Callable[[str, str], bool]) -> dict[Any, Any]:
+        """Saved windows of `kind` ("rate", "comm") of `mine`'s gateways; none if the store fails."""
         try:
-            return self.resume_store.load("rate", mine), self.resume_store.load("comm", mine)
+            return self.resume_store.load(kind, mine)
         except Exception:
             self.counters["errors"] += 1
-            log.exception("alarm engine could not read rule windows; they start afresh")
-            return {}, {}
+            log.exception("alarm engine could not read its saved %s windows; they start afresh", kind)
+            return {}
 
     def _restore_windows(self, rates: dict[Any, dict[str, Any]], comms: dict[Any, dict[str, Any]]) -> None:
         """Rate-of-rise and comm-error windows as the store holds them (`_load_windows_rows`). A row
@@ -1151,18 +1153,23 @@ class AlarmEngine:
         return True
 
     # ------------------------------------------------------------------ a cluster's hand-overs
-    def adopt(self, mine: Callable[[str, str], bool]) -> None:
+    def adopt(self, mine: Callable[[str, str], bool], telemetry_state: bool = True) -> None:
         """Take gateways over from another replica (or bring them up to date): their active alarms and
-        escalation schedule, pending durations and last-seen times, as the shared store holds them.
-        and their rate-of-rise and comm-error windows as last flushed (`flush_windows`). Hysteresis
-        needs nothing more: an active threshold alarm comes back active and clears only past `clear`."""
+        escalation schedule, pending durations and last-seen times, as the shared store holds them,
+        and their comm-error windows as last flushed (`flush_windows`). Hysteresis needs nothing
+        more: an active threshold alarm comes back active and clears only past `clear`.
+
+        `telemetry_state=False` leaves out what only telemetry and the push outbox need (rate-of-rise
+        windows, pushes to re-send): a cluster's takeover loads it with `adopt_telemetry_state` once
+        the partitions' safety lanes are read, so their events wait for less (cloud/cluster/replica.py)."""
         t0 = time.monotonic()
         alarms = [a for a in self.store.list_alarms(active=True, limit=100_000) if mine(a.site, a.gateway)]
         t1 = time.monotonic()
         tracks = {k: t for k, t in self.store.load_tracks().items() if mine(*k.split("/", 2)[:2])}
         seen = self.store.load_seen()
         t2 = time.monotonic()
-        rates, comms = self._load_windows_rows(mine)
+        comms = self._load_windows_rows("comm", mine)
+        rates = self._load_windows_rows("rate", mine) if telemetry_state else {}
         t3 = time.monotonic()
         with self.lock:
             for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
@@ -1190,9 +1197,22 @@ class AlarmEngine:
                 else:
                     self.seen_gw[(site, gw)] = max(t, self.seen_gw.get((site, gw), 0.0))
         t4 = time.monotonic()
-        self.resend(mine)  # pushes the previous owner intended and never finished
-        self.adopt_times = {"alarms": t1 - t0, "tracks": t2 - t1, "windows": t3 - t2, "apply": t4 - t3,
-                            "resend": time.monotonic() - t4}
+        self.adopt_times = {"alarms": t1 - t0, "tracks": t2 - t1, "windows": t3 - t2, "apply": t4 - t3}
+        if telemetry_state:
+            self.resend(mine)  # pushes the previous owner intended and never finished
+            self.adopt_times["resend"] = time.monotonic() - t4
+
+    def adopt_telemetry_state(self, mine: Callable[[str, str], bool]) -> None:
+        """The rest of `adopt(mine, telemetry_state=False)`: pushes the previous owner intended and
+        never finished (first: they are alarms), then the rate-of-rise windows, which only telemetry
+        reads. Called before the gateways' telemetry is read."""
+        t0 = time.monotonic()
+        self.resend(mine)
+        t1 = time.monotonic()
+        rates = self._load_windows_rows("rate", mine)
+        with self.lock:
+            self._restore_windows(rates, {})
+        self.adopt_times.update(resend=t1 - t0, rate_windows=time.monotonic() - t1)
 
     def refresh(self) -> None:
         """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's

@@ -3,12 +3,16 @@ and history.
 
 What happens when partitions move (cloud/cluster/leases.py runs it, on its thread):
 - taking partitions over (`prepare`, before a message of theirs is read): the ingester loads their
-  devices' replay-check state, the engine their active alarms, escalation schedule, pending durations
-  and last-seen times, history their gateways' online state and active alarms — all from the shared
-  database, as the previous owner left them;
+  devices' replay-check state, the engine their active alarms, escalation schedule, pending durations,
+  last-seen times and comm-error windows, history their gateways' online state, active alarms, open
+  parking stays and charge sessions — all from the shared database, as the previous owner left them;
 - then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
-  no longer than a lease, is over: by the takeover it is);
+  no longer than a lease, is over: by the takeover it is), safety lanes first;
+- once the safety lanes have handled what was waiting (`before_bulk`, on a worker thread): the engine
+  re-sends the pushes the previous owner never finished and loads the rate-of-rise windows, then the
+  partitions' telemetry is read. Split so because on a loaded survivor that part took as long as the
+  rest (0.5-1.2 s in all, bench/cluster.py at ~1,300 msg/s) and an event of the outage waited for it;
 - handing partitions back: the consumers stop, the last acknowledgements and the pushes being sent
   go out (`drained`), the ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
@@ -52,6 +56,7 @@ class ClusterMember:
                                    drained=self._drained, handed=self._handed, ttl_s=ttl_s,
                                    renew_s=renew_s, url=url)
         ingest.client.valid = self.leases.valid
+        ingest.client.before_bulk = self._before_bulk
         ingest.owns = self.owns
         if engine is not None:
             engine.owns = self.owns
@@ -83,7 +88,7 @@ class ClusterMember:
         self.ingest.adopt(mine)
         t1 = time.monotonic()
         if self.engine is not None:
-            self.engine.adopt(mine)
+            self.engine.adopt(mine, telemetry_state=False)  # the rest in `_before_bulk`
         t2 = time.monotonic()
         if self.history is not None:
             gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
@@ -94,6 +99,15 @@ class ClusterMember:
         steps = " ".join(f"{k} {v:.2f}" for k, v in getattr(self.engine, "adopt_times", {}).items())
         log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f [%s], "
                  "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, steps, dt - (t2 - t0))
+
+    def _before_bulk(self, parts: frozenset[int]) -> None:
+        """New partitions' safety lanes have handled what was waiting; their telemetry comes next."""
+        if self.engine is None:
+            return
+        t0 = time.monotonic()
+        self.engine.adopt_telemetry_state(self._mine(parts))
+        log.info("partitions %s: pushes re-sent and rate-of-rise windows loaded in %.2f s", sorted(parts),
+                 time.monotonic() - t0)
 
     def _drained(self, parts: frozenset[int]) -> bool:
         """Handed back only once their messages are acknowledged and their pushes in flight here went

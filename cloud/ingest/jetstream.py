@@ -264,6 +264,9 @@ class JetStreamIngestClient(BaseIngestClient):
         self._draining: list[_Puller] = []  # stopped; their last acks still to send
         # The lease fence (cloud/cluster/leases.py): once it says no, nothing more is handled.
         self.valid: Callable[[], bool] = lambda: True
+        # Run (in a worker thread) between new partitions' safety head start and their first telemetry
+        # pull: the state only telemetry needs is loaded there (cloud/cluster/replica.py).
+        self.before_bulk: Callable[[frozenset[int]], None] | None = None
         self._gw_health: dict[int, Any] = {}
         self._changed: asyncio.Event | None = None
         self._stopping = False
@@ -458,6 +461,11 @@ class JetStreamIngestClient(BaseIngestClient):
             self._pullers[(part, P.SAFETY)] = p
             safety.append(p)
         await self._head_start(safety)
+        if self.before_bulk is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.before_bulk, frozenset(new))
+            except Exception:  # what it loads starts afresh; the telemetry is read regardless
+                log.exception("preparing partitions %s for their telemetry failed", new)
         for part in new:
             p = _Puller(self, part, P.BULK)
             await p.start()

@@ -141,14 +141,20 @@ def states(store: AlarmStore, alarm_id: int) -> list[tuple[str, str]]:
     return [(i["person"], i["state"]) for i in store.intents(alarm_id)]
 
 
-def test_a_push_held_when_its_replica_dies_is_sent_by_the_next_owner(make: Any) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_a_push_held_when_its_replica_dies_is_sent_by_the_next_owner(make: Any, split: bool) -> None:
+    """`split`: as a cluster's takeover does it (cloud/cluster/replica.py), the re-sending once the
+    safety lanes are read."""
     rec = PushReceiver(hold=1)
     try:
         a, alarm = held_then_dead(make, site_cfg(rec), rec)
         assert states(a.store, alarm.id) == [("vol", "pending")]
         b = make(site_cfg(rec), owns=nothing)
         t0 = time.time()
-        b.engine.adopt(mine)  # the takeover
+        b.engine.adopt(mine, telemetry_state=not split)  # the takeover
+        if split:
+            assert states(b.store, alarm.id) == [("vol", "pending")]  # not yet
+            b.engine.adopt_telemetry_state(mine)
         b.engine.owns = mine
         [push] = wait_until(lambda: rec.got, 10, "the survivor's push")
         print(f"re-sent push at the phone {push.at - t0:.3f} s after the takeover started")

@@ -83,9 +83,12 @@ def first_raise(rep: Replica, rule: str, msgs: list[tuple[float, SafetyMessage]]
     return None
 
 
-def rise_run(tmp: Path, url: str, clock: Clock, takeover_at: int, resume: bool, redeliver: int) -> float | None:
+def rise_run(tmp: Path, url: str, clock: Clock, takeover_at: int, resume: bool, redeliver: int,
+             adopt: str = "whole") -> float | None:
     """Samples every second; A applies up to `takeover_at`, B adopts and gets the last `redeliver` of
-    A's samples again (the stream delivers what A had not acknowledged), then the rest."""
+    A's samples again (the stream delivers what A had not acknowledged), then the rest. `adopt`:
+    "whole" (a restart), "split" (a cluster's takeover: the telemetry state after the safety lanes
+    started), "first" (the first step only)."""
     msgs = [(T0 + i, tel(i + 1, T0 + i, {"port.3.connector_temp": heating(i)})) for i in range(160)]
     a, b = Replica(url, clock, MINE), Replica(url, clock, NONE)
     for t, m in msgs[: takeover_at + 1]:
@@ -95,7 +98,9 @@ def rise_run(tmp: Path, url: str, clock: Clock, takeover_at: int, resume: bool, 
     if not resume:
         with b.store.tx() as c:
             c.execute(delete(resume_state))
-    b.engine.adopt(MINE)
+    b.engine.adopt(MINE, telemetry_state=adopt == "whole")
+    if adopt == "split":
+        b.engine.adopt_telemetry_state(MINE)
     b.engine.owns = ALL
     got = first_raise(b, "connector_temp_rise", msgs[takeover_at + 1 - redeliver:])
     a.store.close()
@@ -114,8 +119,15 @@ def test_rate_of_rise_across_a_takeover_raises_at_the_same_sample_as_without_one
         wipe(db_url)
         assert rise_run(tmp_path, db_url, clock, takeover, True, redeliver) == expected, redeliver
     wipe(db_url)
-    # the control: with the window starting afresh (as before), the same takeover raises later
+    # a cluster's takeover loads the windows once the safety lanes are read: the same sample
+    assert rise_run(tmp_path, db_url, clock, takeover, True, 0, adopt="split") == expected
+    wipe(db_url)
+    # the controls: with the window starting afresh (as before), or the second step left out, the same
+    # takeover raises later
     late = rise_run(tmp_path, db_url, clock, takeover, False, 0)
+    assert late is None or late > expected
+    wipe(db_url)
+    late = rise_run(tmp_path, db_url, clock, takeover, True, 0, adopt="first")
     assert late is None or late > expected
     ref.store.close()
 

@@ -4,8 +4,9 @@ and history.
 What happens when partitions move (cloud/cluster/leases.py runs it, on its thread):
 - taking partitions over (`prepare`, before a message of theirs is read): the ingester loads their
   devices' replay-check state, the engine their active alarms, escalation schedule, pending durations,
-  last-seen times and comm-error windows, history their gateways' online state, active alarms, open
-  parking stays and charge sessions — all from the shared database, as the previous owner left them;
+  last-seen times and comm-error windows, history their gateways' online state and active alarms —
+  all from the shared database, as the previous owner left them (history's thread resumes their open
+  parking stays and charge sessions before it handles any of their messages);
 - then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is), safety lanes first;
@@ -93,7 +94,7 @@ class ClusterMember:
         if self.history is not None:
             gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
             alarms = list(self.engine.active.values()) if self.engine is not None else []
-            self.history.adopt(mine, gws, alarms)
+            self.history.adopt(mine, gws, alarms, defer_resume=True)  # stays and sessions: its thread's
         dt = time.monotonic() - t0
         self.takeovers.append((time.time(), parts, dt))
         steps = " ".join(f"{k} {v:.2f}" for k, v in getattr(self.engine, "adopt_times", {}).items())

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import insert
 
 from cloud.alarms.config import AlarmSiteConfig
@@ -64,8 +65,8 @@ class Replica:
         self.sink.put(SafetyMessage(SITE, gw, device, wire.Kind.TELEMETRY, msg, ts))
         self.history.step()
 
-    def adopt(self) -> None:
-        self.history.adopt(ALL, [], [])
+    def adopt(self, defer: bool = False) -> None:
+        self.history.adopt(ALL, [], [], defer_resume=defer)
 
     def close(self) -> None:
         self.store.close()
@@ -76,7 +77,26 @@ class _Null:
         pass
 
 
-def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_url: str) -> None:
+def test_a_deferred_resume_goes_before_the_first_message_after_the_takeover(db_url: str) -> None:
+    """A cluster's takeover leaves the stays to the history thread (`adopt(defer_resume=True)`); the
+    bay's departure, the first message after the takeover, must find its stay resumed."""
+    clock = Clock()
+    a, b = Replica(db_url, clock), Replica(db_url, clock)
+    a.tel("bays", {"bay.1.occupied": False, "bay.2.occupied": False}, T0, 1)
+    a.tel("bays", {"bay.1.occupied": True}, T0 + 10, 2)  # arrival at +10; then a dies
+    clock.t = T0 + 60
+    b.adopt(defer=True)
+    assert b.history.resumed["stays"] == 0  # not yet
+    b.tel("bays", {"bay.1.occupied": False}, T0 + 100, 3)  # queued after the adopt; its step resumes first
+    assert [(dict(tags)["bay"], f["dwell_s"], ts / 1000 - T0) for tags, f, ts in of(b.points, "parking_stay")] == [
+        ("1", 90.0, 100.0)]
+    assert b.history.resumed["stays"] == 1
+
+
+@pytest.mark.parametrize("defer", [False, True], ids=["at-adopt", "deferred"])
+def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_url: str, defer: bool) -> None:
+    """`defer`: as a cluster's takeover does it, the history thread resumes the stays at its next step,
+    before the messages queued since."""
     clock = Clock()
     a, b = Replica(db_url, clock), Replica(db_url, clock)  # b started before a died: it knows nothing yet
     a.tel("bays", {"bay.1.occupied": False, "bay.2.occupied": False}, T0, 1)
@@ -86,7 +106,10 @@ def test_a_stay_open_at_the_takeover_is_recorded_once_with_its_true_arrival(db_u
     assert [(f["dwell_s"], ts) for _, f, ts in of(a.points, "parking_stay")] == [(30.0, (T0 + 50) * 1000)]
     # a dies; b takes the gateway over
     clock.t = T0 + 60
-    b.adopt()
+    b.adopt(defer)
+    if defer:
+        assert b.history.resumed["stays"] == 0  # not yet: at the next step, before this message
+        b.tel("bays", {"bay.2.occupied": False}, T0 + 50, 4)
     # bay 2's stay is given again: same series and timestamp as a's, so the store keeps one
     assert of(b.points, "parking_stay") == of(a.points, "parking_stay")
     # what a handled last comes again (not acknowledged), then the snapshot, then news

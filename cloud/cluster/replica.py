@@ -11,9 +11,10 @@ What happens when partitions move (cloud/cluster/leases.py runs it, on its threa
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is), safety lanes first;
 - once the safety lanes have handled what was waiting (`before_bulk`, on a worker thread): the engine
-  re-sends the pushes the previous owner never finished and loads the rate-of-rise windows, then the
-  partitions' telemetry is read. Split so because on a loaded survivor that part took as long as the
-  rest (0.5-1.2 s in all, bench/cluster.py at ~1,300 msg/s) and an event of the outage waited for it;
+  evaluates it (bounded, 1 s), re-sends the pushes the previous owner never finished and loads the
+  rate-of-rise windows; then the partitions' telemetry is read. Split so because on a loaded survivor
+  the state load took 0.3-1.2 s (bench/cluster.py at ~1,300 msg/s) and an event of the outage waited
+  for all of it;
 - handing partitions back: the consumers stop, the last acknowledgements and the pushes being sent
   go out (`drained`), the ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
@@ -101,14 +102,23 @@ class ClusterMember:
         log.info("partitions %s: state of their gateways loaded in %.2f s (replay check %.2f, alarms %.2f [%s], "
                  "history %.2f)", sorted(parts), dt, t1 - t0, t2 - t1, steps, dt - (t2 - t0))
 
+    ENGINE_HEAD_START_S = 1.0  # `_before_bulk`'s bound on waiting for the engine
+
     def _before_bulk(self, parts: frozenset[int]) -> None:
-        """New partitions' safety lanes have handled what was waiting; their telemetry comes next."""
+        """New partitions' safety lanes have handed what was waiting to the engine; their telemetry
+        comes next. First the engine evaluates what it was handed (bounded): a telemetry backlog read
+        meanwhile would share the cores with it, and the outage's events are the alarms of the
+        takeover. Then the state only telemetry and the push outbox need."""
         if self.engine is None:
             return
         t0 = time.monotonic()
+        seen = threading.Event()
+        self.engine.after(seen.set)
+        seen.wait(self.ENGINE_HEAD_START_S)
+        t1 = time.monotonic()
         self.engine.adopt_telemetry_state(self._mine(parts))
-        log.info("partitions %s: pushes re-sent and rate-of-rise windows loaded in %.2f s", sorted(parts),
-                 time.monotonic() - t0)
+        log.info("partitions %s: engine caught up in %.2f s; pushes re-sent and rate-of-rise windows loaded in "
+                 "%.2f s", sorted(parts), t1 - t0, time.monotonic() - t1)
 
     def _drained(self, parts: frozenset[int]) -> bool:
         """Handed back only once their messages are acknowledged and their pushes in flight here went

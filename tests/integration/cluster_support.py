@@ -43,6 +43,7 @@ RECENT_START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
 
 SECRET = "cluster-test-secret-cluster-test-secret-0123456789"
 ALARM_GW, ALARM_DEV = "gw-alarm", "alarm-spk"
+ALARM_CHG = "alarm-chg"  # bench/cluster.py: a charger on the same edge, for an alarm read from telemetry
 
 
 class Replica:
@@ -141,6 +142,7 @@ class Push:
     at: float
     title: str
     path: str = ""
+    body: str = ""
 
 
 @dataclass
@@ -266,12 +268,13 @@ class PushReceiver:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 try:
-                    title = str(json.loads(raw).get("title", ""))
-                except ValueError:
-                    title = ""
+                    doc = json.loads(raw)
+                    title, body = str(doc.get("title", "")), str(doc.get("message", ""))  # apprise json://
+                except (ValueError, AttributeError):
+                    title = body = ""
                 with rec._lock:
                     holding = len(rec.held) < rec._hold
-                    (rec.held if holding else rec.got).append(Push(time.time(), title, self.path))
+                    (rec.held if holding else rec.got).append(Push(time.time(), title, self.path, body))
                 if holding:
                     rec._released.wait(120)
                     self.close_connection = True  # no answer: the sender never learns it arrived
@@ -296,8 +299,10 @@ class PushReceiver:
     def url_for(self, person: str) -> str:
         return f"json://127.0.0.1:{self.port}/push/{person}"
 
-    def alarms(self, name: str = "Sprinkler waterflow") -> list[Push]:
-        return [p for p in self.got if name in p.title and "RESOLVED" not in p.title and "REMINDER" not in p.title]
+    def alarms(self, name: str = "Sprinkler waterflow", device: str | None = None) -> list[Push]:
+        """Alarm pushes (not resolutions, not reminders) named `name`, of `device` if given."""
+        return [p for p in self.got if name in p.title and "RESOLVED" not in p.title and "REMINDER" not in p.title
+                and (device is None or f"device {device}" in p.body)]
 
     def stop(self) -> None:
         self.release()

@@ -416,6 +416,8 @@ def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(
     edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="headstart-edge", protocol=mqtt.MQTTv311)
     edge.max_inflight_messages_set(200)
     client = JetStreamIngestClient(cluster.urls, lambda t, p, r: order.append(t), "headstart", owned=[])
+    # where a replica loads what only telemetry needs (cloud/cluster/replica.py `_before_bulk`)
+    client.before_bulk = lambda parts: order.append(f"before_bulk {sorted(parts)}")
     try:
         client.start()  # the stream and the consumers exist before anything is published
         assert client.wait_connected(20)
@@ -432,6 +434,9 @@ def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(
         first_telemetry = next(i for i, t in enumerate(got) if t.endswith("/telemetry"))
         late = [t for t in got[first_telemetry:] if not t.endswith("/telemetry")]
         assert not late, f"{len(late)} safety messages handled after the partition's telemetry began"
+        hook = order.index(f"before_bulk {[part]}")
+        assert hook < order.index(got[first_telemetry]), "telemetry read before `before_bulk` ran"
+        assert hook > max(order.index(t) for t in safety), "`before_bulk` ran before the safety lane caught up"
     finally:
         edge.disconnect()
         edge.loop_stop()

@@ -307,7 +307,11 @@ class HistoryService:
             return
         while True:
             while self._to_resume:  # gateways taken over: before any of their messages
-                self.resume(self._to_resume.pop(0))
+                try:
+                    self.resume(self._to_resume.pop(0))
+                except Exception:  # a bug costs the resume (stays start afresh), never the thread
+                    self.stats.errors += 1
+                    log.exception("history: resuming taken-over stays and sessions failed")
             with self._step_lock:
                 try:
                     self._step()

@@ -236,6 +236,21 @@ def test_an_implausible_stamp_never_shortens_a_duration(tmp_path: Path) -> None:
         rig.close()
 
 
+def test_a_takeovers_backlog_is_judged_at_its_readings_times(tmp_path: Path) -> None:
+    """A replica that takes a gateway over reads the outage's telemetry 6-15 s after it was taken
+    (the lease's 6 s, a renewal round, then the backlog; bench/cluster.py). Port overheating needs 5 s
+    above 70 °C: readings taken at +0 and +6 s and read at +15 s raise it at once, not 5 s later."""
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.at(15)
+        rig.feed(rig.tel("charger-a", {"port.3.connector_temp": 72.0}, ts=at(t0)))
+        rig.feed(rig.tel("charger-a", {"port.3.connector_temp": 72.5}, ts=at(t0 + 6)))
+        assert [a.instance for a in rig.alarms("connector_overtemp")] == ["3"]
+    finally:
+        rig.close()
+
+
 def test_telemetry_older_than_a_not_answering_report_does_not_clear_it(tmp_path: Path) -> None:
     rig = rig_at(tmp_path)
     t0 = rig.clock.t

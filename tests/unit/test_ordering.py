@@ -33,6 +33,7 @@ Y1970 = 0.0
         (Y2099, NOW),
         (NOW - PLAUSIBLE_LAG_S + 1, NOW - PLAUSIBLE_LAG_S + 1),
         (NOW - PLAUSIBLE_LAG_S, NOW - PLAUSIBLE_LAG_S),
+        (NOW - 15, NOW - 15),  # a takeover's backlog: read 15 s after it was taken
         (NOW - 3600, NOW),  # a clock an hour slow: implausible, the receive time
         (Y1970, NOW),
     ],

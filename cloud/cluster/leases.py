@@ -167,12 +167,7 @@ class LeaseManager:
 
     def _step(self, t0: float) -> None:
         with self.engine.begin() as c:
-            now = self._now(c)
-            until = now + self.ttl_s
-            self._upsert_me(c, now, until)
-            mine = {r.partition for r in c.execute(
-                update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.expires > now)
-                .values(expires=until).returning(leases_t.c.partition))}
+            now, mine = self._renew_in(c)
             live = [r.id for r in c.execute(select(replicas_t.c.id).where(replicas_t.c.alive_until > now))]
             rows = list(c.execute(select(leases_t)))
         self._valid_until = t0 + self.ttl_s - self.margin_s
@@ -206,17 +201,23 @@ class LeaseManager:
         if give:
             self._release(frozenset(give))
 
+    def _renew_in(self, c: Any) -> tuple[float, set[int]]:
+        """In transaction `c`: our heartbeat and every lease still ours extended by a lease time.
+        → (the database's now, the partitions still ours)"""
+        now = self._now(c)
+        until = now + self.ttl_s
+        self._upsert_me(c, now, until)
+        mine = {r.partition for r in c.execute(
+            update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.expires > now)
+            .values(expires=until).returning(leases_t.c.partition))}
+        return now, mine
+
     def _renew(self) -> None:
         """Heartbeat and leases only (no claims, no hand-backs): for the lease thread's long waits.
         The local fence moves only if every partition held is still ours."""
         t0 = time.monotonic()
         with self.engine.begin() as c:
-            now = self._now(c)
-            until = now + self.ttl_s
-            self._upsert_me(c, now, until)
-            mine = {r.partition for r in c.execute(
-                update(leases_t).where(leases_t.c.owner == self.me, leases_t.c.expires > now)
-                .values(expires=until).returning(leases_t.c.partition))}
+            _now, mine = self._renew_in(c)
         if self._held <= mine:
             self._valid_until = t0 + self.ttl_s - self.margin_s
 

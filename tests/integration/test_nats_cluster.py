@@ -141,8 +141,9 @@ def test_edge_moves_to_the_next_node_and_birth_will_retained_status_follow(
                     for _ in range(50)])
         connects = up.connects
         cluster.kill(first)
-        # 60 s: the new node first takes the MQTT session over (its stream may need a new leader after the kill)
-        _pump_until(up, lambda: up.connected and up.connects > connects, 60, "the edge on another node",
+        # the new node first takes the MQTT session over (its stream may need a new leader after the kill);
+        # once in ~20 quiet runs that took over 60 s (2026-12-02): the failure now prints the nodes' warnings
+        _pump_until(up, lambda: up.connected and up.connects > connects, 90, "the edge on another node",
                     cluster)
         assert "mqtt://{}:{}".format(*up.server) != cluster.mqtt_urls[first]
         assert up.wait_idle(20), "outbox not drained on the new node"

@@ -1153,15 +1153,18 @@ class AlarmEngine:
         return True
 
     # ------------------------------------------------------------------ a cluster's hand-overs
-    def adopt(self, mine: Callable[[str, str], bool], telemetry_state: bool = True) -> None:
+    def adopt(self, mine: Callable[[str, str], bool], rate_windows: bool = True) -> None:
         """Take gateways over from another replica (or bring them up to date): their active alarms and
         escalation schedule, pending durations and last-seen times, as the shared store holds them,
-        and their comm-error windows as last flushed (`flush_windows`). Hysteresis needs nothing
-        more: an active threshold alarm comes back active and clears only past `clear`.
+        their rate-of-rise and comm-error windows as last flushed (`flush_windows`), and the pushes
+        their previous owner intended and never finished. Hysteresis needs nothing more: an active
+        threshold alarm comes back active and clears only past `clear`.
 
-        `telemetry_state=False` leaves out what only telemetry and the push outbox need (rate-of-rise
-        windows, pushes to re-send): a cluster's takeover loads it with `adopt_telemetry_state` once
-        the partitions' safety lanes are read, so their events wait for less (cloud/cluster/replica.py)."""
+        `rate_windows=False` leaves out what only telemetry reads: a cluster's takeover loads it with
+        `adopt_rate_windows` once the partitions' safety lanes are read, so their events wait for less
+        (cloud/cluster/replica.py). The re-sending stays here, before any of the gateways' messages:
+        run later, it took this replica's own pushes of the takeover, still pending, for the previous
+        owner's and sent them twice (tests/integration/test_cluster_chaos.py, 2026-12-02)."""
         t0 = time.monotonic()
         alarms = [a for a in self.store.list_alarms(active=True, limit=100_000) if mine(a.site, a.gateway)]
         t1 = time.monotonic()
@@ -1169,7 +1172,7 @@ class AlarmEngine:
         seen = self.store.load_seen()
         t2 = time.monotonic()
         comms = self._load_windows_rows("comm", mine)
-        rates = self._load_windows_rows("rate", mine) if telemetry_state else {}
+        rates = self._load_windows_rows("rate", mine) if rate_windows else {}
         t3 = time.monotonic()
         with self.lock:
             for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
@@ -1197,22 +1200,18 @@ class AlarmEngine:
                 else:
                     self.seen_gw[(site, gw)] = max(t, self.seen_gw.get((site, gw), 0.0))
         t4 = time.monotonic()
-        self.adopt_times = {"alarms": t1 - t0, "tracks": t2 - t1, "windows": t3 - t2, "apply": t4 - t3}
-        if telemetry_state:
-            self.resend(mine)  # pushes the previous owner intended and never finished
-            self.adopt_times["resend"] = time.monotonic() - t4
+        self.resend(mine)  # pushes the previous owner intended and never finished
+        self.adopt_times = {"alarms": t1 - t0, "tracks": t2 - t1, "windows": t3 - t2, "apply": t4 - t3,
+                            "resend": time.monotonic() - t4}
 
-    def adopt_telemetry_state(self, mine: Callable[[str, str], bool]) -> None:
-        """The rest of `adopt(mine, telemetry_state=False)`: pushes the previous owner intended and
-        never finished (first: they are alarms), then the rate-of-rise windows, which only telemetry
-        reads. Called before the gateways' telemetry is read."""
+    def adopt_rate_windows(self, mine: Callable[[str, str], bool]) -> None:
+        """The rest of `adopt(mine, rate_windows=False)`: the rate-of-rise windows, which only
+        telemetry reads. Called before the gateways' telemetry is read."""
         t0 = time.monotonic()
-        self.resend(mine)
-        t1 = time.monotonic()
         rates = self._load_windows_rows("rate", mine)
         with self.lock:
             self._restore_windows(rates, {})
-        self.adopt_times.update(resend=t1 - t0, rate_windows=time.monotonic() - t1)
+        self.adopt_times["rate_windows"] = time.monotonic() - t0
 
     def refresh(self) -> None:
         """Re-read the active alarms of the gateways this replica owns (a cluster: another replica's

@@ -4,17 +4,17 @@ and history.
 What happens when partitions move (cloud/cluster/leases.py runs it, on its thread):
 - taking partitions over (`prepare`, before a message of theirs is read): the ingester loads their
   devices' replay-check state, the engine their active alarms, escalation schedule, pending durations,
-  last-seen times and comm-error windows, history their gateways' online state and active alarms —
+  last-seen times and comm-error windows (and re-sends the pushes the previous owner never finished),
+  history their gateways' online state and active alarms —
   all from the shared database, as the previous owner left them (history's thread resumes their open
   parking stays and charge sessions before it handles any of their messages);
 - then (`apply`) the ingester's consumers follow the held set (cloud/ingest/jetstream.py: what the
   previous owner had received but not acknowledged is delivered again once the consumers' ack wait,
   no longer than a lease, is over: by the takeover it is), safety lanes first;
 - once the safety lanes have handled what was waiting (`before_bulk`, on a worker thread): the engine
-  evaluates it (bounded, 1 s), re-sends the pushes the previous owner never finished and loads the
-  rate-of-rise windows; then the partitions' telemetry is read. Split so because on a loaded survivor
-  the state load took 0.3-1.2 s (bench/cluster.py at ~1,300 msg/s) and an event of the outage waited
-  for all of it;
+  evaluates it (bounded, 1 s) and loads the rate-of-rise windows; then the partitions' telemetry is
+  read. Split so because on a loaded survivor the state load took 0.3-1.2 s (bench/cluster.py at
+  ~1,300 msg/s) and an event of the outage waited for all of it;
 - handing partitions back: the consumers stop, the last acknowledgements and the pushes being sent
   go out (`drained`), the ingester saves their devices' replay-check state (`handed`), then the lease is freed.
 
@@ -90,7 +90,7 @@ class ClusterMember:
         self.ingest.adopt(mine)
         t1 = time.monotonic()
         if self.engine is not None:
-            self.engine.adopt(mine, telemetry_state=False)  # the rest in `_before_bulk`
+            self.engine.adopt(mine, rate_windows=False)  # those in `_before_bulk`
         t2 = time.monotonic()
         if self.history is not None:
             gws = [(g.site_id, g.id, bool(g.online)) for g in self.ingest.registry.gateways() if g.online is not None]
@@ -108,7 +108,7 @@ class ClusterMember:
         """New partitions' safety lanes have handed what was waiting to the engine; their telemetry
         comes next. First the engine evaluates what it was handed (bounded): a telemetry backlog read
         meanwhile would share the cores with it, and the outage's events are the alarms of the
-        takeover. Then the state only telemetry and the push outbox need."""
+        takeover. Then the state only telemetry needs."""
         if self.engine is None:
             return
         t0 = time.monotonic()
@@ -116,9 +116,9 @@ class ClusterMember:
         self.engine.after(seen.set)
         seen.wait(self.ENGINE_HEAD_START_S)
         t1 = time.monotonic()
-        self.engine.adopt_telemetry_state(self._mine(parts))
-        log.info("partitions %s: engine caught up in %.2f s; pushes re-sent and rate-of-rise windows loaded in "
-                 "%.2f s", sorted(parts), t1 - t0, time.monotonic() - t1)
+        self.engine.adopt_rate_windows(self._mine(parts))
+        log.info("partitions %s: engine caught up in %.2f s; rate-of-rise windows loaded in %.2f s", sorted(parts),
+                 t1 - t0, time.monotonic() - t1)
 
     def _drained(self, parts: frozenset[int]) -> bool:
         """Handed back only once their messages are acknowledged and their pushes in flight here went

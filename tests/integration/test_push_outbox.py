@@ -141,20 +141,14 @@ def states(store: AlarmStore, alarm_id: int) -> list[tuple[str, str]]:
     return [(i["person"], i["state"]) for i in store.intents(alarm_id)]
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
-def test_a_push_held_when_its_replica_dies_is_sent_by_the_next_owner(make: Any, split: bool) -> None:
-    """`split`: as a cluster's takeover does it (cloud/cluster/replica.py), the re-sending once the
-    safety lanes are read."""
+def test_a_push_held_when_its_replica_dies_is_sent_by_the_next_owner(make: Any) -> None:
     rec = PushReceiver(hold=1)
     try:
         a, alarm = held_then_dead(make, site_cfg(rec), rec)
         assert states(a.store, alarm.id) == [("vol", "pending")]
         b = make(site_cfg(rec), owns=nothing)
         t0 = time.time()
-        b.engine.adopt(mine, telemetry_state=not split)  # the takeover
-        if split:
-            assert states(b.store, alarm.id) == [("vol", "pending")]  # not yet
-            b.engine.adopt_telemetry_state(mine)
+        b.engine.adopt(mine)  # the takeover
         b.engine.owns = mine
         [push] = wait_until(lambda: rec.got, 10, "the survivor's push")
         print(f"re-sent push at the phone {push.at - t0:.3f} s after the takeover started")
@@ -297,3 +291,24 @@ def test_a_notify_log_from_before_intents_gets_their_columns(tmp_path: Any, back
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_takeovers_later_step_leaves_the_survivors_own_pushes_alone(make: Any) -> None:
+    """A cluster's takeover loads the rate-of-rise windows once the safety lanes are read
+    (`adopt_rate_windows`). The survivor's own push of an alarm raised meanwhile, still unanswered,
+    must not be taken for one the previous owner left and sent again: it was, while the re-sending
+    ran in that step (tests/integration/test_cluster_chaos.py, 2026-12-02)."""
+    rec = PushReceiver(hold=1)
+    try:
+        b = make(site_cfg(rec), owns=nothing)
+        b.engine.adopt(mine, rate_windows=False)  # the takeover's first step
+        b.engine.owns = mine
+        alarm = flow(b)  # the outage's event, raised by the survivor; the phone holds its push
+        wait_until(lambda: rec.held, 10, "the survivor's push at the phone")
+        b.engine.adopt_rate_windows(mine)  # the later step
+        time.sleep(1.0)  # a second push would be on its way now
+        assert states(b.store, alarm.id) == [("vol", "pending")]
+        assert len(rec.held) + len(rec.got) == 1, "the survivor's own push sent twice"
+    finally:
+        rec.release()
+        rec.stop()

@@ -98,9 +98,9 @@ def rise_run(tmp: Path, url: str, clock: Clock, takeover_at: int, resume: bool, 
     if not resume:
         with b.store.tx() as c:
             c.execute(delete(resume_state))
-    b.engine.adopt(MINE, telemetry_state=adopt == "whole")
+    b.engine.adopt(MINE, rate_windows=adopt == "whole")
     if adopt == "split":
-        b.engine.adopt_telemetry_state(MINE)
+        b.engine.adopt_rate_windows(MINE)
     b.engine.owns = ALL
     got = first_raise(b, "connector_temp_rise", msgs[takeover_at + 1 - redeliver:])
     a.store.close()

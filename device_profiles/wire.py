@@ -9,6 +9,7 @@ Topics (the version is in the topic so v2 can run beside v1):
     sw/v1/<site>/<gateway>/status               retained birth / last will
     sw/v1/<site>/<gateway>/health               gateway health (buses, outbox)
     sw/v1/<site>/<gateway>/<device>/telemetry   readings (report by exception + snapshots)
+    sw/v1/<site>/<gateway>/<device>/urgent      readings that crossed an alarm limit (safety lane)
     sw/v1/<site>/<gateway>/<device>/event       state changes, interlock actions
     sw/v1/<site>/<gateway>/<device>/health      device communication health
     sw/v1/<site>/<gateway>/<device>/cmd         downlink command
@@ -50,13 +51,16 @@ class Kind(StrEnum):
     STATUS = "status"
     GATEWAY_HEALTH = "gateway-health"
     TELEMETRY = "telemetry"
+    # A telemetry message with a reading that crossed an alarm limit of its profile: the same payload
+    # and seq counter, on the safety lane, so it never waits behind the telemetry backlog.
+    URGENT = "urgent"
     EVENT = "event"
     HEALTH = "health"
     CMD = "cmd"
     CMD_RESULT = "cmd-result"
 
 
-DEVICE_KINDS = (Kind.TELEMETRY, Kind.EVENT, Kind.HEALTH, Kind.CMD, Kind.CMD_RESULT)
+DEVICE_KINDS = (Kind.TELEMETRY, Kind.URGENT, Kind.EVENT, Kind.HEALTH, Kind.CMD, Kind.CMD_RESULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +119,16 @@ def parse_topic(name: str) -> Topic:
     raise WireError("bad_topic", f"{name!r} is not a v1 topic")
 
 
+# The kinds whose payload is `Telemetry`: what one is stored and judged as, whichever lane it came on.
+TELEMETRY_KINDS = frozenset({Kind.TELEMETRY, Kind.URGENT})
+
+
 def safety_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
-    """The low-volume, alarm-relevant uplink: gateway `status` (birth / last will), device `event`
-    and device `health`. The ingester reads these on their own MQTT connection (the safety lane),
+    """The low-volume, alarm-relevant uplink: gateway `status` (birth / last will), device `event`,
+    `urgent` telemetry and device `health`. The ingester reads these on their own MQTT connection (the safety lane),
     so the broker queues them apart from telemetry and an alarm never waits behind a backlog."""
     b = f"{PREFIX}/{site}/{gateway}"
-    return [f"{b}/status", f"{b}/+/event", f"{b}/+/health"]
+    return [f"{b}/status", f"{b}/+/event", f"{b}/+/urgent", f"{b}/+/health"]
 
 
 def bulk_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
@@ -288,6 +296,7 @@ PAYLOAD_TYPES: dict[Kind, type[_Msg]] = {
     Kind.STATUS: Status,
     Kind.GATEWAY_HEALTH: GatewayHealth,
     Kind.TELEMETRY: Telemetry,
+    Kind.URGENT: Telemetry,
     Kind.EVENT: Event,
     Kind.HEALTH: DeviceHealth,
     Kind.CMD: Command,

@@ -36,6 +36,7 @@ from edge_agent.outbox import ROUTINE, SAFETY, New, Outbox, Row
 from edge_agent.report import Reporter, StateChange, point_info
 from edge_agent.scheduler import BusScheduler, Slave
 from edge_agent.uplink import Uplink
+from edge_agent.urgency import Limits
 
 log = logging.getLogger(__name__)
 Value = bool | int | float | str
@@ -63,6 +64,11 @@ class DeviceRuntime:
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
     charge: EdgeChargeWatch | None = None
+    limits: Limits | None = None  # which readings cross an alarm limit (edge_agent/urgency.py)
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = Limits.for_profile(self.profile, self.reporter.event_points)
 
 
 def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
@@ -266,12 +272,14 @@ class Agent:
         ts = wire.now()
         if out.values:
             vals, snap = out.values, out.snapshot
+            # A reading across an alarm limit goes on the safety lane, committed and sent at once.
+            urgent = rt.limits is not None and rt.limits.crossed(vals)
             items.append(
                 New(
-                    self.topic(wire.Kind.TELEMETRY, device),
+                    self.topic(wire.Kind.URGENT if urgent else wire.Kind.TELEMETRY, device),
                     partial(_telemetry, ts, vals, snap, self.outbox.epoch),
                     device,
-                    ROUTINE,
+                    SAFETY if urgent else ROUTINE,
                 )
             )
         for ch in out.events:

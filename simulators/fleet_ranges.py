@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cloud.alarms.rules import RATE_MIN_SPAN_S, matches
+from cloud.alarms.rules import RATE_MIN_SPAN_S
+from device_profiles.limits import matches
 from device_profiles.model import AlarmKind, AlarmRule, Profile
 
 Scalar = bool | int | float | str

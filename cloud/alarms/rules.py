@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from device_profiles.limits import Scalar, clear_condition, num, raise_condition
 from device_profiles.model import AlarmKind, AlarmRule, Profile
-
-Scalar = bool | int | float | str
 
 
 class Action(Enum):
@@ -35,57 +34,6 @@ class Track:
         if self.pending_since is None or self.active:
             return None
         return self.pending_since + rule.for_s
-
-
-def matches(expected: Any, value: Scalar) -> bool:
-    """State rule equality across the YAML/JSON type gap: `true` vs True, `fault` vs "fault"."""
-    if isinstance(expected, bool):
-        if isinstance(value, str):
-            return (
-                value.lower() in ("true", "1", "on") if expected else value.lower() in ("false", "0", "off")
-            )
-        return bool(value) is expected
-    if isinstance(expected, str):
-        return str(value) == expected
-    try:
-        return float(value) == float(expected)
-    except (TypeError, ValueError):
-        return False
-
-
-def _num(value: Scalar) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def raise_condition(rule: AlarmRule, value: Scalar) -> bool | None:
-    """Does `value` call for the alarm? None: the value says nothing (wrong type)."""
-    if rule.kind is AlarmKind.STATE:
-        return matches(rule.value, value)
-    if rule.kind is AlarmKind.THRESHOLD:
-        v = _num(value)
-        if v is None or rule.raise_at is None:
-            return None
-        return v >= rule.raise_at if rule.direction == "above" else v <= rule.raise_at
-    return None
-
-
-def clear_condition(rule: AlarmRule, value: Scalar) -> bool | None:
-    """Does `value` allow the active alarm to clear? Threshold rules clear only past `clear`."""
-    if rule.kind is AlarmKind.STATE:
-        return not matches(rule.value, value)
-    if rule.kind is AlarmKind.THRESHOLD:
-        v = _num(value)
-        if v is None or rule.clear_at is None:
-            return None
-        return v <= rule.clear_at if rule.direction == "above" else v >= rule.clear_at
-    return None
 
 
 RATE_WINDOW_S = 60.0
@@ -132,7 +80,7 @@ def step(rule: AlarmRule, tr: Track, value: Scalar, now: float) -> Action:
 
     With a duration, RAISE comes later from `due(...)`, called by the engine's timer."""
     if rule.kind is AlarmKind.RATE_OF_RISE:
-        v = _num(value)
+        v = num(value)
         if v is None or rule.rate is None:
             return Action.NONE
         if tr.samples and now < tr.samples[-1][0]:

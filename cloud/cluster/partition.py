@@ -38,14 +38,14 @@ DEFAULT_PARTITIONS = 16
 # delivered again to a survivor if the owner dies before acknowledging them (cloud/remote_config/).
 CONFIG_UP_KINDS = ("config-result", "config-running")
 _GATEWAY_KINDS = ("status", "health", *CONFIG_UP_KINDS)  # sw.v1.<site>.<gw>.<kind>
-_DEVICE_KINDS = ("telemetry", "event", "health", "cmd-result")  # sw.v1.<site>.<gw>.<dev>.<kind>
+_DEVICE_KINDS = ("telemetry", "urgent", "event", "health", "cmd-result")  # sw.v1.<site>.<gw>.<dev>.<kind>
 
 SAFETY, BULK = "safety", "bulk"
-# The lanes, as in the MQTT ingester (cloud/ingest/mqtt.py): status, events and device health apart
-# from the telemetry bulk, so an alarm never waits behind a telemetry backlog of its partition.
+# The lanes, as in the MQTT ingester (cloud/ingest/mqtt.py): status, events, urgent telemetry and device
+# health apart from the telemetry bulk, so an alarm never waits behind a telemetry backlog of its partition.
 # Subject tails after `sw.v1.`: <site>.<gw>.<kind> or <site>.<gw>.<device>.<kind>.
 LANE_TAILS: dict[str, tuple[str, ...]] = {
-    SAFETY: ("*.*.status", "*.*.*.event", "*.*.*.health", *(f"*.*.{k}" for k in CONFIG_UP_KINDS)),
+    SAFETY: ("*.*.status", "*.*.*.event", "*.*.*.urgent", "*.*.*.health", *(f"*.*.{k}" for k in CONFIG_UP_KINDS)),
     BULK: ("*.*.*.telemetry", "*.*.health", "*.*.*.cmd-result"),
 }
 

@@ -84,7 +84,7 @@ class _FanOut:
         k = msg.kind
         if (
             k is wire.Kind.STATUS
-            or (k is wire.Kind.TELEMETRY and (msg.site, msg.device) in self.h.watch)
+            or (k in wire.TELEMETRY_KINDS and (msg.site, msg.device) in self.h.watch)
             or (k is wire.Kind.EVENT and getattr(msg.payload, "kind", None) == "abnormal_charge")
         ):
             q = self.h.queue

@@ -42,7 +42,8 @@ from device_profiles.valuekinds import ValueKind, value_kinds
 
 log = logging.getLogger(__name__)
 Kind = wire.Kind
-SEQ_KINDS = (Kind.TELEMETRY, Kind.EVENT, Kind.HEALTH)
+TELEMETRY_KINDS = wire.TELEMETRY_KINDS
+SEQ_KINDS = (Kind.TELEMETRY, Kind.URGENT, Kind.EVENT, Kind.HEALTH)
 
 
 class Storage(Protocol):
@@ -253,7 +254,7 @@ class Pipeline:
 
     def _typecheck(self, t: wire.Topic, msg: Any, dev: DeviceEntry, topic: str, payload: bytes) -> Any:
         """Telemetry and event values against the device's profile; wrong points dropped alone."""
-        if t.kind is Kind.TELEMETRY:
+        if t.kind in TELEMETRY_KINDS:
             exact = self._exact.get(dev.profile)
             if exact is None:
                 exact = self._exact[dev.profile] = exact_types(self._kinds_of(dev.profile))
@@ -303,7 +304,7 @@ class Pipeline:
             self._clock((site, gw)).rebase_seen(skew, received)
         if kind is Kind.GATEWAY_HEALTH and msg.clock_skew_s is not None and skew is None:
             self._clock((site, gw)).edge_report(msg.clock_skew_s, received)
-        if kind is Kind.TELEMETRY and dev is not None:
+        if kind in TELEMETRY_KINDS and dev is not None:
             exact = self._exact.get(dev.profile)
             if exact is None or not all_exact(msg.values, exact):
                 msg = self._typecheck(t, msg, dev, topic, payload)
@@ -315,7 +316,7 @@ class Pipeline:
         evidence = rebase(msg, received - ts) if ts > received else msg
         self.safety.put(SafetyMessage(site, gw, t.device, kind, evidence, received, skew))
 
-        if kind is Kind.TELEMETRY and dev is not None:
+        if kind in TELEMETRY_KINDS and dev is not None:
             key = (site, dev.id)
             ds = self._series.get(key) or self._device_series(dev)
             ts_ms = round(ts * 1000)

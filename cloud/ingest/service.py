@@ -262,7 +262,7 @@ class IngestService:
 
     def _urgent_count(self) -> int:
         k = self.pipeline.stats.by_kind
-        return k[wire.Kind.STATUS] + k[wire.Kind.EVENT] + k[wire.Kind.HEALTH]
+        return k[wire.Kind.STATUS] + k[wire.Kind.EVENT] + k[wire.Kind.URGENT] + k[wire.Kind.HEALTH]
 
     def _checkpoint(self) -> Callback | None:
         """Runs inside `durable.after`, on the pipeline's thread. About once per housekeeping

@@ -251,6 +251,28 @@ def test_a_takeovers_backlog_is_judged_at_its_readings_times(tmp_path: Path) -> 
         rig.close()
 
 
+def test_urgent_telemetry_raises_ahead_of_the_backlog_it_overtook(tmp_path: Path) -> None:
+    """A takeover as it looks with urgent telemetry (docs/wire.md): the port's crossing of 70 °C
+    (seq 5, taken at +0) arrives on the safety lane at +7 s, ahead of the bulk backlog; the hold
+    (5 s) has run on the edge's clock, so it raises at once. The backlog read afterwards (seq 1-4
+    below the limit, 6-7 still above) neither cancels nor raises it again."""
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.at(7)
+        u = rig.tel("charger-a", {"port.3.connector_temp": 71.2}, seq=5, ts=at(t0))
+        rig.feed(SafetyMessage(u.site, u.gateway, u.device, wire.Kind.URGENT, u.payload, u.received))
+        assert [a.instance for a in rig.alarms("connector_overtemp")] == ["3"]
+        for seq in range(1, 5):
+            rig.feed(rig.tel("charger-a", {"port.3.connector_temp": 64.0 + seq}, seq=seq, ts=at(t0 - 5 + seq)))
+        for seq in (6, 7):
+            rig.feed(rig.tel("charger-a", {"port.3.connector_temp": 72.0}, seq=seq, ts=at(t0 + seq - 4)))
+        (a,) = rig.alarms("connector_overtemp")
+        assert a.active and a.occurrences == 1
+    finally:
+        rig.close()
+
+
 def test_telemetry_older_than_a_not_answering_report_does_not_clear_it(tmp_path: Path) -> None:
     rig = rig_at(tmp_path)
     t0 = rig.clock.t

@@ -401,7 +401,7 @@ def test_a_survivor_gets_what_the_dead_owner_left_unacknowledged_without_a_consu
 
 
 def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(cluster: NatsCluster) -> None:
-    """A survivor taking a partition over finds both lanes waiting. Its events,
+    """A survivor taking a partition over finds both lanes waiting. Its events, urgent telemetry,
     status and device health are handled first, all of them, before the first of its telemetry: the
     telemetry lane of a new partition is pulled only once its safety lane has caught up
     (cloud/ingest/jetstream.py `_head_start`; before, both were pulled at once and the waterflow event
@@ -412,7 +412,8 @@ def test_a_taken_over_partitions_safety_backlog_is_handled_before_its_telemetry(
     part = P.partition_of(site, gw, cluster.partitions)
     n = 600
     telemetry = [f"sw/v1/{site}/{gw}/dev-{i}/telemetry" for i in range(n)]
-    safety = [f"sw/v1/{site}/{gw}/dev-{i}/{'event' if i % 2 else 'health'}" for i in range(n)]
+    # urgent telemetry (docs/wire.md) too: mapped into the partition by the servers, read on its safety lane
+    safety = [f"sw/v1/{site}/{gw}/dev-{i}/{('event', 'urgent', 'health')[i % 3]}" for i in range(n)]
     order: list[str] = []
     edge = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="headstart-edge", protocol=mqtt.MQTTv311)
     edge.max_inflight_messages_set(200)

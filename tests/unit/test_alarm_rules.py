@@ -14,6 +14,7 @@ from cloud.notify.config import EscalationPolicy
 from cloud.notify.dispatch import RateGate, redact
 from cloud.notify.escalation import plan
 from cloud.notify.links import AckSigner, LinkError
+from device_profiles import limits as L
 from device_profiles.located_yaml import ConfigError
 from device_profiles.model import AlarmRule
 
@@ -85,9 +86,9 @@ def test_state_retard_and_restored_pending_since() -> None:
 
 
 def test_matches_across_types() -> None:
-    assert R.matches(True, True) and R.matches(True, 1) and R.matches(True, "true") and not R.matches(True, 0)
-    assert R.matches("fault", "fault") and not R.matches("fault", "idle")
-    assert R.matches(3, 3.0) and not R.matches(3, "x")
+    assert L.matches(True, True) and L.matches(True, 1) and L.matches(True, "true") and not L.matches(True, 0)
+    assert L.matches("fault", "fault") and not L.matches("fault", "idle")
+    assert L.matches(3, 3.0) and not L.matches(3, "x")
 
 
 def test_rate_of_rise() -> None:

@@ -40,7 +40,8 @@ def test_subjects_round_trip_to_topics() -> None:
 
 def test_mappings_cover_the_uplink_and_leave_the_downlink() -> None:
     m = P.server_mappings(16)
-    assert set(m) == {"sw.v1.*.*.status", "sw.v1.*.*.health", "sw.v1.*.*.*.telemetry", "sw.v1.*.*.*.event",
+    assert set(m) == {"sw.v1.*.*.status", "sw.v1.*.*.health", "sw.v1.*.*.*.telemetry", "sw.v1.*.*.*.urgent",
+                      "sw.v1.*.*.*.event",
                       "sw.v1.*.*.*.health", "sw.v1.*.*.*.cmd-result", "sw.v1.*.*.config-result",
                       "sw.v1.*.*.config-running"}
     assert all(v.startswith("swp.{{partition(16,1,2)}}.sw.v1.") for v in m.values())
@@ -51,7 +52,7 @@ def test_mappings_cover_the_uplink_and_leave_the_downlink() -> None:
 
 def test_lanes_split_the_kinds() -> None:
     safety, bulk = P.lane_filters(3, P.SAFETY), P.lane_filters(3, P.BULK)
-    assert "$MQTT.msgs.swp.3.sw.v1.*.*.*.event" in safety
+    assert {"$MQTT.msgs.swp.3.sw.v1.*.*.*.event", "$MQTT.msgs.swp.3.sw.v1.*.*.*.urgent"} <= set(safety)
     assert "$MQTT.msgs.swp.3.sw.v1.*.*.*.telemetry" in bulk
     # a gateway's config answers are read by its owner with its births (cloud/remote_config/)
     assert {"$MQTT.msgs.swp.3.sw.v1.*.*.config-result", "$MQTT.msgs.swp.3.sw.v1.*.*.config-running"} <= set(safety)

@@ -35,6 +35,7 @@ def test_acl_block() -> None:
         "user gw.estate-a.gw1\n"
         "topic write sw/v1/estate-a/gw1/status\n"
         "topic write sw/v1/estate-a/gw1/+/event\n"
+        "topic write sw/v1/estate-a/gw1/+/urgent\n"
         "topic write sw/v1/estate-a/gw1/+/health\n"
         "topic write sw/v1/estate-a/gw1/+/telemetry\n"
         "topic write sw/v1/estate-a/gw1/health\n"

@@ -25,7 +25,7 @@ def kinds(filters: list[str]) -> set[wire.Kind]:
 
 def test_the_split_covers_the_uplink_once() -> None:
     safety, bulk = wire.safety_subscriptions(), wire.bulk_subscriptions()
-    assert kinds(safety) == {wire.Kind.STATUS, wire.Kind.EVENT, wire.Kind.HEALTH}
+    assert kinds(safety) == {wire.Kind.STATUS, wire.Kind.EVENT, wire.Kind.URGENT, wire.Kind.HEALTH}
     assert kinds(bulk) == {wire.Kind.TELEMETRY, wire.Kind.GATEWAY_HEALTH, wire.Kind.CMD_RESULT}
     assert sorted(wire.subscriptions()) == sorted(safety + bulk)
     assert not set(safety) & set(bulk)

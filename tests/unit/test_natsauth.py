@@ -23,6 +23,7 @@ def test_gateway_permissions_are_its_acl_topics_publish_subjects_after_the_parti
     assert set(p.publish) == {
         f"swp.{n}.sw.v1.estate-a.gw-1.status", f"swp.{n}.sw.v1.estate-a.gw-1.*.event",
         f"swp.{n}.sw.v1.estate-a.gw-1.*.health", f"swp.{n}.sw.v1.estate-a.gw-1.*.telemetry",
+        f"swp.{n}.sw.v1.estate-a.gw-1.*.urgent",
         f"swp.{n}.sw.v1.estate-a.gw-1.health", f"swp.{n}.sw.v1.estate-a.gw-1.*.cmd-result",
         f"swp.{n}.sw.v1.estate-a.gw-1.config-result", f"swp.{n}.sw.v1.estate-a.gw-1.config-running"}
     assert set(p.subscribe) == {"sw.v1.estate-a.gw-1.*.cmd", "sw.v1.estate-a.gw-1.config",

@@ -140,3 +140,25 @@ def test_status_of_a_registered_gateway_reaches_the_registry_and_safety() -> Non
     p.handle("sw/v1/demo-estate/gw-garage/status", wire.encode(wire.last_will(TS)), time.time())
     assert seen == [("demo-estate", "gw-garage", "offline")]
     assert safety.drain()[0].kind is wire.Kind.STATUS
+
+
+def test_urgent_telemetry_is_telemetry_on_the_safety_lane() -> None:
+    """docs/wire.md, "Urgent telemetry": the same payload and seq counter as telemetry, stored and
+    judged like it; only the topic (and so the lane) differs."""
+    p, storage, safety, _ = make_pipeline()
+    body = (b'{"v": 1, "ts": "2026-03-02T08:00:07.000Z", "seq": 7, "epoch": "", "snapshot": false,'
+            b' "values": {"port.1.connector_temp": 71.2}}')
+    assert p.handle("sw/v1/demo-estate/gw-shelter-a/chg1/urgent", body, time.time()) == "ok"
+    (m,) = safety.drain()
+    assert m.kind is wire.Kind.URGENT and m.device == "chg1" and isinstance(m.payload, wire.Telemetry)
+    assert m.payload.values == {"port.1.connector_temp": 71.2}
+    (pt,) = storage.points
+    assert pt.fields == {"connector_temp": 71.2} and dict(pt.series.tags)["port"] == "1"
+    assert pt.ts_ms == int((TS + timedelta(seconds=7)).timestamp() * 1000)
+    assert p.last_values[("demo-estate", "chg1")][0]["port.1.connector_temp"] == 71.2
+    # one counter across both topics: seq 7 again as plain telemetry is a replay; older seq still goes in
+    assert p.handle(T_CHG1, good(7), time.time()) == "duplicate"
+    older = b'{"v": 1, "ts": "2026-03-02T08:00:06.000Z", "seq": 6, "values": {"port.1.connector_temp": 68.5}}'
+    assert p.handle(T_CHG1, older, time.time()) == "ok"  # the lane it overtook delivers it afterwards
+    assert len(storage.points) == 2  # stored: every reading is kept
+    assert p.last_values[("demo-estate", "chg1")][0]["port.1.connector_temp"] == 71.2  # but not newer

@@ -69,15 +69,19 @@ def test_an_event_has_at_most_max_ahead_telemetry_in_front() -> None:
         assert eng.backlog() == 8  # the engine is full: the gate holds the rest
         gate.put(event(1000))
         assert [m.kind for m in eng.got].index(wire.Kind.EVENT) == 8
-        assert gate.qsize() == 1001  # 992 held devices + 9 in the engine
-        while len(eng.got) < 1001:
+        # urgent telemetry (docs/wire.md) of a device whose readings are held passes them too, unmerged
+        hot = tele(1001, dev="d999", values={"port.1.connector_temp": 71.2})
+        gate.put(SafetyMessage(hot.site, hot.gateway, hot.device, wire.Kind.URGENT, hot.payload, 0.0))
+        assert [m.kind for m in eng.got].index(wire.Kind.URGENT) == 9 and eng.got[9].payload is hot.payload
+        assert gate.qsize() == 1002  # 992 held devices + 10 in the engine
+        while len(eng.got) < 1002:
             eng.process_all()
             time.sleep(0.001)
         devs = [m.device for m in eng.got if m.kind is wire.Kind.TELEMETRY]
         assert devs == [f"d{i}" for i in range(1000)]  # devices in the order they started waiting
         eng.process_all()
         assert gate.drain(2) and gate.qsize() == 0
-        assert (gate.urgent, gate.routine) == (1, 1000)
+        assert (gate.urgent, gate.routine) == (2, 1000)
     finally:
         eng.process_all()
         gate.stop(1)

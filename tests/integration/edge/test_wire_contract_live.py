@@ -40,7 +40,7 @@ CATALOG = Path(__file__).parents[3] / "device_profiles" / "catalog"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # docs/wire.md, "Topics": kind → (QoS, retained)
-TABLE = {"status": (1, True), "health": (1, False), "telemetry": (1, False), "event": (1, False),
+TABLE = {"status": (1, True), "health": (1, False), "telemetry": (1, False), "urgent": (1, False), "event": (1, False),
          "cmd-result": (1, False), "config-result": (1, False), "config-running": (1, True)}
 GATEWAY_KINDS = {"status", "config-result", "config-running"}  # topics without a device level
 SEVERITIES = {"critical", "major", "minor", "warning", "info"}
@@ -109,6 +109,43 @@ def doc_points(profile: str) -> dict[str, tuple[type, float]]:
     return out
 
 
+def doc_limits(profile: str) -> dict[str, list[dict[str, Any]]]:
+    """docs/wire.md, "Urgent telemetry": the threshold and state rules of the catalog YAML whose
+    point has no `event:`, by wire point id (a rule with `block:` applies to every instance)."""
+    y = yaml.safe_load((CATALOG / f"{profile}.yaml").read_text())
+    has_event = {(None, p["key"]) for p in y.get("points", []) if "event" in p}
+    has_event |= {(b["key"], p["key"]) for b in y.get("blocks", []) for p in b["points"] if "event" in p}
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for pid in doc_points(profile):
+        parts = pid.split(".")
+        block, key = (parts[0], parts[2]) if len(parts) == 3 else (None, pid)
+        for r in y.get("alarms", []):
+            if r["kind"] in ("threshold", "state") and (r.get("block"), r["point"]) == (block, key) \
+                    and (block, key) not in has_event:
+                out[pid].append(r)
+    return out
+
+
+def calls(r: dict[str, Any], v: Any) -> bool:
+    if r["kind"] == "state":
+        return bool(v == r["value"])
+    return bool(v >= r["raise"] if r.get("direction", "above") == "above" else v <= r["raise"])
+
+
+def clears(r: dict[str, Any], v: Any) -> bool:
+    if r["kind"] == "state":
+        return not calls(r, v)
+    return bool(v <= r["clear"] if r.get("direction", "above") == "above" else v >= r["clear"])
+
+
+def crossed(rules: list[dict[str, Any]], last: Any, v: Any) -> bool:
+    """Against the value last sent: starts or stops calling for the alarm, or reaches the clear
+    level; a first value only when it calls for the alarm."""
+    if last is None:
+        return any(calls(r, v) for r in rules)
+    return any(calls(r, v) != calls(r, last) or (clears(r, v) and not clears(r, last)) for r in rules)
+
+
 def check_times(body: dict[str, Any], where: str) -> None:
     for k, v in body.items():
         if k in ("ts", "last_ok", "backlog_oldest", "expires"):
@@ -138,6 +175,10 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
         wait_until(lambda: any(e.get("kind") == "state" for e in cap.payloads("event", "spk1")), 20, "state event")
         wait_until(lambda: any(h.get("clock_skew_s") is not None for h in cap.payloads("health")), 20,
                    "a gateway health with its clock skew")
+        # chg1's port 1 sensor reads 72 °C for 3 s (its rule: raise 70, clear 60; cut-off 75): urgent twice
+        site.device("chg1").model.sensor_spike(1, 72.0, 3.0)
+        wait_until(lambda: len([u for u in cap.payloads("urgent", "chg1") if "port.1.connector_temp" in u["values"]])
+                   >= 2, 20, "urgent telemetry of chg1 port 1 going over 70 °C and back")
         time.sleep(6)  # past a snapshot period, with moving readings
     finally:
         agent.stop()
@@ -174,9 +215,13 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
             assert isinstance(body["epoch"], str) and body["epoch"], topic
             seqs[device].append(body["seq"])
             epochs.add(body["epoch"])
-        if kind == "telemetry":
+        if kind in ("telemetry", "urgent"):
             points = doc_points(profiles[device])  # type: ignore[index]
+            limits = doc_limits(profiles[device])  # type: ignore[index]
             assert isinstance(body["snapshot"], bool) and isinstance(body["values"], dict)
+            across = [pid for pid, v in body["values"].items()
+                      if limits.get(pid) and crossed(limits[pid], sent[device].get(pid), v)]  # type: ignore[index]
+            assert (kind == "urgent") == bool(across), f"{topic}: {body['values']} crossed {across}"
             for pid, v in body["values"].items():
                 assert pid in points, f"{device}: {pid} is not a point of {profiles[device]}"  # type: ignore[index]
                 want, deadband = points[pid]
@@ -204,7 +249,7 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
         elif kind == "cmd-result":
             assert body["status"] in ("done", "refused", "failed", "expired") and isinstance(body["id"], str)
 
-    assert kinds_seen >= {"telemetry", "event", "health", "cmd-result", "gateway-status", "gateway-health"}
+    assert kinds_seen >= {"telemetry", "urgent", "event", "health", "cmd-result", "gateway-status", "gateway-health"}
     assert len(epochs) == 1, f"one outbox, one epoch: {epochs}"
     for device, s in seqs.items():
         s.sort()

@@ -186,9 +186,9 @@ def write_tb_config(d: Path, tb_py: Path, mq_port: int, ports: list[int], points
 
 
 class Counter:
-    """Counts messages and values published under a topic filter (paho subscriber thread)."""
+    """Counts messages and values published under topic filters (paho subscriber thread)."""
 
-    def __init__(self, port: int, topic: str, count_values: Any) -> None:
+    def __init__(self, port: int, topics: list[str], count_values: Any) -> None:
         import paho.mqtt.client as mqtt
 
         self.msgs = 0
@@ -198,7 +198,7 @@ class Counter:
         self._count_values = count_values
         self._c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-counter-{os.getpid()}")
         self._c.on_message = self._on_message
-        self._c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=0)
+        self._c.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 0) for t in topics])
         self._c.connect("127.0.0.1", port)
         self._c.loop_start()
 
@@ -392,7 +392,7 @@ def run_ours(tmp: Path, mq_port: int, ports: list[int], warmup: float, seconds: 
         ],
     }
     (tmp / "agent.yaml").write_text(yaml.safe_dump(cfg))
-    counter = Counter(mq_port, "sw/v1/bench/gw1/+/telemetry", _ours_values)
+    counter = Counter(mq_port, ["sw/v1/bench/gw1/+/telemetry", "sw/v1/bench/gw1/+/urgent"], _ours_values)
     agent = None
     try:
         with open(tmp / "agent.log", "wb") as log:
@@ -442,7 +442,7 @@ def run_tb(tmp: Path, tb_py: Path, mq_port: int, ports: list[int], warmup: float
     write_tb_config(cfg_dir, tb_py, mq_port, ports, points)
     run_dir = tmp / "tb-run"
     run_dir.mkdir()
-    counter = Counter(mq_port, "v1/gateway/telemetry", _tb_values)
+    counter = Counter(mq_port, ["v1/gateway/telemetry"], _tb_values)
     limits = SessionLimits(mq_port)
     gw = None
     try:

@@ -38,7 +38,7 @@ def expected_points(sent: list[tuple[str, bytes]], site: SiteFile) -> dict[Key, 
     out: dict[Key, Any] = {}
     for topic, payload in sent:
         t = wire.parse_topic(topic)
-        if t.kind is not wire.Kind.TELEMETRY or t.device not in devs:
+        if t.kind not in wire.TELEMETRY_KINDS or t.device not in devs:
             continue
         gw, d = devs[t.device]
         if gw != t.gateway:

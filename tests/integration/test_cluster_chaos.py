@@ -288,7 +288,7 @@ def _expected_by_device(sent: list[tuple[str, bytes]], site: Any) -> dict[str, s
     out: dict[str, set[int]] = {}
     for topic, payload in sent:
         t = wire.parse_topic(topic)
-        if t.kind is wire.Kind.TELEMETRY and t.device:
+        if t.kind in wire.TELEMETRY_KINDS and t.device:
             msg = wire.decode(t.kind, payload)
             out.setdefault(t.device, set()).add(round(msg.ts.timestamp() * 1000))
     return out
@@ -446,7 +446,7 @@ def _seq_by_ts(sent: list[tuple[str, bytes]]) -> dict[tuple[str, int], int]:
     out = {}
     for topic, payload in sent:
         t = wire.parse_topic(topic)
-        if t.kind is wire.Kind.TELEMETRY and t.device:
+        if t.kind in wire.TELEMETRY_KINDS and t.device:
             msg = wire.decode(t.kind, payload)
             out[(t.device, round(msg.ts.timestamp() * 1000))] = msg.seq
     return out

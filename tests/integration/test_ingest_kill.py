@@ -133,7 +133,7 @@ def test_sigkill_of_the_ingester_loses_nothing_and_stores_nothing_twice(tmp_path
     published: dict[str, set[int]] = {}
     for topic, payload in sent:
         t = wire.parse_topic(topic)
-        if t.kind is wire.Kind.TELEMETRY and t.device:
+        if t.kind in wire.TELEMETRY_KINDS and t.device:
             msg = wire.decode(t.kind, payload)
             seq_of[(t.device, round(msg.ts.timestamp() * 1000))] = msg.seq
     for _m, _f, tags, ts in expected:

@@ -115,12 +115,14 @@ class Collector:
             self.msgs.append((time.monotonic(), t, payload))
 
     def of(self, kind: wire.Kind, device: str | None = None) -> list[Any]:
-        with self.lock:
-            return [p for _, t, p in self.msgs if t.kind is kind and (device is None or t.device == device)]
+        """Messages of `kind`; TELEMETRY includes urgent telemetry (docs/wire.md: a receiver takes
+        either topic as telemetry), URGENT alone only the urgent ones."""
+        return [p for _, p in self.timed(kind, device)]
 
     def timed(self, kind: wire.Kind, device: str | None = None) -> list[tuple[float, Any]]:
+        kinds = wire.TELEMETRY_KINDS if kind is wire.Kind.TELEMETRY else {kind}
         with self.lock:
-            return [(ts, p) for ts, t, p in self.msgs if t.kind is kind and (device is None or t.device == device)]
+            return [(ts, p) for ts, t, p in self.msgs if t.kind in kinds and (device is None or t.device == device)]
 
     def wait(self, cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
         return wait_until(cond, timeout, what)

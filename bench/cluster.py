@@ -10,9 +10,10 @@ One run, all on this machine (servers on loopback, started here, stopped by PID)
    VictoriaMetrics for all three; acknowledgements wait for the durability point on every path.
 2. **Takeover.** Two replicas under fleet load, a real edge agent with a simulated sprinkler monitor
    and a simulated 10-port charger on its RS-485 bus. A flip is two alarms at once, one of each path:
-   the waterflow switch on (an event, safety lane) and port 1's connector at 72 °C (telemetry, bulk
-   lane; "Charging port overheating" raises above 70 °C held 5 s, so its flip → push includes those
-   5 s and the edge's poll). Reference: flips with nothing broken. Then, `--kills` times: `kill -9`
+   the waterflow switch on (an event, safety lane) and port 1's connector at 72 °C (telemetry; the
+   reading that crosses 70 °C is urgent telemetry on the safety lane, docs/wire.md, the rest bulk;
+   "Charging port overheating" raises above 70 °C held 5 s, so its flip → push includes those 5 s
+   and the edge's poll). Reference: flips with nothing broken. Then, `--kills` times: `kill -9`
    the replica that owns the edge's partition, flip at once, and measure the takeover (kill → the
    survivor holds the partition, read from the lease table) and flip → push of both alarms at the
    phone stand-in; then restart it.
@@ -290,6 +291,13 @@ def takeovers(root: Path, cluster: Any, vm: Any, pg: Any, receiver: PushReceiver
                   f"overheat → push {lat_hot:.2f} s", flush=True)
             victim.start()
             wait_until(partial(_holds_some, db, victim.name), 60, "the restarted replica back")
+        # Each flip raises each alarm once, so each must reach the phone once: a re-send after a
+        # takeover that doubles a push shows here (late ones included: a few seconds to arrive).
+        time.sleep(5)
+        flips = refs + kills
+        n_flow, n_hot = len(receiver.alarms()), len(receiver.alarms(hot, ALARM_CHG))
+        print(f"  pushes: waterflow {n_flow}, overheating {n_hot}, for {flips} flips each"
+              f"{'' if n_flow == n_hot == flips else '  <-- NOT ONE PUSH PER ALARM'}", flush=True)
     finally:
         res = fleet.stop() if fleet.thread is not None else None
         if res is not None:

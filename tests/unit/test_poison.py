@@ -13,6 +13,7 @@ NEVER_GIVEN_UP = [
     "sw/v1/site-a/gw-1/status",
     "sw/v1/site-a/gw-1/health",
     "sw/v1/site-a/gw-1/dev-1/event",
+    "sw/v1/site-a/gw-1/dev-1/urgent",
     "sw/v1/site-a/gw-1/dev-1/health",
     "sw/v1/site-a/gw-1/dev-1/telemetry",
     "sw/v1/site-a/gw-1/dev-1/cmd-result",

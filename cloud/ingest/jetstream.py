@@ -76,10 +76,11 @@ LANE_OF = {P.SAFETY: SAFETY, P.BULK: MAIN}
 ACK_WAIT_S = 6.0
 
 
-def _pending_behind(msg: Any) -> int | None:
-    """How many messages the consumer still had for us behind this one (its ack subject), if known."""
+def _meta(msg: Any, field: str) -> int | None:
+    """A count from a message's JetStream metadata (its ack subject), if known: `num_pending` (how many
+    the consumer still had for us behind it), `num_delivered` (this delivery's number)."""
     try:
-        return int(msg.metadata.num_pending)
+        return int(getattr(msg.metadata, field))
     except Exception:
         return None
 
@@ -213,9 +214,14 @@ class _Puller:
         try:
             self.handler(topic, msg.data, time.time())
             self.to_ack.append(msg.reply)
-        except Exception:  # not handled (a store unreachable): never acknowledged, delivered again
-            log.exception("%s: handling %s failed; it comes again after the ack wait", self.consumer, topic)
-        if not self.caught_up.is_set() and self.lane == P.SAFETY and _pending_behind(msg) == 0:
+        except Exception as e:
+            delivered = _meta(msg, "num_delivered")
+            if self.owner.on_failure(topic, msg.data, delivered, e):
+                self.to_ack.append(msg.reply)  # set aside (`on_failure`): acknowledged, not delivered again
+            else:  # not handled (a store unreachable): never acknowledged, delivered again
+                log.exception("%s: handling %s failed (delivery %s); it comes again after the ack wait",
+                              self.consumer, topic, delivered)
+        if not self.caught_up.is_set() and self.lane == P.SAFETY and _meta(msg, "num_pending") == 0:
             self.caught_up.set()
         if self.lane == P.BULK and self.handled % self.YIELD_EVERY == 0:
             # nats-py hands a subscription's queued messages to us back to back, without giving the loop
@@ -272,6 +278,10 @@ class JetStreamIngestClient(BaseIngestClient):
         self._stopping = False
         self._ready = threading.Event()
         self.last_error = ""
+        # Asked when a handler raised on a message delivered `n` times (JetStream's count; None: unknown):
+        # True if it was set aside instead (the ingest service's dead letters, cloud/ingest/poison.py), then
+        # it is acknowledged like a handled one; False leaves it unacknowledged, delivered again.
+        self.on_failure: Callable[[str, bytes, int | None, Exception], bool] = lambda *_: False
 
     def conn(self, lane: str) -> Any:
         """The NATS connection a partition lane (P.SAFETY / P.BULK) pulls and acknowledges on."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.broker_account import BrokerAccount, redact
+from cloud.ingest import poison
 from cloud.ingest.dead_letter import DeadLetterStore
 from cloud.ingest.dedupe import Deduper
 from cloud.ingest.durability import Barrier, Callback, DurabilityPoint, GroupCommit, Stage
@@ -143,6 +144,8 @@ class IngestService:
         self.config_sink: Callable[[str, bytes], None] | None = None
         self.on_birth: Callable[[str, str, wire.Status], None] | None = None
         self._unparked: list[int] = []  # parked rows handled; deleted once their results are durable
+        # How often `config_sink` may fail on one answer before it is set aside (`_set_aside`).
+        self.max_deliveries = poison.MAX_DELIVERIES
         cid = config.client_id or f"sw-ingest-{socket.gethostname()[:20]}-{os.getpid()}"
         client_cls: Any = IngestClient
         if config.mqtt_client == "gmqtt":
@@ -173,6 +176,7 @@ class IngestService:
                 account=config.account or None,
                 durable=self.durable,
             )
+            self.client.on_failure = self._set_aside
         else:
             self.client = client_cls(
                 config.broker,
@@ -238,6 +242,20 @@ class IngestService:
         self.pipeline.handle(topic, payload, received)
         if self._parked_n:
             self._unpark(expired=received - self._parked_since > self.PARK_S)
+
+    def _set_aside(self, topic: str, payload: bytes, delivered: int | None, error: Exception) -> bool:
+        """The NATS ingester's question when a handler raised (cloud/ingest/poison.py): a remote-config
+        answer that failed on each of its `max_deliveries` deliveries is kept as a dead letter, counted and
+        logged, then acknowledged (the dead letter is committed before: the durability point). Anything
+        else, and an answer with tries left, is delivered again."""
+        if not poison.gives_up(topic, delivered, self.max_deliveries):
+            return False
+        detail = f"{type(error).__name__}: {error} (failed at each of {delivered} deliveries)"
+        log.error("%s: set aside as dead letter %r, not delivered again: %s", topic, poison.HANDLER_FAILED,
+                  detail, exc_info=error)
+        self.dead.add(topic, poison.HANDLER_FAILED, detail, payload)
+        self.pipeline.stats.dead[poison.HANDLER_FAILED] += 1
+        return True
 
     def _unpark(self, expired: bool) -> None:
         """Handle parked messages of gateways now enrolled (all of them if they waited too long)."""

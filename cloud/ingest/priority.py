@@ -6,8 +6,9 @@ behind telemetry in the *engine's queue*. The engine evaluates messages in one t
 2,000 msg/s fleet its queue held up to a second or two of telemetry in bursts, and a waterflow
 event queued behind it (measured: ingest → push dispatched p99 1.6 s, target 100 ms).
 
-`PriorityGate` is the SafetySink the ingester feeds. Events, status, device health and the other
-rare kinds go straight into the engine. Device telemetry is **conflated**: held at most one entry
+`PriorityGate` is the SafetySink the ingester feeds. Events, status, device health, urgent telemetry
+(docs/wire.md; its device's held readings go just before it) and the other rare kinds go straight
+into the engine. Device telemetry is **conflated**: held at most one entry
 per device (cloud/ingest/conflate.py: newest samples per point, each with its own seq, edge ts and
 receive time), and a feeder thread hands the entries on, the device that waited longest first,
 only while the engine has fewer than `max_ahead` messages pending. So an urgent message has at most
@@ -66,6 +67,17 @@ class PriorityGate:
     def put(self, msg: SafetyMessage) -> None:
         """SafetySink: never blocks. Device telemetry is merged into its device's held entry;
         everything else goes straight to the engine (never merged, never held)."""
+        if msg.kind is wire.Kind.URGENT and msg.device is not None:
+            # Urgent telemetry overtakes other devices' held readings, not its own device's: handed on
+            # after it, those would be history to the engine (lower seq), and a rate-of-rise window
+            # would lose the rise it was judging. Under the lock, so the feeder cannot slip between.
+            self.urgent += 1
+            with self._lock:
+                held = self._held.take_device((msg.site, msg.gateway, msg.device))
+                if held is not None:
+                    self.sink.put(held)
+                self.sink.put(msg)
+            return
         if msg.kind is not wire.Kind.TELEMETRY or msg.device is None:
             self.urgent += 1
             self.sink.put(msg)
@@ -88,11 +100,11 @@ class PriorityGate:
                 time.sleep(0.001)  # the engine is busy: let it work, then top it up
                 continue
             for _ in range(room):
-                with lock:
+                with lock:  # taken and handed on under the lock: an urgent message keeps its device's order
                     m = held.take()
-                if m is None:
-                    break
-                sink.put(m)
+                    if m is None:
+                        break
+                    sink.put(m)
 
     def qsize(self) -> int:
         """Messages waiting for the engine: held device entries plus the engine's own queue."""

@@ -69,8 +69,8 @@ def test_an_event_has_at_most_max_ahead_telemetry_in_front() -> None:
         assert eng.backlog() == 8  # the engine is full: the gate holds the rest
         gate.put(event(1000))
         assert [m.kind for m in eng.got].index(wire.Kind.EVENT) == 8
-        # urgent telemetry (docs/wire.md) of a device whose readings are held passes them too, unmerged
-        hot = tele(1001, dev="d999", values={"port.1.connector_temp": 71.2})
+        # urgent telemetry (docs/wire.md) passes the held readings too, unmerged
+        hot = tele(1001, dev="hot", values={"port.1.connector_temp": 71.2})
         gate.put(SafetyMessage(hot.site, hot.gateway, hot.device, wire.Kind.URGENT, hot.payload, 0.0))
         assert [m.kind for m in eng.got].index(wire.Kind.URGENT) == 9 and eng.got[9].payload is hot.payload
         assert gate.qsize() == 1002  # 992 held devices + 10 in the engine
@@ -177,3 +177,33 @@ def test_storage_keeps_every_reading_while_the_gate_merges() -> None:
     finally:
         eng.process_all()
         gate.stop(1)
+
+
+def test_urgent_telemetry_goes_after_its_own_devices_held_readings() -> None:
+    """A runaway port: its routine readings are held while the engine is busy, then the reading past
+    70 °C comes as urgent telemetry. It overtakes the other devices' held readings, but its own device's
+    go just before it: after it they would be history (lower seq) and a rate-of-rise window would lose
+    the rise (the e2e bench's rate-of-rise pushes came 9-10 s late under load that way)."""
+    eng = SlowEngine()
+    gate = PriorityGate(eng, max_ahead=1).start()
+    try:
+        gate.put(tele(1, dev="other-0"))
+        wait(lambda: eng.backlog() == 1)  # the engine is full: everything after this is held
+        for i in range(1, 4):
+            gate.put(tele(i, dev=f"other-{i}"))
+        rise = [tele(s, dev="hot", values={"port.1.connector_temp": 40.0 + 4 * s}) for s in range(1, 7)]
+        for m in rise:
+            gate.put(m)
+        u = tele(7, dev="hot", values={"port.1.connector_temp": 70.0})
+        gate.put(SafetyMessage(u.site, u.gateway, u.device, wire.Kind.URGENT, u.payload, 0.0))
+        got = [(m.device, m.kind) for m in eng.got]
+        assert got == [("other-0", wire.Kind.TELEMETRY), ("hot", wire.Kind.TELEMETRY), ("hot", wire.Kind.URGENT)]
+        held = eng.got[1].payload
+        assert isinstance(held, Readings)
+        assert [meta.seq for meta, _ in held.points["port.1.connector_temp"]][-1] == 6  # the rise, up to 6
+        assert gate.qsize() == 3 + 3  # the other devices still wait their turn, behind it
+    finally:
+        eng.process_all()
+        gate.stop(1)
+        while eng.backlog():
+            eng.process_all()

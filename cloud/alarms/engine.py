@@ -561,14 +561,13 @@ class AlarmEngine:
             if not O.newer(sample, marks.get(pid)):
                 self.counters["stale"] += 1  # backlog, or overtaken by a newer reading: not state
                 self.stale_by_point[(msg.site, msg.gateway, dev, pid)] += 1
+                self._backfill_rates(rules, ref, idx, v, min(O.sample_time(sample.ts, sample.received), now),
+                                     now, sample.received, block, pid, touched)
                 return
             marks[pid] = O.mark(sample)
             t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
         for rule, k in rules:
-            if rule.only_tagged and (
-                idx is None
-                or ref.instance_labels.get(idx, {}).get(rule.only_tagged, "").lower() not in TRUE_TAGS
-            ):
+            if _tagged_out(rule, ref, idx):
                 continue
             entry = self.tracks.get(k)
             if entry is None:
@@ -577,23 +576,41 @@ class AlarmEngine:
                 self.tracks[k] = entry
             _, tr, ctx = entry
             before = tr.pending_since
-            action = R.step(rule, tr, v, t)
-            if rule.kind is AlarmKind.RATE_OF_RISE:
-                self._rate_dirty[k] = pid
-            if tr.pending_since is not None and not tr.active:
-                self._pending.add(k)
-            else:
-                self._pending.discard(k)
-            if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
-                self._tracks_dirty[k] = tr.pending_since
-            if action is R.Action.RAISE:
-                if before is not None and rule.for_s > 0:
-                    self._tracks_dirty[k] = None
-                self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
-                touched.add(ctx.instance)
-            elif action is R.Action.CLEAR:
-                self._clear(k, now)
-                touched.add(ctx.instance)
+            self._stepped(rule, k, tr, ctx, before, R.step(rule, tr, v, t), v, now, origin, block, pid, touched)
+
+    def _stepped(self, rule: AlarmRule, k: str, tr: R.Track, ctx: Any, before: float | None, action: R.Action,
+                 v: wire.Scalar, now: float, origin: float, block: str | None, pid: str, touched: set[str]) -> None:
+        """What a rule's step changed: its window and hold to save, the alarm to raise or clear."""
+        if rule.kind is AlarmKind.RATE_OF_RISE:
+            self._rate_dirty[k] = pid
+        if tr.pending_since is not None and not tr.active:
+            self._pending.add(k)
+        else:
+            self._pending.discard(k)
+        if rule.for_s > 0 and (tr.pending_since is None) != (before is None) and not tr.active:
+            self._tracks_dirty[k] = tr.pending_since
+        if action is R.Action.RAISE:
+            if before is not None and rule.for_s > 0:
+                self._tracks_dirty[k] = None
+            self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
+            touched.add(ctx.instance)
+        elif action is R.Action.CLEAR:
+            self._clear(k, now)
+            touched.add(ctx.instance)
+
+    def _backfill_rates(self, rules: list[tuple[AlarmRule, str]], ref: DeviceRef, idx: int | None,
+                        v: wire.Scalar, t: float, now: float, origin: float, block: str | None, pid: str,
+                        touched: set[str]) -> None:
+        """An overtaken reading still counts for the rate of rise of its point (`R.backfill`)."""
+        for rule, k in rules:
+            entry = self.tracks.get(k)
+            if rule.kind is not AlarmKind.RATE_OF_RISE or entry is None or _tagged_out(rule, ref, idx):
+                continue  # (no window yet: nothing newer to judge it against)
+            _, tr, ctx = entry
+            before = tr.pending_since
+            action = R.backfill(rule, tr, v, t)
+            self._stepped(rule, k, tr, ctx, before, action, tr.samples[-1][1] if tr.samples else v, now, origin,
+                          block, pid, touched)
 
     def _composites(
         self, msg: SafetyMessage, ref: DeviceRef, all_rules: list[AlarmRule], instances: set[str], now: float
@@ -1321,6 +1338,12 @@ class AlarmEngine:
 
     def stats(self) -> dict[str, Any]:
         return {**self.counters, "active": len(self.active), "tracks": len(self.tracks)}
+
+
+def _tagged_out(rule: AlarmRule, ref: DeviceRef, idx: int | None) -> bool:
+    """A rule limited to instances the site tags (`only_tagged`) that this instance is not tagged for."""
+    return bool(rule.only_tagged) and (
+        idx is None or ref.instance_labels.get(idx, {}).get(rule.only_tagged or "", "").lower() not in TRUE_TAGS)
 
 
 def _meta(p: Any, received: float) -> O.Meta | None:

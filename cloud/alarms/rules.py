@@ -111,6 +111,31 @@ def step(rule: AlarmRule, tr: Track, value: Scalar, now: float) -> Action:
     return _hold(rule, tr, now)
 
 
+def backfill(rule: AlarmRule, tr: Track, value: Scalar, t: float) -> Action:
+    """A reading of a rate-of-rise point older (by seq) than one already judged, taken at `t`: a
+    reading that another lane overtook (urgent telemetry on the safety lane, docs/wire.md, ahead of
+    the same rise's routine readings on the main one). It is history for the point's state, but
+    still evidence of how fast the point rose: it goes into the window in time order, and the rate
+    at the window's newest sample is judged again. It may raise, never clear (clearing is the newest
+    reading's word). Other kinds, and a reading outside the window, change nothing."""
+    if rule.kind is not AlarmKind.RATE_OF_RISE or rule.rate is None or not tr.samples:
+        return Action.NONE
+    v = num(value)
+    newest = tr.samples[-1][0]
+    if v is None or t > newest or newest - t > RATE_WINDOW_S or len(tr.samples) == tr.samples.maxlen:
+        return Action.NONE
+    i = len(tr.samples)
+    while i and tr.samples[i - 1][0] > t:
+        i -= 1
+    tr.samples.insert(i, (t, v))
+    if tr.active:
+        return Action.NONE
+    r = rate_per_min(tr.samples, newest)
+    if r is None or r <= rule.rate:
+        return Action.NONE
+    return _hold(rule, tr, newest)
+
+
 def _hold(rule: AlarmRule, tr: Track, now: float) -> Action:
     if tr.pending_since is None:
         tr.pending_since = now

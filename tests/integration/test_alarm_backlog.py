@@ -273,6 +273,26 @@ def test_urgent_telemetry_raises_ahead_of_the_backlog_it_overtook(tmp_path: Path
         rig.close()
 
 
+def test_a_rise_overtaken_by_its_urgent_reading_still_raises_the_rate_of_rise(tmp_path: Path) -> None:
+    """The urgent reading of a runaway port (71 °C, seq 6) reaches the engine before the rise's routine
+    readings (seq 2-5) that the main lane still carried: they are history for the port's state, but
+    the rate of rise ("Charging port heating fast", 8 °C/min) is judged with them. Before, they were
+    dropped, and the port's first reading alone showed no rate: no alarm until more readings came."""
+    rig = rig_at(tmp_path)
+    t0 = rig.clock.t
+    try:
+        rig.at(11)
+        u = rig.tel("charger-a", {"port.3.connector_temp": 71.0}, seq=6, ts=at(t0 + 10))
+        rig.feed(SafetyMessage(u.site, u.gateway, u.device, wire.Kind.URGENT, u.payload, u.received))
+        assert not rig.alarms("connector_temp_rise")
+        for seq, (dt, temp) in enumerate([(2, 39.0), (4, 47.0), (6, 55.0), (8, 63.0)], start=2):
+            rig.feed(rig.tel("charger-a", {"port.3.connector_temp": temp}, seq=seq, ts=at(t0 + dt)))
+        assert [a.instance for a in rig.alarms("connector_temp_rise")] == ["3"]
+        assert rig.engine.counters["stale"] >= 4  # history for the port's state all the same
+    finally:
+        rig.close()
+
+
 def test_telemetry_older_than_a_not_answering_report_does_not_clear_it(tmp_path: Path) -> None:
     rig = rig_at(tmp_path)
     t0 = rig.clock.t

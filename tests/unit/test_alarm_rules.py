@@ -262,3 +262,29 @@ def test_rate_of_rise_after_a_cool_down_judges_from_the_low() -> None:
     cooling = [(float(t), 60.0 - 0.5 * t) for t in range(0, 60, 5)]  # -6 °C/min, deadband steps
     wobble = [*cooling, (60.0, 31.0), (65.0, 31.5), (70.0, 32.0)]  # +1.5 °C off the bottom
     assert run(ror, wobble) == []
+
+
+def test_rate_of_rise_takes_readings_another_lane_overtook() -> None:
+    """Urgent telemetry (docs/wire.md) overtakes the rise's routine readings: the port's first
+    reading the engine sees is the 70 °C one; the readings of the rise come after it, older by seq.
+    They still show how fast it rose (docs/alarms.md: the newest above the window's lowest)."""
+    ror = rule(kind="rate_of_rise", point="t", rate=8)
+    tr = R.Track()
+    assert R.step(ror, tr, 70.0, 110.0) is R.Action.NONE  # alone in the window: no rate yet
+    assert R.backfill(ror, tr, 66.0, 109.0) is R.Action.NONE  # 4 °C over 1 s: span under 5 s
+    assert R.backfill(ror, tr, 30.0, 100.0) is R.Action.RAISE  # 40 °C over 10 s = 240 °C/min
+    assert [t for t, _ in tr.samples] == [100.0, 109.0, 110.0] and tr.active
+    # active: more of the rise changes nothing, and an old low reading never clears it
+    assert R.backfill(ror, tr, 20.0, 105.0) is R.Action.NONE and tr.active
+
+
+@pytest.mark.parametrize(("t", "why"), [(111.0, "newer than the newest: not backfill"),
+                                         (49.0, "older than the window")])
+def test_rate_backfill_outside_the_window_changes_nothing(t: float, why: str) -> None:
+    ror = rule(kind="rate_of_rise", point="t", rate=8)
+    tr = R.Track()
+    R.step(ror, tr, 70.0, 110.0)
+    assert R.backfill(ror, tr, 20.0, t) is R.Action.NONE, why
+    assert list(tr.samples) == [(110.0, 70.0)]
+    thr = rule(kind="threshold", point="t", **{"raise": 70, "clear": 60})
+    assert R.backfill(thr, R.Track(), 90.0, 100.0) is R.Action.NONE  # other kinds: history is history

@@ -64,11 +64,10 @@ class DeviceRuntime:
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
     charge: EdgeChargeWatch | None = None
-    limits: Limits | None = None  # which readings cross an alarm limit (edge_agent/urgency.py)
+    limits: Limits = field(init=False)  # which readings cross an alarm limit (edge_agent/urgency.py)
 
     def __post_init__(self) -> None:
-        if self.limits is None:
-            self.limits = Limits.for_profile(self.profile, self.reporter.event_points)
+        self.limits = Limits.for_profile(self.profile, self.reporter.event_points)
 
 
 def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
@@ -273,7 +272,7 @@ class Agent:
         if out.values:
             vals, snap = out.values, out.snapshot
             # A reading across an alarm limit goes on the safety lane, committed and sent at once.
-            urgent = rt.limits is not None and rt.limits.crossed(vals)
+            urgent = rt.limits.crossed(vals)
             items.append(
                 New(
                     self.topic(wire.Kind.URGENT if urgent else wire.Kind.TELEMETRY, device),

@@ -199,7 +199,9 @@ class CloudService:
                                          lambda site: [g.id for g in registry.gateways(site)],
                                          account.username, account.password,
                                          owns=self._owns if clustered else None,
-                                         name=self._replica_id() if clustered else "").start()
+                                         name=self._replica_id() if clustered else "",
+                                         client_id=None if clustered else f"{c.client_id}-config",
+                                         set_aside=ingest.set_aside).start()
             if clustered:
                 ingest.config_sink, ingest.on_birth = self.configs.handle, self.configs.birth
             self._started("remote config", self.configs)

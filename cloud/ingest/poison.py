@@ -11,6 +11,11 @@ re-handled on the safety lane each time, and nobody was told. After `MAX_DELIVER
 set aside instead: the ingest service keeps it as dead letter `HANDLER_FAILED` (cloud/ingest/service.py)
 and it is acknowledged. This is a per-message decision, not a `max_deliver` on the safety consumer,
 which would also give up alarms.
+
+With one broker (mosquitto) the broker delivers an unacknowledged message again only on the next
+connection, so the remote-config service retries a failing answer itself, on the same schedule
+(`retry_delay`: the same ride-out, backing off), and acknowledges it once recorded or set aside
+(cloud/remote_config/inbox.py).
 """
 
 from __future__ import annotations
@@ -40,3 +45,15 @@ def gives_up(topic: str, delivered: int | None, max_deliveries: int = MAX_DELIVE
     if topic.rsplit("/", 1)[-1] not in CONFIG_UP_KINDS:
         return False
     return delivered is not None and delivered >= max_deliveries
+
+
+def retry_delay(tries: int, tried_for: float, ride_out_s: float = RIDE_OUT_S) -> float | None:
+    """After the `tries`-th failed try of a message, the first of them `tried_for` seconds ago: how long
+    to wait before the next try, or None: set it aside now. Backs off from 0.5 s to one ack wait
+    (as JetStream redelivers), never past the ride-out, so the last try comes at ~`ride_out_s`."""
+    if tries < 1:
+        raise ValueError("retry_delay is asked after a failed try")
+    left = ride_out_s - tried_for
+    if left <= 0:
+        return None
+    return min(0.5 * 2 ** (tries - 1), ACK_WAIT_S, left)

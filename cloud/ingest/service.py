@@ -250,12 +250,23 @@ class IngestService:
         else, and an answer with tries left, is delivered again."""
         if not poison.gives_up(topic, delivered, self.max_deliveries):
             return False
-        detail = f"{type(error).__name__}: {error} (failed at each of {delivered} deliveries)"
+        self._keep_failed(topic, payload, f"{type(error).__name__}: {error} (failed at each of {delivered} deliveries)",
+                          error)
+        return True
+
+    def set_aside(self, topic: str, payload: bytes, detail: str, error: Exception) -> None:
+        """One broker: remote configuration gave up an answer it could not record
+        (cloud/remote_config/inbox.py). Kept as dead letter `handler_failed` and on disk when this
+        returns (it acknowledges the message next); raises if it could not be written (then it is not
+        acknowledged either)."""
+        self._keep_failed(topic, payload, detail, error)
+        self.dead.flush()
+
+    def _keep_failed(self, topic: str, payload: bytes, detail: str, error: Exception) -> None:
         log.error("%s: set aside as dead letter %r, not delivered again: %s", topic, poison.HANDLER_FAILED,
                   detail, exc_info=error)
         self.dead.add(topic, poison.HANDLER_FAILED, detail, payload)
         self.pipeline.stats.dead[poison.HANDLER_FAILED] += 1
-        return True
 
     def _unpark(self, expired: bool) -> None:
         """Handle parked messages of gateways now enrolled (all of them if they waited too long)."""

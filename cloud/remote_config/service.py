@@ -14,8 +14,10 @@
 
 Chosen by the broker URL, like the ingester (one code path, two transports):
 
-* `mqtt://…` (one broker): a paho connection of its own subscribes to the answers and births and
-  publishes the desired config retained; handlers run on paho's thread and only touch the store.
+* `mqtt://…` (one broker): a paho connection of its own (a persistent session under `cloud serve`)
+  subscribes to the answers and births and publishes the desired config retained; an answer is
+  acknowledged only once recorded, or set aside as a dead letter after ~90 s of failing tries
+  (cloud/remote_config/inbox.py), so none is lost to a store that is briefly away or to a crash.
 * `nats://h1,h2,h3` (a NATS cluster with N `cloud serve` replicas over one database): a gateway's
   answers (`config-result`, `config-running`) are partitioned uplink like its births
   (cloud/cluster/partition.py), so they are read once, by the replica that owns the gateway's partition,
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.ingest.jetstream import is_nats_url
+from cloud.remote_config.inbox import AckedInbox, SetAside
 from cloud.remote_config.store import TERMINAL, ConfigStore, Rollout, State, Version
 from cloud.remote_config.validate import Verdict, patched, validate
 from device_profiles import wire
@@ -106,7 +109,7 @@ class ConfigService:
     def __init__(self, store: ConfigStore, mqtt_url: str | None, catalog: dict[str, Profile],
                  gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
                  rollout_tick_s: float = 0.5, owns: Callable[[str, str], bool] | None = None,
-                 name: str = "") -> None:
+                 name: str = "", client_id: str | None = None, set_aside: SetAside | None = None) -> None:
         self.store = store
         self.url = mqtt_url
         # On a NATS cluster: answers come through the owner's ingester (`handle`, `birth`), desired configs
@@ -123,6 +126,11 @@ class ConfigService:
         self.username, self.password = username, password
         self.rollout_tick_s = rollout_tick_s
         self._client: Any = None
+        # One broker: the answers are acknowledged once recorded (cloud/remote_config/inbox.py), on a
+        # persistent session when `client_id` is given (`cloud serve`: `<its client id>-config`), so what
+        # the gateways sent while the cloud was away or that it did not live to record comes again.
+        self.client_id = client_id
+        self.inbox = AckedInbox(self._inbound, set_aside, name="config-answers")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed = threading.Condition()  # notified on every result (tests, rollouts)
@@ -138,8 +146,10 @@ class ConfigService:
             from cloud.paho_client import start_client
 
             subs = [(t, 1) for t in (*wire.config_subscriptions(), f"{wire.PREFIX}/+/+/status")]
-            self._client = start_client(self.url, "sw-config", subs, self._on_message, self.username, self.password,
-                                        on_connected=self._republish, wait_s=wait_s)
+            self.inbox.start()
+            self._client = start_client(self.url, "sw-config", subs, self.inbox.on_message, self.username,
+                                        self.password, on_connected=self._republish, wait_s=wait_s,
+                                        client_id=self.client_id, manual_ack=True, on_session=self.inbox.session)
         self._thread = threading.Thread(target=self._rollouts, name="config-rollouts", daemon=True)
         self._thread.start()
         return self
@@ -152,6 +162,7 @@ class ConfigService:
             if self.clustered:
                 self._client.stop()
             else:
+                self.inbox.stop()  # before the disconnect: what it holds is not acknowledged, it comes again
                 self._client.disconnect()
                 self._client.loop_stop()
             self._client = None
@@ -163,18 +174,20 @@ class ConfigService:
         return bool(self._client.connected() if self.clustered else self._client.is_connected())
 
     # ------------------------------------------------------------------ inbound
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        """paho's callback (one broker): births and answers; never lets one message stop paho's thread."""
-        try:
-            if msg.topic.endswith("/status"):
-                t = wire.parse_topic(msg.topic)
-                self.birth(t.site, t.gateway, wire.decode(t.kind, msg.payload))
+    def _inbound(self, topic: str, payload: bytes) -> None:
+        """One message from one broker (cloud/remote_config/inbox.py calls it in arrival order): a birth or
+        an answer. Raises when an answer was not recorded: it is not acknowledged and is tried again."""
+        if topic.endswith("/status"):
+            try:
+                t = wire.parse_topic(topic)
+                st = wire.decode(t.kind, payload)
+            except wire.WireError as e:
+                log.warning("ignored %s: %s", topic, e)
                 return
-            self.handle(msg.topic, msg.payload)
-        except wire.WireError as e:
-            log.warning("ignored %s: %s", msg.topic, e)
-        except Exception:
-            log.exception("failed to handle %s", msg.topic)
+            if isinstance(st, wire.Status):
+                self.birth(t.site, t.gateway, st)
+            return
+        self.handle(topic, payload)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """A gateway's `config-result` or `config-running`. A malformed one or one of an unregistered

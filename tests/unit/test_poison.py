@@ -45,3 +45,28 @@ def test_the_default_bound_rides_out_about_ninety_seconds_of_redeliveries() -> N
     assert (poison.MAX_DELIVERIES - 1) * ACK_WAIT_S >= 90 > (poison.MAX_DELIVERIES - 2) * ACK_WAIT_S
     topic = CONFIG_ANSWERS[0]
     assert not poison.gives_up(topic, poison.MAX_DELIVERIES - 1) and poison.gives_up(topic, poison.MAX_DELIVERIES)
+
+
+def test_one_brokers_retry_schedule_backs_off_to_one_ack_wait_and_ends_at_the_ride_out() -> None:
+    """cloud/remote_config/inbox.py retries itself on one broker (mosquitto delivers again only on the next
+    connection): 0.5, 1, 2, 4 s, then one ack wait, never past the ride-out; none once it is over."""
+    assert [poison.retry_delay(n, 0.0, 90.0) for n in (1, 2, 3, 4, 5, 6, 20)] == [0.5, 1.0, 2.0, 4.0, ACK_WAIT_S,
+                                                                                  ACK_WAIT_S, ACK_WAIT_S]
+    assert poison.retry_delay(7, 88.5, 90.0) == 1.5  # the last try comes at the ride-out, not after it
+    assert poison.retry_delay(7, 90.0, 90.0) is None
+    assert poison.retry_delay(1, 91.0, 90.0) is None
+    # the default: a message failing every time is tried over ~90 s, then set aside
+    t, tries = 0.0, 0
+    while True:
+        tries += 1
+        d = poison.retry_delay(tries, t)
+        if d is None:
+            break
+        t += d
+    assert t == poison.RIDE_OUT_S and 15 <= tries <= 25
+    try:
+        poison.retry_delay(0, 0.0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("retry_delay(0, …) must refuse: it is asked after a failed try")

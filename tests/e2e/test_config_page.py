@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from shelterwatch.demo import SITE, DemoStack
+from tests.fixtures.servers import make_mosquitto
 from tests.fixtures.web import demo_login, running_demo, screenshot
 from tests.polling import wait_until
 
@@ -21,10 +22,16 @@ GW = "gw-shelter-a"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, mosquitto_session) -> Iterator[DemoStack]:  # type: ignore[no-untyped-def]
-    with running_demo(tmp_path_factory.mktemp("cfgstack"), mosquitto_session.url, sims=("shelter-a",),
-                      poll_ms=500) as st:
-        yield st
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    # A broker of its own, not the session's: another module's demo gateway of the same name left its
+    # retained `config-running` there (another state_dir), which this cloud would import as version 1,
+    # and rolling back to it is then rightly refused ("state_dir: stays …").
+    m = make_mosquitto(tmp_path_factory.mktemp("cfgbroker")).start()
+    try:
+        with running_demo(tmp_path_factory.mktemp("cfgstack"), m.url, sims=("shelter-a",), poll_ms=500) as st:
+            yield st
+    finally:
+        m.stop()
 
 
 def test_volunteer_has_no_config_pages(stack: DemoStack, phone) -> None:  # type: ignore[no-untyped-def]

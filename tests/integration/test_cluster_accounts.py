@@ -125,6 +125,10 @@ def test_the_fleet_publishes_its_own_gateways_uplink_and_nothing_else(
         assert edge_events.empty(), list(edge_events.queue)
         assert _stored(cluster, FLEET) == 3, "the fleet's status, telemetry and event stored"
         assert _stored(cluster, EDGE) == 0, "nothing stored under the edge's subjects"
+        refused = cluster.refusals()  # what the chaos tests assert empty: it sees these refusals
+        assert any("Publish Violation" in r and f"{SITE}.{EDGE}.spk.telemetry" in r for r in refused), refused
+        assert any("Publish Violation" in r and f"{SITE}.{EDGE}.spk.cmd" in r for r in refused), refused
+        assert any("Subscription Violation" in r for r in refused), refused
     finally:
         _close(edge, fleet)
 

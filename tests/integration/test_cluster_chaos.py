@@ -288,6 +288,12 @@ def test_every_reading_stored_once(stack: Stack) -> None:
     stack.figures["readings"] = {"devices": len(expected), "messages": sum(len(v) for v in expected.values())}
 
 
+def test_no_client_was_refused_anything(stack: Stack) -> None:
+    """After every scenario: the nodes refused the replicas (the cloud's account), the edge (its own)
+    and the fleet nothing, so no path above needed a permission production's accounts lack."""
+    assert stack.cluster.refusals() == []
+
+
 def _expected_by_device(sent: list[tuple[str, bytes]], site: Any) -> dict[str, set[int]]:
     """device → edge timestamps (ms) of the telemetry messages the fleet had acknowledged."""
     from device_profiles import wire

@@ -307,3 +307,9 @@ def test_the_survivor_finishes_a_rollout_whose_owner_was_killed_before_the_resul
     assert events(s, step["version"], "confirmed") == 1
     assert yaml.safe_load(s.edge_cfg.read_text())["uplink"]["keepalive_s"] == 7
     print(f"\nrollout finished by the survivor {time.monotonic() - t_kill:.1f} s after the owner's kill -9")
+
+
+def test_no_client_was_refused_anything(stack: Stack) -> None:
+    """After the rollouts and the takeover: the nodes refused the replicas (the cloud's account) and the
+    edges (their own) nothing, so no config path needs a permission production's accounts lack."""
+    assert stack.cluster.refusals() == []

@@ -62,6 +62,7 @@ def test_the_survivor_sends_the_push_its_dead_owner_had_on_the_way(tmp_path: Pat
         [push] = wait_until(lambda: rec.alarms(), 30, f"the survivor's push\n{replicas[survivor].tail()}")
         print(f"takeover {took:.2f} s after the kill; the push at the phone {push.at - taken:+.2f} s after it")
         assert rec.got == [push] and len(rec.held) == 1  # the held one reached the phone too: at least once
+        assert nats_cluster.refusals() == [], "the cloud's and the gateway's accounts allowed every step"
     finally:
         gw.loop_stop()
         gw.disconnect()

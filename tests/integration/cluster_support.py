@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from sqlalchemy import create_engine, text
 
+from cloud.broker_account import BrokerAccount
 from cloud.cluster.partition import partition_of
 from simulators.fleet import FleetConfig, FleetModel, FleetResult, publish_fleet
 from tests.fixtures.servers import free_port
@@ -50,11 +51,20 @@ class Replica:
     """`shelterwatch cloud serve` as a child process we start, kill -9 and start again."""
 
     def __init__(self, name: str, root: Path, broker: str, site_file: Path, alarm_file: Path, tsdb: str | None,
-                 db_url: str, partitions: int) -> None:
-        """`tsdb` None: each replica's own SQLite series file (tests that do not count readings)."""
+                 db_url: str, partitions: int, account: BrokerAccount | None = None) -> None:
+        """`tsdb` None: each replica's own SQLite series file (tests that do not count readings).
+        `account`: the cloud's broker account, handed over as production does (SHELTERWATCH_BROKER_USER
+        and SHELTERWATCH_BROKER_PASSWORD_FILE, docs/operations.md); None: a broker without accounts."""
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = {"SHELTERWATCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+        if account:
+            pw = self.dir / "broker-password"
+            pw.write_text(f"{account.password}\n")
+            pw.chmod(0o600)
+            self.env |= {"SHELTERWATCH_BROKER_USER": str(account.username),
+                         "SHELTERWATCH_BROKER_PASSWORD_FILE": str(pw)}
         self.port = free_port()
         self.metrics_port = free_port()
         self.argv = [
@@ -70,7 +80,7 @@ class Replica:
     def start(self, wait: float = 120.0) -> Replica:
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "SHELTERWATCH_SECRET": SECRET, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, **self.env})
         if wait:  # 0: return at once (the caller waits for what it needs, not for the web)
             wait_until(self._up, wait, f"replica {self.name} to serve\n{self.tail()}", every=0.2)
         return self

@@ -3,7 +3,10 @@
 One stack for the module (tests/integration/cluster_support.py): 3 NATS nodes, 2 `cloud serve`
 replicas (subprocesses) sharing PostgreSQL and VictoriaMetrics, a real edge agent with a simulated
 sprinkler monitor on a pseudo-terminal, and the fleet generator publishing through the three nodes'
-MQTT listeners for the whole module (SW_CHAOS_RATE msg/s, default 2,000). Each scenario breaks
+MQTT listeners for the whole module (SW_CHAOS_RATE msg/s, default 2,000). The nodes have production's
+broker accounts (tests/integration/cluster_accounts.py): the replicas connect as the cloud's user, the
+edge with its enrolled account, the fleet as a test-only user allowed its gateways' uplink only; so every
+takeover here also checks the cloud's permissions. Each scenario breaks
 something, flips the edge's waterflow input while it is broken, and checks that the waterflow alarm
 is raised and pushed exactly once (counted in the shared store's notify log and at the webhook), and
 records how long the push took. The last test stops the fleet and compares, per device, the readings
@@ -29,11 +32,13 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud.enrol import DeviceSpec
 from cloud.site_config import load_site
 from simulators.fleet import FleetConfig, FleetModel, site_file_text
 from tests.fixtures.modbus_slave import RtuBus, SimDevice
-from tests.fixtures.nats_cluster import NatsCluster, make_nats_cluster
+from tests.fixtures.nats_cluster import NatsCluster
 from tests.fixtures.tsdb_servers import make_victoriametrics
+from tests.integration.cluster_accounts import CLOUD, ClusterAccounts
 from tests.integration.cluster_support import (
     ALARM_DEV,
     ALARM_GW,
@@ -75,11 +80,11 @@ class Stack:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _edge_config(root: Path, cluster: NatsCluster, port: str) -> Path:
+def _edge_config(root: Path, cluster: NatsCluster, port: str, login: dict[str, Any]) -> Path:
+    """`login`: the uplink credentials of the edge config enrolment returned (user, password, client id)."""
     cfg = {
         "site": SITE, "gateway": ALARM_GW, "state_dir": str(root / "edge-state"),
-        "uplink": {"url": cluster.mqtt_urls, "client_id": "chaos-edge", "keepalive_s": 5,
-                   "reconnect_min_s": 0.5, "reconnect_max_s": 2},
+        "uplink": {"url": cluster.mqtt_urls, **login, "keepalive_s": 5, "reconnect_min_s": 0.5, "reconnect_max_s": 2},
         "snapshot_s": 30, "health_s": 5,
         "buses": [{"name": "rs485", "transport": "modbus_rtu", "port": port, "baud": 9600, "timeout_s": 0.2}],
         "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8", "bus": "rs485", "address": 3,
@@ -95,12 +100,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
     from device_profiles.loader import get_profile
 
     root = tmp_path_factory.mktemp("chaos")
-    cluster = make_nats_cluster(root / "nats", partitions=PARTITIONS)
+    model = FleetModel(FleetConfig(site=SITE, gateways=GATEWAYS, sim_start=RECENT_START, seed=11))
+    accounts = ClusterAccounts(SITE, PARTITIONS, edges={ALARM_GW: [DeviceSpec(ALARM_DEV, "nanfang-fsm8")]},
+                               fleet_gateways=[gw for gw, _ in model.topology])
+    cluster = accounts.cluster(root / "nats")
     (root / "vm").mkdir()
     vm = make_victoriametrics(root / "vm", ["-dedup.minScrapeInterval=1ms"]).start()
     db_url = postgres_server.url(postgres_server.create_database())
     receiver = PushReceiver()
-    model = FleetModel(FleetConfig(site=SITE, gateways=GATEWAYS, sim_start=RECENT_START, seed=11))
     doc = yaml.safe_load(site_file_text(SITE, model.topology, auto_enrol=False))
     doc["gateways"].append({"id": ALARM_GW, "devices": [{"id": ALARM_DEV, "profile": "nanfang-fsm8"}]})
     site_file = root / "site.yaml"
@@ -108,7 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
     alarm_file = root / "alarms.yaml"
     alarm_file.write_text(alarm_file_text(SITE, receiver.url))
     tsdb = f"influx2://127.0.0.1:{vm.port}?bucket=sw&org=sw"
-    replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, tsdb, db_url, PARTITIONS)
+    replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, tsdb, db_url, PARTITIONS, account=CLOUD)
                 for n in ("r1", "r2")}
     started: list[Any] = []
     try:
@@ -122,7 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
         bus_dir = root / "bus"
         bus_dir.mkdir()
         bus = RtuBus(bus_dir, [dev])
-        edge = AgentProcess(_edge_config(root, cluster, bus.port), root / "edge.log").start()
+        edge = AgentProcess(_edge_config(root, cluster, bus.port, accounts.uplink(ALARM_GW)), root / "edge.log").start()
         wait_until(lambda: edge_status(root / "edge-state").get("uplink", {}).get("connected"), 30,
                    "the edge connected")
         fleet = FleetRun(FleetConfig(broker=",".join(cluster.mqtt_urls), site=SITE, gateways=GATEWAYS,
@@ -281,6 +288,12 @@ def test_every_reading_stored_once(stack: Stack) -> None:
     stack.figures["readings"] = {"devices": len(expected), "messages": sum(len(v) for v in expected.values())}
 
 
+def test_no_client_was_refused_anything(stack: Stack) -> None:
+    """After every scenario: the nodes refused the replicas (the cloud's account), the edge (its own)
+    and the fleet nothing, so no path above needed a permission production's accounts lack."""
+    assert stack.cluster.refusals() == []
+
+
 def _expected_by_device(sent: list[tuple[str, bytes]], site: Any) -> dict[str, set[int]]:
     """device → edge timestamps (ms) of the telemetry messages the fleet had acknowledged."""
     from device_profiles import wire
@@ -334,7 +347,7 @@ def _on_cluster(stack: Stack, fn: Callable[[Any, Any], Any]) -> Any:
     from cloud.ingest.jetstream import parse_servers
 
     async def run() -> Any:
-        nc = await nats.connect(parse_servers(stack.cluster.urls))
+        nc = await nats.connect(parse_servers(stack.cluster.urls), **stack.cluster.connect_kwargs)
         try:
             return await fn(nc, nc.jetstream(timeout=10))
         finally:

@@ -251,7 +251,7 @@ def _unacked(cluster: NatsCluster) -> int:
     import nats
 
     async def run() -> int:
-        nc = await nats.connect(parse_servers(cluster.urls))
+        nc = await nats.connect(parse_servers(cluster.urls), **cluster.connect_kwargs)
         js = nc.jetstream()
         n = 0
         for ci in await js.consumers_info(P.MQTT_STREAM):

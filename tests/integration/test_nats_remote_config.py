@@ -9,6 +9,10 @@ the new connection: `confirming` must be answered once, by the owner. Then A is 
 during a rollout, before the gateway's result: the survivor takes the partition over, gets the answers
 A did not acknowledge, confirms, records the result and finishes the rollout.
 
+The nodes have production's broker accounts (tests/integration/cluster_accounts.py): the replicas
+connect as the cloud's user, the edges with their enrolled accounts, so a config, a confirmation or a
+takeover that needs a permission the cloud's user lacks fails here.
+
 One stack for the module (~20 s to start); the kill test comes last.
 """
 
@@ -28,9 +32,11 @@ import yaml
 from sqlalchemy import create_engine
 
 from cloud.cluster.partition import partition_of
+from cloud.enrol import DeviceSpec
 from cloud.remote_config.store import ConfigStore, State
 from tests.fixtures.modbus_slave import RtuBus, SimDevice
-from tests.fixtures.nats_cluster import NatsCluster, make_nats_cluster
+from tests.fixtures.nats_cluster import NatsCluster
+from tests.integration.cluster_accounts import CLOUD, ClusterAccounts
 from tests.integration.cluster_support import ClusterDb, PushReceiver, Replica, alarm_file_text, edge_status
 from tests.integration.edge.helpers import AgentProcess
 from tests.polling import wait_until
@@ -54,6 +60,7 @@ class Stack:
     edge: AgentProcess
     edge_cfg: Path
     token: str
+    accounts: ClusterAccounts
 
 
 def _site_file(root: Path) -> Path:
@@ -64,11 +71,11 @@ def _site_file(root: Path) -> Path:
     return p
 
 
-def _edge_config(root: Path, cluster: NatsCluster, gw: str, port: str) -> Path:
+def _edge_config(root: Path, cluster: NatsCluster, gw: str, port: str, login: dict[str, Any]) -> Path:
+    """`login`: the uplink credentials of the edge config enrolment returned (user, password, client id)."""
     cfg = {
         "site": SITE, "gateway": gw, "state_dir": str(root / "edge-state"),
-        "uplink": {"url": cluster.mqtt_urls, "client_id": f"cfg-edge-{gw}", "keepalive_s": 5,
-                   "reconnect_min_s": 0.5, "reconnect_max_s": 2},
+        "uplink": {"url": cluster.mqtt_urls, **login, "keepalive_s": 5, "reconnect_min_s": 0.5, "reconnect_max_s": 2},
         "snapshot_s": 30, "health_s": 5,
         "buses": [{"name": "rs485", "transport": "modbus_rtu", "port": port, "baud": 9600, "timeout_s": 0.2}],
         "devices": [{"id": f"spk-{gw}", "profile": "nanfang-fsm8", "bus": "rs485", "address": 3,
@@ -93,13 +100,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
     from device_profiles.loader import get_profile
 
     root = tmp_path_factory.mktemp("cfgcluster")
-    cluster = make_nats_cluster(root / "nats", partitions=PARTITIONS)
+    # every gateway enrolled: which one the edge plays is known only once the partitions are shared out
+    accounts = ClusterAccounts(SITE, PARTITIONS, edges={g: [DeviceSpec(f"spk-{g}", "nanfang-fsm8")] for g in GATEWAYS})
+    cluster = accounts.cluster(root / "nats")
     db_url = postgres_server.url(postgres_server.create_database())
     receiver = PushReceiver()
     alarm_file = root / "alarms.yaml"
     alarm_file.write_text(alarm_file_text(SITE, receiver.url))
     site_file = _site_file(root)
-    replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, None, db_url, PARTITIONS)
+    replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, None, db_url, PARTITIONS, account=CLOUD)
                 for n in ("r1", "r2")}
     bus = edge = None
     try:
@@ -116,12 +125,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
         dev.set(pipe_pressure=4.2)
         (root / "bus").mkdir()
         bus = RtuBus(root / "bus", [dev])
-        edge_cfg = _edge_config(root, cluster, gw, bus.port)
+        edge_cfg = _edge_config(root, cluster, gw, bus.port, accounts.uplink(gw))
         edge = AgentProcess(edge_cfg, root / "edge.log").start()
         wait_until(lambda: edge_status(root / "edge-state").get("uplink", {}).get("connected"), 30,
                    "the edge connected")
         store = ConfigStore(create_engine(db_url))
-        yield Stack(root, cluster, db, store, replicas["r1"], replicas["r2"], gw, edge, edge_cfg, token)
+        yield Stack(root, cluster, db, store, replicas["r1"], replicas["r2"], gw, edge, edge_cfg, token, accounts)
     finally:
         if edge is not None:
             edge.stop()
@@ -208,13 +217,15 @@ def test_a_config_accepted_before_the_gateway_ever_connected_reaches_it_at_its_b
     edge: AgentProcess | None = None
     obs = None
     try:
-        cfg_path = _edge_config(root, s.cluster, gw, bus.port)
+        cfg_path = _edge_config(root, s.cluster, gw, bus.port, s.accounts.uplink(gw))
         desired = yaml.safe_load(cfg_path.read_text())
         desired["uplink"]["keepalive_s"] = 8
+        del desired["uplink"]["password"]  # a remote config carries none: the gateway keeps its own
         v = api(s, s.a, "PUT", f"/sites/{SITE}/gateways/{gw}/config",
                 {"yaml": yaml.safe_dump(desired, sort_keys=False), "comment": "before it came", "confirm_s": 60})
-        # not retained by the cluster: a fresh subscriber on another node gets nothing
-        obs = Observer(s.cluster.mqtt_urls[2], f"sw/v1/{SITE}/{gw}/config")
+        # not retained by the cluster: a fresh subscriber on another node gets nothing (on the account of
+        # the gateway itself, the only one allowed to read its config)
+        obs = Observer(s.cluster.mqtt_urls[2], f"sw/v1/{SITE}/{gw}/config", s.accounts.uplink(gw))
         time.sleep(1.0)
         assert obs.got == []
         t0 = time.monotonic()
@@ -223,7 +234,8 @@ def test_a_config_accepted_before_the_gateway_ever_connected_reaches_it_at_its_b
                         and x.last_status in ("applied", "rolled_back", "refused") and x,
                         90, f"{gw}'s answer\n{s.b.tail()}")
         assert st.last_status == "applied", (st.last_status, st.last_detail)
-        assert yaml.safe_load(cfg_path.read_text())["uplink"]["keepalive_s"] == 8
+        on_site = yaml.safe_load(cfg_path.read_text())["uplink"]
+        assert on_site["keepalive_s"] == 8 and on_site["password"] == s.accounts.uplink(gw)["password"]
         confirms = [e.who for e in s.store.events(SITE, gw, limit=500) if e.what == "confirmed"]
         assert confirms == ["cloud r2"]
         print(f"\nconfig waiting for a new gateway applied {time.monotonic() - t0:.1f} s after the agent started")
@@ -238,7 +250,7 @@ def test_a_config_accepted_before_the_gateway_ever_connected_reaches_it_at_its_b
 class Observer:
     """A clean-session MQTT subscriber on one node, recording what it gets."""
 
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, topic: str, login: dict[str, Any]) -> None:
         import threading
 
         import paho.mqtt.client as mqtt
@@ -247,9 +259,14 @@ class Observer:
         self.got: list[bytes] = []
         subscribed = threading.Event()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cfg-observer", protocol=mqtt.MQTTv311)
+        self.c.username_pw_set(login["username"], login["password"])
         self.c.on_message = lambda _c, _u, m: self.got.append(bytes(m.payload))
         self.c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
-        self.c.on_subscribe = lambda *_a: subscribed.set()
+        def on_subscribe(_c: Any, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
+            assert rcs[0].value == 1, f"the gateway's account may read its config: SUBACK {rcs}"
+            subscribed.set()
+
+        self.c.on_subscribe = on_subscribe
         self.c.connect("127.0.0.1", int(url.rsplit(":", 1)[1]), keepalive=5)
         self.c.loop_start()
         assert subscribed.wait(10), "observer not subscribed"
@@ -290,3 +307,9 @@ def test_the_survivor_finishes_a_rollout_whose_owner_was_killed_before_the_resul
     assert events(s, step["version"], "confirmed") == 1
     assert yaml.safe_load(s.edge_cfg.read_text())["uplink"]["keepalive_s"] == 7
     print(f"\nrollout finished by the survivor {time.monotonic() - t_kill:.1f} s after the owner's kill -9")
+
+
+def test_no_client_was_refused_anything(stack: Stack) -> None:
+    """After the rollouts and the takeover: the nodes refused the replicas (the cloud's account) and the
+    edges (their own) nothing, so no config path needs a permission production's accounts lack."""
+    assert stack.cluster.refusals() == []

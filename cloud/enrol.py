@@ -110,14 +110,17 @@ def gateway_acl(site: str, gateway: str) -> str:
 
 
 def cloud_acl(username: str) -> str:
-    """The cloud's service user (ingest, API): reads everything under v1, writes only commands and
-    gateways' desired configs and confirmations, and the time beacon."""
+    """The cloud's service user (ingest, API): reads everything under v1, writes only commands,
+    gateways' desired configs, confirmations and alarm limits, and the time beacon."""
     return (f"user {username}\n"
             f"topic read {wire.PREFIX}/#\n"
             f"topic write {wire.PREFIX}/+/+/+/cmd\n"
-            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.DESIRED.value}\n"
-            f"topic write {wire.PREFIX}/+/+/{wire.ConfigKind.CONFIRM.value}\n"
-            f"topic write {wire.TIME_TOPIC}\n")
+            + "".join(f"topic write {wire.PREFIX}/+/+/{k.value}\n" for k in CLOUD_CONFIG_WRITES)
+            + f"topic write {wire.TIME_TOPIC}\n")
+
+
+# The gateway-level messages the cloud sends (docs/wire.md): the mosquitto ACL and the NATS permissions.
+CLOUD_CONFIG_WRITES = (wire.ConfigKind.DESIRED, wire.ConfigKind.CONFIRM, wire.ConfigKind.LIMITS)
 
 
 def _bus_for(kind: TransportKind, baud: int, serial_no: int) -> dict[str, object]:

@@ -19,7 +19,8 @@ def start_client(url: str, name: str, subscriptions: list[tuple[str, int]], on_m
                  on_session: Callable[[], None] | None = None) -> Any:
     """A started paho client (MQTT 3.1.1, reconnecting); waits up to `wait_s` for the first
     connection's subscriptions to be granted (before that, what is published is not routed to this
-    client: a caller that returned at CONNACK missed its first messages). `on_connected` runs in a thread of its own after every successful connection.
+    client: a caller that returned at CONNACK missed its first messages). `on_connected` runs in a
+    thread of its own after every successful connection.
 
     With a `client_id` the session is persistent (clean session off): the broker keeps the
     subscriptions and queues QoS 1 messages while the client is away, and one not acknowledged is

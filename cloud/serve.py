@@ -14,7 +14,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloud.remote_config.limits import GatewayLimits
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,7 @@ class CloudService:
                                          owns=self._owns if clustered else None,
                                          name=self._replica_id() if clustered else "",
                                          client_id=None if clustered else f"{c.client_id}-config",
-                                         set_aside=ingest.set_aside).start()
+                                         set_aside=ingest.set_aside, limits=self._edge_limits).start()
             if clustered:
                 ingest.config_sink, ingest.on_birth = self.configs.handle, self.configs.birth
             self._started("remote config", self.configs)
@@ -236,6 +239,21 @@ class CloudService:
             if not web.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"web server did not start on {c.host}:{c.port}")
             time.sleep(0.02)
+
+    def _edge_limits(self) -> dict[tuple[str, str], GatewayLimits]:
+        """Every registered gateway's devices' overridden alarm limits, as the engine judges them
+        (cloud/alarms/edge_limits.py): what remote configuration sends each gateway (`limits`)."""
+        from cloud.alarms.edge_limits import device_overrides
+
+        out: dict[tuple[str, str], GatewayLimits] = {(g.site_id, g.id): {} for g in self.registry.gateways()}
+        for d in self.registry.devices():
+            prof = self.engine.profiles.get(d.profile)
+            if prof is None or (d.site_id, d.gateway_id) not in out:
+                continue
+            ov = device_overrides(prof, self.engine.rules_for(d.site_id, d.id, d.profile)[1])
+            if ov:
+                out[(d.site_id, d.gateway_id)][d.id] = ov
+        return out
 
     def _replica_id(self) -> str:
         import socket

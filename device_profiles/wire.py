@@ -403,6 +403,7 @@ class ConfigKind(StrEnum):
     CONFIRM = "config-confirm"
     RESULT = "config-result"
     RUNNING = "config-running"
+    LIMITS = "limits"
 
 
 MAX_CONFIG_TEXT = 48 * 1024  # the YAML inside a ConfigSet / ConfigRunning (the payload stays under 64 KiB)
@@ -433,8 +434,8 @@ def config_subscriptions(site: str = "+", gateway: str = "+") -> list[str]:
 
 
 def gateway_config_subscriptions(site: str, gateway: str) -> list[str]:
-    """What a gateway reads: its own desired config and confirmations, nothing else's."""
-    return [config_topic(site, gateway, ConfigKind.DESIRED), config_topic(site, gateway, ConfigKind.CONFIRM)]
+    """What a gateway reads: its own desired config, confirmations and alarm limits, nothing else's."""
+    return [config_topic(site, gateway, k) for k in (ConfigKind.DESIRED, ConfigKind.CONFIRM, ConfigKind.LIMITS)]
 
 
 ConfigText = Annotated[str, msgspec.Meta(max_length=MAX_CONFIG_TEXT)]
@@ -490,11 +491,28 @@ class ConfigRunning(_Msg, kw_only=True):
     agent: str = ""
 
 
+class LimitOverride(msgspec.Struct, forbid_unknown_fields=True):
+    """A threshold rule of the device's profile (`rule`, its key) with the site's `raise` and `clear`."""
+
+    rule: Annotated[str, msgspec.Meta(pattern="^[a-z0-9_]{1,64}$")]
+    raise_at: float = msgspec.field(name="raise")
+    clear_at: float = msgspec.field(name="clear")
+
+
+class Limits(_Msg, kw_only=True):
+    """The site's overrides of the alarm limits of this gateway's devices, by device id: the gateway
+    sends a reading that crosses one of them on `urgent`, as it does for its profiles' own limits.
+    The whole set each time (an empty `devices`: no overrides); the newest `ts` wins."""
+
+    devices: dict[str, Annotated[list[LimitOverride], msgspec.Meta(max_length=64)]] = {}
+
+
 CONFIG_PAYLOAD_TYPES: dict[ConfigKind, type[_Msg]] = {
     ConfigKind.DESIRED: ConfigSet,
     ConfigKind.CONFIRM: ConfigConfirm,
     ConfigKind.RESULT: ConfigResult,
     ConfigKind.RUNNING: ConfigRunning,
+    ConfigKind.LIMITS: Limits,
 }
 _config_decoders = {k: msgspec.json.Decoder(t) for k, t in CONFIG_PAYLOAD_TYPES.items()}
 

@@ -64,10 +64,11 @@ class DeviceRuntime:
     bus: str
     failed_once: set[tuple[str, int | None]] = field(default_factory=set)
     charge: EdgeChargeWatch | None = None
+    overrides: tuple[wire.LimitOverride, ...] = ()  # the site's limits for this device (wire `limits`)
     limits: Limits = field(init=False)  # which readings cross an alarm limit (edge_agent/urgency.py)
 
     def __post_init__(self) -> None:
-        self.limits = Limits.for_profile(self.profile, self.reporter.event_points)
+        self.limits = Limits.for_profile(self.profile, self.reporter.event_points, self.overrides)
 
 
 def _telemetry(ts: Any, values: dict[str, Value], snapshot: bool, epoch: str, seq: int) -> bytes:
@@ -142,6 +143,7 @@ class Agent:
             cfg.outbox.path or self.state_dir / "outbox.db", cfg.outbox.max_bytes, cfg.outbox.synchronous
         )
         self.started = time.monotonic()
+        self._limits: wire.Limits | None = None  # the cloud's latest `limits` (its site's overrides)
         self.devices: dict[str, DeviceRuntime] = {
             d.id: self.runtime(d, profiles[d.profile]) for d in cfg.devices if d.enabled
         }
@@ -166,6 +168,7 @@ class Agent:
         return DeviceRuntime(
             d, prof, Reporter(point_info(prof), self.cfg.snapshot_s), Interlocks.for_profile(prof, ovr),
             DeviceStats(d.id), d.bus, charge=EdgeChargeWatch.for_device(prof, d.charge_analytics),
+            overrides=tuple(self._limits.devices.get(d.id, ())) if self._limits is not None else (),
         )
 
     def make_uplink(self, uplink: UplinkConfig) -> Uplink:
@@ -391,7 +394,33 @@ class Agent:
             if self.remote is not None:
                 self.loop.call_soon_threadsafe(self.remote.inbound, topic, payload)
             return
+        if topic.endswith("/" + wire.ConfigKind.LIMITS.value):
+            self.loop.call_soon_threadsafe(self._limits_in, topic, payload)
+            return
         self.loop.call_soon_threadsafe(self._command, topic, payload)
+
+    def _limits_in(self, topic: str, payload: bytes) -> None:
+        """The site's overrides of alarm limits (docs/wire.md `limits`; edge_agent/urgency.py): each
+        device's limits are made again with them. On the agent's loop, like the readings they judge."""
+        try:
+            site, gw, kind = wire.parse_config_topic(topic)
+            msg = wire.decode_config(kind, payload)
+        except wire.WireError as e:
+            log.warning("ignored limits on %s: %s", topic, e)
+            return
+        if (site, gw, kind) != (self.site, self.gateway, wire.ConfigKind.LIMITS) or not isinstance(msg, wire.Limits):
+            return
+        if self._limits is not None and msg.ts < self._limits.ts:
+            log.info("ignored limits of %s: older than those applied (%s)", msg.ts, self._limits.ts)
+            return
+        self._limits = msg
+        for dev, rt in self.devices.items():
+            rt.overrides = tuple(msg.devices.get(dev, ()))
+            rt.limits = Limits.for_profile(rt.profile, rt.reporter.event_points, rt.overrides)
+        unknown = sorted(set(msg.devices) - set(self.devices))
+        log.info("alarm limits from the cloud: %d override(s) for %d device(s)%s",
+                 sum(len(v) for v in msg.devices.values()), len(msg.devices),
+                 f"; not here: {', '.join(unknown)}" if unknown else "")
 
     def _command(self, topic: str, payload: bytes) -> None:
         profs = {k: rt.profile for k, rt in self.devices.items()}

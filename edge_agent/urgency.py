@@ -17,17 +17,22 @@ previously *sent* value (the cloud sees only what is sent), it starts or stops c
 into the hysteresis band changes nothing in the engine and is not urgent. A point's first value
 crosses only when it calls for an alarm.
 
+A site's overrides of a threshold rule's `raise`/`clear` live in the cloud (`alarm_overrides`); the
+cloud sends each gateway those of its devices (`limits`, docs/wire.md). They are judged as extra
+rules beside the profile's, not instead: a crossing of either is urgent, so limits that are stale or
+never arrived cost a reading its head start at worst, never its alarm.
+
 Not judged here: rate-of-rise rules (the engine keeps the window), composite and offline rules
 (made of other rules, or of silence), points that emit events (their changes travel as events
-already), and a site's overrides of limits (the cloud's: a reading that crosses only an overridden
-limit travels as routine telemetry — correct, just without the head start).
+already).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from device_profiles import wire
 from device_profiles.limits import Scalar, clear_condition, raise_condition
 from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
 
@@ -56,9 +61,11 @@ class Limits:
     _rules: dict[str, tuple[AlarmRule, ...]] = field(default_factory=dict)
 
     @classmethod
-    def for_profile(cls, profile: Profile, skip: frozenset[str] = frozenset()) -> Limits:
+    def for_profile(cls, profile: Profile, skip: frozenset[str] = frozenset(),
+                    overrides: Sequence[wire.LimitOverride] = ()) -> Limits:
+        """`overrides`: the site's limits for this device (wire `limits`), judged beside the profile's."""
         by: dict[tuple[str | None, str], list[AlarmRule]] = {}
-        for r in profile.alarms:
+        for r in (*profile.alarms, *overridden(profile, overrides)):
             if r.kind in _JUDGED and r.point:
                 by.setdefault((r.block, r.point), []).append(r)
         return cls({k: tuple(v) for k, v in by.items()}, skip)
@@ -86,3 +93,20 @@ class Limits:
             elif any(crosses(b, a) for b, a in zip(before, now, strict=True)):
                 out = True
         return out
+
+
+def overridden(profile: Profile, overrides: Sequence[wire.LimitOverride]) -> list[AlarmRule]:
+    """The profile's threshold rules with the site's `raise`/`clear`. What does not fit is left out (a
+    rule the profile lacks or that is no threshold, limits on the wrong side of each other, a repeat of
+    the profile's own): the message comes from the broker, and the profile's limits stand regardless."""
+    rules = {r.key: r for r in profile.alarms if r.kind is AlarmKind.THRESHOLD and r.point}
+    out: list[AlarmRule] = []
+    for o in overrides:
+        r = rules.get(o.rule)
+        if r is None or (o.raise_at, o.clear_at) == (r.raise_at, r.clear_at):
+            continue
+        try:
+            out.append(AlarmRule.model_validate({**r.model_dump(), "raise_at": o.raise_at, "clear_at": o.clear_at}))
+        except ValueError:
+            continue
+    return out

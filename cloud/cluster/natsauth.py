@@ -98,11 +98,13 @@ def cloud_permissions() -> Permissions:
     `$MQTT_msgs`, pull requests, acknowledgements), commands and gateways' configs stored in
     `$MQTT_msgs` under their topics, the time beacon, plain subscriptions to the partitioned uplink
     (gateway health, command results), and the reply inboxes of its requests."""
+    from cloud.enrol import CLOUD_CONFIG_WRITES
+
     store = P.MQTT_STREAM_PREFIX + topic_to_subject(wire.PREFIX)
     return Permissions(
         publish=("$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>",
                  f"{store}.*.*.*.cmd",
-                 f"{store}.*.*.{wire.ConfigKind.DESIRED.value}", f"{store}.*.*.{wire.ConfigKind.CONFIRM.value}",
+                 *(f"{store}.*.*.{k.value}" for k in CLOUD_CONFIG_WRITES),
                  topic_to_subject(wire.TIME_TOPIC)),
         subscribe=("_INBOX.>", f"{P.PREFIX}.>", f"{topic_to_subject(wire.PREFIX)}.>"),
     )

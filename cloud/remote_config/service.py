@@ -46,6 +46,7 @@ from typing import Any
 
 from cloud.ingest.jetstream import is_nats_url
 from cloud.remote_config.inbox import AckedInbox, SetAside
+from cloud.remote_config.limits import GatewayLimits, LimitsSender
 from cloud.remote_config.store import TERMINAL, ConfigStore, Rollout, State, Version
 from cloud.remote_config.validate import Verdict, patched, validate
 from device_profiles import wire
@@ -109,7 +110,8 @@ class ConfigService:
     def __init__(self, store: ConfigStore, mqtt_url: str | None, catalog: dict[str, Profile],
                  gateways: Callable[[str], list[str]], username: str | None = None, password: str | None = None,
                  rollout_tick_s: float = 0.5, owns: Callable[[str, str], bool] | None = None,
-                 name: str = "", client_id: str | None = None, set_aside: SetAside | None = None) -> None:
+                 name: str = "", client_id: str | None = None, set_aside: SetAside | None = None,
+                 limits: Callable[[], dict[tuple[str, str], GatewayLimits]] | None = None) -> None:
         self.store = store
         self.url = mqtt_url
         # On a NATS cluster: answers come through the owner's ingester (`handle`, `birth`), desired configs
@@ -131,6 +133,11 @@ class ConfigService:
         # the gateways sent while the cloud was away or that it did not live to record comes again.
         self.client_id = client_id
         self.inbox = AckedInbox(self._inbound, set_aside, name="config-answers")
+        # The site's overrides of alarm limits, sent to each gateway over this service's downlink
+        # (cloud/remote_config/limits.py); None: not sent.
+        self.limits = LimitsSender(limits, lambda topic, msg: self._publish(topic, msg, retain=True), self.owns) \
+            if limits is not None else None
+        self.limits_s = 2.0  # how often the loop looks for limits to send
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed = threading.Condition()  # notified on every result (tests, rollouts)
@@ -212,6 +219,8 @@ class ConfigService:
         owner sends the desired config again if the gateway neither runs it nor answered it."""
         if st.state != "online" or not self._known(site, gw):
             return
+        if self.clustered and self.limits is not None:  # nothing is retained on a cluster: send them again
+            self.limits.forget(site, gw)
         try:
             self.store.record_running(site, gw, st.config_version, st.config_digest, None, st.agent)
             if self.clustered:
@@ -286,6 +295,8 @@ class ConfigService:
         return ok
 
     def _republish(self) -> None:
+        if self.limits is not None:
+            self.limits.forget()  # a new connection: the broker may have lost what was retained
         for st in self.store.states():
             if st.desired is not None and not (st.last_version == st.desired and st.last_status in TERMINAL):
                 self.publish(st.site, st.gateway)
@@ -391,7 +402,14 @@ class ConfigService:
 
     def _rollouts(self) -> None:
         last_resend = time.monotonic()
+        last_limits = last_resend - self.limits_s  # the first look at the first tick
         while not self._stop.wait(self.rollout_tick_s):
+            if self.limits is not None and time.monotonic() - last_limits >= self.limits_s:
+                last_limits = time.monotonic()
+                try:
+                    self.limits.tick()
+                except Exception:
+                    log.exception("sending alarm limits failed")
             try:
                 for r in self.store.rollouts(state="running"):
                     if self.steps(r):

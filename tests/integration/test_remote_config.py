@@ -292,6 +292,16 @@ def test_a_gateway_cannot_fetch_or_change_another_gateways_config(tmp_path: Path
         gw_b.subscribe(desired, qos=1)
         gw_b.subscribe(f"{wire.PREFIX}/{SITE}/+/config", qos=1)
         assert a_q.get(timeout=5) == (desired, secret)
+        # the same for its site's alarm limits (docs/wire.md `limits`): the cloud writes them, gw1 reads its own
+        limits = f"sw/v1/{SITE}/gw1/limits"
+        mine = b'{"v": 1, "ts": "2026-11-25T04:00:00.000Z", "devices": {}}'
+        cloud.publish(limits, mine, qos=1, retain=True).wait_for_publish(5)
+        gw_b.subscribe(limits, qos=1)
+        gw_b.subscribe(f"sw/v1/{SITE}/+/limits", qos=1)
+        gw_b.publish(limits, b"forged by gw2", qos=1, retain=True).wait_for_publish(5)
+        gw_a.publish(limits, b"forged by gw1", qos=1, retain=True).wait_for_publish(5)
+        gw_a.subscribe(limits, qos=1)
+        assert a_q.get(timeout=5) == (limits, mine)
         # gw2 cannot change gw1's desired config, confirm gw1's trial, or answer for gw1;
         # gw1 cannot change its own desired config either.
         gw_b.publish(desired, b"forged by gw2", qos=1, retain=True).wait_for_publish(5)

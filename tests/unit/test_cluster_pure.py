@@ -45,7 +45,7 @@ def test_mappings_cover_the_uplink_and_leave_the_downlink() -> None:
                       "sw.v1.*.*.*.health", "sw.v1.*.*.*.cmd-result", "sw.v1.*.*.config-result",
                       "sw.v1.*.*.config-running"}
     assert all(v.startswith("swp.{{partition(16,1,2)}}.sw.v1.") for v in m.values())
-    assert not any(k.endswith((".cmd", ".config", ".config-confirm")) for k in m)  # the downlink
+    assert not any(k.endswith((".cmd", ".config", ".config-confirm", ".limits")) for k in m)  # the downlink
     with pytest.raises(ValueError):
         P.server_mappings(0)
 

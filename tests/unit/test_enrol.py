@@ -45,10 +45,12 @@ def test_acl_block() -> None:
         "topic read sw/v1/estate-a/gw1/+/cmd\n"
         "topic read sw/v1/estate-a/gw1/config\n"
         "topic read sw/v1/estate-a/gw1/config-confirm\n"
+        "topic read sw/v1/estate-a/gw1/limits\n"
         "topic read sw/v1/time\n")
     assert enrol.cloud_acl("cloud") == (
         "user cloud\ntopic read sw/v1/#\ntopic write sw/v1/+/+/+/cmd\n"
-        "topic write sw/v1/+/+/config\ntopic write sw/v1/+/+/config-confirm\ntopic write sw/v1/time\n")
+        "topic write sw/v1/+/+/config\ntopic write sw/v1/+/+/config-confirm\ntopic write sw/v1/+/+/limits\n"
+        "topic write sw/v1/time\n")
     with pytest.raises(Exception, match="bad_id"):
         enrol.gateway_acl("estate-a", "gw/#")
 

@@ -27,7 +27,7 @@ def test_gateway_permissions_are_its_acl_topics_publish_subjects_after_the_parti
         f"swp.{n}.sw.v1.estate-a.gw-1.health", f"swp.{n}.sw.v1.estate-a.gw-1.*.cmd-result",
         f"swp.{n}.sw.v1.estate-a.gw-1.config-result", f"swp.{n}.sw.v1.estate-a.gw-1.config-running"}
     assert set(p.subscribe) == {"sw.v1.estate-a.gw-1.*.cmd", "sw.v1.estate-a.gw-1.config",
-                                "sw.v1.estate-a.gw-1.config-confirm", "sw.v1.time"}
+                                "sw.v1.estate-a.gw-1.config-confirm", "sw.v1.estate-a.gw-1.limits", "sw.v1.time"}
     writes, reads = enrol.gateway_topics("estate-a", "gw-1")
     assert len(writes) == len(p.publish) and len(reads) == len(p.subscribe)
 

@@ -84,3 +84,42 @@ def test_a_value_of_another_type(value: object, urgent: bool) -> None:
     lim = limits("voltpile-cp10")
     t = "port.1.connector_temp"
     assert sent(lim, {t: 40.0}, {t: value}) == [False, urgent]
+
+
+def site_limits(profile: str, *overrides: tuple[str, float, float]) -> Limits:
+    from device_profiles import wire
+
+    prof = get_profile(profile)
+    ovr = [wire.LimitOverride(rule=r, raise_at=a, clear_at=c) for r, a, c in overrides]
+    return Limits.for_profile(prof, Reporter(point_info(prof), 60.0).event_points, ovr)
+
+
+def test_a_sites_limit_is_judged_beside_the_profiles() -> None:
+    """docs/wire.md, "Urgent telemetry": a site moved connector_overtemp to raise 55, clear 50; a crossing
+    of either its limits or the profile's (70/60) is urgent."""
+    lim = site_limits("voltpile-cp10", ("connector_overtemp", 55.0, 50.0))
+    t = "port.1.connector_temp"
+    assert sent(lim, {t: 30.0}, {t: 54.0}, {t: 55.0}, {t: 60.0}, {t: 70.0}, {t: 62.0}, {t: 50.0}, {t: 49.0}) == [
+        False,
+        False,  # into the site's band
+        True,   # at the site's raise
+        False,  # further up, still short of the profile's raise
+        True,   # the profile's raise
+        True,   # back into the profile's band (its raise condition ends)
+        True,   # below the site's raise, at its clear: the site's alarm may clear
+        False,
+    ]
+    assert sent(lim, {"port.2.connector_temp": 56.0}) == [True]  # a first value past the site's raise
+
+
+def test_what_does_not_fit_the_profile_is_ignored_and_the_profiles_limits_stand() -> None:
+    lim = site_limits("voltpile-cp10",
+                      ("no_such_rule", 10.0, 5.0),       # not in the profile
+                      ("connector_temp_rise", 1.0, 0.5),  # a rate-of-rise rule, not a threshold
+                      ("smoke", 1.0, 0.0),                # a state rule
+                      ("connector_overtemp", 50.0, 55.0),  # clear on the wrong side of raise
+                      ("overcurrent", 5.0, 4.0))          # the profile's own limits again
+    t = "port.1.connector_temp"
+    assert sent(lim, {t: 30.0}, {t: 52.0}, {t: 70.0}) == [False, False, True]
+    assert sent(lim, {"port.1.current": 4.5}, {"port.1.current": 5.0}) == [False, True]
+    assert [len(v) for v in lim.by_point.values()] == [len(v) for v in limits("voltpile-cp10").by_point.values()]

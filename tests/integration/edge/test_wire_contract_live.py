@@ -43,6 +43,12 @@ ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TABLE = {"status": (1, True), "health": (1, False), "telemetry": (1, False), "urgent": (1, False), "event": (1, False),
          "cmd-result": (1, False), "config-result": (1, False), "config-running": (1, True)}
 GATEWAY_KINDS = {"status", "config-result", "config-running"}  # topics without a device level
+# docs/wire.md, "Urgent telemetry": the site's overrides the cloud sends (`limits`, down, QoS 1, retained).
+# chg1's ports alarm at 55 °C here (profile: 70); a device the gateway lacks is ignored.
+LIMITS = (b'{"v": 1, "ts": "2026-11-25T04:00:00.000Z", "devices": {'
+          b'"chg1": [{"rule": "connector_overtemp", "raise": 55.0, "clear": 50.0}],'
+          b' "chg404": [{"rule": "connector_overtemp", "raise": 20.0, "clear": 10.0}]}}')
+LIMITS_RULES = {"chg1": {"connector_temp": [{"kind": "threshold", "raise": 55.0, "clear": 50.0}]}}
 SEVERITIES = {"critical", "major", "minor", "warning", "info"}
 EVENT_KINDS = {"state", "interlock", "command", "fault", "agent"}
 NULLABLE = {"last_ok", "latency_ms", "poll_rate_hz", "backlog_oldest", "clock_skew_s", "point", "value", "previous"}
@@ -109,9 +115,10 @@ def doc_points(profile: str) -> dict[str, tuple[type, float]]:
     return out
 
 
-def doc_limits(profile: str) -> dict[str, list[dict[str, Any]]]:
+def doc_limits(profile: str, site: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, list[dict[str, Any]]]:
     """docs/wire.md, "Urgent telemetry": the threshold and state rules of the catalog YAML whose
-    point has no `event:`, by wire point id (a rule with `block:` applies to every instance)."""
+    point has no `event:`, by wire point id (a rule with `block:` applies to every instance), and
+    beside them the site's limits (`site`: by point key) the cloud sent."""
     y = yaml.safe_load((CATALOG / f"{profile}.yaml").read_text())
     has_event = {(None, p["key"]) for p in y.get("points", []) if "event" in p}
     has_event |= {(b["key"], p["key"]) for b in y.get("blocks", []) for p in b["points"] if "event" in p}
@@ -123,6 +130,8 @@ def doc_limits(profile: str) -> dict[str, list[dict[str, Any]]]:
             if r["kind"] in ("threshold", "state") and (r.get("block"), r["point"]) == (block, key) \
                     and (block, key) not in has_event:
                 out[pid].append(r)
+        if out.get(pid):
+            out[pid] += (site or {}).get(key, [])
     return out
 
 
@@ -164,6 +173,7 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
     agent = AgentProcess(cfg, tmp_path / "agent.log")
     try:
         time.sleep(0.3)  # the capture is subscribed before the gateway says a word
+        cap.client.publish(f"sw/v1/{SITE}/{GW}/limits", LIMITS, qos=1, retain=True)  # as the cloud does
         agent.start()
         wait_until(lambda: cap.payloads("telemetry", "spk1") and cap.payloads("telemetry", "chg2"), 30, "telemetry")
         site.device("spk1").model.set_waterflow(True)  # a state event
@@ -179,6 +189,10 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
         site.device("chg1").model.sensor_spike(1, 72.0, 3.0)
         wait_until(lambda: len([u for u in cap.payloads("urgent", "chg1") if "port.1.connector_temp" in u["values"]])
                    >= 2, 20, "urgent telemetry of chg1 port 1 going over 70 °C and back")
+        # port 2 reads 60 °C: past only the site's limit (55, clear 50), urgent too, up and back
+        site.device("chg1").model.sensor_spike(2, 60.0, 3.0)
+        wait_until(lambda: len([u for u in cap.payloads("urgent", "chg1") if "port.2.connector_temp" in u["values"]])
+                   >= 2, 20, "urgent telemetry of chg1 port 2 going over the site's 55 °C and back")
         time.sleep(6)  # past a snapshot period, with moving readings
     finally:
         agent.stop()
@@ -199,7 +213,7 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
         assert len(parts) in (5, 6) and all(ID.match(p) for p in parts[2:-1]), topic
         kind = parts[-1]
         device = parts[4] if len(parts) == 6 else None
-        if kind == "cmd":
+        if kind in ("cmd", "limits"):
             continue  # the downlink: what this test sent
         assert kind in TABLE and (device is None) == (kind in GATEWAY_KINDS or (kind == "health" and len(parts) == 5))
         kinds_seen.add(kind if device else f"gateway-{kind}")
@@ -217,7 +231,7 @@ def test_a_live_edge_speaks_exactly_docs_wire_md(tmp_path: Path, mosquitto) -> N
             epochs.add(body["epoch"])
         if kind in ("telemetry", "urgent"):
             points = doc_points(profiles[device])  # type: ignore[index]
-            limits = doc_limits(profiles[device])  # type: ignore[index]
+            limits = doc_limits(profiles[device], LIMITS_RULES.get(device))  # type: ignore[index,arg-type]
             assert isinstance(body["snapshot"], bool) and isinstance(body["values"], dict)
             across = [pid for pid, v in body["values"].items()
                       if limits.get(pid) and crossed(limits[pid], sent[device].get(pid), v)]  # type: ignore[index]

@@ -24,7 +24,10 @@ pushes, then puts the device back and waits for the all-clear):
   cut): t0 = smoke;
 - **composite** — fire = smoke + cabinet hot on chg2: t0 = smoke detected (cabinet already hot);
 - **offline** — hub1 stops answering (simulator fault `silent`): t0 = silence starts, `for`
-  overridden to 10 s; and the garage gateway SIGKILLed (the broker's last will): t0 = the kill.
+  overridden to 10 s; and the garage gateway SIGKILLed (the broker's last will): t0 = the kill;
+- **a site's own limit** — chg2's "Charging port overheating" moved by the site to 55 °C (profile:
+  65; the cloud sends it to the gateway as `limits`, docs/wire.md): a port's sensor reads 60 °C,
+  t0 = it reads so; `for: 5`.
 
 Reported per kind: push received − t0 − the rule's own `for` (so 0 is "exactly on time"), p50/p95/
 p99/max, without load (reference) and under the fleet generator's load (a separate process
@@ -70,8 +73,10 @@ print(f"{r.published} {r.seconds:.3f}", flush=True)
 # Bench-only overrides (the target is "beyond the rule's own `for`", so shorter `for`s keep cycles short).
 HOT_FOR_S = 5.0  # cabinet_hot on chg2 (profile: 30 s)
 OFFLINE_FOR_S = 10.0  # hub1 not answering (profile: 60 s)
+SITE_LIMIT = (55.0, 50.0)  # chg2's ports: the site's own raise/clear (profile hengtong-ebc12: 65/55)
 OVERRIDES = [{"rule": "cabinet_hot", "device": "chg2", "for": HOT_FOR_S},
-             {"rule": "offline", "device": "hub1", "for": OFFLINE_FOR_S}]
+             {"rule": "offline", "device": "hub1", "for": OFFLINE_FOR_S},
+             {"rule": "connector_overtemp", "device": "chg2", "raise": SITE_LIMIT[0], "clear": SITE_LIMIT[1]}]
 KINDS = [  # report rows, in order
     "state event: waterflow (spk1, spk2)",
     "rate of rise: port heating fast",
@@ -83,6 +88,7 @@ KINDS = [  # report rows, in order
     "composite: fire = smoke + cabinet hot",
     f"offline: device silent (for {OFFLINE_FOR_S:.0f} s)",
     "offline: gateway SIGKILL (last will)",
+    f"threshold: a site's own limit ({SITE_LIMIT[0]:.0f} °C, for 5 s)",
 ]
 RATE_WARMUP_S = 63.0  # the rate-of-rise window (60 s) and a poll or two
 # Shown for reading the figures, not judged against the target.
@@ -400,6 +406,34 @@ class Cabinet(Cycler):
                             "smoke": push("Smoke in charger cabinet", where, resolved=True)}, self.timeout_s)
 
 
+class SiteLimit(Cycler):
+    """A chg2 port's sensor reads 60 °C for `for` + 4 s: past the site's own limit (55 °C, an
+    `alarm_overrides` entry the cloud sends the gateway as `limits`), short of the profile's 65 °C and
+    of the edge's cut-off. t0 = the sensor reads it. Then it reads the real temperature again (clear)."""
+
+    def __init__(self, stack: demo.DemoStack, res: Results, cid: str = "chg2",
+                 ports: tuple[int, ...] = (2, 3, 5)) -> None:
+        super().__init__(stack, res)
+        self.cid, self.ports, self.k = cid, ports, 0
+        self.dev = stack.sim_device(cid)
+        over = rule(stack, cid, "connector_overtemp")
+        assert (over.raise_at, over.clear_at) == SITE_LIMIT, "the site's override is not applied"
+        self.for_s = float(over.for_s)
+
+    def cycle(self) -> None:
+        n = self.ports[self.k % len(self.ports)]
+        self.k += 1
+        where = f"device {self.cid}, port {n}"
+        i = self.phone.mark()
+        with self.dev.lock:
+            t0 = time.time()
+            self.dev.model.sensor_spike(n, SITE_LIMIT[0] + 5.0, self.for_s + 4.0)
+        got = self.phone.wait(i, {"over": push("Charging port overheating", where)}, self.timeout_s + self.for_s)
+        self.res.add(KINDS[10], got.get("over"), t0, self.for_s, where)
+        i = self.phone.mark()
+        self.phone.wait(i, {"over": push("Charging port overheating", where, resolved=True)}, self.timeout_s + 10)
+
+
 class Silent(Cycler):
     """hub1 stops answering its polls (the edge's breaker opens, its health says offline)."""
 
@@ -429,7 +463,7 @@ def phase(stack: demo.DemoStack, seconds: float, watch: Callable[[], None] | Non
                              PortRunaway(stack, res, "chg1", [2, 4, 6, 8, 10]),
                              PortRunaway(stack, res, "chg3", [1, 3, 5, 7, 9]),
                              PortRunaway(stack, res, "chg3", [2, 4, 6, 8, 10]),
-                             Cabinet(stack, res), Silent(stack, res)]
+                             Cabinet(stack, res), Silent(stack, res), SiteLimit(stack, res)]
     deadline = time.monotonic() + seconds
     # Daemon threads: SIGTERM (KeyboardInterrupt in the main thread) must not wait for the cycles.
     ts = [threading.Thread(target=c.run, args=(deadline,), daemon=True) for c in cyclers]

@@ -106,7 +106,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> Ite
     db_url = postgres_server.url(postgres_server.create_database())
     receiver = PushReceiver()
     alarm_file = root / "alarms.yaml"
-    alarm_file.write_text(alarm_file_text(SITE, receiver.url))
+    # the site's own low-pressure limit (profile: raise 1.5, clear 2.0 bar, below): sent to each gateway
+    alarm = yaml.safe_load(alarm_file_text(SITE, receiver.url))
+    alarm["alarm_overrides"].append({"rule": "low_pressure", "raise": 2.5, "clear": 3.0})
+    alarm_file.write_text(yaml.safe_dump(alarm, sort_keys=False))
     site_file = _site_file(root)
     replicas = {n: Replica(n, root, cluster.urls, site_file, alarm_file, None, db_url, PARTITIONS, account=CLOUD)
                 for n in ("r1", "r2")}
@@ -274,6 +277,13 @@ class Observer:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
+
+
+def test_the_sites_alarm_limits_reach_the_gateway_through_the_cluster(stack: Stack) -> None:
+    """`limits` (docs/wire.md) is not retained on a cluster: the owner sends it again after the gateway's
+    birth, into the gateway's session, through the cluster's stream and the cloud user's permission."""
+    wait_until(lambda: "alarm limits from the cloud: 1 override(s) for 1 device(s)" in stack.edge.log(), 30,
+               "the edge applying its site's limits")
 
 
 def test_the_survivor_finishes_a_rollout_whose_owner_was_killed_before_the_result(stack: Stack) -> None:

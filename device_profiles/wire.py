@@ -517,6 +517,13 @@ CONFIG_PAYLOAD_TYPES: dict[ConfigKind, type[_Msg]] = {
 _config_decoders = {k: msgspec.json.Decoder(t) for k, t in CONFIG_PAYLOAD_TYPES.items()}
 
 
+def decode_config_message(topic: str, data: bytes) -> tuple[str, str, ConfigKind, Any]:
+    """A gateway-level config message as received: (site, gateway, kind, payload); WireError if the
+    topic or the payload is not one."""
+    site, gateway, kind = parse_config_topic(topic)
+    return site, gateway, kind, decode_config(kind, data)
+
+
 def decode_config(kind: ConfigKind, data: bytes) -> Any:
     """Validate and decode a config payload; WireError as `decode`."""
     if len(data) > MAX_PAYLOAD_BYTES:

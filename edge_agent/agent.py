@@ -403,8 +403,7 @@ class Agent:
         """The site's overrides of alarm limits (docs/wire.md `limits`; edge_agent/urgency.py): each
         device's limits are made again with them. On the agent's loop, like the readings they judge."""
         try:
-            site, gw, kind = wire.parse_config_topic(topic)
-            msg = wire.decode_config(kind, payload)
+            site, gw, kind, msg = wire.decode_config_message(topic, payload)
         except wire.WireError as e:
             log.warning("ignored limits on %s: %s", topic, e)
             return

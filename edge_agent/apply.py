@@ -106,12 +106,11 @@ class Applier:
 
     def inbound(self, topic: str, payload: bytes) -> None:
         try:
-            site, gw, kind = wire.parse_config_topic(topic)
-            if (site, gw) != (self.agent.site, self.agent.gateway):
-                return
-            msg = wire.decode_config(kind, payload)
+            site, gw, _kind, msg = wire.decode_config_message(topic, payload)
         except wire.WireError as e:
             log.warning("ignored config message on %s: %s", topic, e)
+            return
+        if (site, gw) != (self.agent.site, self.agent.gateway):
             return
         if isinstance(msg, wire.ConfigConfirm):
             if self._confirm is not None and self._confirm[0] == msg.version:

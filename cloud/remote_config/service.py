@@ -201,8 +201,7 @@ class ConfigService:
         gateway is logged and dropped; an exception means it was not recorded (the ingester then does not
         acknowledge it: it comes again)."""
         try:
-            site, gw, kind = wire.parse_config_topic(topic)
-            payload_ = wire.decode_config(kind, payload)
+            site, gw, _kind, payload_ = wire.decode_config_message(topic, payload)
         except wire.WireError as e:
             log.warning("ignored %s: %s", topic, e)
             return

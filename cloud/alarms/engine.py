@@ -150,6 +150,7 @@ class AlarmEngine:
         self._restore_tracks(store.load_tracks())
         self._restore_windows(self._load_windows_rows("rate", owns_everything),
                               self._load_windows_rows("comm", owns_everything))
+        self._restore_transitions(self._load_transitions(owns_everything))
         # Told of every state change, from inside the engine's lock: ("raise" | "ack" | "clear",
         # Alarm, now), ("window", (site, start, end), now) and ("window-end", (site, start, was_end,
         # end), now). cloud/history writes them to the
@@ -554,6 +555,7 @@ class AlarmEngine:
         if not rules:
             return
         t, origin = now, msg.received
+        cause: tuple[str, O.Mark] | None = None
         if sample is not None:
             marks = self._marks.get((msg.site, msg.gateway, dev))
             if marks is None:
@@ -564,7 +566,8 @@ class AlarmEngine:
                 self._backfill_rates(rules, ref, idx, v, min(O.sample_time(sample.ts, sample.received), now),
                                      now, sample.received, block, pid, touched)
                 return
-            marks[pid] = O.mark(sample)
+            marks[pid] = cause_mark = O.mark(sample)
+            cause = (pid, cause_mark)
             t, origin = min(O.sample_time(sample.ts, sample.received), now), sample.received
         for rule, k in rules:
             if _tagged_out(rule, ref, idx):
@@ -576,11 +579,14 @@ class AlarmEngine:
                 self.tracks[k] = entry
             _, tr, ctx = entry
             before = tr.pending_since
-            self._stepped(rule, k, tr, ctx, before, R.step(rule, tr, v, t), v, now, origin, block, pid, touched)
+            self._stepped(rule, k, tr, ctx, before, R.step(rule, tr, v, t), v, now, origin, block, pid, touched,
+                          cause)
 
     def _stepped(self, rule: AlarmRule, k: str, tr: R.Track, ctx: Any, before: float | None, action: R.Action,
-                 v: wire.Scalar, now: float, origin: float, block: str | None, pid: str, touched: set[str]) -> None:
-        """What a rule's step changed: its window and hold to save, the alarm to raise or clear."""
+                 v: wire.Scalar, now: float, origin: float, block: str | None, pid: str, touched: set[str],
+                 cause: tuple[str, O.Mark] | None = None) -> None:
+        """What a rule's step changed: its window and hold to save, the alarm to raise or clear (with
+        `cause`, the point and mark of the reading that did it: the row's transition mark)."""
         if rule.kind is AlarmKind.RATE_OF_RISE:
             self._rate_dirty[k] = pid
         if tr.pending_since is not None and not tr.active:
@@ -592,10 +598,10 @@ class AlarmEngine:
         if action is R.Action.RAISE:
             if before is not None and rule.for_s > 0:
                 self._tracks_dirty[k] = None
-            self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin)
+            self._raise(rule, ctx, now, v, {"block": block} if block else {}, origin, cause)
             touched.add(ctx.instance)
         elif action is R.Action.CLEAR:
-            self._clear(k, now)
+            self._clear(k, now, cause=cause)
             touched.add(ctx.instance)
 
     def _backfill_rates(self, rules: list[tuple[AlarmRule, str]], ref: DeviceRef, idx: int | None,
@@ -646,8 +652,11 @@ class AlarmEngine:
         return None
 
     def _raise(
-        self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any], origin: float
+        self, rule: AlarmRule, ctx: _Ctx, now: float, value: Any, detail: dict[str, Any], origin: float,
+        cause: tuple[str, O.Mark] | None = None,
     ) -> Alarm | None:
+        """Raise (store, then push) unless already active. `cause`: the point and ordering mark of the
+        reading that raised it, committed with the row (`adopt` restores it: `_restore_transitions`)."""
         k = active_key(ctx.site, ctx.gateway, ctx.device, rule.key, ctx.instance)
         existing = self.active.get(k)
         if existing is not None:
@@ -673,9 +682,11 @@ class AlarmEngine:
         )
         if rule.sprinkler:
             a.suppressed = self._inspection(ctx.site, now)
-        a, created = self.store.raise_alarm(a, now)
+        a, created = self.store.raise_alarm(a, now, RS.transition_json(*cause) if cause else None)
         self.active[k] = a
         self._changed("raise", a, now)
+        if created:  # which replica raised what, from which reading: the log is the only witness
+            log.info("alarm %s raised: id %d%s", k, a.id, _reading(cause))
         if created:
             self._notify(a, now, origin)
         return a
@@ -738,6 +749,7 @@ class AlarmEngine:
         action: str = "cleared",
         detail: str = "",
         resolution: bool = True,
+        cause: tuple[str, O.Mark] | None = None,
     ) -> bool:
         a = self.active.pop(k, None)
         if a is None:
@@ -747,7 +759,9 @@ class AlarmEngine:
             entry[1].active = False
             entry[1].pending_since = None
         self._pending.discard(k)
-        self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail)
+        self.store.clear(a.id, now, who=who, channel=via, action=action, detail=detail,
+                         mark=RS.transition_json(*cause) if cause else None)
+        log.info("alarm %s %s: id %d%s", k, action, a.id, _reading(cause))
         a.active, a.cleared_at = False, now
         self._changed("clear", a, now)
         if a.notified and self.dispatcher and resolution:
@@ -1102,7 +1116,7 @@ class AlarmEngine:
                 self.tracks[k] = entry
             entry[1].samples = samples
             if mark is not None:
-                self._marks.setdefault((site, gw, dev), {})[pid] = mark
+                self._remember_mark((site, gw, dev), pid, mark)
         for (site, gw, dev), data in comms.items():
             comm = RS.parse_comm(data)
             ref = self.directory.lookup(site, gw, dev)
@@ -1114,6 +1128,45 @@ class AlarmEngine:
                 self._comm_at[(site, gw, dev)] = comm[1]
         if skipped:
             log.warning("alarm engine: %d saved rule windows no longer match the site files; ignored", skipped)
+
+    TRANSITION_HORIZON_S = 3600.0  # alarms cleared longer ago than this: their readings are long acknowledged
+
+    def _load_transitions(self, mine: Callable[[str, str], bool]) -> list[tuple[tuple[str, str, str], str, O.Mark]]:
+        """((site, gateway, device), point id, mark) of the readings that raised or cleared the alarms
+        of `mine`'s gateways (active ones, and those cleared within TRANSITION_HORIZON_S), oldest
+        first; none if the store fails (then those readings are judged again, as before marks)."""
+        try:
+            rows = self.store.transition_marks(self.clock() - self.TRANSITION_HORIZON_S)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("alarm engine could not read the alarms' transition marks")
+            return []
+        out = []
+        for site, gw, dev, raw in rows:
+            parsed = RS.parse_transition(raw) if mine(site, gw) else None
+            if parsed is not None:
+                out.append(((site, gw, dev), parsed[0], parsed[1]))
+        return out
+
+    def _restore_transitions(self, rows: list[tuple[tuple[str, str, str], str, O.Mark]]) -> None:
+        """A point's ordering mark is at least that of the newest reading that raised or cleared one of
+        its alarms. A replica that dies has judged messages it never acknowledged (acknowledgements wait
+        for its durability point, its replay check is saved a second or two later still,
+        cloud/ingest/service.py): the stream delivers them to the survivor as news, and judged again
+        (ordering marks start afresh at `adopt`) a waterflow flip the dead owner had raised and cleared
+        was raised and pushed a second time, a new row cleared 0.1 s later by the flip's "off" delivered
+        again (tests/integration/test_cluster_chaos.py `test_kill9_of_a_replica`, 2026-12-02); an older
+        "off" delivered again would clear the alarm a newer reading raised. Readings the dead owner never
+        judged are newer than its last transition: still news (tests/integration/test_takeover_replay.py)."""
+        for dkey, pid, mark in rows:
+            self._remember_mark(dkey, pid, mark)
+
+    def _remember_mark(self, dkey: tuple[str, str, str], pid: str, mark: O.Mark) -> None:
+        """Set a point's ordering mark to `mark` unless it already has a newer one."""
+        marks = self._marks.setdefault(dkey, {})
+        last = marks.get(pid)
+        if last is None or O.newer(O.Meta(mark.seq, mark.ts, mark.ts, mark.epoch), last):
+            marks[pid] = mark
 
     def hand_over(self, mine: Callable[[str, str], bool]) -> None:
         """Gateways handed to another replica (a planned move): save what they have not saved yet, so
@@ -1190,6 +1243,7 @@ class AlarmEngine:
         t2 = time.monotonic()
         comms = self._load_windows_rows("comm", mine)
         rates = self._load_windows_rows("rate", mine) if rate_windows else {}
+        transitions = self._load_transitions(mine)
         t3 = time.monotonic()
         with self.lock:
             for k in [k for k, a in self.active.items() if mine(a.site, a.gateway)]:
@@ -1207,8 +1261,11 @@ class AlarmEngine:
                     per_device.pop(d, None)
             self._restore_tracks(tracks)
             # ... except the rate-of-rise and comm-error windows (with their points' marks), which
-            # resume from the previous owner's last flush (cloud/alarms/resume.py)
+            # resume from the previous owner's last flush (cloud/alarms/resume.py), and the marks of
+            # the readings that raised or cleared their alarms, committed with the rows: the previous
+            # owner's newest messages come again, but those it had already judged are history
             self._restore_windows(rates, comms)
+            self._restore_transitions(transitions)
             for (site, gw, dev), t in seen.items():
                 if not mine(site, gw):
                     continue
@@ -1344,6 +1401,11 @@ def _tagged_out(rule: AlarmRule, ref: DeviceRef, idx: int | None) -> bool:
     """A rule limited to instances the site tags (`only_tagged`) that this instance is not tagged for."""
     return bool(rule.only_tagged) and (
         idx is None or ref.instance_labels.get(idx, {}).get(rule.only_tagged or "", "").lower() not in TRUE_TAGS)
+
+
+def _reading(cause: tuple[str, O.Mark] | None) -> str:
+    """", by <point> seq <n>" for the log of a raise or clear a reading caused."""
+    return "" if cause is None else f", by {cause[0]} seq {cause[1].seq}"
 
 
 def _meta(p: Any, received: float) -> O.Meta | None:

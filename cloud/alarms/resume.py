@@ -7,12 +7,18 @@ sample the window already holds must not be appended a second time at the newest
 comm-error window is the poll counters at its start plus the mark of the health message that set
 them, for the same reason (an older health message's counters would look like an agent restart).
 
+An alarm row's transition mark (`transition_json`) is the same ordering mark for state and threshold
+rules: the reading that raised or cleared it, committed with the row, so the readings a dead owner had
+judged (and whose alarm it had raised or cleared) are history to its survivor when the stream
+delivers them again, not news (cloud/alarms/engine.py `adopt`).
+
 Parsing is defensive: a row is state written by another process, perhaps by another version, and
 must never crash a takeover; anything malformed gives None (the window starts afresh, as before).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from typing import Any
@@ -62,6 +68,24 @@ def parse_comm(data: dict[str, Any]) -> tuple[CommWindow, O.Mark | None] | None:
     if type(p) is not int or type(e) is not int or p < 0 or e < 0:
         return None
     return CommWindow(p, e), parse_mark(data.get("m"))
+
+
+def transition_json(pid: str, m: O.Mark) -> str:
+    """An alarm row's `mark` (cloud/alarms/store.py): the point and ordering mark of the reading that
+    raised or cleared it."""
+    return json.dumps({"pid": pid, "seq": m.seq, "ts": m.ts, "epoch": m.epoch})
+
+
+def parse_transition(raw: str | None) -> tuple[str, O.Mark] | None:
+    """(point id, mark) of an alarm row's `mark`, or None if it is missing or malformed."""
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, mark = data.get("pid"), parse_mark([data.get("seq"), data.get("ts"), data.get("epoch")])
+    return (pid, mark) if isinstance(pid, str) and mark is not None else None
 
 
 def finite(v: Any) -> bool:

@@ -87,6 +87,10 @@ alarms = Table(
     Column("notified", Text, nullable=False, default="[]"),  # person ids notified (for resolution)
     Column("occurrences", Integer, nullable=False, default=1),
     Column("active_key", String(300), unique=True),
+    # The ordering mark of the reading behind the row's last transition (its raise, then its clear),
+    # JSON {"pid", "seq", "ts", "epoch"}: written in the transaction that raises or clears, so a
+    # survivor (or a restart) knows which readings were judged already (`transition_marks`).
+    Column("mark", Text),
 )
 
 audit = Table(
@@ -164,13 +168,17 @@ class Intent:
 
 
 def _add_intent_columns(engine: Any) -> None:
-    """A notify_log created before intents existed gets their two columns (create_all adds tables,
-    never columns). Replicas starting together may race: PostgreSQL's IF NOT EXISTS settles it."""
+    """A notify_log created before intents existed gets their two columns, an alarms table created
+    before transition marks its `mark` (create_all adds tables, never columns). Replicas starting
+    together may race: PostgreSQL's IF NOT EXISTS settles it."""
     insp = inspect(engine)
+    pg = engine.dialect.name == "postgresql"
+    if insp.has_table("alarms") and "mark" not in {c["name"] for c in insp.get_columns("alarms")}:
+        with engine.begin() as c:
+            c.execute(text(f"ALTER TABLE alarms ADD COLUMN {'IF NOT EXISTS ' if pg else ''}mark TEXT"))
     if not insp.has_table("notify_log"):
         return
     have = {c["name"] for c in insp.get_columns("notify_log")}
-    pg = engine.dialect.name == "postgresql"
     with engine.begin() as c:
         for name, sql_type in (("state", "VARCHAR(12)"), ("route", "INTEGER")):
             if name not in have:
@@ -229,6 +237,7 @@ class Alarm:
     def from_row(r: Any) -> Alarm:
         m = dict(r._mapping)
         m.pop("active_key", None)
+        m.pop("mark", None)  # the engine's bookkeeping (`AlarmStore.transition_marks`), not the alarm's
         m["value"] = json.loads(m["value"]) if m["value"] else None
         m["detail"] = json.loads(m["detail"] or "{}")
         m["labels"] = json.loads(m["labels"] or "{}")
@@ -266,9 +275,11 @@ class AlarmStore:
         self.engine.dispose()
 
     # ------------------------------------------------------------------ alarms
-    def raise_alarm(self, a: Alarm, now: float) -> tuple[Alarm, bool]:
-        """Insert an active alarm; if one is already active for the key, return it (created False)."""
+    def raise_alarm(self, a: Alarm, now: float, mark: str | None = None) -> tuple[Alarm, bool]:
+        """Insert an active alarm; if one is already active for the key, return it (created False).
+        `mark`: the reading that raised it (column `mark`), committed with the row."""
         row = {k: v for k, v in a.__dict__.items() if k != "id"}
+        row["mark"] = mark
         row["value"] = json.dumps(a.value)
         row["detail"] = json.dumps(a.detail, default=str)
         row["labels"] = json.dumps(a.labels)
@@ -299,6 +310,15 @@ class AlarmStore:
                 return self.raise_alarm(a, now)
             return Alarm.from_row(r), False
 
+    def transition_marks(self, since: float) -> list[tuple[str, str, str, str]]:
+        """(site, gateway, device, mark JSON) of the transitions of active alarms and of alarms cleared
+        since `since`, oldest row first: what a survivor restores before reading (engine `adopt`)."""
+        q = (select(alarms.c.site, alarms.c.gateway, alarms.c.device, alarms.c.mark)
+             .where(alarms.c.mark.is_not(None), (alarms.c.active.is_(True)) | (alarms.c.cleared_at >= since))
+             .order_by(alarms.c.id))
+        with self.tx() as c:
+            return [(r.site, r.gateway, r.device, r.mark) for r in c.execute(q)]
+
     def get(self, alarm_id: int) -> Alarm | None:
         with self.tx() as c:
             r = c.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
@@ -323,14 +343,18 @@ class AlarmStore:
         channel: str = "engine",
         action: str = "cleared",
         detail: str = "",
+        mark: str | None = None,
     ) -> bool:
-        """Cleared by the condition, or resolved by a person: no longer active either way."""
+        """Cleared by the condition, or resolved by a person: no longer active either way. `mark`: the
+        reading that cleared it (replaces the raise's in column `mark`), committed with the clear."""
         vals: dict[str, Any] = {
             "active": False,
             "active_key": None,
             "cleared_at": now,
             "next_notify_at": None,
         }
+        if mark is not None:
+            vals["mark"] = mark
         if action == "resolved":
             vals["resolved_by"] = who
         with self.tx() as c:

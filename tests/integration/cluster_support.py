@@ -183,6 +183,16 @@ class ClusterDb:
                                   "WHERE device = :d AND rule = :r ORDER BY id"), {"d": device, "r": rule}).all()
         return [dict(r._mapping) for r in rows]
 
+    def alarm_rows(self, ids: list[int]) -> list[dict[str, Any]]:
+        """Whole rows and their audit trail (a failure's diagnostic)."""
+        with self.engine.connect() as c:
+            rows = [dict(r._mapping) for r in c.execute(text("SELECT * FROM alarms WHERE id = ANY(:i) ORDER BY id"),
+                                                        {"i": ids})]
+            for r in rows:
+                r["audit"] = [dict(a._mapping) for a in c.execute(
+                    text("SELECT * FROM alarm_audit WHERE alarm_id = :a ORDER BY id"), {"a": r["id"]})]
+        return rows
+
     def pushes(self, alarm_id: int) -> int:
         with self.engine.connect() as c:
             return int(c.execute(text("SELECT count(*) FROM notify_log WHERE alarm_id = :a AND ok "

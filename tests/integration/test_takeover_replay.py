@@ -1,0 +1,159 @@
+"""Readings a dead owner had judged, delivered again to the survivor (issue: each alarm raised and
+pushed exactly once across replicas; tests/integration/test_cluster_chaos.py `test_kill9_of_a_replica`
+once had two waterflow rows in one flip).
+
+A replica acknowledges a message only behind its durability point and saves its replay check a
+second or two behind that (cloud/ingest/service.py), so a replica killed -9 leaves messages it had
+already handed to its alarm engine unacknowledged and unknown to the replay check: the stream
+delivers them to the survivor again, as news. The alarm rows they raised or cleared are committed;
+the survivor must not judge them a second time (raise a cleared alarm again, clear the active
+alarm a newer reading raised). An alarm the dead owner never raised is still raised.
+
+Replica A judges until it "dies" (dropped, nothing saved); replica B, sharing the store, adopts its
+gateway as cloud/cluster/replica.py does and gets A's last messages again. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from cloud.alarms.directory import StaticDirectory
+from cloud.alarms.engine import AlarmEngine
+from cloud.alarms.store import AlarmStore
+from cloud.safety import SafetyMessage
+from device_profiles import wire
+from tests.integration.test_alarm_engine import T0, Clock, site_cfg
+from tests.integration.test_takeover_resume import ALL, MINE, NONE, wipe
+
+SITE, GW, RISER = "demo", "gw-1", "riser-1"
+KEY = f"{SITE}/{GW}/{RISER}/waterflow/"
+
+
+class Replica:
+    """An alarm engine on `url` owning `owns`; waterflow raised at once (as the chaos test's site)."""
+
+    def __init__(self, url: str, clock: Clock, owns: Any) -> None:
+        self.cfg = site_cfg(None, alarm_overrides=[{"rule": "waterflow", "for": 0}])
+        self.store = AlarmStore(url)
+        self.engine = AlarmEngine(self.store, StaticDirectory([self.cfg]), [self.cfg], clock=clock,
+                                  restart_grace_s=0)
+        self.engine.owns = owns
+        self.clock = clock
+
+    def feed(self, *msgs: SafetyMessage) -> None:
+        for m in msgs:
+            self.clock.t = max(self.clock.t, m.received)
+            self.engine.process(m)
+            self.engine.tick()
+
+    def take_over(self) -> None:
+        """What cloud/cluster/replica.py does at a takeover, in its order."""
+        self.engine.adopt(MINE, rate_windows=False)
+        self.engine.owns = ALL
+        self.engine.adopt_rate_windows(MINE)
+
+    def rows(self) -> list[Any]:
+        return sorted((a for a in self.store.list_alarms() if a.rule == "waterflow"), key=lambda a: a.id)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def event(seq: int, on: bool) -> SafetyMessage:
+    """The edge's waterflow event (safety lane), as it sends one at each change of the input."""
+    t = T0 + seq
+    ev = wire.Event(ts=datetime.fromtimestamp(t, UTC), seq=seq, id=f"event-{seq:04d}", kind="state", point="waterflow",
+                    value=on, text="water flowing" if on else "flow stopped", epoch="e1")
+    return SafetyMessage(SITE, GW, RISER, wire.Kind.EVENT, ev, t)
+
+
+def reading(seq: int, on: bool) -> SafetyMessage:
+    """A telemetry sample of the same input (bulk lane)."""
+    t = T0 + seq
+    tel = wire.Telemetry(ts=datetime.fromtimestamp(t, UTC), seq=seq, values={"waterflow": on}, epoch="e1")
+    return SafetyMessage(SITE, GW, RISER, wire.Kind.TELEMETRY, tel, t)
+
+
+def pair(url: str) -> tuple[Clock, Replica, Replica]:
+    wipe(url)
+    clock = Clock()
+    return clock, Replica(url, clock, MINE), Replica(url, clock, NONE)
+
+
+def test_a_flip_the_dead_owner_raised_and_cleared_is_not_raised_again(db_url: str) -> None:
+    """A raised and cleared the alarm of a flip and died before acknowledging it; B gets the flip's
+    messages again, then a new flip: one row per flip."""
+    _clock, a, b = pair(db_url)
+    a.feed(reading(1, False), event(2, True), reading(3, True), event(4, False), reading(5, False))
+    assert [r.active for r in a.rows()] == [False]
+    b.take_over()
+    b.feed(event(2, True), event(4, False))  # safety lane first (cloud/ingest/jetstream.py)
+    b.feed(reading(1, False), reading(3, True), reading(5, False))
+    assert [r.active for r in b.rows()] == [False], "the dead owner's flip was raised again"
+    b.feed(event(6, True))
+    rows = b.rows()
+    assert [r.active for r in rows] == [False, True]
+    assert rows[1].raised_at == b.clock.t
+    a.close()
+    b.close()
+
+
+def test_an_alarm_the_dead_owner_raised_is_not_cleared_by_an_older_reading_again(db_url: str) -> None:
+    """A judged a reading off, then the flip on (raised, pushed) and died: B gets A's unacknowledged
+    messages again, the older "off" among them; the alarm stays the one row, active, and is cleared
+    once by the flip's own end."""
+    _clock, a, b = pair(db_url)
+    a.feed(reading(1, False), event(2, True))
+    assert [r.active for r in a.rows()] == [True]
+    b.take_over()
+    b.feed(reading(1, False), event(2, True), reading(3, True))
+    rows = b.rows()
+    assert [r.active for r in rows] == [True], "an older reading cleared the alarm, a replay raised it again"
+    assert b.engine.active[KEY].id == rows[0].id
+    b.feed(event(4, False))
+    assert [r.active for r in b.rows()] == [False]
+    a.close()
+    b.close()
+
+
+def test_an_alarm_the_dead_owner_never_raised_is_raised_by_the_survivor(db_url: str) -> None:
+    """No loss: A had the "on" event in hand but died before judging it; B raises it from the copy."""
+    _clock, a, b = pair(db_url)
+    a.feed(reading(1, False))
+    b.take_over()
+    b.feed(event(2, True), reading(1, False))
+    assert [r.active for r in b.rows()] == [True]
+    a.close()
+    b.close()
+
+
+def test_a_restarted_engine_does_not_judge_its_own_last_messages_again(db_url: str) -> None:
+    """One `cloud serve` killed and started again: the broker delivers what it had not acknowledged."""
+    clock, a, _b = pair(db_url)
+    a.engine.owns = ALL
+    a.feed(event(2, True), event(4, False))
+    a.close()
+    again = Replica(db_url, clock, ALL)
+    again.feed(event(2, True), reading(3, True), event(4, False))
+    assert [r.active for r in again.rows()] == [False]
+    again.close()
+    _b.close()
+
+
+def test_an_alarms_table_from_before_marks_gets_its_column(db_url: str) -> None:
+    """A database written by an earlier version (no `mark` column) is brought up to date at open."""
+    clock, a, b = pair(db_url)
+    a.close()
+    b.close()
+    old = AlarmStore(db_url)
+    with old.tx() as c:
+        c.exec_driver_sql("ALTER TABLE alarms DROP COLUMN mark")
+    old.close()
+    rep = Replica(db_url, clock, ALL)
+    rep.feed(event(2, True), event(4, False))
+    assert [r.active for r in rep.rows()] == [False]
+    ((site, gw, dev, mark),) = rep.store.transition_marks(0.0)
+    assert (site, gw, dev) == (SITE, GW, RISER)
+    assert json.loads(mark) == {"pid": "waterflow", "seq": 4, "ts": T0 + 4, "epoch": "e1"}  # the clear's
+    rep.close()

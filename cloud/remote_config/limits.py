@@ -29,7 +29,6 @@ class LimitsSender:
         self.compute = compute  # every registered gateway's overrides (cloud/alarms/edge_limits.py)
         self.publish = publish
         self.owns = owns
-        self.sent_count = 0
         self._sent: dict[tuple[str, str], bytes] = {}  # what each gateway was last sent (its devices, encoded)
         self._lock = threading.Lock()
 
@@ -57,5 +56,4 @@ class LimitsSender:
                     self._sent[(site, gw)] = body
                 n += 1
                 log.info("%s/%s: alarm limits sent (%d override(s))", site, gw, sum(map(len, devices.values())))
-        self.sent_count += n
         return n

@@ -632,15 +632,32 @@ class Agent:
         self._stopping.set()
 
 
-def run_agent(cfg: AgentConfig, profiles: dict[str, Profile], config_path: Path | None = None) -> None:
-    """Run until SIGTERM / SIGINT. With `config_path` the cloud may change the config remotely
-    (the file is rewritten when a new version is kept; docs/wire.md, "Remote configuration")."""
+async def _stop_with_parent(agent: Agent, parent_pid: int, every_s: float = 1.0) -> None:
+    """Stop the agent (cleanly) once the process that started it is gone. An agent run by another
+    program (the demo) in its own session gets no signal when that program is killed: left alone it
+    keeps reopening serial paths (pseudo-terminals are reused by the next program) and its broker."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(every_s)
+    log.warning("the process that started this agent (pid %d) is gone: stopping", parent_pid)
+    agent.stop()
+
+
+def run_agent(cfg: AgentConfig, profiles: dict[str, Profile], config_path: Path | None = None,
+              parent_pid: int | None = None) -> None:
+    """Run until SIGTERM / SIGINT, or until process `parent_pid` is no longer this one's parent. With
+    `config_path` the cloud may change the config remotely (the file is rewritten when a new version
+    is kept; docs/wire.md, "Remote configuration")."""
 
     async def main() -> None:
         agent = Agent(cfg, profiles, config_path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
+        watch = asyncio.create_task(_stop_with_parent(agent, parent_pid)) if parent_pid is not None else None
+        try:
+            await agent.run()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     asyncio.run(main())

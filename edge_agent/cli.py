@@ -385,7 +385,12 @@ def probe(
 
 
 @app.command()
-def run(config: Cfg, log_level: str = "INFO") -> None:
+def run(
+    config: Cfg,
+    log_level: str = "INFO",
+    parent_pid: Annotated[int | None, typer.Option(
+        help="stop when this process (the program that started the agent) is gone")] = None,
+) -> None:
     """Run the agent until SIGTERM / Ctrl-C."""
     import logging
 
@@ -393,7 +398,7 @@ def run(config: Cfg, log_level: str = "INFO") -> None:
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg, profiles = _load(config)
-    run_agent(cfg, profiles, config)
+    run_agent(cfg, profiles, config, parent_pid)
 
 
 @app.command()

@@ -235,7 +235,8 @@ class DemoStack:
         for name in self.sims:
             cfg = self.edge_config(name)
             logf = open(w / f"{cfg.stem}.log", "ab")  # noqa: SIM115 - owned by the child
-            self.agents[name] = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(cfg)],
+            self.agents[name] = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", str(cfg),
+                                                  "--parent-pid", str(os.getpid())],
                                                  stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
             logf.close()
@@ -267,7 +268,7 @@ class DemoStack:
             steps.append(self.cloud.stop)
         if self.inbox is not None:
             steps.append(self.inbox.stop)
-        steps += [lambda p=p: _stop_proc(p) for p in self.agents.values()]
+        steps.append(lambda: _stop_procs(list(self.agents.values())))
         steps += [s.stop for s in self.sims.values()]
         if self.broker is not None:
             steps.append(self.broker.stop)
@@ -306,11 +307,15 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
-def _stop_proc(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
+def _stop_procs(procs: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """SIGTERM to all at once, then one shared grace period (not one each), then SIGKILL."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
         p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in running:
         try:
-            p.wait(15)
+            p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)

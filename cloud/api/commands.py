@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.command_link import make_link
@@ -124,14 +124,18 @@ class Commander:
             log.exception("failed to handle %s", topic)
 
     def _result(self, t: wire.Topic, r: wire.CommandResult) -> None:
+        detail = r.detail[:512]
+        c = CommandRecord
+        # One conditional UPDATE, not read-then-write: every replica of a cluster hears the answer at
+        # the same moment, and the same answer heard again (another replica, a redelivery) must keep
+        # the time it was first recorded. Only the gateway the command went to may answer it.
+        mine = (c.id == r.id, c.site == t.site, c.gateway == t.gateway, c.device == t.device)
         with self.db.begin() as s:
-            rec = s.get(CommandRecord, r.id)
-            # Only the gateway the command went to may answer it.
-            if rec is None or (rec.site, rec.gateway, rec.device) != (t.site, t.gateway, t.device):
+            s.execute(update(c).where(*mine, or_(c.answered.is_(None), c.status != r.status, c.detail != detail))
+                      .values(status=r.status, detail=detail, answered=utcnow()))
+            # wake the page waiting for it even when another replica recorded the answer first
+            if s.execute(select(c.id).where(*mine)).first() is None:
                 return
-            # the same answer heard again (every replica of a cluster hears it; a redelivery) keeps its time
-            if rec.answered is None or (rec.status, rec.detail) != (r.status, r.detail[:512]):
-                rec.status, rec.detail, rec.answered = r.status, r.detail[:512], utcnow()
         with self._lock:
             ev = self._waiting.get(r.id)
         if ev:

@@ -241,9 +241,10 @@ def test_kill9_of_a_replica_just_after_it_cleared_an_alarm(stack: Stack) -> None
     before = len(s.db.alarms(ALARM_DEV, "waterflow"))
     pushes_before = len(s.receiver.alarms())
     s.dev.set(waterflow=True)
-    time.sleep(0.6)  # one edge poll (0.5 s)
-    s.dev.set(waterflow=False)
+    # Held until the owner raised it, and not longer: a fixed short flip (0.6 s, one edge poll) was
+    # missed by an edge whose poll slipped on a loaded machine (CI: no alarm row in 30 s).
     wait_until(lambda: s.db.alarms(ALARM_DEV, "waterflow")[before:], 30, "the alarm row", every=0.005)
+    s.dev.set(waterflow=False)
     wait_until(lambda: s.receiver.alarms()[pushes_before:], 30, "the push", every=0.005)  # none left to re-send
     wait_until(lambda: not s.db.alarms(ALARM_DEV, "waterflow")[-1]["active"], 30, "the alarm cleared", every=0.005)
     victim.kill()

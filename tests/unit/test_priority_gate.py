@@ -106,12 +106,13 @@ def test_held_telemetry_is_merged_per_device_and_other_kinds_never_are() -> None
         wait(lambda: gate._thread is not None)
         for i in range(20):
             gate.put(tele(i, dev=f"x{i}"))  # fills the engine (2) and waits in the gate
+        wait(lambda: eng.backlog() == 2)  # the gate's thread fed the engine (it may lag on a busy machine)
         for i in range(5_000):
             gate.put(tele(100 + i, dev=f"d{i % 5}", values={"temp": float(i), f"p{i % 7}": i}))
             if i % 1000 == 0:
                 gate.put(others[i // 1000])
         fed = sum(m.kind is wire.Kind.TELEMETRY for m in eng.got)
-        assert 1 <= fed <= 2  # at most max_ahead telemetry entries, then the five others went straight in
+        assert fed == 2  # max_ahead telemetry entries, then the five others went straight in
         assert [m for m in eng.got if m.kind is not wire.Kind.TELEMETRY] == others
         st = gate.stats()
         assert st["held_devices"] == 20 - fed + 5 and st["held_samples"] <= 20 + 5 * 8 * 16

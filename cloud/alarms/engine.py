@@ -48,6 +48,11 @@ from device_profiles.model import AlarmKind, AlarmRule, Profile, split_point_id
 log = logging.getLogger(__name__)
 
 GATEWAY_RULE = "gateway_offline"
+# The transition mark of a device-offline alarm is the device's message that raised or cleared it
+# (health "not answering", then any newer message): not a point's, so under a name no point can have.
+DEVICE_MARK = "@device"
+# ... and that of an edge-action alarm (event rules) the event that raised, repeated or superseded it.
+EVENT_MARK = "@event"
 CLOCK_RULE = "gateway_clock"
 COMM_RULE = "comm_errors"
 TRUE_TAGS = ("true", "yes", "1", "on")
@@ -130,6 +135,9 @@ class AlarmEngine:
         self._comm_dirty: set[tuple[str, str, str]] = set()
         self.resume_store = resume_store.ResumeStore(store)
         self._seen_events: OrderedDict[str, None] = OrderedDict()
+        # the newest event (by seq) that raised, repeated or superseded one of a device's edge-action
+        # alarms: restored at a takeover, so the dead owner's events delivered again count once
+        self._event_mark: dict[tuple[str, str, str], O.Mark] = {}
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {}
         self.seen_gw: dict[tuple[str, str], float] = {}
@@ -334,6 +342,7 @@ class AlarmEngine:
                         None,
                         {"reason": p.detail or "gateway reports no answer", "breaker": p.breaker},
                         msg.received,
+                        (DEVICE_MARK, O.mark(meta)) if meta is not None else None,
                     )
                 return
             if current:
@@ -345,7 +354,8 @@ class AlarmEngine:
                 self.seen_dev[dkey] = max(self.seen_dev.get(dkey, alive), alive)
                 self._seen_dirty.add(dkey)
                 if offline_rule:
-                    self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now)
+                    self._clear(active_key(msg.site, msg.gateway, msg.device, offline_rule.key, ""), now,
+                                cause=(DEVICE_MARK, O.mark(meta)) if meta is not None else None)
             if isinstance(p, Readings):
                 for lo, hi in p.seqs:
                     self._track_run(dkey, lo, hi)
@@ -377,6 +387,10 @@ class AlarmEngine:
                     # Events travel ahead of telemetry (safety lane): older telemetry of this point
                     # arriving after it is history (seq order of the point), other points are not.
                     self._value(msg, ref, by_point, p.point, p.value, now, touched, meta)
+                em = self._event_mark.get(dkey)
+                if meta is not None and em is not None and not O.newer(meta, em):
+                    self.counters["replayed_events"] += 1  # judged by the previous owner (or before a restart)
+                    all_rules = [r for r in all_rules if r.kind is not AlarmKind.EVENT]
                 for r in all_rules:
                     if r.kind is AlarmKind.EVENT and r.event_kind == p.kind:
                         block, idx, _ = split_point_id(p.point or "")
@@ -389,7 +403,11 @@ class AlarmEngine:
                         }
                         if block:
                             detail["block"] = block
-                        self._raise_event(r, ctx, now, p, detail, msg.received)
+                        cause = None
+                        if meta is not None:
+                            cause = (EVENT_MARK, O.mark(meta))
+                            self._event_mark[dkey] = cause[1]
+                        self._raise_event(r, ctx, now, p, detail, msg.received, cause)
                         touched.add(ctx.instance)
             if touched:
                 self._composites(msg, ref, all_rules, touched, now)
@@ -692,7 +710,8 @@ class AlarmEngine:
         return a
 
     def _raise_event(
-        self, rule: AlarmRule, ctx: _Ctx, now: float, ev: wire.Event, detail: dict[str, Any], origin: float
+        self, rule: AlarmRule, ctx: _Ctx, now: float, ev: wire.Event, detail: dict[str, Any], origin: float,
+        cause: tuple[str, O.Mark] | None = None,
     ) -> None:
         """An edge action (interlock) is an alarm only a person resolves. One trip of the edge's
         condition (`data.trip`: its first cut, retries and re-asserts while the port stays hot) is
@@ -700,7 +719,8 @@ class AlarmEngine:
         nobody again. A new trip while the previous alarm is still active (someone switched the port
         back on and it overheated again) is a new occurrence: the old alarm is closed as
         `superseded` and a new one is raised and pushed, naming the previous one. Events without a
-        trip (edges before it existed) each count as a new trip."""
+        trip (edges before it existed) each count as a new trip. `cause` (EVENT_MARK and the event's
+        mark) is committed with the row each time, so a survivor knows which events were counted."""
         k = active_key(ctx.site, ctx.gateway, ctx.device, rule.key, ctx.instance)
         trip = ev.data.get("trip")
         if trip is not None:
@@ -710,13 +730,16 @@ class AlarmEngine:
             if trip is not None and old.detail.get("trip") == trip:
                 old.occurrences += 1
                 old.detail = {**old.detail, "last_action": detail["edge_action"], "last_event_id": ev.id}
-                self.store.update(old.id, occurrences=old.occurrences, detail=json.dumps(old.detail, default=str))
+                extra = {"mark": RS.transition_json(*cause)} if cause else {}
+                self.store.update(old.id, occurrences=old.occurrences, detail=json.dumps(old.detail, default=str),
+                                  **extra)
                 self.store.add_audit(old.id, now, "repeated", detail=str(detail["edge_action"])[:500])
                 return
             detail["previous_alarm"] = old.id
             detail["occurrence"] = int(old.detail.get("occurrence", 1)) + 1
-            self._clear(k, now, action="superseded", detail=f"new occurrence (event {ev.id})", resolution=False)
-        self._raise(rule, ctx, now, ev.value, detail, origin)
+            self._clear(k, now, action="superseded", detail=f"new occurrence (event {ev.id})", resolution=False,
+                        cause=cause)
+        self._raise(rule, ctx, now, ev.value, detail, origin, cause)
 
     def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float) -> None:
         cfg = self.sites.get(site)
@@ -1157,9 +1180,19 @@ class AlarmEngine:
         was raised and pushed a second time, a new row cleared 0.1 s later by the flip's "off" delivered
         again (tests/integration/test_cluster_chaos.py `test_kill9_of_a_replica`, 2026-12-02); an older
         "off" delivered again would clear the alarm a newer reading raised. Readings the dead owner never
-        judged are newer than its last transition: still news (tests/integration/test_takeover_replay.py)."""
+        judged are newer than its last transition: still news (tests/integration/test_takeover_replay.py).
+        A device-offline alarm's mark is the device's (DEVICE_MARK): its "not answering" and the message
+        that cleared it, delivered again, are then older than the device's newest word. An edge-action
+        alarm's (EVENT_MARK) is the newest event that raised, repeated or superseded it: events up to
+        it, delivered again, neither count as repeats nor raise a new occurrence."""
         for dkey, pid, mark in rows:
-            self._remember_mark(dkey, pid, mark)
+            if pid in (DEVICE_MARK, EVENT_MARK):
+                per_device = self._dev_mark if pid == DEVICE_MARK else self._event_mark
+                last = per_device.get(dkey)
+                if last is None or O.newer(O.Meta(mark.seq, mark.ts, mark.ts, mark.epoch), last):
+                    per_device[dkey] = mark
+            else:
+                self._remember_mark(dkey, pid, mark)
 
     def _remember_mark(self, dkey: tuple[str, str, str], pid: str, mark: O.Mark) -> None:
         """Set a point's ordering mark to `mark` unless it already has a newer one."""
@@ -1255,9 +1288,9 @@ class AlarmEngine:
                 self._pending.discard(k)
             # Ordering marks and seq counts (cloud/ordering.py) of adopted devices start afresh: the
             # previous owner's newest messages come again from the stream, in order.
-            for d in [d for d in {*self._dev_mark, *self._comm, *self._marks} if mine(d[0], d[1])]:
+            for d in [d for d in {*self._dev_mark, *self._comm, *self._marks, *self._event_mark} if mine(d[0], d[1])]:
                 for per_device in (self._dev_mark, self._marks, self._last_seq, self._missing, self._comm,
-                                   self._comm_at):
+                                   self._comm_at, self._event_mark):
                     per_device.pop(d, None)
             self._restore_tracks(tracks)
             # ... except the rate-of-rise and comm-error windows (with their points' marks), which

@@ -141,6 +141,73 @@ def test_a_restarted_engine_does_not_judge_its_own_last_messages_again(db_url: s
     _b.close()
 
 
+def not_answering(seq: int) -> SafetyMessage:
+    """The gateway's health report: the riser has not answered for 120 s (its offline rule: 60 s)."""
+    t = T0 + seq
+    h = wire.DeviceHealth(ts=datetime.fromtimestamp(t, UTC), seq=seq, online=False, polls=240, ok=0, timeouts=240,
+                          last_ok=datetime.fromtimestamp(t - 120, UTC), detail="no answer", epoch="e1")
+    return SafetyMessage(SITE, GW, RISER, wire.Kind.HEALTH, h, t)
+
+
+def offline_rows(r: Replica) -> list[Any]:
+    return sorted((a for a in r.store.list_alarms() if a.rule == "offline" and a.device == RISER),
+                  key=lambda a: a.id)
+
+
+def test_a_device_offline_the_dead_owner_raised_and_cleared_is_not_raised_again(db_url: str) -> None:
+    """The device-offline alarm's mark is the device's message (cloud/alarms/engine.py DEVICE_MARK):
+    A raised it from a health report and cleared it at the riser's next reading, then died before
+    acknowledging either; B gets both again: no second row. A later silence is a new alarm."""
+    _clock, a, b = pair(db_url)
+    a.feed(not_answering(10), reading(11, False))
+    assert [r.active for r in offline_rows(a)] == [False]
+    b.take_over()
+    b.feed(not_answering(10))  # health travels the safety lane: it comes again before the reading
+    b.feed(reading(11, False))
+    assert [r.active for r in offline_rows(b)] == [False], "the dead owner's offline alarm was raised again"
+    b.feed(not_answering(12))
+    assert [r.active for r in offline_rows(b)] == [False, True]
+    b.feed(reading(13, False))
+    assert [r.active for r in offline_rows(b)] == [False, False]
+    a.close()
+    b.close()
+
+
+CHARGER = "charger-a"
+
+
+def cut(seq: int, trip: str) -> SafetyMessage:
+    """The edge cut a charger port (docs/wire.md, interlock event): one trip, re-asserted while hot."""
+    t = T0 + seq
+    ev = wire.Event(ts=datetime.fromtimestamp(t, UTC), seq=seq, id=f"cut-{seq:04d}", kind="interlock",
+                    point="port.3.connector_temp", value=76.0, text="port_enable on port.3 switched off",
+                    data={"rule": "port_overtemp", "command": "port_enable", "ok": True, "trip": trip}, epoch="e1")
+    return SafetyMessage(SITE, GW, CHARGER, wire.Kind.EVENT, ev, t)
+
+
+def interlock_rows(r: Replica) -> list[Any]:
+    return sorted((a for a in r.store.list_alarms() if a.rule == "interlock"), key=lambda a: a.id)
+
+
+def test_edge_actions_the_dead_owner_counted_are_not_counted_or_raised_again(db_url: str) -> None:
+    """A raised the edge-action alarm of trip 1, counted its re-assert, superseded it by trip 2's cut
+    (a new alarm, pushed) and died before acknowledging any of them. B gets all three again: without
+    the event mark (cloud/alarms/engine.py EVENT_MARK) trip 1's cut superseded trip 2's alarm and
+    raised and pushed a third, trip 2's a fourth. A new re-assert after that is counted once."""
+    _clock, a, b = pair(db_url)
+    a.feed(cut(20, "t1"), cut(21, "t1"), cut(22, "t2"))
+    before = [(r.active, r.occurrences, r.detail.get("trip")) for r in interlock_rows(a)]
+    assert before == [(False, 2, "t1"), (True, 1, "t2")]
+    b.take_over()
+    b.feed(cut(20, "t1"), cut(21, "t1"), cut(22, "t2"))
+    after = [(r.active, r.occurrences, r.detail.get("trip")) for r in interlock_rows(b)]
+    assert after == before, "the dead owner's edge actions were counted or raised again"
+    b.feed(cut(23, "t2"))
+    assert [(r.active, r.occurrences) for r in interlock_rows(b)] == [(False, 2), (True, 2)]
+    a.close()
+    b.close()
+
+
 def test_an_alarms_table_from_before_marks_gets_its_column(db_url: str) -> None:
     """A database written by an earlier version (no `mark` column) is brought up to date at open."""
     clock, a, b = pair(db_url)

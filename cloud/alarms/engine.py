@@ -53,6 +53,9 @@ GATEWAY_RULE = "gateway_offline"
 DEVICE_MARK = "@device"
 # ... and that of an edge-action alarm (event rules) the event that raised, repeated or superseded it.
 EVENT_MARK = "@event"
+# ... and that of a gateway-offline alarm the gateway status (last will, birth) that raised or cleared
+# it: its ts, and as seq 1 offline, 0 online (at one ts a connection's will comes after its birth).
+STATUS_MARK = "@status"
 CLOCK_RULE = "gateway_clock"
 COMM_RULE = "comm_errors"
 TRUE_TAGS = ("true", "yes", "1", "on")
@@ -138,6 +141,8 @@ class AlarmEngine:
         # the newest event (by seq) that raised, repeated or superseded one of a device's edge-action
         # alarms: restored at a takeover, so the dead owner's events delivered again count once
         self._event_mark: dict[tuple[str, str, str], O.Mark] = {}
+        # the newest gateway status applied: (online 1 / offline 0 as seq, its ts); older ones are stale
+        self._status_mark: dict[tuple[str, str], O.Mark] = {}
         now = clock()
         self.seen_dev: dict[tuple[str, str, str], float] = {}
         self.seen_gw: dict[tuple[str, str], float] = {}
@@ -296,12 +301,21 @@ class AlarmEngine:
             self.seen_gw[gw] = max(self.seen_gw.get(gw, heard), heard)
             self._seen_dirty.add((msg.site, msg.gateway, ""))
             if msg.kind is wire.Kind.STATUS and isinstance(p, wire.Status):
+                # a time past receipt (a wrong clock) counts as the receipt: it must not outrank
+                # the statuses sent once the clock is right (cloud/ordering.py: marks are evidence)
+                mark = O.Mark(int(p.state == "offline"), min(p.ts.timestamp(), msg.received + wire.CLOCK_TOLERANCE_S))
+                if not self._status_news(gw, mark, now):
+                    self.counters["stale"] += 1
+                    return
+                self._status_mark[gw] = mark
                 if p.state == "offline":
                     self._raise_gateway(
-                        msg.site, msg.gateway, now, f"last will: {p.reason or 'offline'}", msg.received
+                        msg.site, msg.gateway, now, f"last will: {p.reason or 'offline'}", msg.received,
+                        (STATUS_MARK, mark),
                     )
                 else:
-                    self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now)
+                    self._clear(active_key(msg.site, msg.gateway, "", GATEWAY_RULE, ""), now,
+                                cause=(STATUS_MARK, mark))
                 return
             gk = active_key(msg.site, msg.gateway, "", GATEWAY_RULE, "")
             ga = self.active.get(gk)
@@ -741,7 +755,25 @@ class AlarmEngine:
                         cause=cause)
         self._raise(rule, ctx, now, ev.value, detail, origin, cause)
 
-    def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float) -> None:
+    def _status_news(self, gw: tuple[str, str], mark: O.Mark, now: float) -> bool:
+        """Does this gateway status say something new? A status's ts names its connection and a
+        connection's will comes after its birth (docs/wire.md, "Gateway status"): a stale will of an
+        older connection arriving after a newer birth raises nothing, nor does the same status again
+        (a takeover's stream delivering what the dead owner judged, a retained copy at a restart).
+        Two allowances, so no sender's mistake mutes the alarm: a will counts unless it is older than
+        the birth by more than the clock tolerance (a birth timed when it was sent, not at its will),
+        and a kept time in the future (a wrong clock) never blocks a newer status."""
+        last = self._status_mark.get(gw)
+        if last is None or last.ts > now + wire.CLOCK_TOLERANCE_S:
+            return True
+        if (mark.ts, mark.seq) == (last.ts, last.seq):
+            return False
+        if mark.seq == 1 and last.seq == 0:  # a will after a birth
+            return mark.ts + wire.CLOCK_TOLERANCE_S >= last.ts
+        return (mark.ts, mark.seq) > (last.ts, last.seq)
+
+    def _raise_gateway(self, site: str, gateway: str, now: float, reason: str, origin: float,
+                       cause: tuple[str, O.Mark] | None = None) -> None:
         cfg = self.sites.get(site)
         sev = cfg.gateway_offline.severity if cfg else "minor"
         rule = AlarmRule.model_validate(
@@ -761,6 +793,7 @@ class AlarmEngine:
             None,
             {"reason": reason},
             origin,
+            cause,
         )
 
     def _clear(
@@ -1184,9 +1217,14 @@ class AlarmEngine:
         A device-offline alarm's mark is the device's (DEVICE_MARK): its "not answering" and the message
         that cleared it, delivered again, are then older than the device's newest word. An edge-action
         alarm's (EVENT_MARK) is the newest event that raised, repeated or superseded it: events up to
-        it, delivered again, neither count as repeats nor raise a new occurrence."""
+        it, delivered again, neither count as repeats nor raise a new occurrence. A gateway-offline
+        alarm's (STATUS_MARK) is the will or birth that raised or cleared it (`_status_news`)."""
         for dkey, pid, mark in rows:
-            if pid in (DEVICE_MARK, EVENT_MARK):
+            if pid == STATUS_MARK:  # rows oldest first: a later row's status is the newer one
+                last = self._status_mark.get(dkey[:2])
+                if last is None or mark.ts >= last.ts:
+                    self._status_mark[(dkey[0], dkey[1])] = mark
+            elif pid in (DEVICE_MARK, EVENT_MARK):
                 per_device = self._dev_mark if pid == DEVICE_MARK else self._event_mark
                 last = per_device.get(dkey)
                 if last is None or O.newer(O.Meta(mark.seq, mark.ts, mark.ts, mark.epoch), last):
@@ -1292,6 +1330,8 @@ class AlarmEngine:
                 for per_device in (self._dev_mark, self._marks, self._last_seq, self._missing, self._comm,
                                    self._comm_at, self._event_mark):
                     per_device.pop(d, None)
+            for g in [g for g in self._status_mark if mine(*g)]:
+                del self._status_mark[g]
             self._restore_tracks(tracks)
             # ... except the rate-of-rise and comm-error windows (with their points' marks), which
             # resume from the previous owner's last flush (cloud/alarms/resume.py), and the marks of

@@ -380,6 +380,9 @@ def test_gateway_offline_by_last_will_and_by_silence(tmp_path: Path, http_receiv
     [a] = rig.alarms(GATEWAY_RULE)
     assert a.active and a.gateway == "gw-2" and "last will" in a.detail["reason"]
     rig.feed(rig.msg(None, wire.Status(ts=rig.ts(), state="online"), gateway="gw-2"))
+    assert rig.alarms(GATEWAY_RULE)[0].active  # the dead connection's own birth, late (docs/wire.md)
+    rig.clock.t += 2  # the gateway connects again: its birth names the new connection
+    rig.feed(rig.msg(None, wire.Status(ts=rig.ts(), state="online"), gateway="gw-2"))
     assert not rig.alarms(GATEWAY_RULE)[0].active
     # silence: gw-1 keeps talking, gw-2 goes quiet → alarm after 45 s (< 60 s), not device storms
     for t in range(0, 61, 5):

@@ -208,6 +208,77 @@ def test_edge_actions_the_dead_owner_counted_are_not_counted_or_raised_again(db_
     b.close()
 
 
+def status(connected: int, online: bool, received: int) -> SafetyMessage:
+    """The gateway's birth or last will of the connection made at T0 + `connected` (docs/wire.md: a
+    status's ts names its connection; the birth carries the same ts as that connection's will)."""
+    st = wire.Status(ts=datetime.fromtimestamp(T0 + connected, UTC), state="online" if online else "offline",
+                     reason="" if online else "connection lost")
+    return SafetyMessage(SITE, GW, None, wire.Kind.STATUS, st, T0 + received)
+
+
+def gateway_rows(r: Replica) -> list[Any]:
+    return sorted((a for a in r.store.list_alarms() if a.rule == "gateway_offline"), key=lambda a: a.id)
+
+
+def test_a_gateway_offline_the_dead_owner_raised_and_cleared_is_not_raised_again(db_url: str) -> None:
+    """A judged the will of the gateway's connection made at 10 (raised, pushed) and the birth of its
+    next one at 30 (cleared), then died: B gets both again and raises nothing; a will of the new
+    connection is a new alarm."""
+    _clock, a, b = pair(db_url)
+    a.feed(status(10, True, 10), status(10, False, 20), status(30, True, 30))
+    assert [r.active for r in gateway_rows(a)] == [False]
+    b.take_over()
+    b.feed(status(10, False, 31), status(30, True, 31))
+    assert [r.active for r in gateway_rows(b)] == [False], "the dead owner's gateway offline was raised again"
+    b.feed(status(30, False, 40))
+    assert [r.active for r in gateway_rows(b)] == [False, True]
+    a.close()
+    b.close()
+
+
+def test_a_gateway_offline_the_dead_owner_raised_stays_one_active_alarm(db_url: str) -> None:
+    """A judged the birth and the will of one connection (raised, pushed) and died: B gets both again.
+    The birth must not clear the alarm (a connection's will comes after its birth), the will must not
+    raise another."""
+    _clock, a, b = pair(db_url)
+    a.feed(status(10, True, 10), status(10, False, 20))
+    b.take_over()
+    b.feed(status(10, True, 21), status(10, False, 21))
+    rows = gateway_rows(b)
+    assert [r.active for r in rows] == [True] and [e["action"] for e in b.store.audit_of(rows[0].id)] == ["raised"]
+    a.close()
+    b.close()
+
+
+def test_a_stale_will_after_a_newer_birth_raises_nothing(db_url: str) -> None:
+    """docs/wire.md: the status with the newest ts wins, so an older connection's will arriving late
+    (a retained copy, a broker's late delivery) raises no gateway-offline alarm; the will of the
+    connection that died wins over its own birth (same ts, arriving later)."""
+    _clock, a, _b = pair(db_url)
+    a.engine.owns = ALL
+    a.feed(status(30, True, 30), status(10, False, 31))
+    assert gateway_rows(a) == []
+    a.feed(status(30, False, 40))
+    assert [r.active for r in gateway_rows(a)] == [True]
+    a.close()
+    _b.close()
+
+
+def test_a_will_with_a_future_time_does_not_mute_the_gateway(db_url: str) -> None:
+    """A gateway whose clock ran an hour ahead, then was corrected: its earlier status must not make
+    the corrected connection's will 'older' forever (a wrong clock may not mute an alarm)."""
+    _clock, a, _b = pair(db_url)
+    a.engine.owns = ALL
+    a.feed(status(3600, True, 5))  # an hour in the future
+    a.feed(status(20, True, 20), status(20, False, 30))  # the clock corrected, the connection lost
+    assert [r.active for r in gateway_rows(a)] == [True]
+    a.feed(status(3590, True, 3590))  # reconnected an hour later: newer than the wrong clock's status
+    a.feed(status(3590, False, 3595))
+    assert [r.active for r in gateway_rows(a)] == [False, True], "the wrong clock's status muted the gateway"
+    a.close()
+    _b.close()
+
+
 def test_an_alarms_table_from_before_marks_gets_its_column(db_url: str) -> None:
     """A database written by an earlier version (no `mark` column) is brought up to date at open."""
     clock, a, b = pair(db_url)

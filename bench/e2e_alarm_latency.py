@@ -268,9 +268,11 @@ class Crossings:
             orig(dt)
             now = time.time()
             for n, (levels, got) in list(self.seen.items()):
-                temp = dev.model.ports[n].connector_temp
+                # as the device reports it (int16, 0.1 °C, rounded): at 69.96 °C it reads 70.0, the
+                # edge cuts the port there and the model never reaches 70 (the cut had "no t0")
+                reads = round(dev.model.ports[n].connector_temp * 10)
                 for lvl in levels:
-                    if lvl not in got and temp >= lvl:
+                    if lvl not in got and reads >= round(lvl * 10):
                         got[lvl] = now
             for n, hist in self.minute.items():
                 temp = dev.model.ports[n].connector_temp

@@ -139,6 +139,7 @@ class ConfigService:
             if limits is not None else None
         self.limits_s = 2.0  # how often the loop looks for limits to send
         self._stop = threading.Event()
+        self._republish_due = False  # the last connection's re-send failed: the rollouts thread tries again
         self._thread: threading.Thread | None = None
         self.changed = threading.Condition()  # notified on every result (tests, rollouts)
 
@@ -294,11 +295,19 @@ class ConfigService:
         return ok
 
     def _republish(self) -> None:
+        """At each connection: what the broker may have lost is sent again. If the store fails (SQLite
+        briefly locked, the database away) the rollouts thread tries again at its next tick; a thread
+        dying on the error left the desired configs unsent until the next reconnect."""
+        self._republish_due = False
         if self.limits is not None:
             self.limits.forget()  # a new connection: the broker may have lost what was retained
-        for st in self.store.states():
-            if st.desired is not None and not (st.last_version == st.desired and st.last_status in TERMINAL):
-                self.publish(st.site, st.gateway)
+        try:
+            for st in self.store.states():
+                if st.desired is not None and not (st.last_version == st.desired and st.last_status in TERMINAL):
+                    self.publish(st.site, st.gateway)
+        except Exception:
+            self._republish_due = True
+            log.exception("sending the desired configs again after a connection failed; tried again shortly")
 
     # ------------------------------------------------------------------ API
     def base_text(self, site: str, gw: str) -> str:
@@ -403,6 +412,8 @@ class ConfigService:
         last_resend = time.monotonic()
         last_limits = last_resend - self.limits_s  # the first look at the first tick
         while not self._stop.wait(self.rollout_tick_s):
+            if self._republish_due:
+                self._republish()
             if self.limits is not None and time.monotonic() - last_limits >= self.limits_s:
                 last_limits = time.monotonic()
                 try:
